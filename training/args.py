@@ -1,0 +1,118 @@
+"""Argument groups shared by the training scripts, parsed by `HfArgumentParser`.
+
+Every flag has a default and a one-line help; `--config FILE.yaml|json` supplies the same
+keys (dashes or underscores), and flags on the command line override the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field, fields
+
+from data.errors import InputError
+
+
+def _f(default, help, **kw):
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class LoraArguments:
+    lora: bool = _f(False, "train LoRA adapters instead of all weights (peft); the adapter goes to adapter/, merged weights to the top")
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA scaling alpha")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA path")
+
+    def __post_init__(self):
+        if self.lora_r < 1:
+            raise InputError(f"--lora-r must be at least 1, got {self.lora_r}")
+        if not 0 <= self.lora_dropout < 1:
+            raise InputError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class RunArguments:
+    output: str = _f(None, "output checkpoint folder (default: checkpoints/<task>)")
+    overwrite: bool = _f(False, "replace an existing output folder")
+    resume: bool = _f(False, "continue the interrupted or finished run in --output (optimizer state included)")
+    epochs: float = _f(None, "training epochs (default: 3 from a pretrained model, 30 from scratch)")
+    lr: float = _f(None, "peak learning rate (default: 5e-5 pretrained, 2e-4 with LoRA, 1e-3 from scratch)")
+    batch_size: int = _f(16, "sequences per device per step")
+    grad_accum: int = _f(1, "gradient accumulation steps")
+    warmup_ratio: float = _f(0.05, "fraction of steps spent warming up the learning rate")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    bf16: bool = _f(False, "bf16 mixed precision (fast on CPUs with AMX and on recent GPUs)")
+    seed: int = _f(42, "random seed (data split, initialisation, sampling order)")
+    patience: int = _f(0, "stop after this many epochs without a better validation loss (0: never)")
+    valid_ratio: float = _f(0.05, "fraction held out for validation when --valid-data is not given")
+    logging_steps: int = _f(0, "log the training loss every N steps (0: about 10 times per epoch)")
+    no_fallback: bool = _f(False, "fail instead of training from scratch when --model cannot be loaded")
+    config: str = _f(None, "YAML or JSON file with any of these options (flags override it)")
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (self.lr is None or 0 < self.lr < 1, f"--lr must be between 0 and 1, got {self.lr}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}"),
+            (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (self.patience >= 0, f"--patience must be >= 0, got {self.patience}"),
+            (0 <= self.valid_ratio <= 0.5, f"--valid-ratio must be between 0 and 0.5, got {self.valid_ratio}"),
+            (not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+def load_config_file(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise InputError(f"config file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        if path.endswith((".yaml", ".yml")):
+            import yaml
+
+            cfg = yaml.safe_load(text) or {}
+        else:
+            cfg = json.loads(text)
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: both mean a malformed file
+        raise InputError(f"{path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {str(e).splitlines()[0]}")
+    if not isinstance(cfg, dict):
+        raise InputError(f"{path} must hold a mapping of option names to values")
+    return {str(k).replace("-", "_"): v for k, v in cfg.items()}
+
+
+def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str):
+    """Parse flags (and an optional --config file) into the given dataclasses."""
+    from transformers import HfArgumentParser
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(types, prog=prog, description=description)
+    known = {f.name for t in types for f in fields(t)}
+    cfg_path = _config_path(argv)
+    if cfg_path:
+        cfg = load_config_file(cfg_path)
+        unknown = sorted(set(cfg) - known)
+        if unknown:
+            raise InputError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}")
+        parser.set_defaults(**cfg)
+    try:
+        return parser.parse_args_into_dataclasses(argv)
+    except InputError:
+        raise
+    except (TypeError, ValueError) as e:  # a config value of the wrong type, caught in __init__
+        raise InputError(f"bad option value: {e}")
+
+
+def _config_path(argv: list[str]) -> str | None:
+    for i, a in enumerate(argv):
+        if a == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith("--config="):
+            return a.split("=", 1)[1]
+    return None

@@ -1,0 +1,120 @@
+"""Writing the checkpoint folder, the contract between training/ and chat/.
+
+model weights (safetensors) + config, tokenizer files (tokenizer.json and vocab.txt),
+optional generation_config.json, README.md model card with YAML metadata,
+training_report.json, loss.png; with LoRA also adapter/ beside the merged weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+import yaml
+
+from training.cli import say
+
+
+def save_model(model, tokenizer, folder: str, generation_config=None) -> None:
+    """Save weights and tokenizer; a peft model saves its adapter to adapter/ and merged weights on top."""
+    from peft import PeftModel
+
+    if isinstance(model, PeftModel):
+        model.save_pretrained(os.path.join(folder, "adapter"))
+        model = model.merge_and_unload()
+    if generation_config is not None:
+        model.generation_config = generation_config
+    model.save_pretrained(folder)  # safetensors is the only format transformers 5 writes
+    tokenizer.save_pretrained(folder)
+    vocab = getattr(tokenizer, "vocab", None)
+    if isinstance(vocab, dict) and vocab:
+        # transformers 5 writes tokenizer.json only; vocab.txt keeps the folder usable by
+        # BertTokenizer(vocab=...) and by tools that read the plain vocabulary.
+        with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
+            f.write("\n".join(t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])) + "\n")
+
+
+def versions() -> dict:
+    import accelerate
+    import peft
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "accelerate": accelerate.__version__, "peft": peft.__version__}
+
+
+def write_report(folder: str, report: dict) -> None:
+    report = {**report, "versions": versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    with open(os.path.join(folder, "training_report.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, ensure_ascii=False, indent=2)
+
+
+def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
+    """loss.png: training loss per logged step and validation loss per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
+    valid = [(e["step"], e["eval_loss"]) for e in log_history if "eval_loss" in e and "step" in e]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", linewidth=1.2)
+    if valid:
+        ax.plot(*zip(*valid), "o-", label="valid loss", linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(folder, "loss.png"))
+    plt.close(fig)
+
+
+def write_model_card(folder: str, *, title: str, pipeline_tag: str, base_model: str | None, tags: list[str],
+                     metrics: dict, summary_zh: str, summary_en: str, usage: str, report: dict) -> None:
+    meta = {"language": ["zh"], "library_name": "transformers", "pipeline_tag": pipeline_tag, "tags": tags,
+            "metrics": sorted(metrics)}
+    if base_model:
+        meta["base_model"] = base_model
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
+    data = report.get("data", {})
+    data_lines = "\n".join(f"- {split}: `{os.path.basename(d.get('path', ''))}`, {d.get('rows', '?')} rows"
+                           f" ({d.get('skipped', {}).get('count', 0)} skipped)" for split, d in data.items() if isinstance(d, dict))
+    hp = report.get("hyperparameters", {})
+    hp_line = ", ".join(f"{k}={hp[k]}" for k in ("epochs", "lr", "batch_size", "grad_accum", "max_len", "lora", "bf16", "seed") if k in hp)
+    body = f"""---
+{yaml.safe_dump(meta, allow_unicode=True, sort_keys=False).strip()}
+---
+
+# {title}
+
+{summary_zh}
+
+{summary_en}
+
+- 基础模型 Base model: `{base_model or 'scratch (trained from random initialisation)'}`
+- 训练数据 Training data:
+{data_lines or '- (see training_report.json)'}
+- 超参数 Hyperparameters: {hp_line}
+- 训练时间 Wall time: {report.get('wall_time_s', 0):.0f} s
+
+| metric | value |
+|---|---|
+{rows}
+
+## 使用 Usage
+
+```python
+{usage.strip()}
+```
+
+Full figures: `training_report.json`; loss curve: `loss.png`.
+"""
+    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
+        f.write(body)

@@ -1,0 +1,45 @@
+"""Entry-point wrapper: bad input becomes one line on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from typing import Callable
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def say(message: str) -> None:
+    """Progress and notes for the person at the terminal (stderr keeps stdout clean for data)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    logging.getLogger("accelerate").setLevel(logging.ERROR)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # "Writing model shards" and load bars; the training bar stays
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
+
+
+def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+    """Call `main(argv)`; turn `InputError` into `error: ...` + exit 2 and Ctrl-C into exit 130."""
+    from data.errors import InputError
+
+    quiet_libraries()
+    try:
+        return int(main(argv) or 0)
+    except InputError as e:
+        say(f"error: {e}")
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        say("interrupted.")
+        return EXIT_INTERRUPTED

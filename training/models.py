@@ -1,0 +1,103 @@
+"""Base models: a local folder, a Hub id (cached or downloaded), or `scratch`; LoRA on top.
+
+Offline, `from_pretrained` on an uncached Hub id retries for minutes. We look in the cache
+first and probe the Hub once with a short timeout, so an offline user gets one line and
+(unless --no-fallback) a scratch model within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from typing import Callable
+from urllib.parse import urlparse
+
+from data.errors import InputError
+
+SCRATCH = "scratch"
+
+
+@dataclass
+class BaseChoice:
+    """Where the base model comes from: `source` is "scratch", "folder" or "hub"."""
+
+    source: str
+    name: str
+    fallback_reason: str | None = None
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or "\\" in name or os.path.isabs(name)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One short TCP connect to the Hub endpoint: no retries, no multi-minute hang."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def load_base(name: str, load: Callable[..., object], no_fallback: bool, what: str):
+    """Load `name` with `load(name_or_path, **kw)`; returns (loaded_or_None, BaseChoice).
+
+    None means "build from scratch" (asked for, or the offline fallback).
+    """
+    if name == SCRATCH:
+        return None, BaseChoice(SCRATCH, SCRATCH)
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        return _load_or_explain(load, expanded, f"{name} is not a usable {what} folder"), BaseChoice("folder", expanded)
+    if looks_like_path(name) or os.path.exists(expanded):
+        raise InputError(f"model folder not found: {name}")
+    try:  # cached from an earlier download?
+        return load(name, local_files_only=True), BaseChoice("hub", name)
+    except InputError:
+        raise
+    except Exception:
+        pass
+    if not hub_reachable():
+        reason = f"{name!r} is not in the local cache and the Hugging Face Hub cannot be reached (offline)"
+        if no_fallback:
+            raise InputError(f"{reason}; drop --no-fallback to train from scratch, or pass a local folder to --model")
+        return None, BaseChoice(SCRATCH, SCRATCH, fallback_reason=reason)
+    return _load_or_explain(load, name, f"could not load {name!r} from the Hugging Face Hub"), BaseChoice("hub", name)
+
+
+def _load_or_explain(load, name, prefix):
+    try:
+        return load(name)
+    except InputError:
+        raise
+    except Exception as e:  # OSError, ValueError, EnvironmentError from from_pretrained: report in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{prefix}: {first[:300]}")
+
+
+def check_model_type(path_or_id: str, expected: tuple[str, ...], what: str, **kw) -> None:
+    """Refuse a folder whose config is another architecture (it would load with random weights)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(path_or_id, **kw)
+    if config.model_type not in expected:
+        raise InputError(f"{path_or_id} holds a {config.model_type} model, not a {what} ({'/'.join(expected)})")
+
+
+def wrap_lora(model, r: int, alpha: int, dropout: float, targets: list[str], task_type: str, **extra):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type, **extra)
+    return get_peft_model(model, config)
+
+
+def count_parameters(model) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable

@@ -1,0 +1,257 @@
+"""The Trainer run shared by every task: output folder, resume, Ctrl-C, per-epoch metrics.
+
+Output layout while training: `<output>.partial/states/checkpoint-N` (Trainer states,
+optimizer included). When training ends, the model files are written into
+`<output>.partial/`, the last state is kept as `resume_state/`, and the folder is renamed
+to `<output>`, so a half-written checkpoint is never mistaken for a finished one.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import ProgressCallback
+
+from data.errors import InputError
+from training.cli import say
+
+STATE_DIR = "resume_state"
+
+
+def _latest_checkpoint(folder: str) -> str | None:
+    found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "checkpoint-*")) if (m := re.search(r"checkpoint-(\d+)$", p))]
+    found = [(n, p) for n, p in found if os.path.isfile(os.path.join(p, "trainer_state.json"))]
+    return max(found)[1] if found else None
+
+
+def _is_checkpoint_folder(path: str) -> bool:
+    return any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "training_report.json"))
+
+
+class OutputPlan:
+    """Decides where a run writes, what it resumes from, and swaps the result in atomically."""
+
+    def __init__(self, output: str, overwrite: bool = False, resume: bool = False):
+        self.final = os.path.abspath(output)
+        self.work = self.final.rstrip(os.sep) + ".partial"
+        self.states = os.path.join(self.work, "states")
+        self.overwrite, self.resume = overwrite, resume
+        self.resumed_from: str | None = None
+
+    def prepare(self) -> str | None:
+        """Check the folders; return the Trainer checkpoint to resume from (or None)."""
+        if os.path.exists(self.final) and not os.path.isdir(self.final):
+            raise InputError(f"--output {self.final} is a file, not a folder")
+        if os.path.isdir(self.final) and os.listdir(self.final) and not _is_checkpoint_folder(self.final):
+            raise InputError(f"{self.final} exists and is not a checkpoint folder; choose another --output")
+        interrupted = _latest_checkpoint(self.states)
+        if self.resume:
+            if interrupted:
+                self.resumed_from = interrupted
+                return interrupted
+            saved = os.path.join(self.final, STATE_DIR)
+            if os.path.isfile(os.path.join(saved, "trainer_state.json")):
+                step = json.load(open(os.path.join(saved, "trainer_state.json")))["global_step"]
+                if os.path.exists(self.work):
+                    shutil.rmtree(self.work)
+                target = os.path.join(self.states, f"checkpoint-{step}")
+                shutil.copytree(saved, target)
+                self.resumed_from = saved
+                return target
+            raise InputError(f"nothing to resume: no interrupted run at {self.work} and no saved state in {self.final}")
+        if os.path.exists(self.work) and not self.overwrite:
+            raise InputError(f"{self.work} holds an interrupted run; pass --resume to continue it or --overwrite to start over")
+        if os.path.isdir(self.final) and os.listdir(self.final) and not self.overwrite:
+            raise InputError(f"{self.final} already exists; pass --overwrite to replace it or --resume to continue training it")
+        if os.path.exists(self.work):
+            shutil.rmtree(self.work)
+        return None
+
+    def finalize(self) -> None:
+        """Keep the last Trainer state as resume_state/, then move the folder into place."""
+        last = _latest_checkpoint(self.states)
+        if last:
+            shutil.move(last, os.path.join(self.work, STATE_DIR))
+        shutil.rmtree(self.states, ignore_errors=True)
+        old = None
+        if os.path.exists(self.final):
+            old = self.final.rstrip(os.sep) + f".old-{os.getpid()}"
+            os.replace(self.final, old)
+        os.replace(self.work, self.final)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+class StopOnInterrupt(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a full resumable state, stop. Second: abort."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            self.uninstall()
+            raise KeyboardInterrupt
+        self.requested = True
+        say("\nCtrl-C: saving a resumable state after this step (press Ctrl-C again to abort without saving)...")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
+class QuietProgress(ProgressCallback):
+    """The Trainer's progress bar with the latest loss beside it, instead of a printed dict per log."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
+            self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+
+class EpochPrinter(TrainerCallback):
+    """One readable line per evaluation: epoch, train loss so far, valid loss, perplexity."""
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if state.is_world_process_zero and metrics and "eval_loss" in metrics:
+            train = [e["loss"] for e in state.log_history if "loss" in e and e.get("epoch", 0) > (state.epoch or 0) - 1 + 1e-9]
+            tl = f"train loss {sum(train) / len(train):.4f}, " if train else ""
+            say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}, perplexity {_ppl(metrics['eval_loss']):.2f}")
+
+
+def _ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+def epoch_table(log_history: list[dict]) -> list[dict]:
+    """Per-epoch train loss (mean of logged losses in the epoch) and validation loss/perplexity."""
+    rows: dict[int, dict] = {}
+    for e in log_history:
+        if "epoch" not in e:
+            continue
+        n = max(1, math.ceil(e["epoch"] - 1e-6))
+        row = rows.setdefault(n, {"epoch": n, "_train": []})
+        if "loss" in e:
+            row["_train"].append(e["loss"])
+        if "eval_loss" in e:
+            row["valid_loss"] = round(e["eval_loss"], 5)
+            row["valid_perplexity"] = round(_ppl(e["eval_loss"]), 3)
+            row.update({k[5:]: v for k, v in e.items() if k.startswith("eval_") and k not in ("eval_loss",) and not k.endswith(("runtime", "per_second"))})
+    out = []
+    for n in sorted(rows):
+        row = rows[n]
+        train = row.pop("_train")
+        if train:
+            row["train_loss"] = round(sum(train) / len(train), 5)
+        if len(row) > 1:
+            out.append(row)
+    return out
+
+
+@dataclass
+class RunResult:
+    trainer: Trainer
+    interrupted: bool
+    epochs: list[dict]
+    best: dict | None
+    train_runtime_s: float
+    wall_time_s: float
+    global_step: int
+    start_epoch: float = 0.0
+
+
+def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: int, metric: str = "loss", greater_is_better: bool = False) -> TrainingArguments:
+    logging_steps = run.logging_steps or max(1, steps_per_epoch // 10)
+    use_cuda = torch.cuda.is_available()
+    return TrainingArguments(
+        output_dir=plan.states,
+        num_train_epochs=run.epochs,
+        learning_rate=run.lr,
+        per_device_train_batch_size=run.batch_size,
+        per_device_eval_batch_size=run.batch_size,
+        gradient_accumulation_steps=run.grad_accum,
+        warmup_steps=run.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
+        weight_decay=run.weight_decay,
+        lr_scheduler_type="linear",
+        bf16=run.bf16,
+        use_cpu=not use_cuda,
+        seed=run.seed,
+        data_seed=run.seed,
+        eval_strategy="epoch" if has_eval else "no",
+        save_strategy="epoch",
+        save_total_limit=1,  # the best checkpoint is kept as well when load_best_model_at_end is on
+        load_best_model_at_end=has_eval,
+        metric_for_best_model=metric if has_eval else None,
+        greater_is_better=greater_is_better if has_eval else None,
+        logging_strategy="steps",
+        logging_steps=logging_steps,
+        logging_first_step=True,
+        train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
+        report_to=[],
+        log_level="error",
+        disable_tqdm=False,
+        dataloader_num_workers=0,
+    )
+
+
+def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: OutputPlan, resume_from: str | None,
+                 metric: str = "loss", greater_is_better: bool = False, compute_metrics=None, callbacks=()) -> RunResult:
+    """Wire the datasets into a Trainer, train (resuming if asked), and report per-epoch figures."""
+    has_eval = eval_ds is not None and len(eval_ds) > 0
+    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    steps_per_epoch = max(1, math.ceil(len(train_ds) / (run.batch_size * world * run.grad_accum)))
+    args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better)
+    stopper = StopOnInterrupt()
+    cbs = [stopper, EpochPrinter(), *callbacks]
+    if run.patience and has_eval:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
+    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_ds,
+                      eval_dataset=eval_ds if has_eval else None, processing_class=tokenizer,
+                      compute_metrics=compute_metrics, callbacks=cbs)
+    if trainer.pop_callback(ProgressCallback):
+        trainer.add_callback(QuietProgress)
+    start_epoch = 0.0
+    if resume_from:
+        done = json.load(open(os.path.join(resume_from, "trainer_state.json")))
+        if done.get("epoch", 0) >= run.epochs - 1e-6:
+            raise InputError(f"the run in {plan.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs to continue it")
+        start_epoch = float(done.get("epoch", 0.0))
+        say(f"resuming from step {done['global_step']} (epoch {done.get('epoch', 0):.2f})")
+    start = time.time()
+    stopper.install()
+    try:
+        output = trainer.train(resume_from_checkpoint=resume_from)
+    finally:
+        stopper.uninstall()
+    wall = time.time() - start
+    epochs = epoch_table(trainer.state.log_history)
+    best = None
+    key = "valid_loss" if metric == "loss" else metric
+    scored = [e for e in epochs if key in e]
+    if scored:
+        pick = max if greater_is_better else min
+        best = dict(pick(scored, key=lambda e: e[key]))
+    return RunResult(trainer, stopper.requested, epochs, best, float(output.metrics.get("train_runtime", wall)), wall,
+                     trainer.state.global_step, start_epoch)
+

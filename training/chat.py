@@ -146,8 +146,11 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if not valid:
         say("note: no validation data; the last epoch is kept and --patience is ignored")
 
+    from accelerate import PartialState
+
     plan = OutputPlan(runa.output, runa.overwrite, runa.resume)
-    resume_from = plan.prepare()
+    with PartialState().main_process_first():  # under `accelerate launch`, one process touches the folders
+        resume_from = plan.prepare()
     set_seed(runa.seed)
 
     loaded, choice = load_base(args.model, load_pretrained, runa.no_fallback, "GPT-2 chat model")

@@ -65,6 +65,8 @@ def load_base(name: str, load: Callable[..., object], no_fallback: bool, what: s
         pass
     if not hub_reachable():
         reason = f"{name!r} is not in the local cache and the Hugging Face Hub cannot be reached (offline)"
+        if "/" in name:
+            reason += f"; there is no local folder {name!r} either"
         if no_fallback:
             raise InputError(f"{reason}; drop --no-fallback to train from scratch, or pass a local folder to --model")
         return None, BaseChoice(SCRATCH, SCRATCH, fallback_reason=reason)

@@ -57,6 +57,7 @@ def test_scratch_run_learns_and_reloads_with_plain_pipeline(tmp_path):
     r = report(out)
     losses = [e["valid_loss"] for e in r["epochs"]]
     assert len(losses) == 4 and losses[-1] < losses[0] - 0.5
+    assert all("train_loss" in e and "train_perplexity" in e and "valid_perplexity" in e for e in r["epochs"])
     assert r["best"]["epoch"] == min(r["epochs"], key=lambda e: e["valid_loss"])["epoch"]
     assert r["data"]["train"]["rows"] + r["data"]["valid"]["rows"] == 208
     assert r["tokens_per_s"] > 0 and r["fallback_reason"] is None and r["base_model"] == "scratch"
@@ -214,12 +215,13 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
 
 
 def test_bad_rows_and_gbk_are_reported(tmp_path, capsys):
-    text = "你好\n你好呀\n\n一句话\n\n" + "\n\n".join(["吃了吗\n吃了"] * 30)
+    text = "你好\n你好呀\n\n一句话\n\n" + "\n\n".join(["吃了吗\n吃了"] * 30) + "\n\n长文\n" + "长" * 10_000 + "\n"
     data = write(tmp_path / "gbk.txt", text, encoding="gb18030")
-    code = run(chat_script.main, ["--data", str(data), "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1"])
+    code = run(chat_script.main, ["--data", str(data), "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1", "--valid-ratio", "0"])
     assert code == 0
     err = capsys.readouterr().err
     assert "read as GB18030" in err and "gbk.txt:4: dialogue has only one utterance" in err
+    assert "1 utterances were cut to fit --max-len 64" in err
     r = report(tmp_path / "o")
     assert r["data"]["train"]["encoding"] == "gb18030" and r["data"]["train"]["skipped"]["count"] == 1
 

@@ -84,8 +84,8 @@ def write_model_card(folder: str, *, title: str, pipeline_tag: str, base_model: 
         meta["base_model"] = base_model
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
     data = report.get("data", {})
-    data_lines = "\n".join(f"- {split}: `{os.path.basename(d.get('path', ''))}`, {d.get('rows', '?')} rows"
-                           f" ({d.get('skipped', {}).get('count', 0)} skipped)" for split, d in data.items() if isinstance(d, dict))
+    data_lines = "\n".join(f"- {split}: `{os.path.basename(d['path'])}`, {d.get('rows', '?')} rows"
+                           f" ({d.get('skipped', {}).get('count', 0)} skipped)" for split, d in data.items() if isinstance(d, dict) and d.get("path"))
     hp = report.get("hyperparameters", {})
     hp_line = ", ".join(f"{k}={hp[k]}" for k in ("epochs", "lr", "batch_size", "grad_accum", "max_len", "lora", "bf16", "seed") if k in hp)
     body = f"""---

@@ -62,7 +62,8 @@ class OutputPlan:
                 return interrupted
             saved = os.path.join(self.final, STATE_DIR)
             if os.path.isfile(os.path.join(saved, "trainer_state.json")):
-                step = json.load(open(os.path.join(saved, "trainer_state.json")))["global_step"]
+                with open(os.path.join(saved, "trainer_state.json")) as f:
+                    step = json.load(f)["global_step"]
                 if os.path.exists(self.work):
                     shutil.rmtree(self.work)
                 target = os.path.join(self.states, f"checkpoint-{step}")
@@ -164,6 +165,7 @@ def epoch_table(log_history: list[dict]) -> list[dict]:
         train = row.pop("_train")
         if train:
             row["train_loss"] = round(sum(train) / len(train), 5)
+            row["train_perplexity"] = round(_ppl(row["train_loss"]), 3)
         if len(row) > 1:
             out.append(row)
     return out
@@ -233,7 +235,8 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
         trainer.add_callback(QuietProgress)
     start_epoch = 0.0
     if resume_from:
-        done = json.load(open(os.path.join(resume_from, "trainer_state.json")))
+        with open(os.path.join(resume_from, "trainer_state.json")) as f:
+            done = json.load(f)
         if done.get("epoch", 0) >= run.epochs - 1e-6:
             raise InputError(f"the run in {plan.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs to continue it")
         start_epoch = float(done.get("epoch", 0.0))

@@ -30,3 +30,15 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))
     return path
+
+
+@pytest.fixture(scope="session")
+def chat_checkpoint(tmp_path_factory):
+    """A tiny chat model trained by training/chat.py on the sample dialogues (the real contract)."""
+    from training import chat as chat_script
+    from training.cli import run
+
+    out = tmp_path_factory.mktemp("ckpt") / "chat"
+    argv = ["--data", str(SAMPLES / "dialogs.txt"), "--output", str(out), *TINY_CHAT, "--epochs", "3", "--lr", "3e-3"]
+    assert run(chat_script.main, argv) == 0
+    return out

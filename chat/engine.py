@@ -1,0 +1,210 @@
+"""ChatEngine: history + message -> reply, streamed, from a chat checkpoint folder.
+
+The prompt is built by `data.DialogueEncoder` (the encoder training used): the latest
+turns as `[CLS]u1[SEP]u2[SEP]...`, within `max_history` turns and the model's length.
+Generation is `model.generate` with the KV cache; `[SEP]` ends the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass, fields, replace
+from typing import Iterator
+
+import torch
+
+from data import DialogueEncoder, InputError, despace
+
+log = logging.getLogger("chat")
+
+MAX_MESSAGE_CHARS = 1000
+MAX_NEW_TOKENS_LIMIT = 512
+_SEEDED = threading.Lock()  # torch's CPU generator is process-wide: seeded runs go one at a time
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding controls; None means "the checkpoint's generation_config.json value"."""
+
+    max_new_tokens: int | None = None
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    do_sample: bool | None = None
+    seed: int | None = None
+
+    def check(self) -> None:
+        rules = [
+            ("max_new_tokens", lambda v: 1 <= v <= MAX_NEW_TOKENS_LIMIT, f"between 1 and {MAX_NEW_TOKENS_LIMIT}"),
+            ("temperature", lambda v: 0 <= v <= 5, "between 0 and 5 (0 means greedy)"),
+            ("top_k", lambda v: v >= 0, "0 (off) or more"),
+            ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
+            ("repetition_penalty", lambda v: 1 <= v <= 5, "between 1 (off) and 5"),
+            ("no_repeat_ngram_size", lambda v: v >= 0, "0 (off) or more"),
+        ]
+        for name, ok, text in rules:
+            value = getattr(self, name)
+            if value is not None and not ok(value):
+                raise InputError(f"{name} must be {text}, got {value}")
+
+
+def normalize_history(history) -> list[str]:
+    """Accept [{"role", "content"}] (Gradio messages), [[user, bot], ...] pairs, or plain strings."""
+    if history is None:
+        return []
+    if not isinstance(history, (list, tuple)):
+        raise InputError(f"history must be a list of messages, got {type(history).__name__}")
+    turns: list[str] = []
+    for i, item in enumerate(history):
+        if isinstance(item, str):
+            turns.append(item)
+        elif isinstance(item, dict):
+            content = item.get("content")
+            if item.get("role") not in ("user", "assistant") or not isinstance(content, str):
+                raise InputError(f"history[{i}] must look like {{'role': 'user'|'assistant', 'content': str}}")
+            turns.append(content)
+        elif isinstance(item, (list, tuple)) and len(item) == 2 and all(x is None or isinstance(x, str) for x in item):
+            turns.extend(x for x in item if x)
+        else:
+            raise InputError(f"history[{i}] is a {type(item).__name__}; use {{'role', 'content'}} dicts or strings")
+    return [t.strip() for t in turns if t and t.strip()]
+
+
+class _Streamer:
+    """Token ids from `generate` -> readable text deltas.
+
+    Hand-written instead of TextIteratorStreamer: that one yields BERT-style decoded text
+    ("你 好") piece by piece, and removing spaces from pieces would also glue English
+    words together. Here the whole reply so far is decoded and de-spaced, and only the new
+    suffix is sent, so streamed text always equals the final text.
+    """
+
+    def __init__(self, engine: "ChatEngine"):
+        self.engine, self.ids, self.sent = engine, [], ""
+        self.queue: queue.Queue = queue.Queue()
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:  # generate() first pushes the prompt
+            self.prompt_seen = True
+            return
+        self.ids.extend(value.reshape(-1).tolist())
+        self._send(final=False)
+
+    def end(self) -> None:
+        self._send(final=True)
+        self.queue.put(None)
+
+    def _send(self, final: bool) -> None:
+        text = self.engine.decode(self.ids)
+        if text.startswith(self.sent) and len(text) > len(self.sent):
+            # hold back a trailing ASCII word: it may still grow ("hel" -> "hello")
+            cut = len(text) if final or not text[-1].isascii() else len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+            if cut > len(self.sent):
+                self.queue.put(text[len(self.sent) : cut])
+                self.sent = text[:cut]
+
+
+class ChatEngine:
+    """Multi-turn chat over a GPT-2 checkpoint: `reply(history, message)` and `stream(...)`."""
+
+    def __init__(self, model, tokenizer, generation_config, max_history: int = 6, name: str = "chat"):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.max_history = max_history
+        self.max_len = int(model.config.n_positions)
+        self.encoder = DialogueEncoder(tokenizer, self.max_len)
+        banned = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id} - {None}
+        self.defaults = generation_config
+        # Whatever the folder says, [SEP] ends a reply and special tokens are never written.
+        self.defaults.eos_token_id = tokenizer.sep_token_id
+        self.defaults.pad_token_id = tokenizer.pad_token_id
+        self.defaults.bos_token_id = tokenizer.cls_token_id
+        self.defaults.suppress_tokens = sorted(banned | set(self.defaults.suppress_tokens or []))
+
+    @classmethod
+    def from_pretrained(cls, folder: str, fast: bool = False, max_history: int = 6) -> "ChatEngine":
+        """Load a chat checkpoint folder; `fast=True` keeps the weights in bf16 (quicker on AMX CPUs)."""
+        from chat.loading import load_chat_model
+
+        model, tokenizer, gen = load_chat_model(folder, dtype=torch.bfloat16 if fast else None)
+        return cls(model, tokenizer, gen, max_history=max_history, name=folder)
+
+    # -- text ------------------------------------------------------------------
+    def decode(self, ids: list[int]) -> str:
+        """Written Chinese: ## pieces joined, no spaces between CJK characters or around Chinese punctuation."""
+        return despace(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def build_prompt(self, history, message: str, max_new_tokens: int) -> list[int]:
+        if not isinstance(message, str):
+            raise InputError(f"the message must be text, got {type(message).__name__}")
+        message = message.strip()
+        if not message:
+            raise InputError("the message is empty; type something to say")
+        if len(message) > MAX_MESSAGE_CHARS:
+            log.warning("message of %d characters cut to its last %d", len(message), MAX_MESSAGE_CHARS)
+            message = message[-MAX_MESSAGE_CHARS:]
+        turns = normalize_history(history) + [message]
+        return self.encoder.encode_prompt(turns, max_history=self.max_history, reserve=max_new_tokens)
+
+    # -- generation ------------------------------------------------------------
+    def _config(self, settings: GenerationSettings | None, overrides: dict):
+        s = replace(settings or GenerationSettings(), **overrides)
+        s.check()
+        values = {f.name: getattr(s, f.name) for f in fields(s) if f.name != "seed" and getattr(s, f.name) is not None}
+        if values.get("temperature") == 0:  # temperature 0 reads as "no randomness"
+            values.pop("temperature")
+            values["do_sample"] = False
+        config = self.defaults.copy() if hasattr(self.defaults, "copy") else self.defaults.__class__(**self.defaults.to_dict())
+        config.update(**values)
+        room = self.max_len - 9  # leave at least a [CLS], a few prompt tokens and [SEP]
+        if (config.max_new_tokens or 64) > room:
+            config.max_new_tokens = room
+        return config, s.seed
+
+    def _generate(self, ids: list[int], config, seed: int | None, streamer=None) -> list[int]:
+        input_ids = torch.tensor([ids], device=self.model.device)
+        attention = torch.ones_like(input_ids)
+        with torch.inference_mode():
+            if seed is None:
+                out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, streamer=streamer)
+            else:
+                with _SEEDED:
+                    torch.manual_seed(seed)
+                    out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, streamer=streamer)
+        new = out[0, input_ids.shape[1] :].tolist()
+        return new[: new.index(self.tokenizer.sep_token_id)] if self.tokenizer.sep_token_id in new else new
+
+    def generate_ids(self, history, message: str, settings: GenerationSettings | None = None, **overrides) -> list[int]:
+        """Token ids of the reply (without the closing [SEP])."""
+        config, seed = self._config(settings, overrides)
+        return self._generate(self.build_prompt(history, message, config.max_new_tokens), config, seed)
+
+    def reply(self, history, message: str, settings: GenerationSettings | None = None, **overrides) -> str:
+        """The whole reply at once."""
+        return self.decode(self.generate_ids(history, message, settings, **overrides))
+
+    def stream(self, history, message: str, settings: GenerationSettings | None = None, **overrides) -> Iterator[str]:
+        """Yield the reply in pieces as it is generated (join them for the full text)."""
+        config, seed = self._config(settings, overrides)
+        ids = self.build_prompt(history, message, config.max_new_tokens)
+        streamer = _Streamer(self)
+        errors: list[BaseException] = []
+
+        def work():
+            try:
+                self._generate(ids, config, seed, streamer)
+            except BaseException as e:  # surfaced in the caller's thread below
+                errors.append(e)
+                streamer.queue.put(None)
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        while (piece := streamer.queue.get()) is not None:
+            yield piece
+        thread.join()
+        if errors:
+            raise errors[0]

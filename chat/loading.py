@@ -1,0 +1,61 @@
+"""Loading checkpoint folders written by training/ (merged weights, or a base plus adapter/)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from data.errors import InputError
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_chat_model(folder: str, dtype=None):
+    """Return (model, tokenizer, generation_config) of a GPT-2 chat checkpoint folder.
+
+    Accepts the folders training/chat.py writes (merged weights at the top) and adapter-only
+    folders (`adapter_config.json` at the top or in adapter/), loaded through peft on their base.
+    Raises `InputError` with one sentence for anything that is not a chat model.
+    """
+    import torch
+    from transformers import BertTokenizerFast, GenerationConfig, GPT2LMHeadModel
+
+    if not os.path.isdir(folder):
+        raise InputError(f"chat model folder not found: {folder}")
+    config_path = os.path.join(folder, "config.json")
+    adapter_dir = next((d for d in (folder, os.path.join(folder, "adapter")) if os.path.isfile(os.path.join(d, "adapter_config.json"))), None)
+    has_weights = any(os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
+    dtype = dtype or torch.float32
+    if os.path.isfile(config_path) and has_weights:
+        model_type = _read_json(config_path).get("model_type")
+        if model_type != "gpt2":
+            raise InputError(f"{folder} holds a {model_type} model, not a GPT-2 chat model")
+        model = GPT2LMHeadModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+    elif adapter_dir:
+        from peft import PeftModel
+
+        base = _read_json(os.path.join(adapter_dir, "adapter_config.json")).get("base_model_name_or_path")
+        if not base:
+            raise InputError(f"{adapter_dir}/adapter_config.json does not name its base model")
+        try:
+            model = GPT2LMHeadModel.from_pretrained(base, dtype=dtype, use_safetensors=True)
+        except OSError as e:
+            raise InputError(f"cannot load the adapter's base model {base!r}: {str(e).splitlines()[0]}")
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    else:
+        raise InputError(f"{folder} is not a chat model folder (no config.json with safetensors weights, no adapter)")
+    try:
+        tokenizer = BertTokenizerFast.from_pretrained(folder)
+    except (OSError, ValueError, TypeError):
+        raise InputError(f"{folder} has no usable tokenizer (tokenizer.json or vocab.txt)")
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+        raise InputError(f"the tokenizer in {folder} has no [CLS]/[SEP]; it is not a chat model of this project")
+    try:
+        generation_config = GenerationConfig.from_pretrained(folder)
+    except OSError:
+        generation_config = GenerationConfig(do_sample=True, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2, max_new_tokens=64)
+    model.eval()
+    return model, tokenizer, generation_config

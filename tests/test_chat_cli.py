@@ -1,0 +1,48 @@
+"""The terminal chat driven through stdin, as `python -m chat`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def run_chat(args, stdin: str, cwd=ROOT):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "chat", *args], input=stdin, capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=180)
+
+
+@pytest.mark.slow
+def test_piped_messages_get_one_reply_line_each(chat_checkpoint, tmp_path):
+    transcript = tmp_path / "t.txt"
+    r = run_chat(["--model", str(chat_checkpoint), "--greedy", "--max-new-tokens", "12"],
+                 f"你好\n\n今天天气怎么样？\n/save {transcript}\n/reset\n在吗\n/exit\n不会被读到\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 3  # three messages, one reply line each; blank lines and commands print nothing to stdout
+    saved = transcript.read_text(encoding="utf-8").splitlines()
+    assert saved[0] == "你好" and saved[2] == "今天天气怎么样？" and len(saved) == 4
+    assert "conversation cleared" in r.stderr and "Traceback" not in r.stderr
+
+    # the same greedy conversation gives the same replies; /save refuses to overwrite
+    again = run_chat(["--model", str(chat_checkpoint), "--greedy", "--max-new-tokens", "12"], f"你好\n/save {transcript}\n")
+    assert again.stdout.splitlines()[0] == lines[0]
+    assert "already exists" in again.stderr
+
+
+def test_bad_model_and_flags_exit_2_in_one_line(tmp_path):
+    r = run_chat(["--model", str(tmp_path / "nope")], "你好\n")
+    assert r.returncode == 2 and r.stderr.strip() == f"error: chat model folder not found: {tmp_path / 'nope'}"
+    r = run_chat(["--model", str(tmp_path), "--top-p", "0"], "")
+    assert r.returncode == 2 and r.stderr.strip().startswith("error: top_p must be in (0, 1]")
+
+
+@pytest.mark.slow
+def test_end_of_input_exits_cleanly(chat_checkpoint):
+    r = run_chat(["--model", str(chat_checkpoint), "--seed", "1"], "")
+    assert r.returncode == 0 and r.stdout == "" and "Traceback" not in r.stderr

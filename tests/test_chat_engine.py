@@ -1,0 +1,156 @@
+"""ChatEngine on a tiny checkpoint: streaming, seeds, history, spacing, special tokens, bad input."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from chat import ChatEngine, GenerationSettings
+from chat.engine import normalize_history
+from data import InputError
+
+
+@pytest.fixture(scope="module")
+def engine(chat_checkpoint):
+    return ChatEngine.from_pretrained(str(chat_checkpoint), max_history=4)
+
+
+HISTORY = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好呀"}]
+
+
+@pytest.mark.parametrize("message", ["今天天气怎么样？", "你喜欢吃什么", "hello"])
+def test_stream_equals_reply_under_greedy(engine, message):
+    pieces = list(engine.stream(HISTORY, message, do_sample=False, max_new_tokens=24))
+    assert "".join(pieces) == engine.reply(HISTORY, message, do_sample=False, max_new_tokens=24)
+
+
+def test_streamer_sends_text_as_it_grows_and_holds_partial_english(engine):
+    from chat.engine import _Streamer
+
+    tok = engine.tokenizer
+    streamer = _Streamer(engine)
+    streamer.put(torch.tensor([[tok.cls_token_id]]))  # the prompt comes first and is skipped
+    sent = []
+    for token in tok("你好hello，再见", add_special_tokens=False)["input_ids"]:
+        streamer.put(torch.tensor([token]))
+        while not streamer.queue.empty():
+            sent.append(streamer.queue.get())
+    streamer.end()
+    sent += [p for p in iter(streamer.queue.get, None)]
+    assert sent == ["你", "好", "hello，", "再", "见"]
+
+
+def test_same_seed_same_reply_and_seeds_matter(engine):
+    a = engine.reply(HISTORY, "吃了吗", seed=7, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
+    b = engine.reply(HISTORY, "吃了吗", seed=7, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
+    assert a == b
+    others = {engine.reply(HISTORY, "吃了吗", seed=s, do_sample=True, temperature=1.5, top_k=0, top_p=1.0) for s in range(5)}
+    assert len(others) > 1
+
+
+def test_special_tokens_are_never_generated(engine):
+    tok = engine.tokenizer
+    banned = {tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.mask_token_id}
+    seen = []
+    for seed in range(6):
+        seen += engine.generate_ids([], "你好", seed=seed, do_sample=True, temperature=5.0, top_k=0, top_p=1.0, max_new_tokens=50)
+    assert seen and not banned & set(seen)
+
+
+def test_history_truncation_keeps_latest_turns(engine):
+    history = ["第一句话", "第二句话", "第三句话", "第四句话", "第五句话"]
+    ids = engine.build_prompt(history, "最后一句", max_new_tokens=10)
+    text = engine.tokenizer.decode(ids).replace(" ", "")
+    assert text == "[CLS]第三句话[SEP]第四句话[SEP]第五句话[SEP]最后一句[SEP]"  # max_history=4 turns
+    long_history = ["很长的一句话" * 20] * 6
+    ids = engine.build_prompt(long_history, "最后一句", max_new_tokens=20)
+    assert len(ids) <= engine.max_len - 20 and engine.tokenizer.decode(ids).replace(" ", "").endswith("最后一句[SEP]")
+
+
+def test_decoding_reads_as_written_chinese(engine):
+    tok = engine.tokenizer
+    ids = tok("你好，hello world！今天 3 点见？", add_special_tokens=False)["input_ids"]
+    assert engine.decode(ids) == "你好，hello world！今天3点见？"
+
+
+def test_history_shapes():
+    assert normalize_history(["a", "b"]) == ["a", "b"]
+    assert normalize_history([["你好", "你好呀"], ["在吗", None]]) == ["你好", "你好呀", "在吗"]
+    assert normalize_history(HISTORY) == ["你好", "你好呀"]
+    for bad in ("not a list", [{"role": "system", "content": "x"}], [{"role": "user"}], [42]):
+        with pytest.raises(InputError):
+            normalize_history(bad)
+
+
+@pytest.mark.parametrize("message", ["", "   \n\t"])
+def test_empty_message_is_refused(engine, message):
+    with pytest.raises(InputError, match="empty"):
+        engine.reply([], message)
+
+
+def test_huge_message_is_cut_from_the_left_with_a_warning(engine, caplog):
+    with caplog.at_level(logging.WARNING, logger="chat"):
+        out = engine.reply([], "废话" * 5000 + "你好", do_sample=False, max_new_tokens=8)
+    assert isinstance(out, str) and "cut to its last" in caplog.text
+    ids = engine.build_prompt([], "废话" * 5000 + "你好", max_new_tokens=8)
+    assert engine.tokenizer.decode(ids).replace(" ", "").endswith("你好[SEP]")
+
+
+def test_emoji_and_unknown_characters_are_handled(engine):
+    assert isinstance(engine.reply([], "😀😀 ☃ 𠀀 ok", do_sample=False, max_new_tokens=8), str)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(max_new_tokens=0), dict(repetition_penalty=0.5), dict(top_k=-3)])
+def test_bad_settings_are_refused(engine, bad):
+    with pytest.raises(InputError):
+        engine.reply([], "你好", **bad)
+
+
+def test_temperature_zero_means_greedy(engine):
+    assert engine.reply([], "你好", temperature=0, max_new_tokens=12) == engine.reply([], "你好", do_sample=False, max_new_tokens=12)
+
+
+def test_repetition_penalty_pushes_negative_logits_down():
+    """GPT2-chitchat divided every logit by the penalty, making repeated tokens with negative
+    logits *more* likely; transformers' processor (used by generate) multiplies those instead."""
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    scores = RepetitionPenaltyLogitsProcessor(2.0)(torch.tensor([[0, 1]]), torch.tensor([[-2.0, 1.0, 0.5]]))
+    assert scores.tolist() == [[-4.0, 0.5, 0.5]]
+
+
+def test_fast_bf16_path_replies(chat_checkpoint):
+    fast = ChatEngine.from_pretrained(str(chat_checkpoint), fast=True)
+    assert fast.model.dtype == torch.bfloat16
+    assert isinstance(fast.reply(HISTORY, "你好", do_sample=False, max_new_tokens=10), str)
+
+
+def test_loading_errors(tmp_path):
+    from transformers import BertConfig, BertForMaskedLM
+
+    with pytest.raises(InputError, match="not found"):
+        ChatEngine.from_pretrained(str(tmp_path / "nope"))
+    BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(InputError, match="holds a bert model, not a GPT-2 chat model"):
+        ChatEngine.from_pretrained(str(tmp_path / "bert"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="is not a chat model folder"):
+        ChatEngine.from_pretrained(str(tmp_path / "empty"))
+
+
+def test_adapter_only_folder_loads_through_peft(chat_checkpoint, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import BertTokenizerFast, GPT2LMHeadModel
+
+    base = GPT2LMHeadModel.from_pretrained(str(chat_checkpoint))
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM", init_lora_weights=False))
+    folder = tmp_path / "adapter-only"
+    lora.save_pretrained(folder)
+    BertTokenizerFast.from_pretrained(str(chat_checkpoint)).save_pretrained(folder)
+    engine = ChatEngine.from_pretrained(str(folder))
+    merged = lora.merge_and_unload()
+    ids = torch.tensor([engine.build_prompt([], "你好", 8)])
+    with torch.no_grad():
+        assert torch.allclose(engine.model(ids).logits, merged(ids).logits, atol=1e-5)

@@ -1,0 +1,127 @@
+"""Decoding speed: GPT2-chitchat's re-run-the-whole-context loop vs ChatEngine (KV cache).
+
+    python bench/decode.py
+
+In one run, for a 12-layer 768-hidden GPT-2 with vocab 13,317 (GPT2-chitchat's size; random
+weights) and for the demo-size model (4 layers, 256 hidden), 25 new tokens after a 60-token
+and a 250-token history:
+  (a) the chitchat loop: every new token re-runs the model over the whole sequence;
+  (b) our engine: model.generate with the KV cache, through ChatEngine (fp32, and bf16 --fast).
+Prints one JSON line: ms/token for each, the ratios, and the memory-bandwidth floor (weight
+bytes / read bandwidth measured here) that a cached decoder cannot beat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
+
+from chat import ChatEngine  # noqa: E402
+from data import SPECIAL_TOKENS, make_tokenizer  # noqa: E402
+
+NEW_TOKENS = 25
+HISTORIES = (60, 250)
+
+
+def read_bandwidth(mb: int = 1024, reps: int = 5) -> float:
+    """Bytes/s of a streaming read over a buffer much larger than the caches."""
+    x = torch.ones(mb * 2**20 // 4, dtype=torch.float32)
+    x.sum()
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        x.sum()
+        best = min(best, time.perf_counter() - t)
+    return x.numel() * 4 / best
+
+
+def make_engine(n_layer: int, n_embd: int, n_head: int, vocab: int, fast: bool, folder: Path) -> ChatEngine:
+    chars = [chr(0x4E00 + i) for i in range(vocab - len(SPECIAL_TOKENS))]
+    tok = make_tokenizer(SPECIAL_TOKENS + chars)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=n_embd, n_layer=n_layer, n_head=n_head))
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS).save_pretrained(folder)
+    return ChatEngine.from_pretrained(str(folder), fast=fast, max_history=100)
+
+
+def history_of(tokens: int) -> list[str]:
+    """Turns of up to 9 characters (+[SEP]) adding up to `tokens` prompt tokens with [CLS]."""
+    chars = [chr(0x4E00 + i * 7 % 5000) for i in range(tokens)]
+    turns, n = [], 1
+    while n + 10 <= tokens:
+        turns.append("".join(chars[n : n + 9]))
+        n += 10
+    if tokens - n >= 2:  # a shorter last turn makes the prompt exactly `tokens` long
+        turns.append("".join(chars[n : tokens - 1]))
+    return turns
+
+
+def chitchat_loop(model, ids: list[int], new: int) -> float:
+    """Seconds per token: no cache, the whole sequence goes through the model for every token."""
+    seq = torch.tensor([ids])
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for _ in range(new):
+            logits = model(input_ids=seq).logits[0, -1]
+            seq = torch.cat([seq, logits.argmax().view(1, 1)], dim=1)
+    return (time.perf_counter() - t) / new
+
+
+def engine_time(engine: ChatEngine, history: list[str], new: int) -> float:
+    config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": new})
+    config.min_new_tokens = new  # random weights may emit [SEP] early: force exactly `new` tokens
+    config.suppress_tokens = None
+    prompt = engine.build_prompt(history[:-1], history[-1], new)
+    t = time.perf_counter()
+    ids = engine._generate(prompt, config, None)
+    elapsed = time.perf_counter() - t
+    return elapsed / max(len(ids), 1)
+
+
+def median_ms(fn, reps: int) -> float:
+    fn()  # warm-up
+    return round(statistics.median(fn() for _ in range(reps)) * 1000, 2)
+
+
+def main() -> None:
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    bandwidth = read_bandwidth()
+    out = {"bench": "decode", "new_tokens": NEW_TOKENS, "read_bandwidth_GBps": round(bandwidth / 1e9, 2)}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, (layers, hidden, heads, vocab), reps in (("chitchat_12x768", (12, 768, 12, 13317), 3), ("demo_4x256", (4, 256, 4, 2000), 5)):
+            fp32 = make_engine(layers, hidden, heads, vocab, False, Path(tmp) / label)
+            bf16 = ChatEngine.from_pretrained(str(Path(tmp) / label), fast=True, max_history=100)
+            weight_bytes = sum(p.numel() * p.element_size() for p in fp32.model.parameters())
+            floor_ms = weight_bytes / bandwidth * 1000
+            row = {"params_M": round(sum(p.numel() for p in fp32.model.parameters()) / 1e6, 1), "floor_ms_per_token_fp32": round(floor_ms, 2)}
+            for h in HISTORIES:
+                history = history_of(h)
+                prompt_len = len(fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS))
+                naive = median_ms(lambda: chitchat_loop(fp32.model, fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS), NEW_TOKENS), reps)
+                ours = median_ms(lambda: engine_time(fp32, history, NEW_TOKENS), reps)
+                fast = median_ms(lambda: engine_time(bf16, history, NEW_TOKENS), reps)
+                row[f"h{h}"] = {"prompt_tokens": prompt_len, "chitchat_loop_ms": naive, "engine_fp32_ms": ours, "engine_bf16_ms": fast,
+                                "speedup_vs_loop": round(naive / ours, 2), "fp32_vs_floor": round(ours / floor_ms, 2),
+                                "bf16_speedup": round(ours / fast, 2)}
+            out[label] = row
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()

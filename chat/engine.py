@@ -7,6 +7,7 @@ Generation is `model.generate` with the KV cache; `[SEP]` ends the reply.
 
 from __future__ import annotations
 
+import copy
 import logging
 import queue
 import threading
@@ -158,7 +159,7 @@ class ChatEngine:
         if values.get("temperature") == 0:  # temperature 0 reads as "no randomness"
             values.pop("temperature")
             values["do_sample"] = False
-        config = self.defaults.copy() if hasattr(self.defaults, "copy") else self.defaults.__class__(**self.defaults.to_dict())
+        config = copy.deepcopy(self.defaults)
         config.update(**values)
         room = self.max_len - 9  # leave at least a [CLS], a few prompt tokens and [SEP]
         if (config.max_new_tokens or 64) > room:

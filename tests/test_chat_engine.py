@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from chat import ChatEngine, GenerationSettings
+from chat import ChatEngine
 from chat.engine import normalize_history
 from data import InputError
 

@@ -21,13 +21,13 @@ if __package__ in (None, ""):
 import os
 import random
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
-from data import BadRows, DialogueEncoder, InputError, build_char_vocab, make_tokenizer, read_dialogues
+from data import DialogueEncoder, InputError, build_char_vocab, make_tokenizer, read_dialogues
 from data.dialogue import DIALOGUE_FORMATS
 from data.encoder import LOSS_ON
 from training.args import LoraArguments, RunArguments, parse_args
-from training.cli import EXIT_INTERRUPTED, run, say
+from training.cli import run, say
 
 DEFAULT_MODEL = "uer/gpt2-chinese-cluecorpussmall"
 LORA_TARGETS = ["c_attn", "c_proj"]
@@ -126,14 +126,14 @@ def chat_generation_config(tokenizer):
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     args, lora, runa = parse_args((ChatArguments, LoraArguments, RunArguments), argv, "python training/chat.py", __doc__.split("\n\n")[0])
-    from transformers import DataCollatorForSeq2Seq, set_seed
+    from transformers import DataCollatorForSeq2Seq
 
-    from training.checkpoint import plot_loss, save_model, write_model_card, write_report
-    from training.models import SCRATCH, count_parameters, load_base, wrap_lora
-    from training.runner import OutputPlan, run_training
+    from training.models import SCRATCH, count_parameters, wrap_lora
+    from training.runner import run_training
+    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
 
-    runa.output = runa.output or os.path.join("checkpoints", "chat")
     train_file = _read(args.data, args.format, "train")
+    valid_file = None
     if args.valid_data:
         valid_file = _read(args.valid_data, args.format, "valid")
         train, valid, valid_source = train_file.dialogues, valid_file.dialogues, args.valid_data
@@ -146,23 +146,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if not valid:
         say("note: no validation data; the last epoch is kept and --patience is ignored")
 
-    from accelerate import PartialState
-
-    plan = OutputPlan(runa.output, runa.overwrite, runa.resume)
-    with PartialState().main_process_first():  # under `accelerate launch`, one process touches the folders
-        resume_from = plan.prepare()
-    set_seed(runa.seed)
-
-    loaded, choice = load_base(args.model, load_pretrained, runa.no_fallback, "GPT-2 chat model")
-    if choice.fallback_reason:
-        say(f"note: {choice.fallback_reason}; training a small model from scratch instead (--no-fallback to stop)")
+    plan, resume_from = open_output(runa, "chat")
+    loaded, choice = pick_base(args.model, load_pretrained, runa, "GPT-2 chat model")
     if loaded is None:
-        saved_tok = None
-        if resume_from and os.path.isfile(os.path.join(resume_from, "tokenizer.json")):
-            from transformers import BertTokenizerFast
-
-            saved_tok = BertTokenizerFast.from_pretrained(resume_from)  # same vocab as the run being resumed
-        model, tokenizer = build_scratch(args, train, saved_tok)
+        model, tokenizer = build_scratch(args, train, resumed_tokenizer(resume_from))
     else:
         model, tokenizer = loaded
         limit = model.config.n_positions
@@ -170,8 +157,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
             args.max_len = limit
     scratch = choice.source == SCRATCH
-    runa.epochs = runa.epochs or (30 if scratch else 3)
-    runa.lr = runa.lr or (1e-3 if scratch else 2e-4 if lora.lora else 5e-5)
+    default_schedule(runa, scratch, lora.lora)
 
     encoder = DialogueEncoder(tokenizer, args.max_len)
     train_ds, train_stats = encode_all(encoder, train, args.loss_on)
@@ -193,62 +179,34 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8 if runa.bf16 else None)
     result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from, callbacks=callbacks)
-    trainer = result.trainer
-    if result.interrupted:
-        cmd = " ".join(["python training/chat.py", *(sys.argv[1:] if argv is None else argv)])
-        cmd = cmd if "--resume" in cmd else cmd + " --resume"
-        say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
-        return EXIT_INTERRUPTED
-    if not trainer.is_world_process_zero():
-        return 0
+    code = stop_if_interrupted(result, plan, "training/chat.py", argv)
+    if code is not None:
+        return code
 
-    epochs_done = trainer.state.epoch or 0
-    report = {
-        "task": "chat",
-        "base_model": choice.name,
-        "base_model_source": choice.source,
-        "fallback_reason": choice.fallback_reason,
-        "data": {
-            "train": {"path": os.path.abspath(args.data), "format": train_file.format, "encoding": train_file.encoding,
-                      "rows": len(train), "skipped": train_file.bad.to_dict()},
-            "valid": {"path": valid_source, "rows": len(valid),
-                      **({"skipped": valid_file.bad.to_dict()} if args.valid_data else {})},
-        },
-        "sequences": {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": train_tokens, **train_stats},
-        "hyperparameters": {**asdict(args), **asdict(lora), **{k: v for k, v in asdict(runa).items() if k != "config"}},
-        "model": {"parameters": total, "trainable_parameters": trainable, "n_layer": model.config.n_layer,
-                  "n_embd": model.config.n_embd, "n_head": model.config.n_head, "n_positions": model.config.n_positions,
-                  "vocab_size": len(tokenizer)},
-        "epochs": result.epochs,
-        "best": result.best,
-        "epochs_trained": round(epochs_done, 3),
-        "global_step": result.global_step,
-        "resumed_from": plan.resumed_from,
-        "wall_time_s": round(result.wall_time_s, 2),
-        "train_runtime_s": round(result.train_runtime_s, 2),
-        "tokens_per_s": round(train_tokens * (epochs_done - result.start_epoch) / max(result.train_runtime_s, 1e-9), 1),
+    report = base_report("chat", choice, result, plan, (args, lora, runa), model, tokenizer, train_tokens, total, trainable)
+    report["data"] = {
+        "train": {"path": os.path.abspath(args.data), "format": train_file.format, "encoding": train_file.encoding,
+                  "rows": len(train), "skipped": train_file.bad.to_dict()},
+        "valid": {"path": valid_source, "rows": len(valid), **({"skipped": valid_file.bad.to_dict()} if valid_file else {})},
     }
-    folder = plan.work
-    save_model(trainer.model, tokenizer, folder, chat_generation_config(tokenizer))
-    write_report(folder, report)
-    plot_loss(folder, trainer.state.log_history, f"chat: {os.path.basename(plan.final)}")
+    report["sequences"] = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": train_tokens, **train_stats}
+    config = model.config
+    report["model"].update(n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, n_positions=config.n_positions)
     best = result.best or {}
-    metrics = {k: best[k] for k in ("valid_loss", "valid_perplexity") if k in best}
-    write_model_card(
-        folder, title=f"Chinese chit-chat GPT-2 ({os.path.basename(plan.final)})", pipeline_tag="text-generation",
-        base_model=None if scratch else choice.name, tags=["gpt2", "chinese", "chitchat", "dialogue"] + (["lora"] if lora.lora else []),
-        metrics=metrics, report=report,
+    card = dict(
+        title=f"Chinese chit-chat GPT-2 ({os.path.basename(plan.final)})", pipeline_tag="text-generation",
+        tags=["gpt2", "chinese", "chitchat", "dialogue"] + (["lora"] if lora.lora else []),
+        metrics={k: best[k] for k in ("valid_loss", "valid_perplexity") if k in best},
         summary_zh="中文闲聊模型：输入格式为 `[CLS]第一句[SEP]第二句[SEP]...`，模型接着写出下一句，遇到 `[SEP]` 停止。",
         summary_en="A Chinese chit-chat model: the input is `[CLS]u1[SEP]u2[SEP]...` and the model writes the next turn, stopping at `[SEP]`.",
-        usage=f"""from transformers import BertTokenizerFast, GPT2LMHeadModel
-tok = BertTokenizerFast.from_pretrained("{plan.final}")
-model = GPT2LMHeadModel.from_pretrained("{plan.final}")
-ids = tok("你好", return_tensors="pt").input_ids  # [CLS]你好[SEP]
-out = model.generate(ids, max_new_tokens=32)
-print(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).replace(" ", ""))""")
-    plan.finalize()
+        usage=f"""from chat import ChatEngine  # this project; or plain transformers:
+engine = ChatEngine.from_pretrained("{plan.final}")
+print(engine.reply([], "你好"))
+
+from transformers import pipeline
+generate = pipeline("text-generation", model="{plan.final}")""")
     summary = f"best epoch {best['epoch']}: valid loss {best['valid_loss']:.4f}, perplexity {best['valid_perplexity']:.2f}; " if best else ""
-    say(f"{summary}saved to {plan.final} in {result.wall_time_s:.0f} s")
+    publish(plan, result, tokenizer, report, card, summary, chat_generation_config(tokenizer))
     return 0
 
 

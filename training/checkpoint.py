@@ -14,7 +14,6 @@ import time
 
 import yaml
 
-from training.cli import say
 
 
 def save_model(model, tokenizer, folder: str, generation_config=None) -> None:

@@ -181,10 +181,19 @@ class RunResult:
     wall_time_s: float
     global_step: int
     start_epoch: float = 0.0
+    before_train: object = None
 
 
-def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: int, metric: str = "loss", greater_is_better: bool = False) -> TrainingArguments:
-    logging_steps = run.logging_steps or max(1, steps_per_epoch // 10)
+MAX_EVALS = 20  # long runs (many short epochs on a small corpus) evaluate and save ~20 times, not every epoch
+
+
+def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: int, metric: str = "loss",
+                       greater_is_better: bool = False, keep_best: bool = True) -> TrainingArguments:
+    total_steps = math.ceil(steps_per_epoch * run.epochs)
+    per_epoch = run.epochs <= MAX_EVALS
+    strategy = "epoch" if per_epoch else "steps"
+    every = max(1, math.ceil(total_steps / MAX_EVALS))
+    logging_steps = run.logging_steps or max(1, (steps_per_epoch if per_epoch else every) // 10)
     use_cuda = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=plan.states,
@@ -200,12 +209,14 @@ def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: i
         use_cpu=not use_cuda,
         seed=run.seed,
         data_seed=run.seed,
-        eval_strategy="epoch" if has_eval else "no",
-        save_strategy="epoch",
+        eval_strategy=strategy if has_eval else "no",
+        save_strategy=strategy,
+        eval_steps=None if per_epoch else every,
+        save_steps=500 if per_epoch else every,
         save_total_limit=1,  # the best checkpoint is kept as well when load_best_model_at_end is on
-        load_best_model_at_end=has_eval,
-        metric_for_best_model=metric if has_eval else None,
-        greater_is_better=greater_is_better if has_eval else None,
+        load_best_model_at_end=has_eval and keep_best,
+        metric_for_best_model=metric if has_eval and keep_best else None,
+        greater_is_better=greater_is_better if has_eval and keep_best else None,
         logging_strategy="steps",
         logging_steps=logging_steps,
         logging_first_step=True,
@@ -218,19 +229,22 @@ def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: i
 
 
 def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: OutputPlan, resume_from: str | None,
-                 metric: str = "loss", greater_is_better: bool = False, compute_metrics=None, callbacks=()) -> RunResult:
-    """Wire the datasets into a Trainer, train (resuming if asked), and report per-epoch figures."""
+                 metric: str = "loss", greater_is_better: bool = False, compute_metrics=None, callbacks=(),
+                 preprocess_logits=None, before_train=None, keep_best: bool = True) -> RunResult:
+    """Wire the datasets into a Trainer, train (resuming if asked), and report per-epoch figures.
+
+    keep_best: end with the best evaluation's weights (else the last ones, and best = last)."""
     has_eval = eval_ds is not None and len(eval_ds) > 0
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (run.batch_size * world * run.grad_accum)))
-    args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better)
+    args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better, keep_best)
     stopper = StopOnInterrupt()
     cbs = [stopper, EpochPrinter(), *callbacks]
-    if run.patience and has_eval:
+    if run.patience and has_eval and keep_best:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
     trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_ds,
                       eval_dataset=eval_ds if has_eval else None, processing_class=tokenizer,
-                      compute_metrics=compute_metrics, callbacks=cbs)
+                      compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits, callbacks=cbs)
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(QuietProgress)
     start_epoch = 0.0
@@ -241,6 +255,7 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
             raise InputError(f"the run in {plan.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs to continue it")
         start_epoch = float(done.get("epoch", 0.0))
         say(f"resuming from step {done['global_step']} (epoch {done.get('epoch', 0):.2f})")
+    measured_before = before_train(trainer) if before_train else None  # e.g. accuracy of the untouched model
     start = time.time()
     stopper.install()
     try:
@@ -254,7 +269,7 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     scored = [e for e in epochs if key in e]
     if scored:
         pick = max if greater_is_better else min
-        best = dict(pick(scored, key=lambda e: e[key]))
+        best = dict(pick(scored, key=lambda e: e[key]) if keep_best else scored[-1])
     return RunResult(trainer, stopper.requested, epochs, best, float(output.metrics.get("train_runtime", wall)), wall,
-                     trainer.state.global_step, start_epoch)
+                     trainer.state.global_step, start_epoch, measured_before)
 

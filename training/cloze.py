@@ -1,0 +1,342 @@
+"""Teach a BERT masked-LM the facts in your own text; write a fill-mask checkpoint folder.
+
+    python training/cloze.py --data data/samples/cloze_corpus.txt --eval-prompts data/samples/cloze_prompts.txt
+
+Passages are cut into overlapping windows of --max-len tokens; 15% of tokens are masked
+(80% [MASK] / 10% random / 10% unchanged) by `DataCollatorForLanguageModeling`, or whole
+jieba words with --whole-word-mask. --eval-prompts shows the top-5 answers to your own
+quiz before and after training.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    # `python training/cloze.py` puts training/ first on sys.path; use the repo root instead.
+    import os as _os
+    import sys as _sys
+
+    _sys.path[0] = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+
+from data import InputError, build_char_vocab, make_tokenizer
+from data.corpus import MASK, jieba_word_offsets, read_corpus, read_prompts, windows
+from training.args import LoraArguments, RunArguments, parse_args
+from training.cli import run, say
+
+DEFAULT_MODEL = "bert-base-chinese"
+LORA_TARGETS = ["query", "value"]
+
+
+@dataclass
+class ClozeArguments:
+    data: str = field(default=None, metadata={"help": "corpus: one passage per line, or JSON Lines with a 'text' field"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base masked-LM: a Hub id (any *ForMaskedLM), a local folder, or 'scratch'"})
+    eval_prompts: str = field(default=None, metadata={"help": "quiz file: `text with [MASK]<TAB>answer` per line; top-5 before/after training"})
+    general_text: str = field(default=None, metadata={"help": "general text to measure how much ordinary cloze accuracy is lost"})
+    max_len: int = field(default=128, metadata={"help": "window length in tokens; longer passages become overlapping windows"})
+    overlap: int = field(default=None, metadata={"help": "tokens shared by consecutive windows of a long passage (default: a quarter of --max-len)"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "fraction of tokens (or words) masked"})
+    mask_replace_prob: float = field(default=0.8, metadata={"help": "of masked tokens: fraction replaced by [MASK]"})
+    random_replace_prob: float = field(default=0.1, metadata={"help": "of masked tokens: fraction replaced by a random token"})
+    whole_word_mask: bool = field(default=False, metadata={"help": "mask whole jieba words instead of single characters"})
+    user_dict: str = field(default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"})
+    min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
+    n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
+    n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
+    n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
+
+    def __post_init__(self):
+        if not self.data:
+            raise InputError("--data is required: a text file of passages, e.g. --data data/samples/cloze_corpus.txt")
+        if self.max_len < 16:
+            raise InputError(f"--max-len must be at least 16, got {self.max_len}")
+        if self.overlap is None:
+            self.overlap = self.max_len // 4
+        if not 0 <= self.overlap < self.max_len // 2:
+            raise InputError(f"--overlap must be between 0 and half of --max-len, got {self.overlap}")
+        if not 0 < self.mlm_probability < 1:
+            raise InputError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
+        if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
+            raise InputError("--mask-replace-prob and --random-replace-prob must be >= 0 and add up to at most 1")
+        if self.user_dict and not os.path.isfile(self.user_dict):
+            raise InputError(f"file not found: {self.user_dict}")
+        if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
+            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
+
+
+def load_pretrained(name: str, **kw):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(name, **kw)
+    if tokenizer.mask_token_id is None:
+        raise InputError(f"the tokenizer of {name} has no [MASK] token; it is not a masked-LM")
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(name, **kw)
+    except ValueError as e:  # e.g. a GPT-2 folder: AutoModelForMaskedLM does not know it
+        raise InputError(f"{name} is not a masked-LM model ({str(e).splitlines()[0][:120]})")
+    return model, tokenizer
+
+
+def build_scratch(args: ClozeArguments, texts: list[str], tokenizer=None):
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = tokenizer or make_tokenizer(build_char_vocab(texts, min_freq=args.min_freq))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.n_embd, num_hidden_layers=args.n_layer,
+                        num_attention_heads=args.n_head, intermediate_size=4 * args.n_embd,
+                        max_position_embeddings=args.max_len, pad_token_id=tokenizer.pad_token_id)
+    return BertForMaskedLM(config), tokenizer
+
+
+def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, word_offsets: bool) -> list[dict]:
+    """Windows of `[CLS] ... [SEP]` with special-token masks (and jieba word offsets for whole-word masking)."""
+    enc = tokenizer(passages, add_special_tokens=False, return_offsets_mapping=True)
+    body = max_len - 2
+    out = []
+    for text, ids, offsets in zip(passages, enc["input_ids"], enc["offset_mapping"]):
+        if not ids:
+            continue
+        offsets = jieba_word_offsets(text, offsets) if word_offsets else offsets
+        for start in _window_starts(len(ids), body, overlap):
+            piece = ids[start : start + body]
+            ex = {"input_ids": [tokenizer.cls_token_id, *piece, tokenizer.sep_token_id],
+                  "special_tokens_mask": [1] + [0] * len(piece) + [1]}
+            if word_offsets:
+                ex["offset_mapping"] = [(0, 0), *offsets[start : start + body], (0, 0)]
+            out.append(ex)
+    return out
+
+
+def _window_starts(n: int, size: int, overlap: int) -> list[int]:
+    spans = windows(list(range(n)), size, overlap)
+    return [span[0] for span in spans]
+
+
+class RandomCrops:
+    """Training windows, each drawn as a random sub-span (at least half) half of the time.
+
+    Written by hand: on a small corpus a model otherwise memorises every sentence at its
+    fixed positions and fails on the same fact phrased differently; shifting and trimming
+    the context makes it learn the local associations (林小 -> 溪) that carry the facts.
+    """
+
+    def __init__(self, examples: list[dict], seed: int, probability: float = 0.5):
+        self.examples, self.probability = examples, probability
+        self.rng = random.Random(seed)
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> dict:
+        e = self.examples[i]
+        n = len(e["input_ids"]) - 2  # body between [CLS] and [SEP]
+        if n < 4 or self.rng.random() >= self.probability:
+            return e
+        size = self.rng.randint((n + 1) // 2, n)
+        start = self.rng.randint(0, n - size)
+        cut = lambda seq: seq[:1] + seq[1 + start : 1 + start + size] + seq[-1:]  # noqa: E731
+        return {k: cut(v) for k, v in e.items()}
+
+
+class ClozeCollator:
+    """Masks training batches with `DataCollatorForLanguageModeling`; pads pre-masked
+    evaluation examples (masked once, seeded) so per-epoch accuracy compares like with like."""
+
+    def __init__(self, tokenizer, args: ClozeArguments, seed: int, pad_to_multiple_of=None):
+        from transformers import DataCollatorForLanguageModeling
+
+        self.tokenizer, self.pad_to = tokenizer, pad_to_multiple_of
+        self.mlm = DataCollatorForLanguageModeling(
+            tokenizer, whole_word_mask=args.whole_word_mask, mlm_probability=args.mlm_probability,
+            mask_replace_prob=args.mask_replace_prob, random_replace_prob=args.random_replace_prob,
+            pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+
+    def __call__(self, examples: list[dict]) -> dict:
+        import torch
+
+        if "labels" in examples[0]:  # already masked (evaluation sets)
+            width = max(len(e["input_ids"]) for e in examples)
+            if self.pad_to:
+                width = -(-width // self.pad_to) * self.pad_to
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in examples])
+            labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
+            return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
+        if "offset_mapping" in examples[0]:
+            # The library collator does not pad offsets: pad them here so it can stack them.
+            width = max(len(e["input_ids"]) for e in examples)
+            if self.pad_to:
+                width = -(-width // self.pad_to) * self.pad_to
+            examples = [{**e, "offset_mapping": e["offset_mapping"] + [(0, 0)] * (width - len(e["offset_mapping"]))} for e in examples]
+        return self.mlm(examples)
+
+    def mask_once(self, examples: list[dict]) -> list[dict]:
+        """Fixed masks for an evaluation set (the collator's seeded generator makes them reproducible)."""
+        out = []
+        for e in examples:
+            batch = self(([e]))
+            ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
+            n = len(e["input_ids"])
+            out.append({"input_ids": ids[:n], "labels": labels[:n]})
+        return out
+
+
+def masked_accuracy(eval_pred) -> dict:
+    preds, labels = eval_pred.predictions, eval_pred.label_ids
+    keep = labels != -100
+    return {"masked_accuracy": float((preds[keep] == labels[keep]).mean()) if keep.any() else 0.0}
+
+
+def argmax_logits(logits, labels):
+    return logits.argmax(-1)  # keep only the predictions: full logits would be vocab x tokens floats
+
+
+def quiz(model, tokenizer, prompts, top_k: int = 5) -> list[dict]:
+    """Top-k answers per prompt through `transformers.pipeline("fill-mask")`; a hit is the top-1 per mask."""
+    from transformers import pipeline
+
+    model.eval()
+    fill = pipeline("fill-mask", model=model, tokenizer=tokenizer, device=model.device, top_k=top_k)
+    rows = []
+    for p in prompts:
+        text = p.text.replace(MASK, tokenizer.mask_token)
+        result = fill(text)
+        per_mask = result if p.text.count(MASK) > 1 else [result]
+        candidates = [[(c["token_str"].replace(" ", ""), round(float(c["score"]), 4)) for c in mask] for mask in per_mask]
+        top1 = "".join(c[0][0] for c in candidates)
+        rows.append({"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer, "top_k": candidates})
+    return rows
+
+
+def _summary(rows: list[dict]) -> float:
+    return round(sum(r["hit"] for r in rows) / len(rows), 4) if rows else 0.0
+
+
+def print_quiz(before: list[dict], after: list[dict]) -> None:
+    say(f"{'prompt':<28} {'answer':<6} {'before':<18} {'after':<18}")
+    for b, a in zip(before, after):
+        fmt = lambda r: ("✓ " if r["hit"] else "✗ ") + " ".join(c[0][0] if len(c) else "" for c in [r["top_k"][0]]) + \
+            " / " + ",".join(x[0] for x in r["top_k"][0][1:4])
+        say(f"{b['prompt']:<28} {b['expected']:<6} {fmt(b):<18} {fmt(a):<18}")
+    say(f"prompt top-1 accuracy: before {_summary(before):.0%}, after {_summary(after):.0%}")
+
+
+def main(argv: list[str] | None = None, callbacks=()) -> int:
+    args, lora, runa = parse_args((ClozeArguments, LoraArguments, RunArguments), argv, "python training/cloze.py", __doc__.split("\n\n")[0])
+    import jieba
+
+    from training.models import SCRATCH, count_parameters, wrap_lora
+    from training.runner import run_training
+    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
+
+    jieba.setLogLevel(logging.WARNING)
+    if args.user_dict:
+        jieba.load_userdict(args.user_dict)
+    corpus = read_corpus(args.data)
+    note = f", read as {corpus.encoding.upper()}" if corpus.encoding != "utf-8" else ""
+    say(f"corpus: {len(corpus.passages)} passages from {args.data}{note}")
+    if corpus.bad.count:
+        say(corpus.bad.summary("lines"))
+    prompts, prompt_bad = read_prompts(args.eval_prompts) if args.eval_prompts else ([], None)
+    if prompt_bad and prompt_bad.count:
+        say(prompt_bad.summary("prompts"))
+    general = read_corpus(args.general_text).passages if args.general_text else []
+    if sum(len(p) for p in corpus.passages) < 20:
+        raise InputError(f"{args.data} has only {sum(len(p) for p in corpus.passages)} characters; a cloze corpus needs at least a few sentences")
+
+    order = list(range(len(corpus.passages)))
+    random.Random(runa.seed).shuffle(order)
+    n_valid = min(len(order) - 1, max(1, round(len(order) * runa.valid_ratio))) if runa.valid_ratio > 0 and len(order) > 1 else 0
+    valid_idx = set(order[:n_valid])
+    train_text = [p for i, p in enumerate(corpus.passages) if i not in valid_idx]
+    valid_text = [corpus.passages[i] for i in sorted(valid_idx)]
+
+    plan, resume_from = open_output(runa, "cloze")
+    loaded, choice = pick_base(args.model, load_pretrained, runa, "masked-LM")
+    if loaded is None:
+        model, tokenizer = build_scratch(args, corpus.passages + general, resumed_tokenizer(resume_from))
+    else:
+        model, tokenizer = loaded
+        limit = model.config.max_position_embeddings
+        if args.max_len > limit:
+            say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
+            args.max_len = limit
+    scratch = choice.source == SCRATCH
+    default_schedule(runa, scratch, lora.lora, scratch_epochs=300)
+
+    collator = ClozeCollator(tokenizer, args, runa.seed, pad_to_multiple_of=8 if runa.bf16 else None)
+    train_ds = RandomCrops(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask), runa.seed)
+    valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
+    general_ds = collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
+    train_tokens = sum(len(x["input_ids"]) for x in train_ds.examples)
+    say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid windows, {train_tokens} train tokens")
+
+    before = quiz(model, tokenizer, prompts) if prompts else []
+    if lora.lora:
+        if scratch:
+            say("warning: --lora on a scratch model trains small adapters over random weights; expect poor answers")
+        model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, None)
+    total, trainable = count_parameters(model)
+    say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
+
+    result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from,
+                          compute_metrics=masked_accuracy, preprocess_logits=argmax_logits, callbacks=callbacks,
+                          before_train=(lambda trainer: _general(trainer, general_ds)) if general_ds else None,
+                          # The point is to memorise the corpus: held-out loss rises as its facts are
+                          # learned, so the last weights are kept rather than the "best" held-out epoch.
+                          keep_best=False)
+    code = stop_if_interrupted(result, plan, "training/cloze.py", argv)
+    if code is not None:
+        return code
+    trainer = result.trainer
+    general_before = result.before_train
+    general_after = _general(trainer, general_ds) if general_ds else None
+    # With LoRA the adapters sit inside the base model's layers: quiz it as it is, unmerged.
+    after = quiz(trainer.model.get_base_model() if lora.lora else trainer.model, tokenizer, prompts) if prompts else []
+    if prompts:
+        print_quiz(before, after)
+    if general_ds:
+        say(f"general cloze accuracy: before {general_before:.1%}, after {general_after:.1%}")
+
+    report = base_report("cloze", choice, result, plan, (args, lora, runa), model, tokenizer, train_tokens, total, trainable)
+    report["data"] = {
+        "train": {"path": os.path.abspath(args.data), "format": corpus.format, "encoding": corpus.encoding,
+                  "rows": len(train_text), "skipped": corpus.bad.to_dict()},
+        "valid": {"path": f"{runa.valid_ratio:.0%} of {args.data} (seed {runa.seed})" if valid_text else None, "rows": len(valid_text)},
+    }
+    report["windows"] = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": train_tokens}
+    if prompts:
+        report["prompts"] = {"path": os.path.abspath(args.eval_prompts), "skipped": prompt_bad.to_dict(),
+                             "top1_accuracy_before": _summary(before), "top1_accuracy_after": _summary(after),
+                             "before": before, "after": after}
+    if general_ds:
+        report["general"] = {"path": os.path.abspath(args.general_text), "masked_accuracy_before": general_before,
+                             "masked_accuracy_after": general_after}
+    best = result.best or {}
+    metrics = {k: best[k] for k in ("valid_loss", "masked_accuracy") if k in best}
+    if prompts:
+        metrics["prompt_top1_accuracy"] = _summary(after)
+    card = dict(
+        title=f"Chinese cloze BERT ({os.path.basename(plan.final)})", pipeline_tag="fill-mask",
+        tags=["bert", "chinese", "fill-mask", "cloze"] + (["lora"] if lora.lora else []), metrics=metrics,
+        summary_zh="完形填空模型：在你自己的文本上继续做掩码语言模型训练，让模型记住其中的事实。",
+        summary_en="A masked-LM further trained on your own text, so it fills in the facts it states.",
+        usage=f"""from transformers import pipeline
+fill = pipeline("fill-mask", model="{plan.final}")
+print(fill("三国人物诸[MASK][MASK]"))""")
+    summary = f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; " if "masked_accuracy" in best else ""
+    publish(plan, result, tokenizer, report, card, summary)
+    return 0
+
+
+def _general(trainer, general_ds) -> float:
+    metrics = trainer.evaluate(eval_dataset=general_ds, metric_key_prefix="general")
+    return round(float(metrics["general_masked_accuracy"]), 4)
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

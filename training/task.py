@@ -1,0 +1,101 @@
+"""The steps every training script shares, in the order a script calls them.
+
+open_output -> pick_base -> default_schedule -> (task-specific data and model) ->
+run_training -> stop_if_interrupted -> base_report -> publish
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import asdict
+
+from training.cli import EXIT_INTERRUPTED, say
+from training.models import SCRATCH, load_base
+from training.runner import OutputPlan, RunResult
+
+
+def open_output(runa, task: str):
+    """Default --output, folder checks (one process under accelerate); returns (plan, resume_from)."""
+    from accelerate import PartialState
+    from transformers import set_seed
+
+    runa.output = runa.output or os.path.join("checkpoints", task)
+    plan = OutputPlan(runa.output, runa.overwrite, runa.resume)
+    with PartialState().main_process_first():  # under `accelerate launch`, one process touches the folders
+        resume_from = plan.prepare()
+    set_seed(runa.seed)
+    return plan, resume_from
+
+
+def pick_base(name: str, loader, runa, what: str):
+    """Load the base model (or decide on scratch) and say so when falling back."""
+    loaded, choice = load_base(name, loader, runa.no_fallback, what)
+    if choice.fallback_reason:
+        say(f"note: {choice.fallback_reason}; training a small model from scratch instead (--no-fallback to stop)")
+    return loaded, choice
+
+
+def resumed_tokenizer(resume_from: str | None):
+    """A scratch run resumes with the vocab it started with, saved beside its Trainer state."""
+    if resume_from and os.path.isfile(os.path.join(resume_from, "tokenizer.json")):
+        from transformers import BertTokenizerFast
+
+        return BertTokenizerFast.from_pretrained(resume_from)
+    return None
+
+
+def default_schedule(runa, scratch: bool, lora: bool, scratch_epochs: int = 30) -> None:
+    runa.epochs = runa.epochs or (scratch_epochs if scratch else 3)
+    runa.lr = runa.lr or (1e-3 if scratch else 2e-4 if lora else 5e-5)
+
+
+def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) -> int | None:
+    """Exit code after Ctrl-C (with the command that resumes), 0 for non-main processes, else None."""
+    if result.interrupted:
+        cmd = " ".join([f"python {script}", *(sys.argv[1:] if argv is None else argv)])
+        cmd = cmd if "--resume" in cmd else cmd + " --resume"
+        say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
+        return EXIT_INTERRUPTED
+    if not result.trainer.is_world_process_zero():
+        return 0
+    return None
+
+
+def base_report(task: str, choice, result: RunResult, plan: OutputPlan, arg_groups, model, tokenizer,
+                train_tokens: int, total: int, trainable: int) -> dict:
+    """The fields every training_report.json has; scripts add their data and metrics."""
+    epochs_done = result.trainer.state.epoch or 0
+    hyper = {}
+    for group in arg_groups:
+        hyper.update({k: v for k, v in asdict(group).items() if k != "config"})
+    return {
+        "task": task,
+        "base_model": choice.name,
+        "base_model_source": choice.source,
+        "fallback_reason": choice.fallback_reason,
+        "hyperparameters": hyper,
+        "model": {"model_type": model.config.model_type, "parameters": total, "trainable_parameters": trainable, "vocab_size": len(tokenizer)},
+        "epochs": result.epochs,
+        "best": result.best,
+        "epochs_trained": round(epochs_done, 3),
+        "global_step": result.global_step,
+        "resumed_from": plan.resumed_from,
+        "wall_time_s": round(result.wall_time_s, 2),
+        "train_runtime_s": round(result.train_runtime_s, 2),
+        "tokens_per_s": round(train_tokens * (epochs_done - result.start_epoch) / max(result.train_runtime_s, 1e-9), 1),
+    }
+
+
+def publish(plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: dict, summary: str,
+            generation_config=None) -> None:
+    """Write the checkpoint folder (weights, tokenizer, report, card, plot) and move it into place."""
+    from training.checkpoint import plot_loss, save_model, write_model_card, write_report
+
+    folder, trainer = plan.work, result.trainer
+    save_model(trainer.model, tokenizer, folder, generation_config)
+    write_report(folder, report)
+    plot_loss(folder, trainer.state.log_history, f"{report['task']}: {os.path.basename(plan.final)}")
+    write_model_card(folder, report=report, base_model=None if report["base_model_source"] == SCRATCH else report["base_model"], **card)
+    plan.finalize()
+    say(f"{summary}saved to {plan.final} in {result.wall_time_s:.0f} s")

@@ -234,6 +234,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
 
     jieba.setLogLevel(logging.WARNING)
+    if args.whole_word_mask and args.mask_replace_prob < 1:
+        say("note: with --whole-word-mask every chosen word becomes [MASK] (the collator does no random replacement)")
+        args.mask_replace_prob, args.random_replace_prob = 1.0, 0.0
     if args.user_dict:
         jieba.load_userdict(args.user_dict)
     corpus = read_corpus(args.data)

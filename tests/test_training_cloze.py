@@ -1,0 +1,122 @@
+"""training/cloze.py end to end on a tiny scratch BERT, and the fill-mask predictor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chat.fill_mask import FillMaskPredictor
+from data import InputError
+from tests.conftest import SAMPLES, write
+from training import cloze as cloze_script
+from training.cli import run
+
+CORPUS = str(SAMPLES / "cloze_corpus.txt")
+PROMPTS = str(SAMPLES / "cloze_prompts.txt")
+TINY = ["--model", "scratch", "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--max-len", "64",
+        "--batch-size", "16", "--lr", "2e-3", "--mlm-probability", "0.3", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def cloze_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cloze") / "cloze"
+    general = write(out.parent / "general.txt", "今天天气很好，我们去公园散步。\n他每天早上跑步，身体很健康。\n")
+    argv = ["--data", CORPUS, "--eval-prompts", PROMPTS, "--general-text", str(general), "--output", str(out),
+            *TINY, "--epochs", "200"]
+    assert run(cloze_script.main, argv) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_scratch_model_learns_the_sample_facts(cloze_checkpoint):
+    r = json.loads((cloze_checkpoint / "training_report.json").read_text(encoding="utf-8"))
+    prompts = r["prompts"]
+    assert prompts["top1_accuracy_before"] <= 0.2
+    assert prompts["top1_accuracy_after"] >= 0.6  # runs on this seed clear ~0.9; the bar leaves room for CPU differences
+    assert len(prompts["after"]) == 19 and len(prompts["after"][0]["top_k"][0]) == 5
+    assert 0 <= r["general"]["masked_accuracy_before"] <= 1 and 0 <= r["general"]["masked_accuracy_after"] <= 1
+    assert all("masked_accuracy" in e for e in r["epochs"] if "valid_loss" in e)
+    assert r["task"] == "cloze" and r["best"]["epoch"] == r["epochs"][-1]["epoch"]  # the last weights are kept
+    card = (cloze_checkpoint / "README.md").read_text(encoding="utf-8")
+    assert "pipeline_tag: fill-mask" in card
+
+
+@pytest.mark.slow
+def test_folder_loads_with_plain_fill_mask_pipeline(cloze_checkpoint):
+    from transformers import pipeline
+
+    fill = pipeline("fill-mask", model=str(cloze_checkpoint), top_k=3)
+    out = fill("面包姐姐住在青[MASK]镇。")
+    assert len(out) == 3 and {"token_str", "score"} <= set(out[0])
+    predictor = FillMaskPredictor.from_pretrained(str(cloze_checkpoint))
+    mine = predictor.predict("面包姐姐住在青[MASK]镇。", top_k=3)[0].candidates
+    assert [c.text for c in mine] == [o["token_str"] for o in out]
+    assert [round(c.probability, 3) for c in mine] == [round(o["score"], 3) for o in out]
+
+
+@pytest.mark.slow
+def test_joint_mode_ranks_whole_words(cloze_checkpoint):
+    predictor = FillMaskPredictor.from_pretrained(str(cloze_checkpoint))
+    joint = predictor.predict("青柠镇的面包师叫林[MASK][MASK]。", top_k=5)
+    assert len(joint) == 1 and joint[0].length == 2
+    texts = [c.text for c in joint[0].candidates]
+    assert all(len(t) == 2 for t in texts)
+    probs = [c.probability for c in joint[0].candidates]
+    assert probs == sorted(probs, reverse=True) and 0 < probs[0] <= 1
+    independent = predictor.predict("青柠镇的面包师叫林[MASK][MASK]。", top_k=5, joint=False)
+    assert [s.length for s in independent] == [1, 1]
+    mixed = predictor.predict("三国人物诸[MASK][MASK]，家乡在南[MASK]。", top_k=2)
+    assert [(s.start, s.length) for s in mixed] == [(0, 2), (2, 1)]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("没有掩码", r"no \[MASK\]"), ("   ", "empty"), ("[MASK]" * 11, "at most 10"), ("字" * 1200 + "[MASK]", "under 1000"),
+])
+def test_predictor_edge_cases(cloze_checkpoint, text, message):
+    predictor = FillMaskPredictor.from_pretrained(str(cloze_checkpoint))
+    with pytest.raises(InputError, match=message):
+        predictor.predict(text)
+
+
+def test_predictor_refuses_a_long_text_in_tokens(cloze_checkpoint):
+    predictor = FillMaskPredictor.from_pretrained(str(cloze_checkpoint))
+    with pytest.raises(InputError, match="reads at most 64"):
+        predictor.predict("字" * 100 + "[MASK]")
+
+
+def test_predictor_loading_errors(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        FillMaskPredictor.from_pretrained(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="not a fill-mask model folder"):
+        FillMaskPredictor.from_pretrained(str(tmp_path / "empty"))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--data", "nope.txt"], "error: file not found: nope.txt"),
+    (["--data", "one.txt"], "holds no passage long enough"),
+    (["--data", "tiny.txt"], "a cloze corpus needs at least a few sentences"),
+    (["--data", "ok.txt", "--eval-prompts", "noprompt.tsv"], "holds no usable prompt"),
+    (["--data", "ok.txt", "--mlm-probability", "1.5"], "--mlm-probability must be between 0 and 1"),
+    (["--data", "ok.txt", "--user-dict", "nodict.txt"], "file not found: nodict.txt"),
+])
+def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "one.txt", "字\n")
+    write(tmp_path / "tiny.txt", "一二三\n")
+    write(tmp_path / "ok.txt", "三国人物诸葛涛擅长天文和水利。\n" * 3)
+    write(tmp_path / "noprompt.tsv", "没有掩码的句子\t涛\n")
+    assert run(cloze_script.main, [*argv, "--model", "scratch"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_lora_cloze_run_writes_adapter_and_merged(tmp_path):
+    out = tmp_path / "lora"
+    assert run(cloze_script.main, ["--data", CORPUS, "--output", str(out), *TINY, "--epochs", "2", "--lora"]) == 0
+    assert (out / "adapter" / "adapter_config.json").exists() and (out / "model.safetensors").exists()
+    cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert set(cfg["target_modules"]) == {"query", "value"}
+    FillMaskPredictor.from_pretrained(str(out)).predict("诸[MASK]")

@@ -138,7 +138,9 @@ class EpochPrinter(TrainerCallback):
         if state.is_world_process_zero and metrics and "eval_loss" in metrics:
             train = [e["loss"] for e in state.log_history if "loss" in e and e.get("epoch", 0) > (state.epoch or 0) - 1 + 1e-9]
             tl = f"train loss {sum(train) / len(train):.4f}, " if train else ""
-            say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}, perplexity {_ppl(metrics['eval_loss']):.2f}")
+            extra = "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
+                            if k.startswith("eval_") and k != "eval_loss" and isinstance(v, float) and not k.endswith(("runtime", "per_second")))
+            say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}, perplexity {_ppl(metrics['eval_loss']):.2f}{extra}")
 
 
 def _ppl(loss: float) -> float:

@@ -63,6 +63,8 @@ class ClozeArguments:
             raise InputError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
         if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
             raise InputError("--mask-replace-prob and --random-replace-prob must be >= 0 and add up to at most 1")
+        if self.whole_word_mask:  # the library collator only masks whole words with [MASK]
+            self.mask_replace_prob, self.random_replace_prob = 1.0, 0.0
         if self.user_dict and not os.path.isfile(self.user_dict):
             raise InputError(f"file not found: {self.user_dict}")
         if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
@@ -234,9 +236,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
 
     jieba.setLogLevel(logging.WARNING)
-    if args.whole_word_mask and args.mask_replace_prob < 1:
+    if args.whole_word_mask:
         say("note: with --whole-word-mask every chosen word becomes [MASK] (the collator does no random replacement)")
-        args.mask_replace_prob, args.random_replace_prob = 1.0, 0.0
     if args.user_dict:
         jieba.load_userdict(args.user_dict)
     corpus = read_corpus(args.data)

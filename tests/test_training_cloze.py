@@ -120,3 +120,18 @@ def test_lora_cloze_run_writes_adapter_and_merged(tmp_path):
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert set(cfg["target_modules"]) == {"query", "value"}
     FillMaskPredictor.from_pretrained(str(out)).predict("诸[MASK]")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("entry", [["training/cloze.py"], ["-m", "training.cloze"]])
+def test_documented_commands_fail_cleanly(entry, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    r = subprocess.run([sys.executable, *entry, "--data", str(tmp_path / "missing.txt")], cwd=ROOT,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: file not found")
+    assert "Traceback" not in r.stderr

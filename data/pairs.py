@@ -1,0 +1,188 @@
+"""Sentence pairs for similarity: "do these two sentences mean the same?".
+
+Formats (guessed from the extension and content, or given):
+  tsv    `s1<TAB>s2<TAB>label` (LCQMC/AFQMC/STS-B; empty extra columns are ignored)
+  jsonl  {"sentence1": ..., "sentence2": ..., "label": 1 or "1"} (AFQMC json)
+  csv    a header naming the two sentence columns and the label column
+
+Labels: integers or class words -> classification (words are mapped to ids, the map is
+kept); numbers with decimals, or more than 5 distinct integers (STS-B's 0..5) -> a
+regression score. A file for prediction may have no label column.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+
+from data.errors import BadRows, InputError
+from data.text import normalize_utterance
+from data.textio import read_text
+
+PAIR_FORMATS = ("auto", "tsv", "jsonl", "csv")
+TASKS = ("auto", "classification", "regression")
+_S1 = ("sentence1", "s1", "text_a", "question1", "query", "sentence_a")
+_S2 = ("sentence2", "s2", "text_b", "question2", "title", "sentence_b")
+_LABEL = ("label", "score", "similarity", "is_duplicate", "labels")
+
+
+@dataclass
+class PairFile:
+    path: str
+    format: str
+    encoding: str
+    pairs: list[tuple[str, str]]
+    labels: list[float | int] | None  # class ids or scores, aligned with pairs; None when unlabelled
+    task: str  # "classification" | "regression" | "unlabelled"
+    label_names: list[str] | None = None  # class id -> name, for classification
+    bad: BadRows = field(default_factory=BadRows)
+
+    def class_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for y in self.labels or []:
+            counts[int(y)] = counts.get(int(y), 0) + 1
+        return counts
+
+
+def _detect(path: str, text: str) -> str:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".jsonl", ".json"):
+        return "jsonl"
+    if ext == ".csv":
+        return "csv"
+    first = next((ln for ln in text.split("\n") if ln.strip()), "")
+    if first.lstrip().startswith("{"):
+        return "jsonl"
+    return "tsv"
+
+
+def _rows(fmt: str, text: str, name: str, bad: BadRows):
+    """Yield (where, s1, s2, raw_label_or_None)."""
+    if fmt == "tsv":
+        for no, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            cols = [c.strip() for c in line.split("\t")]
+            if len(cols) > 3:  # an empty extra column (two TABs in a row): keep the non-empty ones
+                cols = [c for c in cols if c]
+            if len(cols) not in (2, 3):
+                bad.add(f"{name}:{no}", f"expected `s1<TAB>s2<TAB>label`, found {len(cols)} columns")
+                continue
+            yield f"{name}:{no}", cols[0], cols[1], (cols[2] or None) if len(cols) == 3 else None
+    elif fmt == "jsonl":
+        for no, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                bad.add(f"{name}:{no}", "not valid JSON")
+                continue
+            if not isinstance(obj, dict):
+                bad.add(f"{name}:{no}", "expected a JSON object with sentence1/sentence2/label")
+                continue
+            s1, s2 = _pick(obj, _S1), _pick(obj, _S2)
+            yield f"{name}:{no}", s1, s2, _pick(obj, _LABEL)
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        header = [h.strip().lower() for h in reader.fieldnames or []]
+        if not any(h in _S1 for h in header) or not any(h in _S2 for h in header):
+            raise InputError(f"{name}: the CSV header must name the two sentence columns (e.g. sentence1,sentence2,label); found {', '.join(header) or 'nothing'}")
+        for row in reader:
+            row = {(k or "").strip().lower(): v for k, v in row.items()}
+            yield f"{name}:{reader.line_num}", _pick(row, _S1), _pick(row, _S2), _pick(row, _LABEL)
+
+
+def _pick(obj: dict, keys: tuple[str, ...]):
+    for k in keys:
+        if k in obj and obj[k] is not None and obj[k] != "":
+            return obj[k]
+    return None
+
+
+def _number(raw) -> float | None:
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, (int, float)):
+        return float(raw)
+    try:
+        return float(str(raw).strip())
+    except ValueError:
+        return None
+
+
+def read_pairs(path: str | os.PathLike, fmt: str = "auto", task: str = "auto", label_names: list[str] | None = None,
+               require_labels: bool = True) -> PairFile:
+    """Read a pair file. `label_names` (from a training file) maps words the same way in dev/test files."""
+    path = os.fspath(path)
+    if fmt not in PAIR_FORMATS:
+        raise InputError(f"unknown pair format {fmt!r}; choose one of {', '.join(PAIR_FORMATS)}")
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    text, encoding = read_text(path)
+    fmt = _detect(path, text) if fmt == "auto" else fmt
+    name = os.path.basename(path)
+    bad = BadRows()
+    rows = []
+    for where, s1, s2, raw in _rows(fmt, text, name, bad):
+        s1 = normalize_utterance(str(s1)) if s1 is not None else ""
+        s2 = normalize_utterance(str(s2)) if s2 is not None else ""
+        if not s1 or not s2:
+            bad.add(where, "a sentence is missing")
+            continue
+        if raw is None and require_labels:
+            bad.add(where, "no label")
+            continue
+        rows.append((where, s1, s2, raw))
+    if not rows:
+        detail = f" ({bad.examples[0]})" if bad.examples else ""
+        raise InputError(f"{path} holds no usable sentence pair{detail}")
+    raws = [r[3] for r in rows if r[3] is not None]
+    if not raws:
+        return PairFile(path, fmt, encoding, [(r[1], r[2]) for r in rows], None, "unlabelled", label_names, bad)
+
+    numbers = [_number(x) for x in raws]
+    numeric_share = sum(n is not None for n in numbers) / len(numbers)
+    if label_names is None and numeric_share < 0.5:  # class words: entailment / neutral / contradiction ...
+        label_names = sorted({str(x).strip() for x, n in zip(raws, numbers) if n is None})
+    if task == "auto":
+        if label_names is not None and numeric_share < 0.5:
+            task = "classification"
+        else:
+            values = {n for n in numbers if n is not None}
+            fractional = any(v != int(v) for v in values)
+            task = "regression" if fractional or len(values) > 5 else "classification"
+
+    pairs, labels = [], []
+    for where, s1, s2, raw in rows:
+        if raw is None:
+            bad.add(where, "no label")
+            continue
+        n = _number(raw)
+        if task == "regression":
+            if n is None:
+                bad.add(where, f"label {raw!r} is not a number")
+                continue
+            label = n
+        elif label_names is not None and numeric_share < 0.5:
+            word = str(raw).strip()
+            if word not in label_names:
+                bad.add(where, f"label {raw!r} is not one of {', '.join(label_names)}")
+                continue
+            label = label_names.index(word)
+        else:
+            if n is None or n != int(n) or n < 0:
+                bad.add(where, f"label {raw!r} is not a class number (0, 1, ...)")
+                continue
+            label = int(n)
+        pairs.append((s1, s2))
+        labels.append(label)
+    if not pairs:
+        detail = f" ({bad.examples[0]})" if bad.examples else ""
+        raise InputError(f"{path} holds no pair with a usable label{detail}")
+    if task == "classification" and label_names is None:
+        label_names = [str(i) for i in range(max(labels) + 1)]
+    return PairFile(path, fmt, encoding, pairs, labels, task, label_names if task == "classification" else None, bad)

@@ -140,7 +140,8 @@ class EpochPrinter(TrainerCallback):
             tl = f"train loss {sum(train) / len(train):.4f}, " if train else ""
             extra = "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
                             if k.startswith("eval_") and k != "eval_loss" and isinstance(v, float) and not k.endswith(("runtime", "per_second")))
-            say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}, perplexity {_ppl(metrics['eval_loss']):.2f}{extra}")
+            ppl = "" if extra else f", perplexity {_ppl(metrics['eval_loss']):.2f}"  # perplexity means something for LMs only
+            say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}{ppl}{extra}")
 
 
 def _ppl(loss: float) -> float:

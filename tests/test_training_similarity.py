@@ -1,0 +1,93 @@
+"""training/similarity.py end to end on tiny models, and the similarity predictor."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chat.similarity import SimilarityPredictor
+from data import InputError
+from tests.conftest import SAMPLES, write
+from training import similarity as sim_script
+from training.cli import run
+
+PAIRS = str(SAMPLES / "pairs.tsv")
+TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def sim_checkpoint(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sim") / "similarity"
+    predict = write(out.parent / "q.tsv", "花呗怎么还款\t花呗如何还钱\n你几点下班\t你几点上班\n")
+    argv = ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0.2", "--epochs", "3", "--predict", str(predict), *TINY]
+    assert run(sim_script.main, argv) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkpoint):
+    r = json.loads((sim_checkpoint / "training_report.json").read_text(encoding="utf-8"))
+    assert r["problem"] == "classification" and r["labels"] == ["0", "1"] and r["metric"] == "accuracy"
+    assert all({"accuracy", "f1", "valid_loss"} <= set(e) for e in r["epochs"])
+    assert 0 <= r["decision_threshold"] <= 1 and 0.4 <= r["majority_baseline"] <= 0.7
+    assert r["best"]["accuracy"] == max(e["accuracy"] for e in r["epochs"])
+    config = json.loads((sim_checkpoint / "config.json").read_text())
+    assert config["decision_threshold"] == r["decision_threshold"] and config["id2label"] == {"0": "0", "1": "1"}
+    rows = [json.loads(line) for line in (sim_checkpoint / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 2 and set(rows[0]["probabilities"]) == {"0", "1"}
+
+
+@pytest.mark.slow
+def test_predictor_matches_plain_pipeline(sim_checkpoint):
+    from transformers import pipeline
+
+    judge = SimilarityPredictor.from_pretrained(str(sim_checkpoint))
+    pipe = pipeline("text-classification", model=str(sim_checkpoint), top_k=None)
+    pairs = [("花呗怎么还款", "花呗如何还钱"), ("今天天气怎么样", "明天天气怎么样"), ("一样的句子", "一样的句子")]
+    mine = judge.score_batch(pairs, batch_size=2)
+    for (a, b), m in zip(pairs, mine):
+        theirs = {d["label"]: d["score"] for d in pipe({"text": a, "text_pair": b})}
+        assert m["probability"] == pytest.approx(theirs["1"], abs=1e-4)
+    assert judge.score("长" * 900, "长" * 900)["label"] in ("0", "1")  # truncated, not an error
+    for a, b in (("", "x"), ("x", "   "), ("长" * 1001, "x")):
+        with pytest.raises(InputError):
+            judge.score(a, b)
+
+
+@pytest.mark.slow
+def test_regression_on_sts_like_scores(tmp_path):
+    rows = [("一个男人在跳舞", "一个男人在跳舞", 5), ("一个小孩在骑马", "孩子在骑马", 4), ("女人在弹吉他", "一个人在弹吉他", 2),
+            ("猫在睡觉", "狗在跑步", 0), ("男人在切洋葱", "男人在切土豆", 1), ("两个人在说话", "他们在聊天", 3)] * 8
+    data = write(tmp_path / "sts.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
+    out = tmp_path / "sts"
+    assert run(sim_script.main, ["--train", str(data), "--output", str(out), "--epochs", "2", *TINY]) == 0
+    r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    assert r["problem"] == "regression" and r["metric"] == "spearman" and "pearson" in r["epochs"][-1]
+    score = SimilarityPredictor.from_pretrained(str(out)).score("一个男人在跳舞", "一个男人在跳舞")
+    assert set(score) == {"score"}
+
+
+@pytest.mark.slow
+def test_cloze_checkpoint_continues_into_similarity(tmp_path):
+    from training import cloze as cloze_script
+
+    texts = write(tmp_path / "texts.txt", "\n".join(line.split("\t")[0] for line in open(PAIRS, encoding="utf-8")))
+    cloze = tmp_path / "cloze"
+    assert run(cloze_script.main, ["--data", str(texts), "--output", str(cloze), "--model", "scratch", "--n-layer", "1",
+                                   "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--epochs", "2"]) == 0
+    out = tmp_path / "sim"
+    assert run(sim_script.main, ["--train", PAIRS, "--output", str(out), "--model", str(cloze), "--epochs", "1", "--max-len", "48"]) == 0
+    r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    assert r["base_model_source"] == "folder" and r["base_model"] == str(cloze)
+
+
+@pytest.mark.parametrize("content,message", [
+    ("甲\t乙\t1\n丙\t丁\t1\n", "has only one class"),
+    ("只有一句\t\t1\n", "no usable sentence pair"),
+])
+def test_bad_training_files_exit_2(tmp_path, capsys, content, message):
+    data = write(tmp_path / "bad.tsv", content)
+    assert run(sim_script.main, ["--train", str(data), "--output", str(tmp_path / "o"), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

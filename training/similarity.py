@@ -1,0 +1,277 @@
+"""Fine-tune BERT/ERNIE on sentence pairs: "do these two sentences mean the same?".
+
+    python training/similarity.py --train data/samples/pairs.tsv
+
+Pairs are encoded as `[CLS] a [SEP] b [SEP]` with token type ids (the longer sentence is
+truncated first). Integer or word labels train a classifier (2 classes for LCQMC/AFQMC);
+0..5 scores (STS-B) train a regressor. The best epoch by --metric is kept; for two classes
+a decision threshold tuned on dev is stored in the model's config.
+"""
+
+from __future__ import annotations
+
+if __package__ in (None, ""):
+    # `python training/similarity.py` puts training/ first on sys.path; use the repo root instead.
+    import os as _os
+    import sys as _sys
+
+    _sys.path[0] = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+
+import json
+import os
+import random
+import sys
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data import InputError, build_char_vocab, make_tokenizer
+from data.pairs import PAIR_FORMATS, TASKS, read_pairs
+from training.args import LoraArguments, RunArguments, parse_args
+from training.cli import run, say
+
+DEFAULT_MODEL = "bert-base-chinese"
+LORA_TARGETS = ["query", "value"]
+
+
+@dataclass
+class SimilarityArguments:
+    train: str = field(default=None, metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"})
+    dev: str = field(default=None, metadata={"help": "dev pairs (default: a seeded --valid-ratio split of --train)"})
+    format: str = field(default="auto", metadata={"help": "pair file format", "choices": list(PAIR_FORMATS)})
+    task: str = field(default="auto", metadata={"help": "classification or regression (auto: from the labels)", "choices": list(TASKS)})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"})
+    max_len: int = field(default=64, metadata={"help": "tokens per pair; the longer sentence is cut first"})
+    metric: str = field(default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"})
+    predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
+    output_file: str = field(default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"})
+    min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
+    n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
+    n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
+    n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
+
+    def __post_init__(self):
+        if not self.train:
+            raise InputError("--train is required: a file of sentence pairs, e.g. --train data/samples/pairs.tsv")
+        if self.max_len < 8:
+            raise InputError(f"--max-len must be at least 8, got {self.max_len}")
+        if self.metric not in (None, "accuracy", "f1", "pearson", "spearman", "loss"):
+            raise InputError(f"--metric must be accuracy, f1, pearson, spearman or loss, got {self.metric}")
+        if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
+            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """Average ranks (ties share their mean rank), for Spearman's correlation."""
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x), dtype=float)
+    ranks[order] = np.arange(len(x), dtype=float)
+    for value in np.unique(x):
+        tied = x == value
+        ranks[tied] = ranks[tied].mean()
+    return ranks
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def classification_metrics(eval_pred) -> dict:
+    logits, labels = eval_pred.predictions, eval_pred.label_ids
+    preds = logits.argmax(-1)
+    out = {"accuracy": float((preds == labels).mean())}
+    classes = range(logits.shape[-1])
+    f1s = []
+    for c in classes if logits.shape[-1] > 2 else [1]:
+        tp = float(((preds == c) & (labels == c)).sum())
+        precision = tp / max(float((preds == c).sum()), 1.0)
+        recall = tp / max(float((labels == c).sum()), 1.0)
+        f1s.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    out["f1"] = float(np.mean(f1s))
+    return out
+
+
+def regression_metrics(eval_pred) -> dict:
+    preds = np.asarray(eval_pred.predictions).reshape(-1)
+    labels = np.asarray(eval_pred.label_ids).reshape(-1)
+    return {"pearson": _pearson(preds, labels), "spearman": _pearson(_ranks(preds), _ranks(labels))}
+
+
+def tune_threshold(p_same: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The cut on p(same meaning) with the best dev accuracy (ties: closest to 0.5)."""
+    best = (float(((p_same >= 0.5) == labels).mean()), 0.5)
+    for t in np.unique(np.concatenate([p_same, [0.5]])):
+        acc = float(((p_same >= t) == labels).mean())
+        if acc > best[0] + 1e-12 or (abs(acc - best[0]) < 1e-12 and abs(t - 0.5) < abs(best[1] - 0.5)):
+            best = (acc, float(t))
+    return best[1], best[0]
+
+
+def encode(tokenizer, pairs, labels, max_len: int) -> list[dict]:
+    enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_len)
+    rows = []
+    for i in range(len(pairs)):
+        row = {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+        if labels is not None:
+            row["labels"] = labels[i]
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None, callbacks=()) -> int:
+    args, lora, runa = parse_args((SimilarityArguments, LoraArguments, RunArguments), argv, "python training/similarity.py", __doc__.split("\n\n")[0])
+    import torch
+    from transformers import DataCollatorWithPadding
+
+    from training.models import SCRATCH, count_parameters, wrap_lora
+    from training.runner import run_training
+    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
+
+    train_file = read_pairs(args.train, args.format, args.task)
+    task = train_file.task
+    say(f"train: {len(train_file.pairs)} pairs from {args.train} ({train_file.format}, {task})")
+    if train_file.bad.count:
+        say(train_file.bad.summary("pairs"))
+    if task == "classification":
+        counts = train_file.class_counts()
+        if len(counts) < 2:
+            raise InputError(f"{args.train} has only one class ({train_file.label_names[next(iter(counts))]}); a classifier needs examples of at least two")
+    if args.dev:
+        dev_file = read_pairs(args.dev, args.format, task, train_file.label_names)
+        if dev_file.bad.count:
+            say(dev_file.bad.summary("dev pairs"))
+        train_pairs, train_labels = train_file.pairs, train_file.labels
+        dev_pairs, dev_labels = dev_file.pairs, dev_file.labels
+    else:
+        order = list(range(len(train_file.pairs)))
+        random.Random(runa.seed).shuffle(order)
+        n_dev = max(1, round(len(order) * runa.valid_ratio)) if runa.valid_ratio > 0 and len(order) > 1 else 0
+        dev_idx = set(order[:n_dev])
+        train_pairs = [p for i, p in enumerate(train_file.pairs) if i not in dev_idx]
+        train_labels = [y for i, y in enumerate(train_file.labels) if i not in dev_idx]
+        dev_pairs = [train_file.pairs[i] for i in sorted(dev_idx)]
+        dev_labels = [train_file.labels[i] for i in sorted(dev_idx)]
+    metric = args.metric or ("accuracy" if task == "classification" else "spearman")
+    num_labels = len(train_file.label_names) if task == "classification" else 1
+    id2label = dict(enumerate(train_file.label_names)) if task == "classification" else {0: "score"}
+
+    def load_pretrained(name: str, **kw):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(name, **kw)
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                problem_type="single_label_classification" if task == "classification" else "regression",
+                ignore_mismatched_sizes=True, **kw)
+        except ValueError as e:  # e.g. a GPT-2 folder
+            raise InputError(f"{name} cannot be used as a sentence-pair encoder ({str(e).splitlines()[0][:120]})")
+        return model, tokenizer
+
+    plan, resume_from = open_output(runa, "similarity")
+    loaded, choice = pick_base(args.model, load_pretrained, runa, "sentence-pair model")
+    if loaded is None:
+        from transformers import BertConfig, BertForSequenceClassification
+
+        tokenizer = resumed_tokenizer(resume_from) or make_tokenizer(
+            build_char_vocab((s for p in train_file.pairs for s in p), min_freq=args.min_freq))
+        config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.n_embd, num_hidden_layers=args.n_layer,
+                            num_attention_heads=args.n_head, intermediate_size=4 * args.n_embd, max_position_embeddings=max(args.max_len, 64),
+                            num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                            problem_type="single_label_classification" if task == "classification" else "regression",
+                            pad_token_id=tokenizer.pad_token_id)
+        model = BertForSequenceClassification(config)
+    else:
+        model, tokenizer = loaded
+        limit = getattr(model.config, "max_position_embeddings", args.max_len)
+        if args.max_len > limit:
+            say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
+            args.max_len = limit
+    scratch = choice.source == SCRATCH
+    default_schedule(runa, scratch, lora.lora, scratch_epochs=10)
+    if task == "regression":
+        train_labels, dev_labels = [float(y) for y in train_labels], [float(y) for y in dev_labels]
+
+    train_ds = encode(tokenizer, train_pairs, train_labels, args.max_len)
+    dev_ds = encode(tokenizer, dev_pairs, dev_labels, args.max_len)
+    train_tokens = sum(len(r["input_ids"]) for r in train_ds)
+    say(f"base: {choice.name} | {len(train_ds)} train / {len(dev_ds)} dev pairs, {train_tokens} train tokens")
+    if lora.lora:
+        model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "SEQ_CLS")  # peft keeps the head trainable
+    total, trainable = count_parameters(model)
+
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if runa.bf16 else None)
+    result = run_training(model, tokenizer, train_ds, dev_ds or None, collator, runa, plan, resume_from,
+                          metric=metric, greater_is_better=metric != "loss",
+                          compute_metrics=classification_metrics if task == "classification" else regression_metrics,
+                          callbacks=callbacks)
+    code = stop_if_interrupted(result, plan, "training/similarity.py", argv)
+    if code is not None:
+        return code
+    trainer = result.trainer
+    final = trainer.model.get_base_model() if lora.lora else trainer.model  # config holder; saving merges LoRA
+    threshold = None
+    if task == "classification" and num_labels == 2 and dev_ds:
+        logits = trainer.predict(dev_ds).predictions
+        p_same = torch.tensor(logits).float().softmax(-1)[:, 1].numpy()
+        threshold, dev_acc = tune_threshold(p_same, np.asarray(dev_labels))
+        say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
+        final.config.decision_threshold = threshold
+    counts = train_file.class_counts() if task == "classification" else {}
+    report = base_report("similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable)
+    report["data"] = {
+        "train": {"path": os.path.abspath(args.train), "format": train_file.format, "encoding": train_file.encoding,
+                  "rows": len(train_pairs), "skipped": train_file.bad.to_dict()},
+        "valid": {"path": os.path.abspath(args.dev) if args.dev else f"{runa.valid_ratio:.0%} of {args.train} (seed {runa.seed})",
+                  "rows": len(dev_pairs)},
+    }
+    report.update({"problem": task, "labels": train_file.label_names, "metric": metric, "decision_threshold": threshold,
+                   "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
+                   "majority_baseline": round(max(dev_labels.count(c) for c in set(dev_labels)) / len(dev_labels), 4)
+                   if task == "classification" and dev_labels else None})
+    best = result.best or {}
+    card = dict(
+        title=f"Chinese sentence similarity ({os.path.basename(plan.final)})", pipeline_tag="text-classification",
+        tags=["bert", "chinese", "sentence-similarity", task] + (["lora"] if lora.lora else []),
+        metrics={k: round(best[k], 4) for k in ("accuracy", "f1", "pearson", "spearman") if k in best},
+        summary_zh="语义相似度模型：输入两句话，判断它们意思是否相同（或给出 0–5 的相似度分数）。",
+        summary_en="Sentence-pair model: are the two sentences the same in meaning (or a 0-5 similarity score)?",
+        usage=f"""from transformers import pipeline
+judge = pipeline("text-classification", model="{plan.final}", top_k=None)
+print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""")
+    summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
+    predictions = predict_pairs(trainer, tokenizer, args, task, train_file.label_names, threshold) if args.predict else None
+    publish(plan, result, tokenizer, report, card, summary)
+    if predictions is not None:
+        out = args.output_file or os.path.join(plan.final, "predictions.jsonl")
+        with open(out, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+        say(f"{len(predictions)} predictions written to {out}")
+    return 0
+
+
+def predict_pairs(trainer, tokenizer, args, task: str, label_names, threshold) -> list[dict]:
+    """Score --predict pairs with the trained model (labels in the file are ignored)."""
+    import torch
+
+    file = read_pairs(args.predict, args.format, require_labels=False)
+    if file.bad.count:
+        say(file.bad.summary("pairs to predict"))
+    output = trainer.predict(encode(tokenizer, file.pairs, None, args.max_len)).predictions
+    rows = []
+    if task == "regression":
+        for (a, b), score in zip(file.pairs, np.asarray(output).reshape(-1).tolist()):
+            rows.append({"sentence1": a, "sentence2": b, "score": round(score, 4)})
+        return rows
+    probs = torch.tensor(output).float().softmax(-1).tolist()
+    for (a, b), p in zip(file.pairs, probs):
+        k = int(np.argmax(p)) if threshold is None else int(p[1] >= threshold)
+        rows.append({"sentence1": a, "sentence2": b, "label": label_names[k],
+                     "probabilities": {name: round(q, 4) for name, q in zip(label_names, p)}})
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

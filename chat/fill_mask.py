@@ -13,7 +13,6 @@ mask at a time and re-reading the sentence, so `诸[MASK][MASK]` returns whole w
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -48,15 +47,11 @@ class FillMaskPredictor:
 
     @classmethod
     def from_pretrained(cls, folder: str) -> "FillMaskPredictor":
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
+        from transformers import AutoModelForMaskedLM
 
-        if not os.path.isdir(folder):
-            raise InputError(f"cloze model folder not found: {folder}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForMaskedLM.from_pretrained(folder, use_safetensors=True)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{folder} is not a fill-mask model folder: {str(e).splitlines()[0][:200]}")
+        from chat.loading import load_auto_folder
+
+        model, tokenizer = load_auto_folder(folder, AutoModelForMaskedLM, "cloze", "fill-mask")
         if tokenizer.mask_token_id is None:
             raise InputError(f"the tokenizer in {folder} has no [MASK] token")
         return cls(model, tokenizer, folder)

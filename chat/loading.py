@@ -59,3 +59,17 @@ def load_chat_model(folder: str, dtype=None):
         generation_config = GenerationConfig(do_sample=True, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2, max_new_tokens=64)
     model.eval()
     return model, tokenizer, generation_config
+
+
+def load_auto_folder(folder: str, auto_model, kind: str, what: str):
+    """(model, tokenizer) from a folder through an `AutoModelFor...` class, or one clear `InputError`."""
+    from transformers import AutoTokenizer
+
+    if not os.path.isdir(folder):
+        raise InputError(f"{kind} model folder not found: {folder}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = auto_model.from_pretrained(folder, use_safetensors=True)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{folder} is not a {what} model folder: {str(e).splitlines()[0][:200]}")
+    return model, tokenizer

@@ -11,8 +11,6 @@ a 0..5 score. Pairs are encoded exactly as in training ([CLS] a [SEP] b [SEP]).
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from data import InputError
@@ -30,15 +28,11 @@ class SimilarityPredictor:
 
     @classmethod
     def from_pretrained(cls, folder: str, max_len: int = 128) -> "SimilarityPredictor":
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoModelForSequenceClassification
 
-        if not os.path.isdir(folder):
-            raise InputError(f"similarity model folder not found: {folder}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{folder} is not a sentence-pair model folder: {str(e).splitlines()[0][:200]}")
+        from chat.loading import load_auto_folder
+
+        model, tokenizer = load_auto_folder(folder, AutoModelForSequenceClassification, "similarity", "sentence-pair")
         return cls(model, tokenizer, max_len, folder)
 
     def _check(self, a, b) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from data.errors import BadRows, InputError
 from data.text import looks_char_spaced, normalize_utterance
-from data.textio import read_text
+from data.textio import json_lines, read_text
 
 DIALOGUE_FORMATS = ("auto", "text", "jsonl", "lccc", "tsv", "yaml")
 
@@ -141,19 +141,12 @@ def _dialogue_from_json(obj):
 
 def _read_jsonl(text, name, bad, split):
     items = []
-    for no, line in enumerate(text.split("\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except ValueError:
-            bad.add(f"{name}:{no}", "not valid JSON")
-            continue
+    for where, obj in json_lines(text, name, bad):
         dialogue = _dialogue_from_json(obj)
         if isinstance(dialogue, str):
-            bad.add(f"{name}:{no}", dialogue)
+            bad.add(where, dialogue)
             continue
-        items.append((f"{name}:{no}", dialogue))
+        items.append((where, dialogue))
     return {split: items}
 
 

@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from dataclasses import dataclass, field
 
 from data.errors import BadRows, InputError
 from data.text import normalize_utterance
-from data.textio import read_text
+from data.textio import json_lines, read_text
 
 PAIR_FORMATS = ("auto", "tsv", "jsonl", "csv")
 TASKS = ("auto", "classification", "regression")
@@ -73,19 +72,11 @@ def _rows(fmt: str, text: str, name: str, bad: BadRows):
                 continue
             yield f"{name}:{no}", cols[0], cols[1], (cols[2] or None) if len(cols) == 3 else None
     elif fmt == "jsonl":
-        for no, line in enumerate(text.split("\n"), 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except ValueError:
-                bad.add(f"{name}:{no}", "not valid JSON")
-                continue
+        for where, obj in json_lines(text, name, bad):
             if not isinstance(obj, dict):
-                bad.add(f"{name}:{no}", "expected a JSON object with sentence1/sentence2/label")
+                bad.add(where, "expected a JSON object with sentence1/sentence2/label")
                 continue
-            s1, s2 = _pick(obj, _S1), _pick(obj, _S2)
-            yield f"{name}:{no}", s1, s2, _pick(obj, _LABEL)
+            yield where, _pick(obj, _S1), _pick(obj, _S2), _pick(obj, _LABEL)
     else:
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip().lower() for h in reader.fieldnames or []]

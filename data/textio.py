@@ -6,6 +6,7 @@ is tried before giving up; the caller is told which one was used.
 
 from __future__ import annotations
 
+import json
 import os
 
 _ENCODINGS = ("utf-8-sig", "gb18030")
@@ -37,3 +38,14 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
             raise InputError(f"{path} looks like a binary file, not text (save it as UTF-8 text)")
         return text.replace("\r\n", "\n").replace("\r", "\n"), "utf-8" if encoding == "utf-8-sig" else encoding
     raise InputError(f"{path} is neither UTF-8 nor GB18030 text; save it as UTF-8 and try again")
+
+
+def json_lines(text: str, name: str, bad):
+    """Yield (`file:line`, object) for each non-blank JSON Lines row; broken rows go to `bad`."""
+    for no, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            yield f"{name}:{no}", json.loads(line)
+        except ValueError:
+            bad.add(f"{name}:{no}", "not valid JSON")

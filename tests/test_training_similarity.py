@@ -91,3 +91,9 @@ def test_bad_training_files_exit_2(tmp_path, capsys, content, message):
     assert run(sim_script.main, ["--train", str(data), "--output", str(tmp_path / "o"), *TINY]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_missing_predict_file_stops_before_training(tmp_path, capsys):
+    argv = ["--train", PAIRS, "--output", str(tmp_path / "o"), "--predict", str(tmp_path / "nope.tsv"), *TINY]
+    assert run(sim_script.main, argv) == 2
+    assert "error: file not found" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -19,7 +19,6 @@ if __package__ in (None, ""):
     _sys.path[0] = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 
@@ -64,17 +63,6 @@ def _read(path: str, fmt: str, what: str):
     if f.bad.count:
         say(f.bad.summary("dialogues"))
     return f
-
-
-def split_dialogues(dialogues: list, ratio: float, seed: int):
-    """Seeded train/valid split; at least one validation dialogue when ratio > 0 and there are 2+."""
-    if ratio <= 0 or len(dialogues) < 2:
-        return dialogues, []
-    order = list(range(len(dialogues)))
-    random.Random(seed).shuffle(order)
-    n_valid = min(len(dialogues) - 1, max(1, round(len(dialogues) * ratio)))
-    valid_idx = set(order[:n_valid])
-    return [d for i, d in enumerate(dialogues) if i not in valid_idx], [dialogues[i] for i in sorted(valid_idx)]
 
 
 def encode_all(encoder: DialogueEncoder, dialogues: list[list[str]], loss_on: str):
@@ -130,7 +118,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     from training.models import SCRATCH, count_parameters, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
+    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     train_file = _read(args.data, args.format, "train")
     valid_file = None
@@ -141,7 +129,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         train, valid, valid_source = train_file.dialogues, train_file.other_splits["valid"], f"{args.data}#valid"
         say(f"valid: {len(valid)} dialogues from the file's 'valid' split")
     else:
-        train, valid = split_dialogues(train_file.dialogues, runa.valid_ratio, runa.seed)
+        train, valid = split_holdout(train_file.dialogues, runa.valid_ratio, runa.seed)
         valid_source = f"{runa.valid_ratio:.0%} of {args.data} (seed {runa.seed})" if valid else None
     if not valid:
         say("note: no validation data; the last epoch is kept and --patience is ignored")

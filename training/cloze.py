@@ -160,19 +160,16 @@ class ClozeCollator:
     def __call__(self, examples: list[dict]) -> dict:
         import torch
 
+        width = max(len(e["input_ids"]) for e in examples)
+        if self.pad_to:
+            width = -(-width // self.pad_to) * self.pad_to
         if "labels" in examples[0]:  # already masked (evaluation sets)
-            width = max(len(e["input_ids"]) for e in examples)
-            if self.pad_to:
-                width = -(-width // self.pad_to) * self.pad_to
             pad = self.tokenizer.pad_token_id
             ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in examples])
             labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
             return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
         if "offset_mapping" in examples[0]:
             # The library collator does not pad offsets: pad them here so it can stack them.
-            width = max(len(e["input_ids"]) for e in examples)
-            if self.pad_to:
-                width = -(-width // self.pad_to) * self.pad_to
             examples = [{**e, "offset_mapping": e["offset_mapping"] + [(0, 0)] * (width - len(e["offset_mapping"]))} for e in examples]
         return self.mlm(examples)
 
@@ -220,10 +217,11 @@ def _summary(rows: list[dict]) -> float:
 
 def print_quiz(before: list[dict], after: list[dict]) -> None:
     say(f"{'prompt':<28} {'answer':<6} {'before':<18} {'after':<18}")
+    def cell(r: dict) -> str:  # mark, the top-1 answer, then runners-up for the first mask
+        return f"{'✓' if r['hit'] else '✗'} {r['top1']} / {','.join(c[0] for c in r['top_k'][0][1:4])}"
+
     for b, a in zip(before, after):
-        fmt = lambda r: ("✓ " if r["hit"] else "✗ ") + " ".join(c[0][0] if len(c) else "" for c in [r["top_k"][0]]) + \
-            " / " + ",".join(x[0] for x in r["top_k"][0][1:4])
-        say(f"{b['prompt']:<28} {b['expected']:<6} {fmt(b):<18} {fmt(a):<18}")
+        say(f"{b['prompt']:<28} {b['expected']:<6} {cell(b):<18} {cell(a):<18}")
     say(f"prompt top-1 accuracy: before {_summary(before):.0%}, after {_summary(after):.0%}")
 
 
@@ -233,7 +231,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     from training.models import SCRATCH, count_parameters, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
+    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     jieba.setLogLevel(logging.WARNING)
     if args.whole_word_mask:
@@ -252,12 +250,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if sum(len(p) for p in corpus.passages) < 20:
         raise InputError(f"{args.data} has only {sum(len(p) for p in corpus.passages)} characters; a cloze corpus needs at least a few sentences")
 
-    order = list(range(len(corpus.passages)))
-    random.Random(runa.seed).shuffle(order)
-    n_valid = min(len(order) - 1, max(1, round(len(order) * runa.valid_ratio))) if runa.valid_ratio > 0 and len(order) > 1 else 0
-    valid_idx = set(order[:n_valid])
-    train_text = [p for i, p in enumerate(corpus.passages) if i not in valid_idx]
-    valid_text = [corpus.passages[i] for i in sorted(valid_idx)]
+    train_text, valid_text = split_holdout(corpus.passages, runa.valid_ratio, runa.seed)
 
     plan, resume_from = open_output(runa, "cloze")
     loaded, choice = pick_base(args.model, load_pretrained, runa, "masked-LM")

@@ -19,7 +19,6 @@ if __package__ in (None, ""):
 
 import json
 import os
-import random
 import sys
 from dataclasses import dataclass, field
 
@@ -127,7 +126,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     from training.models import SCRATCH, count_parameters, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, stop_if_interrupted
+    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     train_file = read_pairs(args.train, args.format, args.task)
     task = train_file.task
@@ -145,14 +144,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         train_pairs, train_labels = train_file.pairs, train_file.labels
         dev_pairs, dev_labels = dev_file.pairs, dev_file.labels
     else:
-        order = list(range(len(train_file.pairs)))
-        random.Random(runa.seed).shuffle(order)
-        n_dev = max(1, round(len(order) * runa.valid_ratio)) if runa.valid_ratio > 0 and len(order) > 1 else 0
-        dev_idx = set(order[:n_dev])
-        train_pairs = [p for i, p in enumerate(train_file.pairs) if i not in dev_idx]
-        train_labels = [y for i, y in enumerate(train_file.labels) if i not in dev_idx]
-        dev_pairs = [train_file.pairs[i] for i in sorted(dev_idx)]
-        dev_labels = [train_file.labels[i] for i in sorted(dev_idx)]
+        train_rows, dev_rows = split_holdout(list(zip(train_file.pairs, train_file.labels)), runa.valid_ratio, runa.seed)
+        train_pairs, train_labels = [p for p, _ in train_rows], [y for _, y in train_rows]
+        dev_pairs, dev_labels = [p for p, _ in dev_rows], [y for _, y in dev_rows]
+    # Read --predict now: a bad file should stop the run before training, not after it.
+    predict_file = read_pairs(args.predict, args.format, require_labels=False) if args.predict else None
+    if predict_file and predict_file.bad.count:
+        say(predict_file.bad.summary("pairs to predict"))
     metric = args.metric or ("accuracy" if task == "classification" else "spearman")
     num_labels = len(train_file.label_names) if task == "classification" else 1
     id2label = dict(enumerate(train_file.label_names)) if task == "classification" else {0: "score"}
@@ -242,7 +240,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 judge = pipeline("text-classification", model="{plan.final}", top_k=None)
 print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""")
     summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
-    predictions = predict_pairs(trainer, tokenizer, args, task, train_file.label_names, threshold) if args.predict else None
+    predictions = predict_pairs(trainer, tokenizer, predict_file, args.max_len, task, train_file.label_names, threshold) if predict_file else None
     publish(plan, result, tokenizer, report, card, summary)
     if predictions is not None:
         out = args.output_file or os.path.join(plan.final, "predictions.jsonl")
@@ -252,14 +250,11 @@ print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}})
     return 0
 
 
-def predict_pairs(trainer, tokenizer, args, task: str, label_names, threshold) -> list[dict]:
+def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names, threshold) -> list[dict]:
     """Score --predict pairs with the trained model (labels in the file are ignored)."""
     import torch
 
-    file = read_pairs(args.predict, args.format, require_labels=False)
-    if file.bad.count:
-        say(file.bad.summary("pairs to predict"))
-    output = trainer.predict(encode(tokenizer, file.pairs, None, args.max_len)).predictions
+    output = trainer.predict(encode(tokenizer, file.pairs, None, max_len)).predictions
     rows = []
     if task == "regression":
         for (a, b), score in zip(file.pairs, np.asarray(output).reshape(-1).tolist()):

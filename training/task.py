@@ -28,6 +28,18 @@ def open_output(runa, task: str):
     return plan, resume_from
 
 
+def split_holdout(items: list, ratio: float, seed: int) -> tuple[list, list]:
+    """Seeded train/valid split keeping file order; at least one valid item when ratio > 0 and there are 2+."""
+    import random
+
+    if ratio <= 0 or len(items) < 2:
+        return list(items), []
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: min(len(items) - 1, max(1, round(len(items) * ratio)))])
+    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in sorted(held)]
+
+
 def pick_base(name: str, loader, runa, what: str):
     """Load the base model (or decide on scratch) and say so when falling back."""
     loaded, choice = load_base(name, loader, runa.no_fallback, what)

@@ -109,6 +109,8 @@ def tune_threshold(p_same: np.ndarray, labels: np.ndarray) -> tuple[float, float
 
 
 def encode(tokenizer, pairs, labels, max_len: int) -> list[dict]:
+    if not pairs:  # --valid-ratio 0 leaves no dev pairs; the tokenizer cannot take an empty batch
+        return []
     enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_len)
     rows = []
     for i in range(len(pairs)):
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         train_rows, dev_rows = split_holdout(list(zip(train_file.pairs, train_file.labels)), runa.valid_ratio, runa.seed)
         train_pairs, train_labels = [p for p, _ in train_rows], [y for _, y in train_rows]
         dev_pairs, dev_labels = [p for p, _ in dev_rows], [y for _, y in dev_rows]
+        if not dev_pairs:
+            say("note: no dev pairs; the last epoch is kept and no decision threshold is tuned")
     # Read --predict now: a bad file should stop the run before training, not after it.
     predict_file = read_pairs(args.predict, args.format, require_labels=False) if args.predict else None
     if predict_file and predict_file.bad.count:
@@ -222,7 +226,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     report["data"] = {
         "train": {"path": os.path.abspath(args.train), "format": train_file.format, "encoding": train_file.encoding,
                   "rows": len(train_pairs), "skipped": train_file.bad.to_dict()},
-        "valid": {"path": os.path.abspath(args.dev) if args.dev else f"{runa.valid_ratio:.0%} of {args.train} (seed {runa.seed})",
+        "valid": {"path": os.path.abspath(args.dev) if args.dev else f"{runa.valid_ratio:.0%} of {args.train} (seed {runa.seed})" if dev_pairs else None,
                   "rows": len(dev_pairs)},
     }
     report.update({"problem": task, "labels": train_file.label_names, "metric": metric, "decision_threshold": threshold,

@@ -1,11 +1,534 @@
-"""Gradio app over the checkpoints (Chat, Fill-Mask, Similarity tabs) — not built yet.
+"""Gradio app: Chat, Fill-Mask and Similarity tabs over the checkpoint folders.
 
-The app lands with its own issue; until then this entry point says so instead of failing
-with an import error.
+    python app.py                      # serve checkpoints/ (demo models are built if a tab has none)
+    python app.py --share              # also ask Gradio for a public link
+    python app.py --chat-model checkpoints/chat --port 7861
+
+`import app` is cheap: nothing is loaded until `main()` runs or a tab is used. The handlers
+only call `chat/` objects (ChatEngine, FillMaskPredictor, SimilarityPredictor), each loaded
+once per process on first use. `build_demo()` returns the `gr.Blocks`.
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import os
 import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+SAMPLES = os.path.join(ROOT, "data", "samples")
+TASKS = ("chat", "cloze", "similarity")
+TAB_TITLES = {"chat": "聊天 Chat", "cloze": "完形填空 Fill-Mask", "similarity": "语义相似度 Similarity"}
+DEMO_PREFIX = "demo-"
+MAX_MESSAGE_CHARS = 1000  # the same limits chat/ enforces; the boxes refuse longer input first
+MAX_SENTENCE_CHARS = 1000
+EXIT_BAD_INPUT = 2
+
+HOW_TO_TRAIN = {
+    "chat": "python training/chat.py --data 你的对话.txt --output checkpoints/chat",
+    "cloze": "python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
+    "similarity": "python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
+}
+DEMO_DATA = {"chat": "data/samples/dialogs.txt", "cloze": "data/samples/cloze_corpus.txt", "similarity": "data/samples/pairs.tsv"}
+
+
+# -- settings ------------------------------------------------------------------------------
+
+@dataclass
+class Settings:
+    """Everything the command line (or, on Spaces, the environment) can set."""
+
+    checkpoints: str = "checkpoints"
+    models: dict = field(default_factory=dict)  # task -> folder or Hub id given explicitly
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    concurrency: int = 4
+    demo: bool = True
+
+
+ENV = {  # flag -> environment variable (Spaces sets variables, not flags)
+    "checkpoints": "APP_CHECKPOINTS", "chat_model": "APP_CHAT_MODEL", "cloze_model": "APP_CLOZE_MODEL",
+    "similarity_model": "APP_SIMILARITY_MODEL", "host": "APP_HOST", "port": "APP_PORT", "share": "APP_SHARE",
+    "concurrency": "APP_CONCURRENCY", "no_demo": "APP_NO_DEMO",
+}
+
+
+def _env_bool(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="python app.py", description="网页演示 Web demo: Chat, Fill-Mask and Similarity over your checkpoints.",
+                                epilog="Every flag can also come from an environment variable: " + ", ".join(f"--{k.replace('_', '-')}={v}" for k, v in ENV.items()))
+    p.add_argument("--checkpoints", default=env("APP_CHECKPOINTS", "checkpoints"), help="folder searched for checkpoint folders (default: checkpoints)")
+    p.add_argument("--chat-model", default=env("APP_CHAT_MODEL"), help="chat model folder or Hub id (default: found under --checkpoints)")
+    p.add_argument("--cloze-model", default=env("APP_CLOZE_MODEL"), help="fill-mask model folder or Hub id")
+    p.add_argument("--similarity-model", default=env("APP_SIMILARITY_MODEL"), help="sentence-pair model folder or Hub id")
+    p.add_argument("--host", default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860), help="port (default 7860)")
+    p.add_argument("--share", action="store_true", default=_env_bool("APP_SHARE"), help="ask Gradio's share server for a public link")
+    p.add_argument("--concurrency", type=int, default=int(env("APP_CONCURRENCY") or 4), help="requests a tab runs at once; the rest wait in the queue (default 4)")
+    p.add_argument("--no-demo", action="store_true", default=_env_bool("APP_NO_DEMO"), help="do not build demo models for tabs without a checkpoint")
+    a = p.parse_args(argv)
+    if not 1 <= a.concurrency <= 64:
+        p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
+    if not 0 < a.port < 65536:
+        p.error(f"--port must be between 1 and 65535, got {a.port}")
+    models = {t: m for t, m in (("chat", a.chat_model), ("cloze", a.cloze_model), ("similarity", a.similarity_model)) if m}
+    return Settings(a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo)
+
+
+# -- finding checkpoints -------------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    task: str
+    path: str  # local folder or Hub id
+    label: str  # what the picker shows
+    demo: bool = False
+    report: dict = field(default_factory=dict)
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def task_of(folder: str) -> str | None:
+    """chat / cloze / similarity from the folder's report or its config's architectures."""
+    task = _read_json(os.path.join(folder, "training_report.json")).get("task")
+    if task in TASKS:
+        return task
+    for arch in _read_json(os.path.join(folder, "config.json")).get("architectures") or []:
+        if arch == "GPT2LMHeadModel":
+            return "chat"
+        if arch.endswith("ForMaskedLM"):
+            return "cloze"
+        if arch.endswith("ForSequenceClassification"):
+            return "similarity"
+    return None
+
+
+def find_checkpoints(root: str) -> dict[str, list[Checkpoint]]:
+    """Checkpoint folders under `root` (and one level below), per task; your models before demo ones."""
+    found: dict[str, list[Checkpoint]] = {t: [] for t in TASKS}
+    if not os.path.isdir(root):
+        return found
+
+    def visit(folder: str, depth: int) -> None:
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if name.startswith(".") or name.endswith(".partial") or not os.path.isdir(path):
+                continue
+            task = task_of(path)
+            if task:
+                label = os.path.relpath(path, root)
+                demo = name.startswith(DEMO_PREFIX)
+                found[task].append(Checkpoint(task, path, label + (" (演示 demo)" if demo else ""), demo,
+                                              _read_json(os.path.join(path, "training_report.json"))))
+            elif depth == 0:
+                visit(path, 1)
+
+    visit(root, 0)
+    for items in found.values():
+        items.sort(key=lambda c: (c.demo, c.label))
+    return found
+
+
+def about(ckpt: Checkpoint | None, task: str) -> str:
+    """The "about this model" line, from its training report."""
+    if ckpt is None:
+        return (f"⚠️ 没有可用的模型 No {task} model yet. 训练一个 Train one: `{HOW_TO_TRAIN[task]}`, "
+                f"然后重启 then restart `python app.py` (或去掉 or drop `--no-demo`).")
+    r = ckpt.report
+    base = r.get("base_model")
+    base = "从零训练 trained from scratch" if base == "scratch" else (base or "?")
+    train = (r.get("data") or {}).get("train") or {}
+    data = f"{os.path.basename(str(train.get('path', '?')))} ({train.get('rows', '?')} rows)" if train else "?"
+    best = r.get("best") or {}
+    score = ""
+    if task == "chat" and "valid_perplexity" in best:
+        score = f" · 困惑度 perplexity {best['valid_perplexity']:.1f}"
+    elif task == "cloze" and (r.get("prompts") or {}).get("top1_accuracy_after") is not None:
+        score = f" · 测验命中 quiz top-1 {r['prompts']['top1_accuracy_after']:.0%}"
+    elif task == "similarity" and r.get("metric") in best:
+        score = f" · {r['metric']} {best[r['metric']]:.3f}"
+    line = f"**{ckpt.label}** · 基座 base: {base} · 数据 data: {data}{score}" if r else f"**{ckpt.label}** ({ckpt.path})"
+    if ckpt.demo:
+        line += (f"\n\n这是用 `{DEMO_DATA[task]}` 训练的小型演示模型，只会样例里的内容。"
+                 f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{HOW_TO_TRAIN[task]}`")
+    return line
+
+
+# -- demo models -----------------------------------------------------------------------------
+
+def _has_amx() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def demo_recipe(task: str, output: str) -> list[str]:
+    """Tiny seeded configs that train in under a minute each on 2 CPU cores."""
+    common = ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0"] + (["--bf16"] if _has_amx() else [])
+    data = os.path.join(ROOT, DEMO_DATA[task])
+    if task == "chat":  # every dialogue trains (no hold-out): the demo should answer the sample openers
+        return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",
+                "--epochs", "30", "--lr", "2e-3", "--valid-ratio", "0", *common]
+    if task == "cloze":  # the bench/cloze.py recipe: ~90% of the reworded quiz prompts
+        return ["--data", data, "--eval-prompts", os.path.join(SAMPLES, "cloze_prompts.txt"), "--n-layer", "2", "--n-embd", "128",
+                "--n-head", "4", "--lr", "1e-3", "--mlm-probability", "0.3", "--epochs", "300", *common]
+    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "60",
+            "--valid-ratio", "0", *common]
+
+
+def build_demo_models(settings: Settings, say=print) -> None:
+    """Train the missing demo checkpoints under settings.checkpoints with the real training scripts."""
+    found = find_checkpoints(settings.checkpoints)
+    missing = [t for t in TASKS if t not in settings.models and not found[t]]
+    if not missing:
+        return
+    sys.path.insert(0, ROOT)
+    from training import chat as chat_script, cloze as cloze_script, similarity as similarity_script
+    from training.cli import run
+
+    scripts = {"chat": chat_script, "cloze": cloze_script, "similarity": similarity_script}
+    for task in missing:
+        out = os.path.join(settings.checkpoints, DEMO_PREFIX + task)
+        say(f"[app] building the {task} demo model from {DEMO_DATA[task]} -> {out} (once; cached for later starts)")
+        t = time.perf_counter()
+        code = run(scripts[task].main, demo_recipe(task, out))
+        if code != 0:
+            raise SystemExit(code)
+        say(f"[app] {task} demo model ready in {time.perf_counter() - t:.0f} s")
+
+
+# -- loaded models ---------------------------------------------------------------------------
+
+class ModelStore:
+    """Predictors loaded on first use, once per process; a failed load is remembered with its reason."""
+
+    def __init__(self):
+        self._loaded: dict[tuple[str, str], object] = {}
+        self._failed: dict[tuple[str, str], str] = {}
+        self._lock = threading.Lock()
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+
+    def get(self, task: str, path: str):
+        from data import InputError
+
+        key = (task, path)
+        if key in self._loaded:
+            return self._loaded[key]
+        if key in self._failed:
+            raise InputError(self._failed[key])
+        with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # two first requests for one model load it once
+            if key not in self._loaded and key not in self._failed:
+                try:
+                    self._loaded[key] = _load(task, path)
+                except InputError as e:
+                    self._failed[key] = str(e)
+                except Exception as e:  # a broken folder must disable its tab, not the app
+                    self._failed[key] = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+            if key in self._failed:
+                raise InputError(self._failed[key])
+            return self._loaded[key]
+
+
+def _load(task: str, path: str):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    if task == "chat":
+        from chat import ChatEngine
+
+        return ChatEngine.from_pretrained(path)
+    if task == "cloze":
+        from chat.fill_mask import FillMaskPredictor
+
+        return FillMaskPredictor.from_pretrained(path)
+    from chat.similarity import SimilarityPredictor
+
+    return SimilarityPredictor.from_pretrained(path)
+
+
+# -- the UI ------------------------------------------------------------------------------------
+
+def _sample_lines(name: str, limit: int) -> list[list[str]]:
+    rows = []
+    try:
+        with open(os.path.join(SAMPLES, name), encoding="utf-8") as f:
+            for line in f:
+                if line.strip() and not line.startswith("#"):
+                    rows.append(line.rstrip("\n").split("\t"))
+    except OSError:
+        pass
+    return rows[:limit]
+
+
+def catalogue(settings: Settings) -> dict[str, list[Checkpoint]]:
+    """Models per tab: an explicit --*-model first, then what --checkpoints holds."""
+    found = find_checkpoints(settings.checkpoints)
+    for task, name in settings.models.items():
+        path = os.path.expanduser(name)
+        report = _read_json(os.path.join(path, "training_report.json")) if os.path.isdir(path) else {}
+        found[task] = [Checkpoint(task, name, name, False, report)] + [c for c in found[task] if os.path.abspath(c.path) != os.path.abspath(path)]
+    return found
+
+
+def build_demo(settings: Settings | None = None, store: ModelStore | None = None):
+    """The Blocks app. Cheap: it lists checkpoint folders but loads no model."""
+    import gradio as gr
+
+    from data import InputError
+
+    settings = settings or Settings()
+    store = store or ModelStore()
+    models = catalogue(settings)
+    by_key = {task: {c.label: c for c in items} for task, items in models.items()}
+
+    def pick(task: str, label: str | None):
+        ckpt = by_key[task].get(label or "")
+        if ckpt is None:
+            raise gr.Error("没有这个模型 Unknown model; reload the page.", print_exception=False)
+        try:
+            return store.get(task, ckpt.path)
+        except InputError as e:
+            raise gr.Error(f"模型加载失败 The model failed to load: {e}", print_exception=False)
+
+    def status(task: str):
+        """About line + whether the tab's inputs work, after trying to load the chosen model."""
+        def check(label):
+            ckpt = by_key[task].get(label or "")
+            if ckpt is None:
+                return about(None, task), gr.update(interactive=False)
+            try:
+                store.get(task, ckpt.path)
+            except InputError as e:
+                return f"⚠️ 模型加载失败，此页停用 This tab is off: {e}", gr.update(interactive=False)
+            return about(ckpt, task), gr.update(interactive=True)
+        return check
+
+    def picker(task: str):
+        items = models[task]
+        return gr.Dropdown(choices=[c.label for c in items], value=items[0].label if items else None,
+                           label="模型 Model", interactive=len(items) > 1, scale=1)
+
+    with gr.Blocks(title="小模型微调工坊 · Chinese small-model demo") as demo:
+        gr.Markdown("# 小模型微调工坊 · Small-model fine-tuning for Chinese text\n"
+                    "用你自己的文本训练的小模型：聊天、完形填空、语义相似度。Models trained on your own text: chat, fill-mask, similarity.")
+
+        # ---- Chat ----
+        with gr.Tab(TAB_TITLES["chat"]):
+            with gr.Row():
+                chat_model = picker("chat")
+                chat_about = gr.Markdown(about(models["chat"][0] if models["chat"] else None, "chat"))
+            chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"])
+            history = gr.State([])  # what the model sees; one per browser session
+            with gr.Row():
+                message = gr.Textbox(placeholder="说点什么… Say something…", show_label=False, max_length=MAX_MESSAGE_CHARS,
+                                     scale=5, autofocus=True)
+                send = gr.Button("发送 Send", variant="primary", scale=1)
+                clear = gr.Button("清空 Clear", scale=1)
+            with gr.Accordion("生成设置 Generation settings", open=False):
+                with gr.Row():
+                    temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="温度 temperature (0 = greedy)")
+                    top_k = gr.Slider(0, 50, value=8, step=1, label="top-k (0 = off)")
+                    top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="top-p")
+                    repetition = gr.Slider(1, 2, value=1.2, step=0.05, label="重复惩罚 repetition penalty")
+                    max_new = gr.Slider(8, 256, value=64, step=8, label="最长回复 max new tokens")
+            gr.Examples([["你好"], ["早上好"], ["在吗？"], ["周末去哪儿玩？"], ["我今天好累"]], inputs=[message], label="试试 Try")
+
+            def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+                from chat import GenerationSettings
+
+                turns = list(turns or [])
+                if not (message or "").strip():
+                    gr.Warning("请先输入内容 Please type a message first.")
+                    yield turns, turns, message
+                    return
+                engine = pick("chat", model)
+                settings_ = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
+                                               top_p=float(top_p), repetition_penalty=float(repetition_penalty))
+                shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
+                yield shown, turns, ""
+                try:
+                    for piece in engine.stream(turns, message, settings_):
+                        shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
+                        yield shown, turns, ""
+                except InputError as e:
+                    gr.Warning(str(e))
+                    yield turns, turns, message
+                    return
+                if not shown[-1]["content"]:
+                    shown[-1] = {"role": "assistant", "content": "……"}
+                yield shown, shown, ""
+
+            chat_io = dict(fn=respond, inputs=[message, history, chat_model, temperature, top_k, top_p, repetition, max_new],
+                           outputs=[chatbot, history, message])
+            message.submit(**chat_io, api_visibility="private")
+            send.click(**chat_io, api_name="chat")
+            clear.click(lambda: ([], []), outputs=[chatbot, history], api_name="clear", queue=False)
+            chat_state = dict(fn=status("chat"), inputs=[chat_model], outputs=[chat_about, send], api_visibility="private")
+            chat_model.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
+
+        # ---- Fill-Mask ----
+        with gr.Tab(TAB_TITLES["cloze"]):
+            with gr.Row():
+                cloze_model = picker("cloze")
+                cloze_about = gr.Markdown(about(models["cloze"][0] if models["cloze"] else None, "cloze"))
+            masked = gr.Textbox(label="带 [MASK] 的句子 Text with [MASK]", placeholder="例如 e.g. 三国人物诸[MASK][MASK]懂得治水。",
+                                max_length=MAX_SENTENCE_CHARS, lines=2)
+            with gr.Row():
+                cloze_k = gr.Slider(1, 20, value=5, step=1, label="候选数 top-k")
+                joint = gr.Checkbox(value=True, label="连续 [MASK] 按整词填 Fill consecutive masks as one word")
+                fill = gr.Button("填空 Fill", variant="primary")
+            filled = gr.Markdown()
+            candidates = gr.Dataframe(headers=["空位 slot", "候选 candidate", "概率 probability"], label="候选 Candidates",
+                                      interactive=False, wrap=True)
+            gr.Examples([[r[0]] for r in _sample_lines("cloze_prompts.txt", 6)] + [["今天天气很[MASK]。"]], inputs=[masked], label="试试 Try")
+
+            def fill_mask(text, model, top_k, joint):
+                if not (text or "").strip():
+                    gr.Warning("请输入带 [MASK] 的句子 Please type a sentence with [MASK].")
+                    return "", None
+                predictor = pick("cloze", model)
+                try:
+                    slots = predictor.predict(text, top_k=int(top_k), joint=bool(joint))
+                except InputError as e:
+                    gr.Warning(str(e))
+                    return "", None
+                rows, best = [], []
+                for n, slot in enumerate(slots, 1):
+                    best.append(slot.candidates[0].text if slot.candidates else "?")
+                    rows += [[n, c.text, round(c.probability, 4)] for c in slot.candidates]
+                return "**最可能 Most likely:** " + _fill_text(text, slots, best), rows
+
+            fill_io = dict(fn=fill_mask, inputs=[masked, cloze_model, cloze_k, joint], outputs=[filled, candidates])
+            fill.click(**fill_io, api_name="fill_mask")
+            masked.submit(**fill_io, api_visibility="private")
+            cloze_state = dict(fn=status("cloze"), inputs=[cloze_model], outputs=[cloze_about, fill], api_visibility="private")
+
+        # ---- Similarity ----
+        with gr.Tab(TAB_TITLES["similarity"]):
+            with gr.Row():
+                sim_model = picker("similarity")
+                sim_about = gr.Markdown(about(models["similarity"][0] if models["similarity"] else None, "similarity"))
+            with gr.Row():
+                first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS)
+                second = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS)
+            compare = gr.Button("比较 Compare", variant="primary")
+            verdict = gr.Markdown()
+            probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
+            gr.Examples([r[:2] for r in _sample_lines("pairs.tsv", 8)], inputs=[first, second], label="试试（含近似但意思不同的句子）Try, near-misses included")
+
+            def similarity(sentence1, sentence2, model):
+                if not (sentence1 or "").strip() or not (sentence2 or "").strip():
+                    gr.Warning("请输入两个句子 Please type both sentences.")
+                    return "", None
+                judge = pick("similarity", model)
+                try:
+                    result = judge.score(sentence1, sentence2)
+                except InputError as e:
+                    gr.Warning(str(e))
+                    return "", None
+                if "score" in result:
+                    return f"**相似度 Similarity: {result['score']:.2f} / 5**", {"score / 5": max(0.0, min(1.0, result["score"] / 5))}
+                names = {"0": "不同 different", "1": "相同 same"}
+                probs = {names.get(k, k): v for k, v in result["probabilities"].items()}
+                same = judge.labels == ["0", "1"]
+                text = (("✅ 意思相同 Same meaning" if result["label"] == "1" else "❌ 意思不同 Different meaning") if same
+                        else f"**{result['label']}**")
+                if same:
+                    text += f" · p(相同 same) = {result['probability']:.2f}"
+                return text, probs
+
+            sim_io = dict(fn=similarity, inputs=[first, second, sim_model], outputs=[verdict, probabilities])
+            compare.click(**sim_io, api_name="similarity")
+            second.submit(**sim_io, api_visibility="private")
+            sim_state = dict(fn=status("similarity"), inputs=[sim_model], outputs=[sim_about, compare], api_visibility="private")
+
+        for state, dropdown in ((chat_state, chat_model), (cloze_state, cloze_model), (sim_state, sim_model)):
+            demo.load(**state)
+            dropdown.change(**state)
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=256)
+    return demo
+
+
+def _fill_text(text: str, slots, best: list[str]) -> str:
+    """The sentence with each run of masks replaced (in bold) by its top candidate."""
+    from data.corpus import MASK, normalize_masks
+
+    parts = normalize_masks(text.strip()).split(MASK)
+    out, k = [parts[0]], 0
+    for slot, word in zip(slots, best):
+        out += [f"**{word}**", *parts[k + 1 : k + slot.length], parts[k + slot.length]]  # the run's inner parts are empty
+        k += slot.length
+    return "".join(out)
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+def share_server_reachable(timeout: float = 3.0) -> bool:
+    """Gradio asks api.gradio.app for a share server; offline that fails after a long wait."""
+    import socket
+
+    try:
+        with socket.create_connection(("api.gradio.app", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    sys.path.insert(0, ROOT)
+    from data import InputError
+
+    started = time.perf_counter()
+    try:
+        if settings.demo:
+            build_demo_models(settings)
+        demo = build_demo(settings)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    share = settings.share and not os.environ.get("SPACE_ID")
+    if share and not share_server_reachable():
+        print("note: Gradio's share server cannot be reached (offline?), so there is no public link; serving locally only.", file=sys.stderr)
+        share = False
+    try:
+        demo.launch(server_name=settings.host, server_port=settings.port, share=share, show_error=False,
+                    footer_links=["api", "gradio"], prevent_thread_lock=True)
+    except OSError as e:
+        print(f"error: cannot serve on {settings.host}:{settings.port}: {(str(e).splitlines() or [''])[0]} (try --port {settings.port + 1})", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"[app] serving at http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{demo.server_port} "
+          f"({time.perf_counter() - started:.0f} s after start); Ctrl-C stops it", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        demo.close()
+    return 0
+
 
 if __name__ == "__main__":
-    print("app.py: the web app is not built yet; train a chat model with `python training/chat.py --data data/samples/dialogs.txt`", file=sys.stderr)
-    sys.exit(2)
+    sys.exit(main())

@@ -6,6 +6,34 @@ import json
 import os
 
 from data.errors import InputError
+from data.hub import hub_reachable, looks_like_path
+
+# What a checkpoint folder needs; a Hub download fetches only these (safetensors only).
+FOLDER_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "adapter/*"]
+
+
+def resolve_model(name: str, kind: str) -> str:
+    """A local folder for `name`: the folder itself, a Hub id from the cache, or (online) downloaded.
+
+    Offline and uncached, one `InputError` within seconds instead of minutes of retries.
+    """
+    expanded = os.path.expanduser(name)
+    if os.path.isdir(expanded):
+        return expanded
+    if looks_like_path(name) or os.path.exists(expanded) or not name.strip():
+        raise InputError(f"{kind} model folder not found: {name}")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(name, allow_patterns=FOLDER_FILES, local_files_only=True)
+    except Exception:  # not cached: LocalEntryNotFoundError, or an id the cache cannot hold
+        pass
+    if not hub_reachable():
+        raise InputError(f"{name!r} is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached (offline)")
+    try:
+        return snapshot_download(name, allow_patterns=FOLDER_FILES)
+    except Exception as e:  # RepositoryNotFoundError, HTTP errors: one line
+        raise InputError(f"could not download {name!r} from the Hugging Face Hub: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
 
 
 def _read_json(path: str) -> dict:
@@ -14,7 +42,7 @@ def _read_json(path: str) -> dict:
 
 
 def load_chat_model(folder: str, dtype=None):
-    """Return (model, tokenizer, generation_config) of a GPT-2 chat checkpoint folder.
+    """Return (model, tokenizer, generation_config) of a GPT-2 chat checkpoint folder (or Hub id).
 
     Accepts the folders training/chat.py writes (merged weights at the top) and adapter-only
     folders (`adapter_config.json` at the top or in adapter/), loaded through peft on their base.
@@ -23,8 +51,7 @@ def load_chat_model(folder: str, dtype=None):
     import torch
     from transformers import BertTokenizerFast, GenerationConfig, GPT2LMHeadModel
 
-    if not os.path.isdir(folder):
-        raise InputError(f"chat model folder not found: {folder}")
+    folder = resolve_model(folder, "chat")
     config_path = os.path.join(folder, "config.json")
     adapter_dir = next((d for d in (folder, os.path.join(folder, "adapter")) if os.path.isfile(os.path.join(d, "adapter_config.json"))), None)
     has_weights = any(os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
@@ -65,8 +92,7 @@ def load_auto_folder(folder: str, auto_model, kind: str, what: str):
     """(model, tokenizer) from a folder through an `AutoModelFor...` class, or one clear `InputError`."""
     from transformers import AutoTokenizer
 
-    if not os.path.isdir(folder):
-        raise InputError(f"{kind} model folder not found: {folder}")
+    folder = resolve_model(folder, kind)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = auto_model.from_pretrained(folder, use_safetensors=True)

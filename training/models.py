@@ -8,12 +8,11 @@ first and probe the Hub once with a short timeout, so an offline user gets one l
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from typing import Callable
-from urllib.parse import urlparse
 
 from data.errors import InputError
+from data.hub import hub_reachable, looks_like_path
 
 SCRATCH = "scratch"
 
@@ -25,24 +24,6 @@ class BaseChoice:
     source: str
     name: str
     fallback_reason: str | None = None
-
-
-def looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or "\\" in name or os.path.isabs(name)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """One short TCP connect to the Hub endpoint: no retries, no multi-minute hang."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
-        return False
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def load_base(name: str, load: Callable[..., object], no_fallback: bool, what: str):

@@ -1,0 +1,33 @@
+"""Hub reachability and name checks shared by training/ and chat/ (which may not import each other).
+
+Offline, `from_pretrained` on an uncached Hub id retries for minutes; one short TCP connect
+tells us first, so an offline user gets one line within seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from urllib.parse import urlparse
+
+
+def looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~", "\\")) or name.count("/") > 1 or "\\" in name or os.path.isabs(name)
+
+
+def hub_offline_flag() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """One short TCP connect to the Hub endpoint: no retries, no multi-minute hang."""
+    if hub_offline_flag():
+        return False
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False

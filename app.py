@@ -71,15 +71,15 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     p.add_argument("--cloze-model", default=env("APP_CLOZE_MODEL"), help="fill-mask model folder or Hub id")
     p.add_argument("--similarity-model", default=env("APP_SIMILARITY_MODEL"), help="sentence-pair model folder or Hub id")
     p.add_argument("--host", default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860), help="port (default 7860)")
+    p.add_argument("--port", type=int, default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860), help="port (default 7860; 0: the first free one from 7860)")
     p.add_argument("--share", action="store_true", default=_env_bool("APP_SHARE"), help="ask Gradio's share server for a public link")
     p.add_argument("--concurrency", type=int, default=int(env("APP_CONCURRENCY") or 4), help="requests a tab runs at once; the rest wait in the queue (default 4)")
     p.add_argument("--no-demo", action="store_true", default=_env_bool("APP_NO_DEMO"), help="do not build demo models for tabs without a checkpoint")
     a = p.parse_args(argv)
     if not 1 <= a.concurrency <= 64:
         p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
-    if not 0 < a.port < 65536:
-        p.error(f"--port must be between 1 and 65535, got {a.port}")
+    if not 0 <= a.port < 65536:
+        p.error(f"--port must be between 0 (any free port) and 65535, got {a.port}")
     models = {t: m for t, m in (("chat", a.chat_model), ("cloze", a.cloze_model), ("similarity", a.similarity_model)) if m}
     return Settings(a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo)
 
@@ -290,6 +290,21 @@ def catalogue(settings: Settings) -> dict[str, list[Checkpoint]]:
     return found
 
 
+def warm_up(settings: Settings, store: ModelStore) -> threading.Thread:
+    """Load each tab's first model in the background so the first visitor does not wait."""
+    def work():
+        for task, items in catalogue(settings).items():
+            if items:
+                try:
+                    store.get(task, items[0].path)
+                except Exception as e:  # the tab shows the reason; the terminal gets one line
+                    print(f"[app] {task} tab disabled: {e}", file=sys.stderr)
+
+    thread = threading.Thread(target=work, name="warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_demo(settings: Settings | None = None, store: ModelStore | None = None):
     """The Blocks app. Cheap: it lists checkpoint folders but loads no model."""
     import gradio as gr
@@ -304,7 +319,7 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
     def pick(task: str, label: str | None):
         ckpt = by_key[task].get(label or "")
         if ckpt is None:
-            raise gr.Error("没有这个模型 Unknown model; reload the page.", print_exception=False)
+            raise gr.Error(about(None, task) if not by_key[task] else "没有这个模型 Unknown model; reload the page.", print_exception=False)
         try:
             return store.get(task, ckpt.path)
         except InputError as e:
@@ -336,14 +351,14 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
         with gr.Tab(TAB_TITLES["chat"]):
             with gr.Row():
                 chat_model = picker("chat")
-                chat_about = gr.Markdown(about(models["chat"][0] if models["chat"] else None, "chat"))
-            chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"])
+                chat_about = gr.Markdown(elem_id="chat-about", value=about(models["chat"][0] if models["chat"] else None, "chat"))
+            chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
             history = gr.State([])  # what the model sees; one per browser session
             with gr.Row():
                 message = gr.Textbox(placeholder="说点什么… Say something…", show_label=False, max_length=MAX_MESSAGE_CHARS,
-                                     scale=5, autofocus=True)
-                send = gr.Button("发送 Send", variant="primary", scale=1)
-                clear = gr.Button("清空 Clear", scale=1)
+                                     scale=5, autofocus=True, elem_id="chat-input")
+                send = gr.Button("发送 Send", variant="primary", scale=1, elem_id="chat-send")
+                clear = gr.Button("清空 Clear", scale=1, elem_id="chat-clear")
             with gr.Accordion("生成设置 Generation settings", open=False):
                 with gr.Row():
                     temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="温度 temperature (0 = greedy)")
@@ -390,14 +405,14 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
         with gr.Tab(TAB_TITLES["cloze"]):
             with gr.Row():
                 cloze_model = picker("cloze")
-                cloze_about = gr.Markdown(about(models["cloze"][0] if models["cloze"] else None, "cloze"))
+                cloze_about = gr.Markdown(elem_id="cloze-about", value=about(models["cloze"][0] if models["cloze"] else None, "cloze"))
             masked = gr.Textbox(label="带 [MASK] 的句子 Text with [MASK]", placeholder="例如 e.g. 三国人物诸[MASK][MASK]懂得治水。",
-                                max_length=MAX_SENTENCE_CHARS, lines=2)
+                                max_length=MAX_SENTENCE_CHARS, lines=2, elem_id="cloze-input")
             with gr.Row():
                 cloze_k = gr.Slider(1, 20, value=5, step=1, label="候选数 top-k")
                 joint = gr.Checkbox(value=True, label="连续 [MASK] 按整词填 Fill consecutive masks as one word")
-                fill = gr.Button("填空 Fill", variant="primary")
-            filled = gr.Markdown()
+                fill = gr.Button("填空 Fill", variant="primary", elem_id="cloze-fill")
+            filled = gr.Markdown(elem_id="cloze-filled")
             candidates = gr.Dataframe(headers=["空位 slot", "候选 candidate", "概率 probability"], label="候选 Candidates",
                                       interactive=False, wrap=True)
             gr.Examples([[r[0]] for r in _sample_lines("cloze_prompts.txt", 6)] + [["今天天气很[MASK]。"]], inputs=[masked], label="试试 Try")
@@ -427,12 +442,12 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
         with gr.Tab(TAB_TITLES["similarity"]):
             with gr.Row():
                 sim_model = picker("similarity")
-                sim_about = gr.Markdown(about(models["similarity"][0] if models["similarity"] else None, "similarity"))
+                sim_about = gr.Markdown(elem_id="sim-about", value=about(models["similarity"][0] if models["similarity"] else None, "similarity"))
             with gr.Row():
-                first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS)
-                second = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS)
-            compare = gr.Button("比较 Compare", variant="primary")
-            verdict = gr.Markdown()
+                first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS, elem_id="sim-first")
+                second = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS, elem_id="sim-second")
+            compare = gr.Button("比较 Compare", variant="primary", elem_id="sim-compare")
+            verdict = gr.Markdown(elem_id="sim-verdict")
             probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
             gr.Examples([r[:2] for r in _sample_lines("pairs.tsv", 8)], inputs=[first, second], label="试试（含近似但意思不同的句子）Try, near-misses included")
 
@@ -463,8 +478,8 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             sim_state = dict(fn=status("similarity"), inputs=[sim_model], outputs=[sim_about, compare], api_visibility="private")
 
         for state, dropdown in ((chat_state, chat_model), (cloze_state, cloze_model), (sim_state, sim_model)):
-            demo.load(**state)
-            dropdown.change(**state)
+            demo.load(**state, show_progress="hidden")
+            dropdown.change(**state, show_progress="hidden")
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=256)
     return demo
 
@@ -505,7 +520,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.demo:
             build_demo_models(settings)
-        demo = build_demo(settings)
+        store = ModelStore()
+        demo = build_demo(settings, store)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -514,11 +530,12 @@ def main(argv: list[str] | None = None) -> int:
         print("note: Gradio's share server cannot be reached (offline?), so there is no public link; serving locally only.", file=sys.stderr)
         share = False
     try:
-        demo.launch(server_name=settings.host, server_port=settings.port, share=share, show_error=False,
+        demo.launch(server_name=settings.host, server_port=settings.port or None, share=share, show_error=False,
                     footer_links=["api", "gradio"], prevent_thread_lock=True)
     except OSError as e:
         print(f"error: cannot serve on {settings.host}:{settings.port}: {(str(e).splitlines() or [''])[0]} (try --port {settings.port + 1})", file=sys.stderr)
         return EXIT_BAD_INPUT
+    warm_up(settings, store)
     print(f"[app] serving at http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{demo.server_port} "
           f"({time.perf_counter() - started:.0f} s after start); Ctrl-C stops it", flush=True)
     try:

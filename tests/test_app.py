@@ -1,0 +1,245 @@
+"""The Gradio app, launched for real and driven through gradio_client (and a browser in test_app_browser)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLES, write
+from training import cloze as cloze_script
+from training import similarity as sim_script
+from training.cli import run
+
+TINY_BERT = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, chat_checkpoint) -> Path:
+    """checkpoints/ with one tiny model per tab, written by the real training scripts."""
+    root = tmp_path_factory.mktemp("app") / "checkpoints"
+    shutil.copytree(chat_checkpoint, root / "chat")
+    assert run(cloze_script.main, ["--data", str(SAMPLES / "cloze_corpus.txt"), "--output", str(root / "mine" / "cloze"),
+                                   *TINY_BERT, "--epochs", "2"]) == 0
+    assert run(sim_script.main, ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(root / "similarity"),
+                                 *TINY_BERT, "--epochs", "2"]) == 0
+    (root / "notes").mkdir()  # not a model: ignored
+    write(root / "notes" / "todo.txt", "train a bigger model\n")
+    shutil.copytree(root / "chat", root / "old.partial")  # an interrupted run: ignored
+    return root
+
+
+def launch(settings):
+    import app
+
+    demo = app.build_demo(settings)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    return demo
+
+
+@pytest.fixture(scope="module")
+def served(checkpoints):
+    import app
+
+    demo = launch(app.Settings(checkpoints=str(checkpoints), concurrency=4))
+    yield demo
+    demo.close()
+
+
+def client(demo):
+    from gradio_client import Client
+
+    return Client(demo.local_url, verbose=False)
+
+
+def said(chatbot) -> list[tuple[str, str]]:
+    """(role, text) per message of a Chatbot value as the client receives it."""
+    return [(m["role"], "".join(part.get("text", "") for part in m["content"])) for m in chatbot]
+
+
+def test_import_is_cheap_and_loads_nothing():
+    code = "import sys, app; print(sorted(m for m in ('torch', 'transformers', 'gradio') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+def test_checkpoints_are_found_per_task(checkpoints):
+    import app
+
+    found = app.find_checkpoints(str(checkpoints))
+    assert [c.label for c in found["chat"]] == ["chat"]
+    assert [c.label for c in found["cloze"]] == [os.path.join("mine", "cloze")]
+    assert [c.label for c in found["similarity"]] == ["similarity"]
+    assert app.find_checkpoints(str(checkpoints / "missing")) == {"chat": [], "cloze": [], "similarity": []}
+
+
+def test_each_tab_answers(served):
+    c = client(served)
+    chatbot, box = c.predict("你好", api_name="/chat")
+    turns = said(chatbot)
+    assert turns[0] == ("user", "你好") and turns[1][0] == "assistant" and turns[1][1]
+    assert box == ""
+
+    filled, table = c.predict("周小满研究的动物是蝴[MASK]。", top_k=3, joint=True, api_name="/fill_mask")
+    assert "Most likely" in filled and len(table["data"]) == 3
+    assert all(0 <= row[2] <= 1 for row in table["data"])
+
+    verdict, label = c.predict("花呗怎么还款", "花呗如何还钱", api_name="/similarity")
+    assert "p(相同 same)" in verdict
+    assert {x["label"] for x in label["confidences"]} == {"相同 same", "不同 different"}
+    assert abs(sum(x["confidence"] for x in label["confidences"]) - 1) < 1e-3
+
+
+def test_consecutive_masks_fill_as_one_word(served):
+    c = client(served)
+    _, joint = c.predict("三国人物诸[MASK][MASK]懂得治水。", top_k=4, joint=True, api_name="/fill_mask")
+    _, apart = c.predict("三国人物诸[MASK][MASK]懂得治水。", top_k=4, joint=False, api_name="/fill_mask")
+    assert {row[0] for row in joint["data"]} == {1} and all(len(row[1]) == 2 for row in joint["data"])
+    assert {row[0] for row in apart["data"]} == {1, 2}
+
+
+def test_chat_history_is_per_session_and_clear_resets_it(served):
+    alice, bob = client(served), client(served)
+    alice.predict("你好", temperature=0, api_name="/chat")
+    bob.predict("早上好", temperature=0, api_name="/chat")
+    chatbot, _ = alice.predict("在吗？", temperature=0, api_name="/chat")
+    assert [t for r, t in said(chatbot) if r == "user"] == ["你好", "在吗？"]
+    chatbot, _ = bob.predict("我今天好累", temperature=0, api_name="/chat")
+    assert [t for r, t in said(chatbot) if r == "user"] == ["早上好", "我今天好累"]
+
+    assert alice.predict(api_name="/clear") == []
+    chatbot, _ = alice.predict("你好", temperature=0, api_name="/chat")
+    assert [t for r, t in said(chatbot) if r == "user"] == ["你好"]  # the model no longer sees the old turns
+    chatbot, _ = bob.predict("嗯", temperature=0, api_name="/chat")
+    assert len(said(chatbot)) == 6
+
+
+def test_greedy_replies_do_not_depend_on_other_sessions(served):
+    a, b = client(served), client(served)
+    first, _ = a.predict("你好", temperature=0, api_name="/chat")
+    b.predict("周末去哪儿玩？", temperature=0, api_name="/chat")
+    again, _ = client(served).predict("你好", temperature=0, api_name="/chat")
+    assert said(first) == said(again)
+
+
+def test_bad_inputs_get_messages_not_errors(served):
+    c = client(served)
+    chatbot, box = c.predict("   ", api_name="/chat")
+    assert chatbot == [] and box == "   "
+    chatbot, _ = c.predict("好" * 5000, max_new_tokens=8, api_name="/chat")  # kept to its last characters
+    assert said(chatbot)[0][1] == "好" * 5000 and said(chatbot)[1][1]
+    for text in ("没有空位的句子", "", "[MASK]" * 11):
+        filled, table = c.predict(text, api_name="/fill_mask")
+        assert filled == "" and table["data"] == []
+    verdict, label = c.predict("只有一句", "  ", api_name="/similarity")
+    assert verdict == "" and not label
+    verdict, _ = c.predict("同一句话", "同一句话", api_name="/similarity")
+    assert verdict
+
+
+def test_sixteen_simultaneous_chat_users_are_served(served):
+    errors, replies = [], []
+
+    def user(i):
+        try:
+            chatbot, _ = client(served).predict(["你好", "早上好", "在吗？", "周末去哪儿玩？"][i % 4], api_name="/chat")
+            replies.append(said(chatbot)[-1][1])
+        except Exception as e:  # collected: the assertion below shows them
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == [] and len(replies) == 16 and all(replies)
+
+
+def test_a_broken_checkpoint_disables_only_its_tab(tmp_path, checkpoints):
+    import app
+    from gradio_client.exceptions import AppError
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints / "mine" / "cloze", root / "cloze")
+    write(root / "broken" / "config.json", json.dumps({"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}))
+    write(root / "broken" / "model.safetensors", "not really weights")
+    demo = launch(app.Settings(checkpoints=str(root)))
+    try:
+        c = client(demo)
+        with pytest.raises(AppError, match="failed to load"):
+            c.predict("你好", api_name="/chat")
+        filled, _ = c.predict("周小满研究的动物是蝴[MASK]。", api_name="/fill_mask")
+        assert "Most likely" in filled
+        with pytest.raises(AppError, match="training/similarity.py"):  # no model: the error says how to get one
+            c.predict("一", "二", model=None, api_name="/similarity")
+    finally:
+        demo.close()
+
+
+def test_explicit_model_flag_comes_first_and_bad_flags_exit_2(checkpoints):
+    import app
+
+    s = app.parse_settings(["--checkpoints", str(checkpoints), "--chat-model", str(checkpoints / "chat"), "--no-demo"])
+    assert not s.demo and s.models == {"chat": str(checkpoints / "chat")}
+    models = app.catalogue(s)
+    assert [c.label for c in models["chat"]] == [str(checkpoints / "chat")]  # listed once, first
+    os.environ["APP_CONCURRENCY"] = "8"
+    try:
+        assert app.parse_settings([]).concurrency == 8
+    finally:
+        del os.environ["APP_CONCURRENCY"]
+    for argv in (["--concurrency", "0"], ["--port", "70000"], ["--bogus"]):
+        with pytest.raises(SystemExit) as e:
+            app.parse_settings(argv)
+        assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_fresh_start_builds_the_demo_models_then_serves(tmp_path):
+    """`python app.py` with no checkpoints: trains the three demo models, serves, and --share degrades to local."""
+    from gradio_client import Client
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "APP_CHECKPOINTS": str(tmp_path / "checkpoints"), "GRADIO_ANALYTICS_ENABLED": "False"}
+    log = tmp_path / "app.log"
+
+    def start():
+        with open(log, "w") as f:
+            proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", "0", "--share"], cwd=tmp_path, env=env,
+                                    stdout=f, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 420
+        while time.time() < deadline and proc.poll() is None:
+            text = log.read_text(errors="replace")
+            if "[app] serving at" in text:
+                return proc, text
+            time.sleep(1)
+        proc.kill()
+        pytest.fail(f"app did not come up:\n{log.read_text(errors='replace')[-3000:]}")
+
+    proc, text = start()
+    try:
+        assert "building the chat demo model" in text and "share server cannot be reached" in text
+        url = text.split("[app] serving at ")[1].split()[0]
+        c = Client(url, verbose=False)
+        chatbot, _ = c.predict("早上好", temperature=0, api_name="/chat")
+        assert said(chatbot)[1][1]
+        filled, _ = c.predict("周小满研究的动物是蝴[MASK]。", api_name="/fill_mask")
+        assert "Most likely" in filled
+        verdict, _ = c.predict("哪里可以学画画", "在哪儿能学画画", api_name="/similarity")
+        assert verdict
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["demo-chat", "demo-cloze", "demo-similarity"]
+
+    proc, text = start()  # second start: the cached demo models are reused
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert "building" not in text

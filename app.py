@@ -12,6 +12,7 @@ once per process on first use. `build_demo()` returns the `gr.Blocks`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -217,36 +218,79 @@ def build_demo_models(settings: Settings, say=print) -> None:
 
 # -- loaded models ---------------------------------------------------------------------------
 
+class _Gate:
+    """Many users of loaded models at once, or one load alone (writers first).
+
+    `from_pretrained` switches process-wide torch state while it loads (a meta default
+    device, the default dtype, patched `torch.nn.init`). A generation running in another
+    thread meanwhile failed with "Tensor on device meta" or NaN probabilities: 4 of 4
+    browser-test runs without this gate, 0 of 6 with it. So a load waits for running
+    requests and holds new ones back until it is done.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def use(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._waiting_writers)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def load(self):
+        with self._cond:
+            self._waiting_writers += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
 class ModelStore:
-    """Predictors loaded on first use, once per process; a failed load is remembered with its reason."""
+    """Predictors loaded on first use, once per process; a failed load is remembered with its reason.
+
+    Handlers call `get` first, then run the model inside `with store.serving():`.
+    """
 
     def __init__(self):
         self._loaded: dict[tuple[str, str], object] = {}
         self._failed: dict[tuple[str, str], str] = {}
-        self._lock = threading.Lock()
-        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._gate = _Gate()
+
+    def serving(self):
+        return self._gate.use()
 
     def get(self, task: str, path: str):
         from data import InputError
 
         key = (task, path)
-        if key in self._loaded:
-            return self._loaded[key]
+        if key not in self._loaded and key not in self._failed:
+            with self._gate.load():  # one load at a time, with no request running
+                if key not in self._loaded and key not in self._failed:
+                    try:
+                        self._loaded[key] = _load(task, path)
+                    except InputError as e:
+                        self._failed[key] = str(e)
+                    except Exception as e:  # a broken folder must disable its tab, not the app
+                        self._failed[key] = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
         if key in self._failed:
             raise InputError(self._failed[key])
-        with self._lock:
-            key_lock = self._key_locks.setdefault(key, threading.Lock())
-        with key_lock:  # two first requests for one model load it once
-            if key not in self._loaded and key not in self._failed:
-                try:
-                    self._loaded[key] = _load(task, path)
-                except InputError as e:
-                    self._failed[key] = str(e)
-                except Exception as e:  # a broken folder must disable its tab, not the app
-                    self._failed[key] = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
-            if key in self._failed:
-                raise InputError(self._failed[key])
-            return self._loaded[key]
+        return self._loaded[key]
 
 
 def _load(task: str, path: str):
@@ -382,9 +426,10 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                 shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
                 yield shown, turns, ""
                 try:
-                    for piece in engine.stream(turns, message, settings_):
-                        shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
-                        yield shown, turns, ""
+                    with store.serving():
+                        for piece in engine.stream(turns, message, settings_):
+                            shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
+                            yield shown, turns, ""
                 except InputError as e:
                     gr.Warning(str(e))
                     yield turns, turns, message
@@ -423,7 +468,8 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                     return "", None
                 predictor = pick("cloze", model)
                 try:
-                    slots = predictor.predict(text, top_k=int(top_k), joint=bool(joint))
+                    with store.serving():
+                        slots = predictor.predict(text, top_k=int(top_k), joint=bool(joint))
                 except InputError as e:
                     gr.Warning(str(e))
                     return "", None
@@ -457,7 +503,8 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                     return "", None
                 judge = pick("similarity", model)
                 try:
-                    result = judge.score(sentence1, sentence2)
+                    with store.serving():
+                        result = judge.score(sentence1, sentence2)
                 except InputError as e:
                     gr.Warning(str(e))
                     return "", None

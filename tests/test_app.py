@@ -243,3 +243,56 @@ def test_fresh_start_builds_the_demo_models_then_serves(tmp_path):
     proc.terminate()
     proc.wait(timeout=30)
     assert "building" not in text
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def test_in_a_real_browser(served):
+    """Debian's Chromium driven by Playwright: type into each tab and read the answer off the page.
+
+    APP_SCREENSHOT=docs/screenshot.png saves what the browser shows (the README's picture).
+    """
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
+
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                   "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 900})
+            page.goto(served.local_url)
+            expect = sync_api.expect
+
+            # Chat: a streamed reply appears; an empty message gets a gentle warning; clear empties the box.
+            box = page.locator("#chat-input textarea")
+            box.fill("你好")
+            box.press("Enter")
+            bot = page.locator('#chatbot [data-testid="bot"]')
+            expect(bot.first).not_to_be_empty(timeout=30_000)
+            expect(page.locator('#chatbot [data-testid="user"]').first).to_have_text("你好")
+            page.locator("#chat-send").click()
+            expect(page.get_by_text("Please type a message first").first).to_be_visible(timeout=10_000)
+            box.fill("早上好")
+            box.press("Enter")
+            expect(bot).to_have_count(2, timeout=30_000)
+            if os.environ.get("APP_SCREENSHOT"):
+                page.screenshot(path=os.environ["APP_SCREENSHOT"])
+            page.locator("#chat-clear").click()
+            expect(bot).to_have_count(0, timeout=10_000)
+
+            # Fill-Mask
+            page.get_by_role("tab", name="完形填空 Fill-Mask").click()
+            page.locator("#cloze-input textarea").fill("周小满研究的动物是蝴[MASK]。")
+            page.locator("#cloze-fill").click()
+            expect(page.locator("#cloze-filled")).to_contain_text("Most likely", timeout=30_000)
+
+            # Similarity
+            page.get_by_role("tab", name="语义相似度 Similarity").click()
+            page.locator("#sim-first textarea").fill("花呗怎么还款")
+            page.locator("#sim-second textarea").fill("花呗如何还钱")
+            page.locator("#sim-compare").click()
+            expect(page.locator("#sim-verdict")).to_contain_text("p(相同 same)", timeout=30_000)
+        finally:
+            browser.close()

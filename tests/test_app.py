@@ -249,10 +249,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def test_in_a_real_browser(served):
-    """Debian's Chromium driven by Playwright: type into each tab and read the answer off the page.
-
-    APP_SCREENSHOT=docs/screenshot.png saves what the browser shows (the README's picture).
-    """
+    """Debian's Chromium driven by Playwright: type into each tab and read the answer off the page."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
@@ -277,8 +274,6 @@ def test_in_a_real_browser(served):
             box.fill("早上好")
             box.press("Enter")
             expect(bot).to_have_count(2, timeout=30_000)
-            if os.environ.get("APP_SCREENSHOT"):
-                page.screenshot(path=os.environ["APP_SCREENSHOT"])
             page.locator("#chat-clear").click()
             expect(bot).to_have_count(0, timeout=10_000)
 

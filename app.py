@@ -48,7 +48,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    concurrency: int = 4
+    concurrency: int = 16
     demo: bool = True
 
 
@@ -74,7 +74,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     p.add_argument("--host", default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860), help="port (default 7860; 0: the first free one from 7860)")
     p.add_argument("--share", action="store_true", default=_env_bool("APP_SHARE"), help="ask Gradio's share server for a public link")
-    p.add_argument("--concurrency", type=int, default=int(env("APP_CONCURRENCY") or 4), help="requests a tab runs at once; the rest wait in the queue (default 4)")
+    p.add_argument("--concurrency", type=int, default=int(env("APP_CONCURRENCY") or 16), help="requests a tab runs at once; the rest wait in the queue (default 16)")
     p.add_argument("--no-demo", action="store_true", default=_env_bool("APP_NO_DEMO"), help="do not build demo models for tabs without a checkpoint")
     a = p.parse_args(argv)
     if not 1 <= a.concurrency <= 64:

@@ -1,0 +1,110 @@
+"""Load on the demo app: 16 concurrent chat users for 2 minutes through gradio_client.
+
+    python bench/app_load.py                # uses checkpoints/ (demo models built if missing)
+    python bench/app_load.py --fresh        # empty checkpoints folder: also times fresh clone -> serving
+
+Starts `python app.py` as a user would, then each simulated user sends a message, reads
+the streamed reply, and sends the next one (history kept per client session). Prints one
+JSON line: requests served, errors, p50/p95 time to first token (first non-empty reply
+text seen by the client), p50 whole-reply time, start-to-serving seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OPENERS = ["你好", "早上好", "在吗？", "周末去哪儿玩？", "我今天好累", "最近在忙什么呢？", "晚饭吃什么？", "好久不见"]
+
+
+def start_app(checkpoints: str, concurrency: int, log_path: str):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
+    t = time.perf_counter()
+    log = open(log_path, "w")
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--checkpoints", checkpoints, "--port", "0",
+                             "--concurrency", str(concurrency)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    while proc.poll() is None:
+        with open(log_path, errors="replace") as f:
+            text = f.read()
+        if "[app] serving at " in text:
+            return proc, text.split("[app] serving at ")[1].split()[0], time.perf_counter() - t, "building the" in text
+        time.sleep(0.5)
+    raise SystemExit(f"app exited with {proc.returncode}; see {log_path}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def user(url: str, seconds: float, k: int, ttft: list, total: list, errors: list, stop_at: float) -> None:
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+    turn = 0
+    while time.time() < stop_at:
+        message = OPENERS[(k + turn) % len(OPENERS)]
+        t = time.perf_counter()
+        first = None
+        try:
+            job = client.submit(message, api_name="/chat")
+            for chatbot, _ in job:
+                if first is None and chatbot and chatbot[-1]["role"] == "assistant" and chatbot[-1]["content"] and chatbot[-1]["content"][0].get("text"):
+                    first = time.perf_counter() - t
+            job.result()
+        except Exception as e:  # counted, and the first few printed in the JSON line
+            errors.append(f"{type(e).__name__}: {str(e)[:120]}")
+            continue
+        total.append(time.perf_counter() - t)
+        if first is not None:
+            ttft.append(first)
+        turn += 1
+        if turn % 4 == 0:
+            client.predict(api_name="/clear")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=120)
+    p.add_argument("--concurrency", type=int, default=16, help="the app's --concurrency")
+    p.add_argument("--fresh", action="store_true", help="start from an empty checkpoints folder (times the demo build)")
+    a = p.parse_args()
+    tmp = tempfile.mkdtemp(prefix="app_load_")
+    checkpoints = os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints")
+    proc, url, start_s, built = start_app(checkpoints, a.concurrency, os.path.join(tmp, "app.log"))
+    ttft: list[float] = []
+    total: list[float] = []
+    errors: list[str] = []
+    try:
+        stop_at = time.time() + a.seconds
+        threads = [threading.Thread(target=user, args=(url, a.seconds, k, ttft, total, errors, stop_at)) for k in range(a.users)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    result = {
+        "bench": "app_load", "users": a.users, "seconds": a.seconds, "concurrency": a.concurrency,
+        "requests_served": len(total), "errors": len(errors), "error_examples": errors[:3],
+        "ttft_p50_s": round(statistics.median(ttft), 3) if ttft else None,
+        "ttft_p95_s": round(percentile(ttft, 0.95), 3) if ttft else None,
+        "reply_p50_s": round(statistics.median(total), 3) if total else None,
+        "start_to_serving_s": round(start_s, 1), "built_demo_models": built,
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

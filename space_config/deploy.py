@@ -1,0 +1,210 @@
+"""Deploy the app to a Hugging Face Space (free CPU hardware) in one command.
+
+    python space_config/deploy.py --space USER/NAME --checkpoints checkpoints/
+    python space_config/deploy.py --space USER/NAME --dry-run space_bundle/   # build the bundle only
+
+The bundle is the app, chat/, training/, data/ (with its samples), the Space card
+(space_config/README.md), CPU-only requirements and the chosen checkpoint folders; no
+tests, caches, Trainer states or .git. It is uploaded with huggingface_hub
+(`create_repo(..., repo_type="space", space_sdk="gradio", exist_ok=True)`, `upload_folder`).
+The token comes from HF_TOKEN or the saved login (`hf auth login`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from data.errors import InputError  # noqa: E402  (needs the repo root on sys.path first)
+
+EXIT_BAD_INPUT = 2
+PACKAGES = ("chat", "training", "data")
+TOP_FILES = ("app.py", "LICENSE")
+SKIP_DIRS = {"__pycache__", ".git", ".pytest_cache", "resume_state", ".ipynb_checkpoints"}
+SKIP_SUFFIXES = (".pyc", ".pyo", ".partial")
+# CPU-only torch on Spaces: the default PyPI wheel pulls several GB of CUDA libraries.
+CPU_TORCH = ["--extra-index-url https://download.pytorch.org/whl/cpu"]
+# Free "CPU basic" Space: 2 vCPU, 16 GiB memory, 50 GB of (non-persistent) disk.
+FREE_MEMORY = 16 * 2**30
+FREE_DISK = 50 * 10**9
+RUNTIME_MEMORY = 1.5 * 2**30  # python + torch + gradio before any model
+
+
+def _ignore(folder: str, names: list[str]) -> set[str]:
+    return {n for n in names if n in SKIP_DIRS or n.endswith(SKIP_SUFFIXES) or n.startswith(".")}
+
+
+def is_checkpoint(folder: str) -> bool:
+    return any(os.path.isfile(os.path.join(folder, f)) for f in ("config.json", "adapter_config.json", "training_report.json"))
+
+
+def checkpoint_folders(root: str) -> list[str]:
+    """Checkpoint folders directly under `root` or one level below (as the app looks for them)."""
+    if not os.path.isdir(root):
+        raise InputError(f"--checkpoints folder not found: {root}")
+    if is_checkpoint(root):
+        return [root]
+    found = []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not os.path.isdir(path) or name.startswith(".") or name.endswith(".partial"):
+            continue
+        if is_checkpoint(path):
+            found.append(path)
+        else:
+            found += [os.path.join(path, n) for n in sorted(os.listdir(path))
+                      if os.path.isdir(os.path.join(path, n)) and not n.endswith(".partial") and is_checkpoint(os.path.join(path, n))]
+    if not found:
+        raise InputError(f"no checkpoint folders in {root} (folders with config.json); train one first, or leave out --checkpoints")
+    return found
+
+
+def space_requirements(text: str) -> str:
+    """The project's requirements with torch taken from the CPU wheel index."""
+    lines = []
+    for line in text.splitlines():
+        if re.match(r"^\s*torch\s*==", line):
+            version = line.split("==", 1)[1].split("#")[0].strip()
+            lines += CPU_TORCH + [f"torch=={version}+cpu" if "+" not in version else f"torch=={version}"]
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def assemble(out: str, checkpoints: list[str]) -> None:
+    os.makedirs(out)
+    for name in TOP_FILES:
+        if os.path.isfile(os.path.join(ROOT, name)):
+            shutil.copy2(os.path.join(ROOT, name), out)
+    for package in PACKAGES:
+        shutil.copytree(os.path.join(ROOT, package), os.path.join(out, package), ignore=_ignore)
+    shutil.copy2(os.path.join(ROOT, "space_config", "README.md"), os.path.join(out, "README.md"))
+    with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as f:
+        requirements = space_requirements(f.read())
+    with open(os.path.join(out, "requirements.txt"), "w", encoding="utf-8") as f:
+        f.write(requirements)
+    names = set()
+    for folder in checkpoints:
+        name = os.path.basename(os.path.normpath(folder))
+        if name in names:
+            raise InputError(f"two checkpoint folders are both called {name!r}; rename one")
+        names.add(name)
+        shutil.copytree(folder, os.path.join(out, "checkpoints", name), ignore=_ignore)
+
+
+def _size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def report(out: str, say=print) -> list[str]:
+    """Print what the bundle holds; return warnings about the free Space's limits."""
+    total = _size(out)
+    say(f"bundle {out}: {human(total)}")
+    for name in sorted(os.listdir(out)):
+        say(f"  {name + ('/' if os.path.isdir(os.path.join(out, name)) else ''):<18} {human(_size(os.path.join(out, name)))}")
+    ckpt_root = os.path.join(out, "checkpoints")
+    weights = 0
+    if os.path.isdir(ckpt_root):
+        for name in sorted(os.listdir(ckpt_root)):
+            w = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.join(ckpt_root, name))
+                    for f in files if f.endswith(".safetensors") and "adapter" not in d)
+            weights += w
+            say(f"    checkpoints/{name}: weights {human(w)}")
+    warnings = []
+    if total > FREE_DISK:
+        warnings.append(f"the bundle ({human(total)}) is larger than the free Space's {human(FREE_DISK)} of disk")
+    if weights + RUNTIME_MEMORY > FREE_MEMORY:
+        warnings.append(f"the models' weights ({human(weights)}) plus the runtime (~{human(RUNTIME_MEMORY)}) exceed the free Space's "
+                        f"16 GiB of memory; upload fewer checkpoints or pay for bigger hardware")
+    elif weights + RUNTIME_MEMORY > 0.75 * FREE_MEMORY:
+        warnings.append(f"the models' weights ({human(weights)}) leave little of the free Space's 16 GiB of memory")
+    for w in warnings:
+        say(f"warning: {w}")
+    return warnings
+
+
+def preflight() -> str:
+    """The token and a reachable Hub, checked before anything is assembled; returns the token."""
+    from huggingface_hub import get_token
+
+    from data.hub import hub_reachable
+
+    token = get_token()  # HF_TOKEN, or the token saved by `hf auth login`
+    if not token:
+        raise InputError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access); nothing was uploaded")
+    if not hub_reachable():
+        raise InputError("the Hugging Face Hub cannot be reached (offline?); nothing was uploaded. "
+                         "`--dry-run DIR` builds the bundle without the network")
+    return token
+
+
+def upload(space: str, bundle: str, private: bool, token: str, say=print) -> str:
+    """The network part, kept thin: create the Space if missing, upload the bundle."""
+    from huggingface_hub import create_repo, upload_folder
+
+    try:
+        url = create_repo(space, repo_type="space", space_sdk="gradio", private=private, exist_ok=True, token=token)
+        upload_folder(repo_id=space, repo_type="space", folder_path=bundle, token=token,
+                      commit_message="Deploy with space_config/deploy.py")
+    except Exception as e:  # HfHubHTTPError (401, 403, 409...), connection errors: one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"upload to {space} failed: {first[:300]}")
+    say(f"deployed: https://huggingface.co/spaces/{space} (it builds, then serves in a few minutes)")
+    return str(url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python space_config/deploy.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", required=True, help="the Space to create or update: USER/NAME")
+    p.add_argument("--checkpoints", help="a checkpoint folder, or a folder of them, to upload (default: none; the Space builds demo models)")
+    p.add_argument("--private", action="store_true", help="create the Space as private")
+    p.add_argument("--dry-run", metavar="OUT_DIR", help="write the bundle to OUT_DIR and upload nothing")
+    a = p.parse_args(argv)
+    try:
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}", a.space):
+            raise InputError(f"--space must look like USER/NAME, got {a.space!r}")
+        checkpoints = checkpoint_folders(a.checkpoints) if a.checkpoints else []
+        if a.dry_run:
+            if os.path.exists(a.dry_run) and (not os.path.isdir(a.dry_run) or os.listdir(a.dry_run)):
+                raise InputError(f"{a.dry_run} already exists and is not empty; choose a new folder for the bundle")
+            if os.path.isdir(a.dry_run):
+                os.rmdir(a.dry_run)
+            assemble(a.dry_run, checkpoints)
+            report(a.dry_run)
+            print(f"dry run: the bundle for {a.space} is in {a.dry_run}; nothing was uploaded")
+            return 0
+        token = preflight()
+        with tempfile.TemporaryDirectory(prefix="space_bundle_") as tmp:
+            bundle = os.path.join(tmp, "bundle")
+            assemble(bundle, checkpoints)
+            report(bundle)
+            upload(a.space, bundle, a.private, token)
+        return 0
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; nothing more was uploaded", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""space_config/deploy.py: the bundle (dry run), the Space card, the app started from the bundle, offline failures."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, write
+
+DEPLOY = ROOT / "space_config" / "deploy.py"
+CODE = sorted(str(p.relative_to(ROOT)) for pkg in ("app.py", "LICENSE") for p in [ROOT / pkg]) + sorted(
+    str(p.relative_to(ROOT)) for pkg in ("chat", "training", "data") for p in (ROOT / pkg).rglob("*")
+    if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"))
+
+
+def deploy(*args, env=None, cwd=None):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, str(DEPLOY), *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_dry_run_bundle_holds_exactly_the_app_and_chosen_checkpoints(tmp_path, chat_checkpoint):
+    ckpts = tmp_path / "checkpoints"
+    (ckpts / "mine").mkdir(parents=True)
+    shutil.copytree(chat_checkpoint, ckpts / "mine" / "chat")  # one level down, as the app finds them
+    write(ckpts / "chat.partial" / "config.json", "{}")  # an interrupted run: left out
+    out = tmp_path / "bundle"
+    r = deploy("--space", "someone/my-demo", "--checkpoints", str(ckpts), "--dry-run", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "nothing was uploaded" in r.stdout and "checkpoints/chat: weights" in r.stdout
+
+    model = sorted(f"checkpoints/chat/{f}" for f in files(chat_checkpoint) if not f.startswith("resume_state"))
+    assert files(out) == sorted(CODE + ["README.md", "requirements.txt"] + model)
+    assert "checkpoints/chat/model.safetensors" in model
+    assert not any("resume_state" in f or "tests" in f or ".git" in f for f in files(out))
+
+    requirements = (out / "requirements.txt").read_text()
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in requirements
+    pinned = re.search(r"^torch==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert f"torch=={pinned}+cpu" in requirements
+
+
+def test_space_card_has_the_required_keys_and_the_pinned_gradio():
+    import gradio
+
+    text = (ROOT / "space_config" / "README.md").read_text(encoding="utf-8")
+    card = yaml.safe_load(text.split("---")[1])
+    for key in ("title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "pinned", "license", "short_description"):
+        assert key in card, key
+    pin = re.search(r"^gradio==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
+    assert card["sdk"] == "gradio" and str(card["sdk_version"]) == pin == gradio.__version__
+    assert card["app_file"] == "app.py" and (ROOT / card["app_file"]).is_file()
+    assert len(card["short_description"]) <= 60
+
+
+def test_upload_without_token_or_network_fails_in_one_line(tmp_path):
+    no_token = {"HF_TOKEN": "", "HF_HOME": str(tmp_path / "hf")}
+    r = deploy("--space", "someone/my-demo", env=no_token)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "no Hugging Face token" in r.stderr
+    r = deploy("--space", "someone/my-demo", env={"HF_TOKEN": "hf_not_a_real_token", "HF_HOME": str(tmp_path / "hf")})
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "cannot be reached" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "not a space"], "USER/NAME"),
+    (["--space", "a/b", "--checkpoints", "/no/such/folder"], "not found"),
+    (["--space", "a/b", "--dry-run", "{existing}"], "not empty"),
+])
+def test_bad_arguments_exit_2(tmp_path, args, message):
+    write(tmp_path / "existing" / "keep.txt", "mine")
+    r = deploy(*[a.format(existing=tmp_path / "existing") for a in args])
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "existing" / "keep.txt").read_text() == "mine"
+
+
+@pytest.mark.slow
+def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
+    """The Space's start, offline: no checkpoints in the bundle, so the three demo models are trained first.
+
+    Also the fresh-clone path of the README (the bundle is the repo's code) and --share without a share server.
+    """
+    from gradio_client import Client
+
+    from tests.test_app import said
+
+    bundle = tmp_path / "bundle"
+    assert deploy("--space", "someone/my-demo", "--dry-run", str(bundle)).returncode == 0
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": ""}
+    log = tmp_path / "app.log"
+
+    def start():
+        with open(log, "w") as f:
+            proc = subprocess.Popen([sys.executable, "app.py", "--port", "0", "--share"], cwd=bundle, env=env,
+                                    stdout=f, stderr=subprocess.STDOUT, text=True)
+        deadline = time.time() + 420
+        while time.time() < deadline and proc.poll() is None:
+            text = log.read_text(errors="replace")
+            if "[app] serving at" in text:
+                return proc, text
+            time.sleep(1)
+        proc.kill()
+        pytest.fail(f"app did not come up:\n{log.read_text(errors='replace')[-3000:]}")
+
+    proc, text = start()
+    try:
+        assert "building the chat demo model" in text and "share server cannot be reached" in text
+        c = Client(text.split("[app] serving at ")[1].split()[0], verbose=False)
+        chatbot, _ = c.predict("早上好", temperature=0, api_name="/chat")
+        assert said(chatbot)[1][1]
+        filled, _ = c.predict("周小满研究的动物是蝴[MASK]。", api_name="/fill_mask")
+        assert "Most likely" in filled
+        verdict, _ = c.predict("哪里可以学画画", "在哪儿能学画画", api_name="/similarity")
+        assert verdict
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert sorted(p.name for p in (bundle / "checkpoints").iterdir()) == ["demo-chat", "demo-cloze", "demo-similarity"]
+
+    proc, text = start()  # a later start reuses the cached demo models
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert "building" not in text

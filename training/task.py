@@ -28,16 +28,22 @@ def open_output(runa, task: str):
     return plan, resume_from
 
 
-def split_holdout(items: list, ratio: float, seed: int) -> tuple[list, list]:
-    """Seeded train/valid split keeping file order; at least one valid item when ratio > 0 and there are 2+."""
+def split_holdout(items: list, ratio: float, seed: int, groups: list | None = None) -> tuple[list, list]:
+    """Seeded train/valid split keeping file order; at least one valid item when ratio > 0 and there are 2+.
+
+    With `groups` (a key per item), whole groups go to one side, so related items never
+    straddle the split.
+    """
     import random
 
-    if ratio <= 0 or len(items) < 2:
+    keys = list(range(len(items))) if groups is None else list(dict.fromkeys(groups))
+    if ratio <= 0 or len(keys) < 2:
         return list(items), []
-    order = list(range(len(items)))
+    order = list(range(len(keys)))
     random.Random(seed).shuffle(order)
-    held = set(order[: min(len(items) - 1, max(1, round(len(items) * ratio)))])
-    return [x for i, x in enumerate(items) if i not in held], [items[i] for i in sorted(held)]
+    held_keys = {keys[i] for i in order[: min(len(keys) - 1, max(1, round(len(keys) * ratio)))]}
+    held = [(i if groups is None else groups[i]) in held_keys for i in range(len(items))]
+    return [x for x, h in zip(items, held) if not h], [x for x, h in zip(items, held) if h]
 
 
 def pick_base(name: str, loader, runa, what: str):

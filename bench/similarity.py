@@ -1,0 +1,180 @@
+"""Sentence-pair similarity from scratch on CPU: LCQMC and AFQMC, with and without MLM first.
+
+    python bench/similarity.py [--minutes 30] [--only lcqmc]
+
+For each data set in ../shared/data (LCQMC: train on test.txt, evaluate on dev.txt;
+AFQMC: train.txt / dev.txt):
+1. baselines computed here: the majority class, and a logistic regression on character
+   overlap features (Jaccard, containment, edit ratio, length difference, shared bigrams);
+2. training/similarity.py from scratch, epochs sized to fill --minutes;
+3. training/cloze.py on the training pairs' sentences (masked-LM, half the minutes), then
+   training/similarity.py from that checkpoint (the other half).
+Every run is capped at --minutes (a callback stops training at the cap; the best epoch so
+far is kept). Also SimilarityPredictor throughput at demo size in pairs/s. One JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from data.pairs import read_pairs  # noqa: E402
+from training import cloze as cloze_script  # noqa: E402
+from training import similarity as sim_script  # noqa: E402
+from training.cli import quiet_libraries  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+SETS = {"lcqmc": ("lcqmc/test.txt", "lcqmc/dev.txt"), "afqmc": ("afqmc/train.txt", "afqmc/dev.txt")}
+MODEL = ["--n-layer", "4", "--n-embd", "256", "--n-head", "4", "--max-len", "64", "--batch-size", "32", "--bf16", "--seed", "0"]
+
+
+# -- baselines -----------------------------------------------------------------------------
+
+def overlap_features(a: str, b: str) -> list[float]:
+    sa, sb = set(a), set(b)
+    inter = len(sa & sb)
+    bigrams = lambda s: {s[i : i + 2] for i in range(len(s) - 1)}  # noqa: E731
+    ba, bb = bigrams(a), bigrams(b)
+    return [inter / max(1, len(sa | sb)), inter / max(1, min(len(sa), len(sb))), difflib.SequenceMatcher(None, a, b).ratio(),
+            abs(len(a) - len(b)) / max(1, len(a) + len(b)), len(ba & bb) / max(1, len(ba | bb)), float(a == b)]
+
+
+def logistic_baseline(train, dev) -> float:
+    """Character-overlap logistic regression (hand-written: numpy only, no sklearn dependency)."""
+    def xy(f):
+        x = np.array([overlap_features(a, b) for a, b in f.pairs], dtype=np.float64)
+        return x, np.array(f.labels, dtype=np.float64)
+
+    x, y = xy(train)
+    xd, yd = xy(dev)
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    x, xd = (x - mu) / sd, (xd - mu) / sd
+    x, xd = np.hstack([x, np.ones((len(x), 1))]), np.hstack([xd, np.ones((len(xd), 1))])
+    w = np.zeros(x.shape[1])
+    for _ in range(2000):  # full-batch gradient descent on the log loss
+        p = 1 / (1 + np.exp(-x @ w))
+        w -= 0.5 * (x.T @ (p - y) / len(y) + 1e-4 * w)
+    return float(((xd @ w > 0) == (yd > 0.5)).mean())
+
+
+# -- runs --------------------------------------------------------------------------------------
+
+def time_cap(seconds: float):
+    from transformers import TrainerCallback
+
+    class Cap(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.perf_counter() - self.start > seconds:
+                control.should_training_stop = True
+
+    return Cap()
+
+
+def run(script, argv: list[str], seconds: float) -> dict:
+    code = script.main(argv, callbacks=[time_cap(seconds)])
+    if code:
+        raise SystemExit(f"{script.__name__} exited with {code}")
+    out = Path(argv[argv.index("--output") + 1])
+    return json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+
+
+def epochs_for(seconds: float, tokens: int, tokens_per_s: float) -> str:
+    return str(max(1, int(seconds * tokens_per_s / max(1, tokens))))
+
+
+def calibrate(train_path: str, tmp: Path) -> float:
+    """Training tokens/s of the similarity recipe, from a short run on the first 2,000 pairs."""
+    lines = Path(train_path).read_text(encoding="utf-8").splitlines()[:2000]
+    small = tmp / "calibrate.tsv"
+    small.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    r = run(sim_script, ["--train", str(small), "--output", str(tmp / "calibrate"), "--model", "scratch", "--epochs", "1",
+                         "--valid-ratio", "0", *MODEL], 600)
+    return r["tokens_per_s"]
+
+
+def bench_set(name: str, minutes: float, tmp: Path) -> dict:
+    train_path, dev_path = (str(SHARED / p) for p in SETS[name])
+    train = read_pairs(train_path)
+    dev = read_pairs(dev_path, task=train.task, label_names=train.label_names)
+    majority = max(dev.labels.count(c) for c in set(dev.labels)) / len(dev.labels)
+    t = time.perf_counter()
+    lr_acc = logistic_baseline(train, dev)
+    result = {"train_pairs": len(train.pairs), "dev_pairs": len(dev.pairs), "majority": round(majority, 4),
+              "char_overlap_logreg": round(lr_acc, 4), "logreg_seconds": round(time.perf_counter() - t, 1)}
+    speed = calibrate(train_path, tmp)
+    tokens = sum(len(a) + len(b) + 3 for a, b in train.pairs)  # char vocab: about one token per character
+    cap = minutes * 60
+
+    r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-scratch"), "--model", "scratch",
+                         "--epochs", epochs_for(cap * 0.9, tokens, speed), "--lr", "5e-4", *MODEL], cap)
+    result["scratch"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
+                         "epochs_trained": r["epochs_trained"], "minutes": round(r["wall_time_s"] / 60, 1)}
+
+    corpus = tmp / f"{name}-sentences.txt"
+    corpus.write_text("\n".join(dict.fromkeys(s for p in train.pairs for s in p)) + "\n", encoding="utf-8")
+    m = run(cloze_script, ["--data", str(corpus), "--output", str(tmp / f"{name}-mlm"), "--model", "scratch", "--valid-ratio", "0.01",
+                           "--epochs", epochs_for(cap * 0.45, tokens, speed * 0.8), "--lr", "5e-4", "--mlm-probability", "0.15",
+                           *MODEL], cap / 2)
+    r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-mlm-sim"), "--model", str(tmp / f"{name}-mlm"),
+                         "--epochs", epochs_for(cap * 0.45, tokens, speed), "--lr", "5e-4", *MODEL[6:]], cap / 2)
+    result["mlm_then_pairs"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
+                                "mlm_masked_accuracy": round((m.get("best") or {}).get("masked_accuracy") or 0, 4),
+                                "minutes": round((m["wall_time_s"] + r["wall_time_s"]) / 60, 1)}
+    return result
+
+
+def predictor_throughput(tmp: Path) -> dict:
+    """SimilarityPredictor pairs/s at demo size (the app's demo recipe: 2 layers, 128 hidden)."""
+    from chat.similarity import SimilarityPredictor
+
+    out = tmp / "demo-similarity"
+    run(sim_script, ["--train", str(ROOT / "data" / "samples" / "pairs.tsv"), "--output", str(out), "--model", "scratch",
+                     "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--epochs", "1", "--valid-ratio", "0"], 600)
+    judge = SimilarityPredictor.from_pretrained(str(out))
+    pairs = read_pairs(str(SHARED / "lcqmc" / "dev.txt")).pairs[:2000] if SHARED.is_dir() else [("今天天气怎么样", "明天天气怎么样")] * 2000
+    judge.score_batch(pairs[:64])
+    t = time.perf_counter()
+    judge.score_batch(pairs, batch_size=64)
+    batched = len(pairs) / (time.perf_counter() - t)
+    t = time.perf_counter()
+    for a, b in pairs[:200]:
+        judge.score(a, b)
+    single = 200 / (time.perf_counter() - t)
+    return {"batched_pairs_per_s": round(batched), "one_at_a_time_pairs_per_s": round(single)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--minutes", type=float, default=30, help="cap per run (the MLM variant splits it in two)")
+    p.add_argument("--only", choices=list(SETS), help="one data set")
+    a = p.parse_args()
+    quiet_libraries()
+    result: dict = {"bench": "similarity", "minutes_per_run": a.minutes, "recipe": " ".join(MODEL)}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        result["predictor"] = predictor_throughput(tmp)
+        if not SHARED.is_dir():
+            result["skipped"] = f"{SHARED} is absent (only present in the project workspace)"
+        else:
+            for name in [a.only] if a.only else list(SETS):
+                result[name] = bench_set(name, a.minutes, tmp)
+    print(json.dumps(result, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -495,7 +495,10 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             compare = gr.Button("比较 Compare", variant="primary", elem_id="sim-compare")
             verdict = gr.Markdown(elem_id="sim-verdict")
             probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
-            gr.Examples([r[:2] for r in _sample_lines("pairs.tsv", 8)], inputs=[first, second], label="试试（含近似但意思不同的句子）Try, near-misses included")
+            rows = _sample_lines("pairs.tsv", 1000)
+            same, different = ([r[:2] for r in rows if len(r) > 2 and r[2] == label][:4] for label in ("1", "0"))
+            gr.Examples([x for pair in zip(same, different) for x in pair], inputs=[first, second],
+                        label="试试（含字面相近但意思不同的句子）Try, near-misses included")
 
             def similarity(sentence1, sentence2, model):
                 if not (sentence1 or "").strip() or not (sentence2 or "").strip():

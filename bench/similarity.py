@@ -69,6 +69,9 @@ def logistic_baseline(train, dev) -> float:
     return float(((xd @ w > 0) == (yd > 0.5)).mean())
 
 
+# lr 1e-4: at 5e-4 this 4x256 scratch BERT sat at chance on LCQMC (loss 0.693 for 4 epochs);
+# at 1e-4 it learns in the first epoch (66% dev on a 4,000-pair subset).
+
 # -- runs --------------------------------------------------------------------------------------
 
 def time_cap(seconds: float):
@@ -121,7 +124,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     cap = minutes * 60
 
     r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-scratch"), "--model", "scratch",
-                         "--epochs", epochs_for(cap * 0.9, tokens, speed), "--lr", "5e-4", *MODEL], cap)
+                         "--epochs", epochs_for(cap * 0.9, tokens, speed), "--lr", "1e-4", "--patience", "3", *MODEL], cap)
     result["scratch"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
                          "epochs_trained": r["epochs_trained"], "minutes": round(r["wall_time_s"] / 60, 1)}
 
@@ -131,7 +134,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
                            "--epochs", epochs_for(cap * 0.45, tokens, speed * 0.8), "--lr", "5e-4", "--mlm-probability", "0.15",
                            *MODEL], cap / 2)
     r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-mlm-sim"), "--model", str(tmp / f"{name}-mlm"),
-                         "--epochs", epochs_for(cap * 0.45, tokens, speed), "--lr", "5e-4", *MODEL[6:]], cap / 2)
+                         "--epochs", epochs_for(cap * 0.45, tokens, speed), "--lr", "1e-4", "--patience", "3", *MODEL[6:]], cap / 2)
     result["mlm_then_pairs"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
                                 "mlm_masked_accuracy": round((m.get("best") or {}).get("masked_accuracy") or 0, 4),
                                 "minutes": round((m["wall_time_s"] + r["wall_time_s"]) / 60, 1)}

@@ -100,12 +100,12 @@ def epochs_for(seconds: float, tokens: int, tokens_per_s: float) -> str:
     return str(max(1, int(seconds * tokens_per_s / max(1, tokens))))
 
 
-def calibrate(train_path: str, tmp: Path) -> float:
+def calibrate(train_path: str, tmp: Path, name: str) -> float:
     """Training tokens/s of the similarity recipe, from a short run on the first 2,000 pairs."""
     lines = Path(train_path).read_text(encoding="utf-8").splitlines()[:2000]
     small = tmp / "calibrate.tsv"
     small.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    r = run(sim_script, ["--train", str(small), "--output", str(tmp / "calibrate"), "--model", "scratch", "--epochs", "1",
+    r = run(sim_script, ["--train", str(small), "--output", str(tmp / f"calibrate-{name}"), "--model", "scratch", "--epochs", "1",
                          "--valid-ratio", "0", *MODEL], 600)
     return r["tokens_per_s"]
 
@@ -119,7 +119,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     lr_acc = logistic_baseline(train, dev)
     result = {"train_pairs": len(train.pairs), "dev_pairs": len(dev.pairs), "majority": round(majority, 4),
               "char_overlap_logreg": round(lr_acc, 4), "logreg_seconds": round(time.perf_counter() - t, 1)}
-    speed = calibrate(train_path, tmp)
+    speed = calibrate(train_path, tmp, name)
     tokens = sum(len(a) + len(b) + 3 for a, b in train.pairs)  # char vocab: about one token per character
     cap = minutes * 60
 

@@ -81,6 +81,8 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
     if not 0 <= a.port < 65536:
         p.error(f"--port must be between 0 (any free port) and 65535, got {a.port}")
+    if os.path.exists(a.checkpoints) and not os.path.isdir(a.checkpoints):
+        p.error(f"--checkpoints {a.checkpoints} is a file, not a folder")
     models = {t: m for t, m in (("chat", a.chat_model), ("cloze", a.cloze_model), ("similarity", a.similarity_model)) if m}
     return Settings(a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo)
 
@@ -105,42 +107,15 @@ def _read_json(path: str) -> dict:
         return {}
 
 
-def task_of(folder: str) -> str | None:
-    """chat / cloze / similarity from the folder's report or its config's architectures."""
-    task = _read_json(os.path.join(folder, "training_report.json")).get("task")
-    if task in TASKS:
-        return task
-    for arch in _read_json(os.path.join(folder, "config.json")).get("architectures") or []:
-        if arch == "GPT2LMHeadModel":
-            return "chat"
-        if arch.endswith("ForMaskedLM"):
-            return "cloze"
-        if arch.endswith("ForSequenceClassification"):
-            return "similarity"
-    return None
-
-
 def find_checkpoints(root: str) -> dict[str, list[Checkpoint]]:
     """Checkpoint folders under `root` (and one level below), per task; your models before demo ones."""
+    from chat.loading import find_checkpoint_folders
+
     found: dict[str, list[Checkpoint]] = {t: [] for t in TASKS}
-    if not os.path.isdir(root):
-        return found
-
-    def visit(folder: str, depth: int) -> None:
-        for name in sorted(os.listdir(folder)):
-            path = os.path.join(folder, name)
-            if name.startswith(".") or name.endswith(".partial") or not os.path.isdir(path):
-                continue
-            task = task_of(path)
-            if task:
-                label = os.path.relpath(path, root)
-                demo = name.startswith(DEMO_PREFIX)
-                found[task].append(Checkpoint(task, path, label + (" (演示 demo)" if demo else ""), demo,
-                                              _read_json(os.path.join(path, "training_report.json"))))
-            elif depth == 0:
-                visit(path, 1)
-
-    visit(root, 0)
+    for task, path in find_checkpoint_folders(root):
+        demo = os.path.basename(path).startswith(DEMO_PREFIX)
+        label = os.path.relpath(path, root) + (" (演示 demo)" if demo else "")
+        found[task].append(Checkpoint(task, path, label, demo, _read_json(os.path.join(path, "training_report.json"))))
     for items in found.values():
         items.sort(key=lambda c: (c.demo, c.label))
     return found

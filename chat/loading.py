@@ -99,3 +99,53 @@ def load_auto_folder(folder: str, auto_model, kind: str, what: str):
     except (OSError, ValueError) as e:
         raise InputError(f"{folder} is not a {what} model folder: {str(e).splitlines()[0][:200]}")
     return model, tokenizer
+
+
+TASKS = ("chat", "cloze", "similarity")
+
+
+def _json_dict(path: str) -> dict:
+    try:
+        value = _read_json(path)
+        return value if isinstance(value, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def task_of(folder: str) -> str | None:
+    """chat / cloze / similarity from the folder's training report or its config's architectures."""
+    task = _json_dict(os.path.join(folder, "training_report.json")).get("task")
+    if task in TASKS:
+        return task
+    for arch in _json_dict(os.path.join(folder, "config.json")).get("architectures") or []:
+        if arch == "GPT2LMHeadModel":
+            return "chat"
+        if arch.endswith("ForMaskedLM"):
+            return "cloze"
+        if arch.endswith("ForSequenceClassification"):
+            return "similarity"
+    return None
+
+
+def find_checkpoint_folders(root: str) -> list[tuple[str, str]]:
+    """(task, folder) for each checkpoint folder in `root` or one level below, sorted by path.
+
+    Interrupted runs (`*.partial`), hidden folders and folders of no known task are skipped.
+    Used by the app (to list models) and the Spaces deploy script (to ship the same ones).
+    """
+    found = []
+
+    def visit(folder: str, depth: int) -> None:
+        for name in sorted(os.listdir(folder)):
+            path = os.path.join(folder, name)
+            if name.startswith(".") or name.endswith(".partial") or not os.path.isdir(path):
+                continue
+            task = task_of(path)
+            if task:
+                found.append((task, path))
+            elif depth == 0:
+                visit(path, 1)
+
+    if os.path.isdir(root):
+        visit(root, 0)
+    return found

@@ -42,26 +42,13 @@ def _ignore(folder: str, names: list[str]) -> set[str]:
     return {n for n in names if n in SKIP_DIRS or n.endswith(SKIP_SUFFIXES) or n.startswith(".")}
 
 
-def is_checkpoint(folder: str) -> bool:
-    return any(os.path.isfile(os.path.join(folder, f)) for f in ("config.json", "adapter_config.json", "training_report.json"))
-
-
 def checkpoint_folders(root: str) -> list[str]:
-    """Checkpoint folders directly under `root` or one level below (as the app looks for them)."""
+    """The checkpoint folders the app would list from `root` (chat.loading.find_checkpoint_folders), or `root` itself."""
+    from chat.loading import find_checkpoint_folders, task_of
+
     if not os.path.isdir(root):
         raise InputError(f"--checkpoints folder not found: {root}")
-    if is_checkpoint(root):
-        return [root]
-    found = []
-    for name in sorted(os.listdir(root)):
-        path = os.path.join(root, name)
-        if not os.path.isdir(path) or name.startswith(".") or name.endswith(".partial"):
-            continue
-        if is_checkpoint(path):
-            found.append(path)
-        else:
-            found += [os.path.join(path, n) for n in sorted(os.listdir(path))
-                      if os.path.isdir(os.path.join(path, n)) and not n.endswith(".partial") and is_checkpoint(os.path.join(path, n))]
+    found = [root] if task_of(root) else [path for _, path in find_checkpoint_folders(root)]
     if not found:
         raise InputError(f"no checkpoint folders in {root} (folders with config.json); train one first, or leave out --checkpoints")
     return found

@@ -6,9 +6,12 @@ In one run, for a 12-layer 768-hidden GPT-2 with vocab 13,317 (GPT2-chitchat's s
 weights) and for the demo-size model (4 layers, 256 hidden), 25 new tokens after a 60-token
 and a 250-token history:
   (a) the chitchat loop: every new token re-runs the model over the whole sequence;
-  (b) our engine: model.generate with the KV cache, through ChatEngine (fp32, and bf16 --fast).
-Prints one JSON line: ms/token for each, the ratios, and the memory-bandwidth floor (weight
-bytes / read bandwidth measured here) that a cached decoder cannot beat.
+  (b) our engine: model.generate with the KV cache, through ChatEngine, in fp32, bf16 and int8.
+Prints one JSON line: ms/token for each (the whole reply, prompt included, divided by the new
+tokens), the ratios, the decode step alone (time per token after the first, fp32 and int8),
+and the memory-bandwidth floor (fp32 weight bytes / read bandwidth measured here) that a
+cached fp32 decoder cannot beat. int8's agreement with fp32 is printed too: the share of
+positions where both pick the same next token on the same input.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ def read_bandwidth(mb: int = 1024, reps: int = 5) -> float:
     return x.numel() * 4 / best
 
 
-def make_engine(n_layer: int, n_embd: int, n_head: int, vocab: int, fast: bool, folder: Path) -> ChatEngine:
+def make_folder(n_layer: int, n_embd: int, n_head: int, vocab: int, folder: Path) -> None:
     chars = [chr(0x4E00 + i) for i in range(vocab - len(SPECIAL_TOKENS))]
     tok = make_tokenizer(SPECIAL_TOKENS + chars)
     torch.manual_seed(0)
@@ -56,7 +59,6 @@ def make_engine(n_layer: int, n_embd: int, n_head: int, vocab: int, fast: bool, 
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS).save_pretrained(folder)
-    return ChatEngine.from_pretrained(str(folder), fast=fast, max_history=100)
 
 
 def history_of(tokens: int) -> list[str]:
@@ -93,6 +95,38 @@ def engine_time(engine: ChatEngine, history: list[str], new: int) -> float:
     return elapsed / max(len(ids), 1)
 
 
+class _Clock:
+    """A generate() streamer that notes when each new token arrives."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def put(self, value) -> None:
+        self.times.append(time.perf_counter())
+
+    def end(self) -> None:
+        pass
+
+
+def step_ms(engine: ChatEngine, history: list[str], reps: int) -> float:
+    """The decode step alone: median time between consecutive new tokens (prompt excluded)."""
+    config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": NEW_TOKENS})
+    config.min_new_tokens, config.suppress_tokens = NEW_TOKENS, None
+    prompt = engine.build_prompt(history[:-1], history[-1], NEW_TOKENS)
+    gaps = []
+    for _ in range(reps):
+        clock = _Clock()
+        engine._generate(prompt, config, None, clock)
+        gaps += [b - a for a, b in zip(clock.times[2:], clock.times[3:])]  # times[0]: the prompt, [1]: first token
+    return round(statistics.median(gaps) * 1000, 2)
+
+
+def top1_agreement(a: ChatEngine, b: ChatEngine, prompt: list[int]) -> float:
+    ids = torch.tensor([prompt])
+    with torch.inference_mode():
+        return round((a.model(input_ids=ids).logits.argmax(-1) == b.model(input_ids=ids).logits.argmax(-1)).float().mean().item(), 3)
+
+
 def median_ms(fn, reps: int) -> float:
     fn()  # warm-up
     return round(statistics.median(fn() for _ in range(reps)) * 1000, 2)
@@ -104,21 +138,27 @@ def main() -> None:
     bandwidth = read_bandwidth()
     out = {"bench": "decode", "new_tokens": NEW_TOKENS, "read_bandwidth_GBps": round(bandwidth / 1e9, 2)}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (layers, hidden, heads, vocab), reps in (("chitchat_12x768", (12, 768, 12, 13317), 3), ("demo_4x256", (4, 256, 4, 2000), 5)):
-            fp32 = make_engine(layers, hidden, heads, vocab, False, Path(tmp) / label)
-            bf16 = ChatEngine.from_pretrained(str(Path(tmp) / label), fast=True, max_history=100)
+        for label, (layers, hidden, heads, vocab), reps in (("chitchat_12x768", (12, 768, 12, 13317), 5), ("demo_4x256", (4, 256, 4, 2000), 7)):
+            make_folder(layers, hidden, heads, vocab, Path(tmp) / label)
+            engines = {p: ChatEngine.from_pretrained(str(Path(tmp) / label), precision=p, max_history=100) for p in ("fp32", "bf16", "int8")}
+            fp32 = engines["fp32"]
             weight_bytes = sum(p.numel() * p.element_size() for p in fp32.model.parameters())
             floor_ms = weight_bytes / bandwidth * 1000
             row = {"params_M": round(sum(p.numel() for p in fp32.model.parameters()) / 1e6, 1), "floor_ms_per_token_fp32": round(floor_ms, 2)}
             for h in HISTORIES:
                 history = history_of(h)
-                prompt_len = len(fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS))
-                naive = median_ms(lambda: chitchat_loop(fp32.model, fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS), NEW_TOKENS), reps)
-                ours = median_ms(lambda: engine_time(fp32, history, NEW_TOKENS), reps)
-                fast = median_ms(lambda: engine_time(bf16, history, NEW_TOKENS), reps)
-                row[f"h{h}"] = {"prompt_tokens": prompt_len, "chitchat_loop_ms": naive, "engine_fp32_ms": ours, "engine_bf16_ms": fast,
-                                "speedup_vs_loop": round(naive / ours, 2), "fp32_vs_floor": round(ours / floor_ms, 2),
-                                "bf16_speedup": round(ours / fast, 2)}
+                prompt = fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS)
+                naive = median_ms(lambda: chitchat_loop(fp32.model, prompt, NEW_TOKENS), max(3, reps // 2))
+                ms = {p: median_ms(lambda e=e: engine_time(e, history, NEW_TOKENS), reps) for p, e in engines.items()}
+                step = {p: step_ms(engines[p], history, reps) for p in ("fp32", "int8")}
+                row[f"h{h}"] = {"prompt_tokens": len(prompt), "chitchat_loop_ms": naive,
+                                **{f"engine_{p}_ms": v for p, v in ms.items()},
+                                "speedup_vs_loop": round(naive / ms["fp32"], 2), "fp32_vs_floor": round(ms["fp32"] / floor_ms, 2),
+                                "fp32_step_ms": step["fp32"], "fp32_step_vs_floor": round(step["fp32"] / floor_ms, 2),
+                                "int8_step_ms": step["int8"],
+                                "bf16_speedup": round(ms["fp32"] / ms["bf16"], 2), "int8_speedup": round(ms["fp32"] / ms["int8"], 2),
+                                "int8_top1_agreement": top1_agreement(fp32, engines["int8"], prompt),
+                                "bf16_top1_agreement": top1_agreement(fp32, engines["bf16"], prompt)}
             out[label] = row
     print(json.dumps(out))
 

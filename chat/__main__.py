@@ -33,7 +33,9 @@ def parse_args(argv):
     p.add_argument("--greedy", action="store_true", help="always pick the likeliest token (no sampling)")
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
     p.add_argument("--max-history", type=int, default=6, help="turns of history the model sees")
-    p.add_argument("--fast", action="store_true", help="bf16 weights: faster on CPUs with AMX")
+    p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
+                   help="weights: fp32 (exact), bf16, or int8 (about 3x faster replies on CPU)")
+    p.add_argument("--fast", dest="precision", action="store_const", const="int8", help="same as --precision int8")
     return p.parse_args(argv)
 
 
@@ -61,7 +63,7 @@ def main(argv=None) -> int:
                                       no_repeat_ngram_size=args.no_repeat_ngram_size, do_sample=False if args.greedy else None,
                                       seed=args.seed)
         settings.check()
-        engine = ChatEngine.from_pretrained(args.model, fast=args.fast, max_history=args.max_history)
+        engine = ChatEngine.from_pretrained(args.model, precision=args.precision, max_history=args.max_history)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

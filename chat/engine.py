@@ -22,6 +22,7 @@ log = logging.getLogger("chat")
 
 MAX_MESSAGE_CHARS = 1000
 MAX_NEW_TOKENS_LIMIT = 512
+PRECISIONS = ("fp32", "bf16", "int8")
 _SEEDED = threading.Lock()  # torch's CPU generator is process-wide: seeded runs go one at a time
 
 
@@ -116,6 +117,7 @@ class ChatEngine:
     def __init__(self, model, tokenizer, generation_config, max_history: int = 6, name: str = "chat"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.max_history = max_history
+        self.precision = "bf16" if model.dtype == torch.bfloat16 else "fp32"  # from_pretrained says "int8"
         self.max_len = int(model.config.n_positions)
         self.encoder = DialogueEncoder(tokenizer, self.max_len)
         banned = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id} - {None}
@@ -127,12 +129,25 @@ class ChatEngine:
         self.defaults.suppress_tokens = sorted(banned | set(self.defaults.suppress_tokens or []))
 
     @classmethod
-    def from_pretrained(cls, folder: str, fast: bool = False, max_history: int = 6) -> "ChatEngine":
-        """Load a chat checkpoint folder; `fast=True` keeps the weights in bf16 (quicker on AMX CPUs)."""
+    def from_pretrained(cls, folder: str, precision: str = "fp32", max_history: int = 6) -> "ChatEngine":
+        """Load a chat checkpoint folder.
+
+        precision: "fp32" (exact), "bf16" (half the weight bytes; fast on CPUs with AMX or
+        AVX512-BF16) or "int8" (dynamic quantisation, a quarter of the bytes: the fastest on
+        CPU, see `bench/decode.py`).
+        """
         from chat.loading import load_chat_model
 
-        model, tokenizer, gen = load_chat_model(folder, dtype=torch.bfloat16 if fast else None)
-        return cls(model, tokenizer, gen, max_history=max_history, name=folder)
+        if precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        model, tokenizer, gen = load_chat_model(folder, dtype=torch.bfloat16 if precision == "bf16" else None)
+        if precision == "int8":
+            from chat.quantize import quantize_int8
+
+            model = quantize_int8(model)
+        engine = cls(model, tokenizer, gen, max_history=max_history, name=folder)
+        engine.precision = precision
+        return engine
 
     # -- text ------------------------------------------------------------------
     def decode(self, ids: list[int]) -> str:

@@ -190,11 +190,13 @@ def test_explicit_model_flag_comes_first_and_bad_flags_exit_2(checkpoints):
     assert not s.demo and s.models == {"chat": str(checkpoints / "chat")}
     models = app.catalogue(s)
     assert [c.label for c in models["chat"]] == [str(checkpoints / "chat")]  # listed once, first
-    os.environ["APP_CONCURRENCY"] = "8"
+    os.environ.update(APP_CONCURRENCY="8", APP_FAST="1")
     try:
-        assert app.parse_settings([]).concurrency == 8
+        s = app.parse_settings([])
+        assert s.concurrency == 8 and s.fast
     finally:
-        del os.environ["APP_CONCURRENCY"]
+        del os.environ["APP_CONCURRENCY"], os.environ["APP_FAST"]
+    assert app.ModelStore(chat_precision="int8").get("chat", str(checkpoints / "chat")).precision == "int8"
     for argv in (["--concurrency", "0"], ["--port", "70000"], ["--bogus"]):
         with pytest.raises(SystemExit) as e:
             app.parse_settings(argv)

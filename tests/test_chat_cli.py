@@ -46,3 +46,11 @@ def test_bad_model_and_flags_exit_2_in_one_line(tmp_path):
 def test_end_of_input_exits_cleanly(chat_checkpoint):
     r = run_chat(["--model", str(chat_checkpoint), "--seed", "1"], "")
     assert r.returncode == 0 and r.stdout == "" and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_fast_flag_chats_with_int8_weights(chat_checkpoint):
+    r = run_chat(["--model", str(chat_checkpoint), "--fast", "--greedy", "--max-new-tokens", "8"], "你好\n")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1 and "Traceback" not in r.stderr
+    r = run_chat(["--model", str(chat_checkpoint), "--precision", "fp16"], "你好\n")
+    assert r.returncode == 2 and "invalid choice: 'fp16'" in r.stderr

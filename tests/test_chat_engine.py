@@ -121,10 +121,36 @@ def test_repetition_penalty_pushes_negative_logits_down():
     assert scores.tolist() == [[-4.0, 0.5, 0.5]]
 
 
-def test_fast_bf16_path_replies(chat_checkpoint):
-    fast = ChatEngine.from_pretrained(str(chat_checkpoint), fast=True)
-    assert fast.model.dtype == torch.bfloat16
-    assert isinstance(fast.reply(HISTORY, "你好", do_sample=False, max_new_tokens=10), str)
+def _next_token_choices(engine, texts):
+    ids = [torch.tensor([engine.tokenizer(t)["input_ids"]]) for t in texts]
+    with torch.inference_mode():
+        return torch.cat([engine.model(input_ids=x).logits.argmax(-1)[0] for x in ids])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fast_paths_pick_the_same_tokens_as_fp32(engine, chat_checkpoint, precision):
+    fast = ChatEngine.from_pretrained(str(chat_checkpoint), precision=precision, max_history=4)
+    assert fast.precision == precision
+    if precision == "bf16":
+        assert fast.model.dtype == torch.bfloat16
+    else:  # every linear layer (GPT-2's Conv1D included) now holds int8 weights
+        from transformers.pytorch_utils import Conv1D
+
+        from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
+
+        modules = list(fast.model.modules())
+        assert sum(isinstance(m, Int8Linear) for m in modules) == 4 * fast.model.config.n_layer + 1  # (qkv, proj, fc, proj) per layer + lm_head
+        assert not any(type(m) in (Conv1D, torch.nn.Linear) for m in modules)
+    texts = ["你好呀，今天过得怎么样？", "周末一起去爬山吧", "我最近在学做饭", "hello，你是谁"]
+    same = (_next_token_choices(fast, texts) == _next_token_choices(engine, texts)).float().mean().item()
+    assert same >= 0.8, f"{precision} agrees with fp32 on only {same:.0%} of next-token choices"
+    pieces = list(fast.stream(HISTORY, "你好", do_sample=False, max_new_tokens=10))
+    assert "".join(pieces) == fast.reply(HISTORY, "你好", do_sample=False, max_new_tokens=10)
+
+
+def test_unknown_precision_is_one_clear_error(chat_checkpoint):
+    with pytest.raises(InputError, match="precision must be one of fp32, bf16, int8"):
+        ChatEngine.from_pretrained(str(chat_checkpoint), precision="fp16")
 
 
 def test_loading_errors(tmp_path):

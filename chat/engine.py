@@ -111,6 +111,16 @@ class _Streamer:
                 self.sent = text[:cut]
 
 
+class _Cancelled:
+    """Stopping criterion: ends `generate` once the stream's reader has gone away."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 class ChatEngine:
     """Multi-turn chat over a GPT-2 checkpoint: `reply(history, message)` and `stream(...)`."""
 
@@ -181,16 +191,19 @@ class ChatEngine:
             config.max_new_tokens = room
         return config, s.seed
 
-    def _generate(self, ids: list[int], config, seed: int | None, streamer=None) -> list[int]:
+    def _generate(self, ids: list[int], config, seed: int | None, streamer=None, cancel: threading.Event | None = None) -> list[int]:
+        from transformers import StoppingCriteriaList
+
         input_ids = torch.tensor([ids], device=self.model.device)
-        attention = torch.ones_like(input_ids)
+        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config, streamer=streamer,
+                      stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)] if cancel else []))
         with torch.inference_mode():
             if seed is None:
-                out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, streamer=streamer)
+                out = self.model.generate(**kwargs)
             else:
                 with _SEEDED:
                     torch.manual_seed(seed)
-                    out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config, streamer=streamer)
+                    out = self.model.generate(**kwargs)
         new = out[0, input_ids.shape[1] :].tolist()
         return new[: new.index(self.tokenizer.sep_token_id)] if self.tokenizer.sep_token_id in new else new
 
@@ -209,18 +222,22 @@ class ChatEngine:
         ids = self.build_prompt(history, message, config.max_new_tokens)
         streamer = _Streamer(self)
         errors: list[BaseException] = []
+        cancel = threading.Event()
 
         def work():
             try:
-                self._generate(ids, config, seed, streamer)
+                self._generate(ids, config, seed, streamer, cancel)
             except BaseException as e:  # surfaced in the caller's thread below
                 errors.append(e)
                 streamer.queue.put(None)
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
-        while (piece := streamer.queue.get()) is not None:
-            yield piece
-        thread.join()
+        try:
+            while (piece := streamer.queue.get()) is not None:
+                yield piece
+        finally:  # also when the caller stops reading (a closed browser tab): generation stops after this token
+            cancel.set()
+            thread.join()
         if errors:
             raise errors[0]

@@ -180,3 +180,23 @@ def test_adapter_only_folder_loads_through_peft(chat_checkpoint, tmp_path):
     ids = torch.tensor([engine.build_prompt([], "你好", 8)])
     with torch.no_grad():
         assert torch.allclose(engine.model(ids).logits, merged(ids).logits, atol=1e-5)
+
+
+def test_closing_a_stream_stops_generation(engine, monkeypatch):
+    """A reader that goes away (a closed browser tab) must not leave generate() running to max_new_tokens."""
+    made = []
+    generate = engine.model.generate
+
+    def spy(**kwargs):
+        config = kwargs["generation_config"]
+        config.min_new_tokens = config.max_new_tokens  # no early [SEP]: only cancellation can stop it early
+        out = generate(**kwargs)
+        made.append((out.shape[1] - kwargs["input_ids"].shape[1], config.max_new_tokens))
+        return out
+
+    monkeypatch.setattr(engine.model, "generate", spy)
+    stream = engine.stream([], "你好", do_sample=False, max_new_tokens=300)
+    next(stream)
+    stream.close()  # joins the generation thread
+    (tokens, limit), = made
+    assert limit >= 40 and tokens < limit // 2

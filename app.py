@@ -421,7 +421,18 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             message.submit(**chat_io, api_visibility="private")
             send.click(**chat_io, api_name="chat")
             clear.click(lambda: ([], []), outputs=[chatbot, history], api_name="clear", queue=False)
-            chat_state = dict(fn=status("chat"), inputs=[chat_model], outputs=[chat_about, send], api_visibility="private")
+            chat_status = status("chat")
+            sliders = [temperature, top_k, top_p, repetition, max_new]
+
+            def chat_state_fn(label):
+                """The about line, and the sliders set to the chosen model's generation_config.json."""
+                about_line, send_update = chat_status(label)
+                ckpt = by_key["chat"].get(label or "")
+                if ckpt is None or not send_update.get("interactive"):
+                    return about_line, send_update, *[gr.update() for _ in sliders]
+                return about_line, send_update, *[gr.update(value=v) for v in slider_values(store.get("chat", ckpt.path).defaults)]
+
+            chat_state = dict(fn=chat_state_fn, inputs=[chat_model], outputs=[chat_about, send, *sliders], api_visibility="private")
             chat_model.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
 
         # ---- Fill-Mask ----
@@ -510,6 +521,15 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             dropdown.change(**state, show_progress="hidden")
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=256)
     return demo
+
+
+def slider_values(config) -> list[float]:
+    """Chat slider positions (temperature, top-k, top-p, repetition penalty, max new tokens) for a
+    checkpoint's GenerationConfig, clamped to the sliders' ranges; greedy configs get temperature 0."""
+    clamp = lambda v, lo, hi, default: min(hi, max(lo, v if v is not None else default))  # noqa: E731
+    temperature = clamp(config.temperature, 0, 2, 0.8) if config.do_sample else 0
+    return [temperature, int(clamp(config.top_k, 0, 50, 8)), clamp(config.top_p, 0.05, 1, 0.9),
+            clamp(config.repetition_penalty, 1, 2, 1.2), int(clamp(config.max_new_tokens, 8, 256, 64))]
 
 
 def _fill_text(text: str, slots, best: list[str]) -> str:

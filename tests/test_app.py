@@ -249,3 +249,14 @@ def test_in_a_real_browser(served):
             expect(page.locator("#sim-verdict")).to_contain_text("p(相同 same)", timeout=30_000)
         finally:
             browser.close()
+
+
+def test_chat_sliders_start_at_the_checkpoint_generation_settings():
+    from transformers import GenerationConfig
+
+    import app
+
+    config = GenerationConfig(do_sample=True, temperature=0.5, top_k=20, top_p=0.7, repetition_penalty=1.1, max_new_tokens=100)
+    assert app.slider_values(config) == [0.5, 20, 0.7, 1.1, 100]
+    greedy = GenerationConfig(do_sample=False, repetition_penalty=9.0, max_new_tokens=1000)
+    assert app.slider_values(greedy)[0] == 0 and app.slider_values(greedy)[3:] == [2, 256]  # clamped to the sliders

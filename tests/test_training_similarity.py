@@ -19,7 +19,9 @@ TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2
 @pytest.fixture(scope="module")
 def sim_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "similarity"
-    predict = write(out.parent / "q.tsv", "花呗怎么还款\t花呗如何还钱\n你几点下班\t你几点上班\n")
+    # lengths vary on purpose: predictions must come back in file order, not grouped by length
+    predict = write(out.parent / "q.tsv", "花呗怎么还款\t花呗如何还钱\n你几点下班\t你几点上班\n"
+                                         "周末我们一起去公园散步然后吃晚饭好吗\t周末一起去公园走走再吃饭吧\n好\t行\n")
     argv = ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0.2", "--epochs", "3", "--predict", str(predict), *TINY]
     assert run(sim_script.main, argv) == 0
     return out
@@ -35,7 +37,34 @@ def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkp
     config = json.loads((sim_checkpoint / "config.json").read_text())
     assert config["decision_threshold"] == r["decision_threshold"] and config["id2label"] == {"0": "0", "1": "1"}
     rows = [json.loads(line) for line in (sim_checkpoint / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 2 and set(rows[0]["probabilities"]) == {"0", "1"}
+    assert len(rows) == 4 and set(rows[0]["probabilities"]) == {"0", "1"}
+    judge = SimilarityPredictor.from_pretrained(str(sim_checkpoint))  # the saved model, one pair at a time
+    for row in rows:
+        assert row["probabilities"]["1"] == pytest.approx(judge.score(row["sentence1"], row["sentence2"])["probability"], abs=2e-3)
+
+
+def test_predictions_come_back_in_input_order(tmp_path):
+    """Our Trainer batches by length; transformers 5 applies that to evaluation too. Dev
+    predictions (threshold tuning) and --predict rows must still line up with their inputs."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+
+    from data import make_tokenizer
+    from training.runner import predict_in_order
+
+    tok = make_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("天气今明好坏你我他她"))
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                     intermediate_size=64, num_labels=2)).eval()
+    texts = ["天" * n + "气你我"[: n % 3] for n in (3, 17, 1, 9, 25, 5, 12, 2, 20, 7)]  # lengths out of order
+    rows = [dict(tok(t, "明天好")) for t in texts]
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], per_device_eval_batch_size=4,
+                             train_sampling_strategy="group_by_length", use_cpu=True)
+    trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tok))
+    with torch.no_grad():
+        expected = torch.cat([model(**{k: torch.tensor([v]) for k, v in r.items()}).logits for r in rows]).numpy()
+    assert predict_in_order(trainer, rows) == pytest.approx(expected, abs=1e-5)
+    assert trainer.args.train_sampling_strategy == "group_by_length"  # restored for training
 
 
 @pytest.mark.slow

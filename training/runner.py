@@ -276,3 +276,18 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     return RunResult(trainer, stopper.requested, epochs, best, float(output.metrics.get("train_runtime", wall)), wall,
                      trainer.state.global_step, start_epoch, measured_before)
 
+
+def predict_in_order(trainer, dataset):
+    """`trainer.predict(dataset).predictions` in the dataset's order.
+
+    transformers 5 gives evaluation the training sampler's length grouping: with
+    `train_sampling_strategy="group_by_length"` (set above for less padding) predictions come
+    back sorted by length. Metrics do not care (labels travel with their predictions), but
+    anything zipped with the input rows does, so evaluation is made sequential for this call.
+    """
+    strategy = trainer.args.train_sampling_strategy
+    trainer.args.train_sampling_strategy = "random"  # the eval sampler is then SequentialSampler
+    try:
+        return trainer.predict(dataset).predictions
+    finally:
+        trainer.args.train_sampling_strategy = strategy

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     from transformers import DataCollatorWithPadding
 
     from training.models import SCRATCH, count_parameters, wrap_lora
-    from training.runner import run_training
+    from training.runner import predict_in_order, run_training
     from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     train_file = read_pairs(args.train, args.format, args.task)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     final = trainer.model.get_base_model() if lora.lora else trainer.model  # config holder; saving merges LoRA
     threshold = None
     if task == "classification" and num_labels == 2 and dev_ds:
-        logits = trainer.predict(dev_ds).predictions
+        logits = predict_in_order(trainer, dev_ds)
         p_same = torch.tensor(logits).float().softmax(-1)[:, 1].numpy()
         threshold, dev_acc = tune_threshold(p_same, np.asarray(dev_labels))
         say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
@@ -278,7 +278,9 @@ def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names
     """Score --predict pairs with the trained model (labels in the file are ignored)."""
     import torch
 
-    output = trainer.predict(encode(tokenizer, file.pairs, None, max_len)).predictions
+    from training.runner import predict_in_order
+
+    output = predict_in_order(trainer, encode(tokenizer, file.pairs, None, max_len))
     rows = []
     if task == "regression":
         for (a, b), score in zip(file.pairs, np.asarray(output).reshape(-1).tolist()):

@@ -7,7 +7,7 @@ AFQMC: train.txt / dev.txt):
 1. baselines computed here: the majority class, and a logistic regression on character
    overlap features (Jaccard, containment, edit ratio, length difference, shared bigrams);
 2. training/similarity.py from scratch, epochs sized to fill --minutes;
-3. training/cloze.py on the training pairs written as `a[SEP]b` lines (masked-LM, half the minutes), then
+3. training/cloze.py --pairs on the training pairs (masked-LM, half the minutes), then
    training/similarity.py from that checkpoint (the other half).
 Every run is capped at --minutes (a callback stops training at the cap; the best epoch so
 far is kept). Also SimilarityPredictor throughput at demo size in pairs/s. One JSON line.
@@ -120,7 +120,8 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     result = {"train_pairs": len(train.pairs), "dev_pairs": len(dev.pairs), "majority": round(majority, 4),
               "char_overlap_logreg": round(lr_acc, 4), "logreg_seconds": round(time.perf_counter() - t, 1)}
     speed = calibrate(train_path, tmp, name)
-    tokens = sum(len(a) + len(b) + 3 for a, b in train.pairs)  # char vocab: about one token per character
+    # char vocab: about one token per character; every pair is trained in both orders
+    tokens = 2 * sum(len(a) + len(b) + 3 for a, b in train.pairs)
     cap = minutes * 60
 
     r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-scratch"), "--model", "scratch",
@@ -128,12 +129,10 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     result["scratch"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
                          "epochs_trained": r["epochs_trained"], "minutes": round(r["wall_time_s"] / 60, 1)}
 
-    # MLM on the pairs as written for the pair task, `a[SEP]b` (the tokenizer reads [SEP] as the
-    # special token): predicting a masked character of one sentence from its partner is the
-    # cross-sentence matching the pair task needs.
-    corpus = tmp / f"{name}-pairs.txt"
-    corpus.write_text("\n".join(f"{a}[SEP]{b}" for a, b in train.pairs) + "\n", encoding="utf-8")
-    m = run(cloze_script, ["--data", str(corpus), "--output", str(tmp / f"{name}-mlm"), "--model", "scratch", "--valid-ratio", "0.01",
+    # MLM on the training pairs as the pair task encodes them (`cloze.py --pairs`: [CLS] a [SEP] b [SEP]
+    # with token types, both orders): predicting a masked character of one sentence from its
+    # partner is the cross-sentence matching the pair task needs.
+    m = run(cloze_script, ["--data", train_path, "--pairs", "--output", str(tmp / f"{name}-mlm"), "--model", "scratch", "--valid-ratio", "0.01",
                            "--epochs", epochs_for(cap * 0.45, tokens, speed * 0.8), "--lr", "5e-4", "--mlm-probability", "0.15",
                            *MODEL], cap / 2)
     r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-mlm-sim"), "--model", str(tmp / f"{name}-mlm"),

@@ -116,3 +116,27 @@ def test_whole_word_masking_keeps_jieba_words_whole(tmp_path):
                 name_masks[name].add(tuple(labels[1 + at + k] != -100 for k in range(len(name))))
     for name, patterns in name_masks.items():
         assert patterns == {(True, True, True), (False, False, False)}, name  # all or nothing, both seen
+
+
+def test_pair_windows_match_the_pair_task_and_keep_words_in_their_sentence(tmp_path):
+    import jieba
+
+    from training.cloze import encode_pairs
+
+    jieba.load_userdict(str(write(tmp_path / "dict.txt", "诸葛涛\n林小溪\n")))
+    tok, args, collator = _collator(tmp_path, whole_word_mask=True, mlm_probability=0.5)
+    pairs = [("诸葛涛擅长天文", "林小溪是面包师")] * 300
+    examples = encode_pairs(tok, pairs, 64, True)
+    plain = tok(*pairs[0])  # what training/similarity.py feeds the model
+    assert examples[0]["input_ids"] == plain["input_ids"] and examples[0]["token_type_ids"] == plain["token_type_ids"]
+    batch = collator([dict(e) for e in examples])
+    special = [i for i, s in enumerate(examples[0]["special_tokens_mask"]) if s]
+    assert len(special) == 3  # [CLS], the [SEP] between the sentences, the last [SEP]
+    first, second = 1, 1 + len(pairs[0][0]) + 1  # where each sentence's first character sits
+    patterns = set()
+    for labels in batch["labels"].tolist():
+        assert all(labels[i] == -100 for i in special)  # special tokens are never masked
+        patterns.add((tuple(labels[first + k] != -100 for k in range(3)), tuple(labels[second + k] != -100 for k in range(3))))
+    # Each name is masked whole or not at all, independently of the name in the other sentence.
+    assert {p for p, _ in patterns} == {(True,) * 3, (False,) * 3} and {q for _, q in patterns} == {(True,) * 3, (False,) * 3}
+    assert len(patterns) == 4

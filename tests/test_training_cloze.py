@@ -112,6 +112,13 @@ def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys)
     assert message in err and "Traceback" not in err
 
 
+def test_whole_word_mask_trains_end_to_end(tmp_path):
+    # The Trainer used to drop the collator's offset_mapping before it reached the collator.
+    out = tmp_path / "wwm"
+    assert run(cloze_script.main, ["--data", CORPUS, "--whole-word-mask", "--output", str(out), *TINY, "--epochs", "1"]) == 0
+    assert json.loads((out / "training_report.json").read_text(encoding="utf-8"))["hyperparameters"]["whole_word_mask"] is True
+
+
 @pytest.mark.slow
 def test_lora_cloze_run_writes_adapter_and_merged(tmp_path):
     out = tmp_path / "lora"

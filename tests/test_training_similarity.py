@@ -98,13 +98,20 @@ def test_regression_on_sts_like_scores(tmp_path):
 
 
 @pytest.mark.slow
-def test_cloze_checkpoint_continues_into_similarity(tmp_path):
+@pytest.mark.parametrize("mode", ["texts", "pairs"])
+def test_cloze_checkpoint_continues_into_similarity(tmp_path, mode):
     from training import cloze as cloze_script
 
-    texts = write(tmp_path / "texts.txt", "\n".join(line.split("\t")[0] for line in open(PAIRS, encoding="utf-8")))
+    if mode == "pairs":  # the recommended path: masked-LM on the pair file itself, then the pair task
+        data, extra = PAIRS, ["--pairs"]
+    else:
+        data, extra = write(tmp_path / "texts.txt", "\n".join(line.split("\t")[0] for line in open(PAIRS, encoding="utf-8"))), []
     cloze = tmp_path / "cloze"
-    assert run(cloze_script.main, ["--data", str(texts), "--output", str(cloze), "--model", "scratch", "--n-layer", "1",
+    assert run(cloze_script.main, ["--data", str(data), *extra, "--output", str(cloze), "--model", "scratch", "--n-layer", "1",
                                    "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--epochs", "2"]) == 0
+    report = json.loads((cloze / "training_report.json").read_text(encoding="utf-8"))
+    rows = report["data"]["train"]["rows"]
+    assert report["windows"]["train"] == (2 * rows if mode == "pairs" else rows)  # pairs: both orders
     out = tmp_path / "sim"
     assert run(sim_script.main, ["--train", PAIRS, "--output", str(out), "--model", str(cloze), "--epochs", "1", "--max-len", "48"]) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
 from data.corpus import MASK, jieba_word_offsets, read_corpus, read_prompts, windows
+from data.pairs import read_pairs
 from training.args import LoraArguments, RunArguments, parse_args
 from training.cli import run, say
 
@@ -35,6 +36,9 @@ LORA_TARGETS = ["query", "value"]
 @dataclass
 class ClozeArguments:
     data: str = field(default=None, metadata={"help": "corpus: one passage per line, or JSON Lines with a 'text' field"})
+    pairs: bool = field(default=False, metadata={
+        "help": "read --data as sentence pairs (any file training/similarity.py reads; labels ignored) and train on "
+                "`[CLS] a [SEP] b [SEP]` with token types, in both orders: masked-LM pre-training for training/similarity.py"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "base masked-LM: a Hub id (any *ForMaskedLM), a local folder, or 'scratch'"})
     eval_prompts: str = field(default=None, metadata={"help": "quiz file: `text with [MASK]<TAB>answer` per line; top-5 before/after training"})
     general_text: str = field(default=None, metadata={"help": "general text to measure how much ordinary cloze accuracy is lost"})
@@ -113,6 +117,31 @@ def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, 
     return out
 
 
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int, word_offsets: bool) -> list[dict]:
+    """`[CLS] a [SEP] b [SEP]` with token type ids, as training/similarity.py encodes pairs (longer sentence cut first)."""
+    if not pairs:
+        return []
+    enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_len,
+                    return_special_tokens_mask=True, return_offsets_mapping=word_offsets)
+    out = []
+    for i, (a, b) in enumerate(pairs):
+        ex = {k: enc[k][i] for k in ("input_ids", "token_type_ids", "special_tokens_mask") if k in enc}
+        ex.setdefault("token_type_ids", [0] * len(ex["input_ids"]))  # tokenizers without segments (RoBERTa-style)
+        if word_offsets:
+            # jieba words per sentence; the second sentence's offsets are moved past the first's
+            # so no word spans the two.
+            offsets = enc["offset_mapping"][i]
+            sequence = enc.sequence_ids(i)  # 0 / 1 per token of a / b, None for special tokens
+            first = [o for o, q in zip(offsets, sequence) if q == 0]
+            second = [o for o, q in zip(offsets, sequence) if q == 1]
+            first, second = jieba_word_offsets(a, first), jieba_word_offsets(b, second)
+            gap = 2 + max((e for _, e in first), default=0)
+            words = iter(first + [(s + gap, e + gap) if e > s else (0, 0) for s, e in second])
+            ex["offset_mapping"] = [(0, 0) if q is None else next(words) for q in sequence]
+        out.append(ex)
+    return out
+
+
 def _window_starts(n: int, size: int, overlap: int) -> list[int]:
     spans = windows(list(range(n)), size, overlap)
     return [span[0] for span in spans]
@@ -167,7 +196,10 @@ class ClozeCollator:
             pad = self.tokenizer.pad_token_id
             ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in examples])
             labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
-            return {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
+            batch = {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
+            if "token_type_ids" in examples[0]:
+                batch["token_type_ids"] = torch.tensor([e["token_type_ids"] + [0] * (width - len(e["token_type_ids"])) for e in examples])
+            return batch
         if "offset_mapping" in examples[0]:
             # The library collator does not pad offsets: pad them here so it can stack them.
             examples = [{**e, "offset_mapping": e["offset_mapping"] + [(0, 0)] * (width - len(e["offset_mapping"]))} for e in examples]
@@ -180,7 +212,7 @@ class ClozeCollator:
             batch = self(([e]))
             ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
             n = len(e["input_ids"])
-            out.append({"input_ids": ids[:n], "labels": labels[:n]})
+            out.append({"input_ids": ids[:n], "labels": labels[:n], **({"token_type_ids": e["token_type_ids"]} if "token_type_ids" in e else {})})
         return out
 
 
@@ -238,24 +270,33 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         say("note: with --whole-word-mask every chosen word becomes [MASK] (the collator does no random replacement)")
     if args.user_dict:
         jieba.load_userdict(args.user_dict)
-    corpus = read_corpus(args.data)
-    note = f", read as {corpus.encoding.upper()}" if corpus.encoding != "utf-8" else ""
-    say(f"corpus: {len(corpus.passages)} passages from {args.data}{note}")
-    if corpus.bad.count:
-        say(corpus.bad.summary("lines"))
+    if args.pairs:
+        corpus = read_pairs(args.data, require_labels=False)
+        say(f"pairs: {len(corpus.pairs)} sentence pairs from {args.data} ({corpus.format})")
+        if corpus.bad.count:
+            say(corpus.bad.summary("pairs"))
+        items = corpus.pairs
+        sentences = [s for pair in items for s in pair]
+    else:
+        corpus = read_corpus(args.data)
+        note = f", read as {corpus.encoding.upper()}" if corpus.encoding != "utf-8" else ""
+        say(f"corpus: {len(corpus.passages)} passages from {args.data}{note}")
+        if corpus.bad.count:
+            say(corpus.bad.summary("lines"))
+        items = sentences = corpus.passages
     prompts, prompt_bad = read_prompts(args.eval_prompts) if args.eval_prompts else ([], None)
     if prompt_bad and prompt_bad.count:
         say(prompt_bad.summary("prompts"))
     general = read_corpus(args.general_text).passages if args.general_text else []
-    if sum(len(p) for p in corpus.passages) < 20:
-        raise InputError(f"{args.data} has only {sum(len(p) for p in corpus.passages)} characters; a cloze corpus needs at least a few sentences")
+    if sum(len(p) for p in sentences) < 20:
+        raise InputError(f"{args.data} has only {sum(len(p) for p in sentences)} characters; a cloze corpus needs at least a few sentences")
 
-    train_text, valid_text = split_holdout(corpus.passages, runa.valid_ratio, runa.seed)
+    train_text, valid_text = split_holdout(items, runa.valid_ratio, runa.seed)
 
     plan, resume_from = open_output(runa, "cloze")
     loaded, choice = pick_base(args.model, load_pretrained, runa, "masked-LM")
     if loaded is None:
-        model, tokenizer = build_scratch(args, corpus.passages + general, resumed_tokenizer(resume_from))
+        model, tokenizer = build_scratch(args, sentences + general, resumed_tokenizer(resume_from))
     else:
         model, tokenizer = loaded
         limit = model.config.max_position_embeddings
@@ -263,13 +304,19 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
             args.max_len = limit
     scratch = choice.source == SCRATCH
-    default_schedule(runa, scratch, lora.lora, scratch_epochs=300)
+    # A fact corpus is a few hundred lines learned by heart; a pair file is thousands of pairs, each seen twice per epoch.
+    default_schedule(runa, scratch, lora.lora, scratch_epochs=20 if args.pairs else 300)
 
     collator = ClozeCollator(tokenizer, args, runa.seed, pad_to_multiple_of=8 if runa.bf16 else None)
-    train_ds = RandomCrops(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask), runa.seed)
-    valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
+    if args.pairs:
+        # Both orders, as a symmetric pair task sees them; no random crops: a crop would cut the pair.
+        train_ds = encode_pairs(tokenizer, train_text + [(b, a) for a, b in train_text], args.max_len, args.whole_word_mask)
+        valid_ds = collator.mask_once(encode_pairs(tokenizer, valid_text, args.max_len, args.whole_word_mask))
+    else:
+        train_ds = RandomCrops(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask), runa.seed)
+        valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
     general_ds = collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
-    train_tokens = sum(len(x["input_ids"]) for x in train_ds.examples)
+    train_tokens = sum(len(x["input_ids"]) for x in getattr(train_ds, "examples", train_ds))
     say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid windows, {train_tokens} train tokens")
 
     before = quiz(model, tokenizer, prompts) if prompts else []

@@ -228,6 +228,9 @@ def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: i
         log_level="error",
         disable_tqdm=False,
         dataloader_num_workers=0,
+        # Our datasets hold exactly what each collator reads; the default would drop keys the
+        # model's forward does not take (the cloze collator's offset_mapping for whole-word masks).
+        remove_unused_columns=False,
     )
 
 

@@ -42,6 +42,9 @@ class SimilarityArguments:
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"})
     max_len: int = field(default=64, metadata={"help": "tokens per pair; the longer sentence is cut first"})
     metric: str = field(default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"})
+    symmetric: bool | None = field(default=None, metadata={
+        "help": "also train on every pair in the other order (b, a); default: on for two classes or scores, off for 3+ "
+                "classes (entailment-style labels are not symmetric)"})
     predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
     output_file: str = field(default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"})
     min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
@@ -216,10 +219,16 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if task == "regression":
         train_labels, dev_labels = [float(y) for y in train_labels], [float(y) for y in dev_labels]
 
-    train_ds = encode(tokenizer, train_pairs, train_labels, args.max_len)
+    symmetric = args.symmetric if args.symmetric is not None else num_labels <= 2
+    if symmetric:
+        # "Same meaning" does not depend on the order: (b, a) is a second, free training example.
+        fit_pairs, fit_labels = train_pairs + [(b, a) for a, b in train_pairs], train_labels + train_labels
+    else:
+        fit_pairs, fit_labels = train_pairs, train_labels
+    train_ds = encode(tokenizer, fit_pairs, fit_labels, args.max_len)
     dev_ds = encode(tokenizer, dev_pairs, dev_labels, args.max_len)
     train_tokens = sum(len(r["input_ids"]) for r in train_ds)
-    say(f"base: {choice.name} | {len(train_ds)} train / {len(dev_ds)} dev pairs, {train_tokens} train tokens")
+    say(f"base: {choice.name} | {len(train_ds)} train{' (both orders)' if symmetric else ''} / {len(dev_ds)} dev pairs, {train_tokens} train tokens")
     if lora.lora:
         model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "SEQ_CLS")  # peft keeps the head trainable
     total, trainable = count_parameters(model)
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     report = base_report("similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable)
     report["data"] = {
         "train": {"path": os.path.abspath(args.train), "format": train_file.format, "encoding": train_file.encoding,
-                  "rows": len(train_pairs), "skipped": train_file.bad.to_dict()},
+                  "rows": len(train_pairs), "skipped": train_file.bad.to_dict(), "both_orders": symmetric},
         "valid": {"path": os.path.abspath(args.dev) if args.dev else f"{runa.valid_ratio:.0%} of {args.train} (seed {runa.seed})" if dev_pairs else None,
                   "rows": len(dev_pairs)},
     }

@@ -168,7 +168,8 @@ def demo_recipe(task: str, output: str) -> list[str]:
     if task == "cloze":  # the bench/cloze.py recipe: ~90% of the reworded quiz prompts
         return ["--data", data, "--eval-prompts", os.path.join(SAMPLES, "cloze_prompts.txt"), "--n-layer", "2", "--n-embd", "128",
                 "--n-head", "4", "--lr", "1e-3", "--mlm-probability", "0.3", "--epochs", "300", *common]
-    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "60",
+    # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order
+    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "30",
             "--valid-ratio", "0", *common]
 
 

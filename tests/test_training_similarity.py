@@ -34,6 +34,7 @@ def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkp
     assert all({"accuracy", "f1", "valid_loss"} <= set(e) for e in r["epochs"])
     assert 0 <= r["decision_threshold"] <= 1 and 0.4 <= r["majority_baseline"] <= 0.7
     assert r["best"]["accuracy"] == max(e["accuracy"] for e in r["epochs"])
+    assert r["data"]["train"]["both_orders"] is True  # two classes: (b, a) is trained as well
     config = json.loads((sim_checkpoint / "config.json").read_text())
     assert config["decision_threshold"] == r["decision_threshold"] and config["id2label"] == {"0": "0", "1": "1"}
     rows = [json.loads(line) for line in (sim_checkpoint / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -41,6 +42,29 @@ def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkp
     judge = SimilarityPredictor.from_pretrained(str(sim_checkpoint))  # the saved model, one pair at a time
     for row in rows:
         assert row["probabilities"]["1"] == pytest.approx(judge.score(row["sentence1"], row["sentence2"])["probability"], abs=2e-3)
+
+
+def test_both_orders_double_the_training_steps_unless_turned_off(tmp_path):
+    steps = {}
+    for flag in ("true", "false"):
+        out = tmp_path / flag
+        assert run(sim_script.main, ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0", "--epochs", "1", "--batch-size", "16",
+                                     "--symmetric", flag, *TINY]) == 0
+        r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+        assert r["data"]["train"]["both_orders"] is (flag == "true")
+        steps[flag] = r["global_step"]
+    assert steps["true"] in (2 * steps["false"] - 1, 2 * steps["false"])
+
+
+def test_entailment_labels_keep_one_order_and_their_names(tmp_path):
+    rows = [("一个人在弹吉他", "有人在演奏乐器", "entailment"), ("一个人在弹吉他", "房间里没有人", "contradiction"),
+            ("一个人在弹吉他", "他在为朋友演出", "neutral")] * 10
+    data = write(tmp_path / "nli.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
+    out = tmp_path / "nli"
+    assert run(sim_script.main, ["--train", str(data), "--output", str(out), "--valid-ratio", "0", "--epochs", "1", *TINY]) == 0
+    r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    assert r["data"]["train"]["both_orders"] is False  # "a entails b" does not mean "b entails a"
+    assert r["labels"] == ["contradiction", "entailment", "neutral"]
 
 
 def test_predictions_come_back_in_input_order(tmp_path):

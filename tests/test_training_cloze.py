@@ -112,6 +112,31 @@ def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys)
     assert message in err and "Traceback" not in err
 
 
+def test_masked_positions_loss_equals_the_library_loss(tmp_path):
+    """Training scores the vocabulary at masked positions only: same loss, same gradients."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM, TrainingArguments
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    ids = torch.randint(5, 50, (4, 10))
+    labels = torch.full_like(ids, -100)
+    labels[:, ::3] = ids[:, ::3]
+    trainer = cloze_script.masked_lm_trainer()(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    model.train()
+    torch.manual_seed(1)  # same dropout masks for both forwards
+    mine = trainer.compute_loss(model, {"input_ids": ids, "labels": labels.clone()}, num_items_in_batch=(labels != -100).sum())
+    mine.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    torch.manual_seed(1)
+    reference = model(input_ids=ids, labels=labels).loss
+    reference.backward()
+    assert torch.allclose(mine, reference, atol=1e-6)
+    assert all(torch.allclose(a, b.grad, atol=1e-6) for a, b in zip(grads, model.parameters()))
+    assert "cls.predictions.decoder.weight" in model.state_dict()  # the head is back in place
+
+
 def test_whole_word_mask_trains_end_to_end(tmp_path):
     # The Trainer used to drop the collator's offset_mapping before it reached the collator.
     out = tmp_path / "wwm"

@@ -216,6 +216,78 @@ class ClozeCollator:
         return out
 
 
+def masked_lm_loss(outputs, labels, num_items_in_batch=None):
+    """Cross-entropy over the masked positions; `outputs.logits` holds either every position or
+    only the masked ones (MaskedLMTrainer in training). Summed, then divided by the masked tokens
+    of the whole (accumulated) batch as the Trainer counts them, so gradient accumulation weighs
+    every masked token alike."""
+    import torch.nn.functional as F
+
+    keep = labels != -100
+    logits = outputs.logits[keep] if outputs.logits.dim() == 3 else outputs.logits
+    loss = F.cross_entropy(logits.float(), labels[keep], reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
+    return loss / max(count, 1)
+
+
+class _AtMasked:
+    """Stands in for the model's MLM head during one training forward: the head runs on the
+    masked positions only."""
+
+    def __init__(self, head, keep):
+        self.head, self.keep = head, keep
+
+    def __call__(self, hidden):
+        return self.head(hidden[self.keep])
+
+
+def _mlm_head_owner(model):
+    """(module, attribute) of the output head of a BERT-style masked LM (`cls`, or RoBERTa's `lm_head`)."""
+    import torch
+    from transformers import PreTrainedModel
+
+    if hasattr(model, "get_base_model"):  # peft
+        model = model.get_base_model()
+    if not isinstance(model, PreTrainedModel):
+        return None
+    for name in ("cls", "lm_head"):
+        if isinstance(getattr(model, name, None), torch.nn.Module):
+            return model, name
+    return None
+
+
+def masked_lm_trainer():
+    """A Trainer whose training forward scores the vocabulary at the masked positions only.
+
+    Written by hand because `*ForMaskedLM` scores every position: with 15% masked, 85% of the
+    output-layer work (hidden x vocabulary, the largest matrix of a small model) is thrown
+    away. Measured on a 4x256 BERT with a 4,700-character vocabulary, batch 32x32, bf16 on 2
+    CPU cores: 175-190 -> 137-143 ms per training step (1.3x). The forward still goes through
+    the wrapped model (accelerate's autocast, DDP, peft), only the head's input is narrowed;
+    evaluation (which needs every position for masked accuracy) is the library's path.
+    """
+    from transformers import Trainer
+
+    class MaskedLMTrainer(Trainer):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, compute_loss_func=masked_lm_loss, **kw)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            owner = _mlm_head_owner(self.accelerator.unwrap_model(model))
+            if return_outputs or not model.training or owner is None or "labels" not in inputs:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            module, name = owner
+            head = module._modules.pop(name)  # a plain attribute, so the state dict never sees the stand-in
+            object.__setattr__(module, name, _AtMasked(head, inputs["labels"] != -100))
+            try:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            finally:
+                object.__delattr__(module, name)
+                module._modules[name] = head
+
+    return MaskedLMTrainer
+
+
 def masked_accuracy(eval_pred) -> dict:
     preds, labels = eval_pred.predictions, eval_pred.label_ids
     keep = labels != -100
@@ -329,6 +401,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from,
                           compute_metrics=masked_accuracy, preprocess_logits=argmax_logits, callbacks=callbacks,
+                          trainer_class=masked_lm_trainer(),
                           before_train=(lambda trainer: _general(trainer, general_ds)) if general_ds else None,
                           # The point is to memorise the corpus: held-out loss rises as its facts are
                           # learned, so the last weights are kept rather than the "best" held-out epoch.

@@ -236,7 +236,7 @@ def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: i
 
 def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: OutputPlan, resume_from: str | None,
                  metric: str = "loss", greater_is_better: bool = False, compute_metrics=None, callbacks=(),
-                 preprocess_logits=None, before_train=None, keep_best: bool = True) -> RunResult:
+                 preprocess_logits=None, before_train=None, keep_best: bool = True, trainer_class=Trainer) -> RunResult:
     """Wire the datasets into a Trainer, train (resuming if asked), and report per-epoch figures.
 
     keep_best: end with the best evaluation's weights (else the last ones, and best = last)."""
@@ -248,7 +248,7 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     cbs = [stopper, EpochPrinter(), *callbacks]
     if run.patience and has_eval and keep_best:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
-    trainer = Trainer(model=model, args=args, data_collator=collator, train_dataset=train_ds,
+    trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=train_ds,
                       eval_dataset=eval_ds if has_eval else None, processing_class=tokenizer,
                       compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits, callbacks=cbs)
     if trainer.pop_callback(ProgressCallback):

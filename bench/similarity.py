@@ -100,14 +100,16 @@ def epochs_for(seconds: float, tokens: int, tokens_per_s: float) -> str:
     return str(max(1, int(seconds * tokens_per_s / max(1, tokens))))
 
 
-def calibrate(train_path: str, tmp: Path, name: str) -> float:
-    """Training tokens/s of the similarity recipe, from a short run on the first 2,000 pairs."""
+def calibrate(train_path: str, tmp: Path, name: str) -> tuple[float, float]:
+    """Training tokens/s of the pair recipe and of the MLM recipe, from one epoch on the first 2,000 pairs."""
     lines = Path(train_path).read_text(encoding="utf-8").splitlines()[:2000]
     small = tmp / "calibrate.tsv"
     small.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    r = run(sim_script, ["--train", str(small), "--output", str(tmp / f"calibrate-{name}"), "--model", "scratch", "--epochs", "1",
-                         "--valid-ratio", "0", *MODEL], 600)
-    return r["tokens_per_s"]
+    pairs = run(sim_script, ["--train", str(small), "--output", str(tmp / f"calibrate-{name}"), "--model", "scratch", "--epochs", "1",
+                             "--valid-ratio", "0", *MODEL], 600)
+    mlm = run(cloze_script, ["--data", str(small), "--pairs", "--output", str(tmp / f"calibrate-mlm-{name}"), "--model", "scratch",
+                             "--epochs", "1", "--valid-ratio", "0", *MODEL], 600)
+    return pairs["tokens_per_s"], mlm["tokens_per_s"]
 
 
 def bench_set(name: str, minutes: float, tmp: Path) -> dict:
@@ -119,7 +121,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     lr_acc = logistic_baseline(train, dev)
     result = {"train_pairs": len(train.pairs), "dev_pairs": len(dev.pairs), "majority": round(majority, 4),
               "char_overlap_logreg": round(lr_acc, 4), "logreg_seconds": round(time.perf_counter() - t, 1)}
-    speed = calibrate(train_path, tmp, name)
+    speed, mlm_speed = calibrate(train_path, tmp, name)
     # char vocab: about one token per character; every pair is trained in both orders
     tokens = 2 * sum(len(a) + len(b) + 3 for a, b in train.pairs)
     cap = minutes * 60
@@ -133,7 +135,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     # with token types, both orders): predicting a masked character of one sentence from its
     # partner is the cross-sentence matching the pair task needs.
     m = run(cloze_script, ["--data", train_path, "--pairs", "--output", str(tmp / f"{name}-mlm"), "--model", "scratch", "--valid-ratio", "0.01",
-                           "--epochs", epochs_for(cap * 0.45, tokens, speed * 0.8), "--lr", "5e-4", "--mlm-probability", "0.15",
+                           "--epochs", epochs_for(cap * 0.45, tokens, mlm_speed), "--lr", "5e-4", "--mlm-probability", "0.15",
                            *MODEL], cap / 2)
     r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-mlm-sim"), "--model", str(tmp / f"{name}-mlm"),
                          "--epochs", epochs_for(cap * 0.45, tokens, speed), "--lr", "1e-4", "--patience", "3", *MODEL[6:]], cap / 2)

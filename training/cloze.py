@@ -389,7 +389,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
     general_ds = collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
     train_tokens = sum(len(x["input_ids"]) for x in getattr(train_ds, "examples", train_ds))
-    say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid windows, {train_tokens} train tokens")
+    unit = "pairs (both orders in training)" if args.pairs else "windows"
+    say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid {unit}, {train_tokens} train tokens")
 
     before = quiz(model, tokenizer, prompts) if prompts else []
     if lora.lora:

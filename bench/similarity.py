@@ -97,7 +97,9 @@ def run(script, argv: list[str], seconds: float) -> dict:
 
 
 def epochs_for(seconds: float, tokens: int, tokens_per_s: float) -> str:
-    return str(max(1, int(seconds * tokens_per_s / max(1, tokens))))
+    """Epochs that fill `seconds`, to a tenth: a whole number left up to an epoch of the cap unused
+    (AFQMC runs at about 6 minutes an epoch), and the linear schedule should reach zero at the cap."""
+    return str(max(0.5, round(seconds * tokens_per_s / max(1, tokens), 1)))
 
 
 def calibrate(train_path: str, tmp: Path, name: str) -> tuple[float, float]:

@@ -170,8 +170,26 @@ def test_seeded_split_keeps_pairs_that_share_a_sentence_together():
     assert {groups[i] for i in train}.isdisjoint({groups[i] for i in dev})
 
 
+def test_majority_warning_only_when_accuracy_does_not_beat_always_answering_the_commonest_label():
+    labels = [0] * 69 + [1] * 31
+    warning = sim_script.no_better_than_majority(0.69, labels, ["different", "same"])
+    assert warning.startswith("warning: dev accuracy 69.0%") and '"different" (69.0%)' in warning and "cloze.py --pairs" in warning
+    assert sim_script.no_better_than_majority(0.60, labels, ["different", "same"])  # below it: also no good
+    assert sim_script.no_better_than_majority(0.71, labels, ["different", "same"]) is None
+    assert sim_script.no_better_than_majority(0.69, [], ["different", "same"]) is None
+
+
+def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
+    """A skewed dev set and a learning rate too small to move: the run ends with the one-line warning."""
+    rows = "".join(f"{'天地人山水火木金土日'[i % 10]}{i}\t{'月星风云雨雪花草树林'[i % 7]}{i}\t{int(i % 4 == 0)}\n" for i in range(48))
+    train, dev = write(tmp_path / "train.tsv", rows), write(tmp_path / "dev.tsv", rows)
+    argv = ["--train", str(train), "--dev", str(dev), "--output", str(tmp_path / "o"), "--lr", "1e-7", *TINY]
+    assert run(sim_script.main, argv) == 0
+    assert '\nwarning: dev accuracy' in capsys.readouterr().err
+
+
 @pytest.mark.slow
-def test_scratch_run_on_the_sample_pairs_beats_the_majority_class(tmp_path):
+def test_scratch_run_on_the_sample_pairs_beats_the_majority_class(tmp_path, capsys):
     """Dev pairs have sentences never seen in training (grouped split), so this is generalisation."""
     out = tmp_path / "sim"
     argv = ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0.25", "--epochs", "20", "--lr", "1e-3",
@@ -180,6 +198,7 @@ def test_scratch_run_on_the_sample_pairs_beats_the_majority_class(tmp_path):
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["data"]["valid"]["rows"] >= 30
     assert r["best"]["accuracy"] >= r["majority_baseline"] + 0.1, (r["best"], r["majority_baseline"])
+    assert "no better than always answering" not in capsys.readouterr().err
 
 
 @pytest.mark.slow

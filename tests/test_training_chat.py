@@ -238,3 +238,12 @@ def test_documented_commands_run_as_script_and_module(entry, tmp_path):
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (tmp_path / "o" / "model.safetensors").exists()
+
+
+def test_epoch_table_names_a_partial_last_epoch_by_its_fraction():
+    from training.runner import epoch_table
+    history = [{"epoch": 0.5, "loss": 2.0}, {"epoch": 1.0, "loss": 1.0}, {"epoch": 1.0, "eval_loss": 1.5},
+               {"epoch": 1.6, "loss": 0.8}, {"epoch": 1.6, "eval_loss": 1.2}]
+    rows = epoch_table(history)
+    assert [r["epoch"] for r in rows] == [1, 1.6]
+    assert rows[0]["train_loss"] == 1.5 and rows[1]["train_loss"] == 0.8 and rows[1]["valid_loss"] == 1.2

@@ -149,7 +149,8 @@ def _ppl(loss: float) -> float:
 
 
 def epoch_table(log_history: list[dict]) -> list[dict]:
-    """Per-epoch train loss (mean of logged losses in the epoch) and validation loss/perplexity."""
+    """Per-epoch train loss (mean of logged losses in the epoch) and validation loss/perplexity; "epoch" is the
+    ordinal, or the fractional epoch at which a partial last epoch was evaluated."""
     rows: dict[int, dict] = {}
     for e in log_history:
         if "epoch" not in e:
@@ -159,6 +160,8 @@ def epoch_table(log_history: list[dict]) -> list[dict]:
         if "loss" in e:
             row["_train"].append(e["loss"])
         if "eval_loss" in e:
+            if abs(e["epoch"] - n) > 1e-6:  # a run stopped part-way through its last epoch (--epochs 2.6): say 2.6, not 3
+                row["epoch"] = round(e["epoch"], 2)
             row["valid_loss"] = round(e["eval_loss"], 5)
             row["valid_perplexity"] = round(_ppl(e["eval_loss"]), 3)
             row.update({k[5:]: v for k, v in e.items() if k.startswith("eval_") and k not in ("eval_loss",) and not k.endswith(("runtime", "per_second"))})

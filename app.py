@@ -142,6 +142,10 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
     elif task == "similarity" and r.get("metric") in best:
         score = f" · {r['metric']} {best[r['metric']]:.3f}"
     line = f"**{ckpt.label}** · 基座 base: {base} · 数据 data: {data}{score}" if r else f"**{ckpt.label}** ({ckpt.path})"
+    if task == "similarity" and r.get("warning") and r.get("majority_baseline") is not None:  # set by training/similarity.py
+        line += (f"\n\n⚠️ 这个模型在开发集上不比“总回答最常见的标签”({r['majority_baseline']:.0%})更准，还没学会这个任务。"
+                 f"On dev it is no better than always answering the commonest label ({r['majority_baseline']:.0%}): "
+                 "it has not learned the task yet.")
     if ckpt.demo:
         line += (f"\n\n这是用 `{DEMO_DATA[task]}` 训练的小型演示模型，只会样例里的内容。"
                  f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{HOW_TO_TRAIN[task]}`")

@@ -260,3 +260,12 @@ def test_chat_sliders_start_at_the_checkpoint_generation_settings():
     assert app.slider_values(config) == [0.5, 20, 0.7, 1.1, 100]
     greedy = GenerationConfig(do_sample=False, repetition_penalty=9.0, max_new_tokens=1000)
     assert app.slider_values(greedy)[0] == 0 and app.slider_values(greedy)[3:] == [2, 256]  # clamped to the sliders
+
+
+def test_about_line_warns_when_a_similarity_model_is_no_better_than_the_majority():
+    import app
+    report = {"base_model": "scratch", "metric": "accuracy", "best": {"accuracy": 0.69}, "majority_baseline": 0.69,
+              "data": {"train": {"path": "train.json", "rows": 100}}}
+    ok = app.about(app.Checkpoint("similarity", "p", "afqmc", False, dict(report, warning=None)), "similarity")
+    bad = app.about(app.Checkpoint("similarity", "p", "afqmc", False, dict(report, warning="warning: ...")), "similarity")
+    assert "⚠️" not in ok and bad.startswith(ok) and "no better than always answering the commonest label (69%)" in bad

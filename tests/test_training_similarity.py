@@ -171,12 +171,12 @@ def test_seeded_split_keeps_pairs_that_share_a_sentence_together():
 
 
 def test_majority_warning_only_when_accuracy_does_not_beat_always_answering_the_commonest_label():
-    labels = [0] * 69 + [1] * 31
-    warning = sim_script.no_better_than_majority(0.69, labels, ["different", "same"])
+    top, majority = sim_script.majority_class([0] * 69 + [1] * 31)
+    assert (top, majority) == (0, 0.69)
+    warning = sim_script.no_better_than_majority(0.69, majority, "different")
     assert warning.startswith("warning: dev accuracy 69.0%") and '"different" (69.0%)' in warning and "cloze.py --pairs" in warning
-    assert sim_script.no_better_than_majority(0.60, labels, ["different", "same"])  # below it: also no good
-    assert sim_script.no_better_than_majority(0.71, labels, ["different", "same"]) is None
-    assert sim_script.no_better_than_majority(0.69, [], ["different", "same"]) is None
+    assert sim_script.no_better_than_majority(0.60, majority, "different")  # below it: also no good
+    assert sim_script.no_better_than_majority(0.71, majority, "different") is None
 
 
 def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):

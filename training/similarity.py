@@ -111,16 +111,18 @@ def tune_threshold(p_same: np.ndarray, labels: np.ndarray) -> tuple[float, float
     return best[1], best[0]
 
 
-def no_better_than_majority(accuracy: float, dev_labels: list, label_names: list[str]) -> str | None:
+def majority_class(labels: list[int]) -> tuple[int, float]:
+    """The commonest label and its share: the accuracy of always answering it."""
+    top = max(set(labels), key=labels.count)
+    return top, labels.count(top) / len(labels)
+
+
+def no_better_than_majority(accuracy: float, majority: float, label: str) -> str | None:
     """One warning line when dev accuracy is within half a point of always answering the commonest
     dev label (what a from-scratch model on a small or skewed set such as AFQMC does), else None."""
-    if not dev_labels:
-        return None
-    top = max(set(dev_labels), key=dev_labels.count)
-    majority = dev_labels.count(top) / len(dev_labels)
     if accuracy > majority + 0.005:
         return None
-    return (f"warning: dev accuracy {accuracy:.1%} is no better than always answering \"{label_names[top]}\" ({majority:.1%}): "
+    return (f"warning: dev accuracy {accuracy:.1%} is no better than always answering \"{label}\" ({majority:.1%}): "
             "the model has not learned this task yet; train longer, run training/cloze.py --pairs on the pairs first, "
             "or start from a pretrained model (--model bert-base-chinese)")
 
@@ -264,9 +266,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         threshold, dev_acc = tune_threshold(p_same, np.asarray(dev_labels))
         say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
         final.config.decision_threshold = threshold
+    top, majority = majority_class(dev_labels) if task == "classification" and dev_labels else (None, None)
     warning = None
-    if task == "classification" and dev_ds and result.best and "accuracy" in result.best:
-        warning = no_better_than_majority(result.best["accuracy"], dev_labels, train_file.label_names)
+    if majority is not None and "accuracy" in (result.best or {}):
+        warning = no_better_than_majority(result.best["accuracy"], majority, train_file.label_names[top])
     counts = train_file.class_counts() if task == "classification" else {}
     report = base_report("similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable)
     report["data"] = {
@@ -277,8 +280,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     }
     report.update({"problem": task, "labels": train_file.label_names, "metric": metric, "decision_threshold": threshold,
                    "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
-                   "majority_baseline": round(max(dev_labels.count(c) for c in set(dev_labels)) / len(dev_labels), 4)
-                   if task == "classification" and dev_labels else None, "warning": warning})
+                   "majority_baseline": round(majority, 4) if majority is not None else None, "warning": warning})
     best = result.best or {}
     card = dict(
         title=f"Chinese sentence similarity ({os.path.basename(plan.final)})", pipeline_tag="text-classification",
@@ -292,13 +294,13 @@ print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}})
     summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
     predictions = predict_pairs(trainer, tokenizer, predict_file, args.max_len, task, train_file.label_names, threshold) if predict_file else None
     publish(plan, result, tokenizer, report, card, summary)
-    if warning:
-        say(warning)  # after the "saved to" line, so it is the last thing the person reads
     if predictions is not None:
         out = args.output_file or os.path.join(plan.final, "predictions.jsonl")
         with open(out, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
         say(f"{len(predictions)} predictions written to {out}")
+    if warning:
+        say(warning)  # last, so it is what the person reads
     return 0
 
 

@@ -118,7 +118,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     train_path, dev_path = (str(SHARED / p) for p in SETS[name])
     train = read_pairs(train_path)
     dev = read_pairs(dev_path, task=train.task, label_names=train.label_names)
-    majority = max(dev.labels.count(c) for c in set(dev.labels)) / len(dev.labels)
+    _, majority = sim_script.majority_class(dev.labels)
     t = time.perf_counter()
     lr_acc = logistic_baseline(train, dev)
     result = {"train_pairs": len(train.pairs), "dev_pairs": len(dev.pairs), "majority": round(majority, 4),

@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         return code
     trainer = result.trainer
     final = trainer.model.get_base_model() if lora.lora else trainer.model  # config holder; saving merges LoRA
-    threshold = None
+    threshold = dev_acc = None
     if task == "classification" and num_labels == 2 and dev_ds:
         logits = predict_in_order(trainer, dev_ds)
         p_same = torch.tensor(logits).float().softmax(-1)[:, 1].numpy()
@@ -268,8 +268,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         final.config.decision_threshold = threshold
     top, majority = majority_class(dev_labels) if task == "classification" and dev_labels else (None, None)
     warning = None
-    if majority is not None and "accuracy" in (result.best or {}):
-        warning = no_better_than_majority(result.best["accuracy"], majority, train_file.label_names[top])
+    if majority is not None and "accuracy" in (result.best or {}):  # judged by what the saved model gives: tuned threshold if any
+        warning = no_better_than_majority(dev_acc if dev_acc is not None else result.best["accuracy"], majority, train_file.label_names[top])
     counts = train_file.class_counts() if task == "classification" else {}
     report = base_report("similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable)
     report["data"] = {

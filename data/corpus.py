@@ -7,14 +7,13 @@ Long passages become overlapping windows instead of being cut off.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
 
 from data.errors import BadRows, InputError
-from data.text import normalize_utterance
-from data.textio import read_text
+from data.text import MAX_LINE_CHARS, normalize_utterance
+from data.textio import loads_json, read_text
 
 MASK = "[MASK]"
 _MASK_VARIANTS = re.compile(r"\[\s*mask\s*\]|［\s*mask\s*］", re.IGNORECASE)
@@ -49,14 +48,17 @@ def read_corpus(path: str | os.PathLike, min_chars: int = 2) -> CorpusFile:
             continue
         if fmt == "jsonl":
             try:
-                obj = json.loads(line)
-            except ValueError:
-                bad.add(f"{name}:{no}", "not valid JSON")
+                obj = loads_json(line)
+            except ValueError as e:
+                bad.add(f"{name}:{no}", "nested too deeply" if "nested" in str(e) else "not valid JSON")
                 continue
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 bad.add(f"{name}:{no}", "no 'text' field")
                 continue
             line = obj["text"]
+        if len(line) > MAX_LINE_CHARS:
+            bad.add(f"{name}:{no}", f"longer than {MAX_LINE_CHARS:,} characters (a file without line breaks? put one passage per line)")
+            continue
         passage = normalize_utterance(line)
         if len(passage) < min_chars:
             bad.add(f"{name}:{no}", f"shorter than {min_chars} characters")

@@ -13,13 +13,12 @@ Bad dialogues are skipped and logged with `file:line` (or `file#key[index]`) rea
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
 from data.errors import BadRows, InputError
-from data.text import looks_char_spaced, normalize_utterance
-from data.textio import json_lines, read_text
+from data.text import MAX_LINE_CHARS, looks_char_spaced, normalize_utterance
+from data.textio import json_lines, load_yaml, loads_json, read_text
 
 DIALOGUE_FORMATS = ("auto", "text", "jsonl", "lccc", "tsv", "yaml")
 
@@ -51,7 +50,7 @@ def detect_format(path: str, text: str) -> str:
     first = lines[0].lstrip() if lines else ""
     if first.startswith(("{", "[")):
         try:
-            json.loads(first)
+            loads_json(first)
             return "jsonl"
         except ValueError:
             return "lccc" if first in ("{", "[") else "text"
@@ -99,6 +98,9 @@ def _clean(where: str, dialogue, spaced: bool, bad: BadRows) -> list[str] | None
             u = str(u)
         if not isinstance(u, str):
             bad.add(where, f"utterance is a {type(u).__name__}, not text")
+            return None
+        if len(u) > MAX_LINE_CHARS:
+            bad.add(where, f"an utterance is longer than {MAX_LINE_CHARS:,} characters")
             return None
         u = normalize_utterance(u, spaced)
         if not u:
@@ -152,9 +154,10 @@ def _read_jsonl(text, name, bad, split):
 
 def _read_lccc(text, name, bad, split):
     try:
-        obj = json.loads(text)
+        obj = loads_json(text)
     except ValueError as e:
-        raise InputError(f"{name} is not valid JSON (line {getattr(e, 'lineno', '?')}): {getattr(e, 'msg', e)}")
+        where = f" (line {e.lineno})" if getattr(e, "lineno", None) else ""
+        raise InputError(f"{name} is not valid JSON{where}: {getattr(e, 'msg', e)}")
     if isinstance(obj, list):
         obj = {split: obj}
     if not isinstance(obj, dict) or not all(isinstance(v, list) for v in obj.values()):
@@ -184,11 +187,12 @@ def _read_yaml(text, name, bad, split):
     import yaml
 
     try:
-        obj = yaml.safe_load(text)
-    except yaml.YAMLError as e:
+        obj = load_yaml(text)
+    except (yaml.YAMLError, ValueError) as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise InputError(f"{name} is not valid YAML{where}")
+        problem = getattr(e, "problem", None) or (str(e) if isinstance(e, ValueError) else None)
+        raise InputError(f"{name} is not valid YAML{where}" + (f": {problem}" if problem else ""))
     if not isinstance(obj, dict) or not isinstance(obj.get("conversations"), list):
         raise InputError(f"{name}: expected a chatterbot corpus with a `conversations:` list")
     return {split: [(f"{name}#conversations[{i}]", d) for i, d in enumerate(obj["conversations"])]}

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 from dataclasses import dataclass, field
 
 from data.errors import BadRows, InputError
-from data.text import normalize_utterance
+from data.text import MAX_LINE_CHARS, normalize_utterance
 from data.textio import json_lines, read_text
 
 PAIR_FORMATS = ("auto", "tsv", "jsonl", "csv")
@@ -94,15 +95,18 @@ def _pick(obj: dict, keys: tuple[str, ...]):
     return None
 
 
+MAX_CLASS = 999  # a class number above this is a typo, not a class (2000000000 built a 4 GB head)
+
+
 def _number(raw) -> float | None:
+    """The label as a finite number, or None (text, nan, inf, 1e400)."""
     if isinstance(raw, bool):
         return None
-    if isinstance(raw, (int, float)):
-        return float(raw)
     try:
-        return float(str(raw).strip())
-    except ValueError:
+        value = float(raw) if isinstance(raw, (int, float)) else float(str(raw).strip())
+    except (ValueError, OverflowError):
         return None
+    return value if math.isfinite(value) else None
 
 
 def read_pairs(path: str | os.PathLike, fmt: str = "auto", task: str = "auto", label_names: list[str] | None = None,
@@ -119,6 +123,9 @@ def read_pairs(path: str | os.PathLike, fmt: str = "auto", task: str = "auto", l
     bad = BadRows()
     rows = []
     for where, s1, s2, raw in _rows(fmt, text, name, bad):
+        if max(len(str(s1 or "")), len(str(s2 or ""))) > MAX_LINE_CHARS:
+            bad.add(where, f"a sentence is longer than {MAX_LINE_CHARS:,} characters")
+            continue
         s1 = normalize_utterance(str(s1)) if s1 is not None else ""
         s2 = normalize_utterance(str(s2)) if s2 is not None else ""
         if not s1 or not s2:
@@ -155,7 +162,7 @@ def read_pairs(path: str | os.PathLike, fmt: str = "auto", task: str = "auto", l
         n = _number(raw)
         if task == "regression":
             if n is None:
-                bad.add(where, f"label {raw!r} is not a number")
+                bad.add(where, f"label {raw!r} is not a finite number")
                 continue
             label = n
         elif label_names is not None and numeric_share < 0.5:
@@ -167,6 +174,9 @@ def read_pairs(path: str | os.PathLike, fmt: str = "auto", task: str = "auto", l
         else:
             if n is None or n != int(n) or n < 0:
                 bad.add(where, f"label {raw!r} is not a class number (0, 1, ...)")
+                continue
+            if n > MAX_CLASS:
+                bad.add(where, f"label {raw!r} is too large for a class number (at most {MAX_CLASS})")
                 continue
             label = int(n)
         pairs.append((s1, s2))

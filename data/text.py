@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+MAX_LINE_CHARS = 20_000  # one passage/utterance/sentence; longer is a file without line breaks, not a sentence
 _WS = re.compile(r"\s+")
 # A space goes unless both neighbours are ASCII letters or digits.
 _DROP_SPACE = re.compile(r"(?<=[^A-Za-z0-9 ]) | (?=[^A-Za-z0-9 ])")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 _ENCODINGS = ("utf-8-sig", "gb18030")
+MAX_FILE_BYTES = 2 * 2**30  # LCCC-base is ~1 GB; beyond this a file is a mistake, not a corpus
 
 
 def read_text(path: str | os.PathLike) -> tuple[str, str]:
@@ -21,8 +23,18 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
         raise InputError(f"file not found: {path}")
     if os.path.isdir(path):
         raise InputError(f"{path} is a folder, not a file")
-    with open(path, "rb") as f:
-        raw = f.read()
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero, a pipe, a socket: endless or not a file
+            raise InputError(f"{path} is not a regular file (a device or pipe?); give a text file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise InputError(f"{path} is {info.st_size / 2**30:.1f} GiB; files over {MAX_FILE_BYTES // 2**30} GiB are refused, split it")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except PermissionError:
+        raise InputError(f"{path} cannot be read (permission denied)")
+    except OSError as e:
+        raise InputError(f"{path} cannot be read: {e.strerror or e}")
     if not raw.strip():
         raise InputError(f"{path} is empty")
     if b"\x00" in raw[:8192]:
@@ -40,12 +52,39 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
     raise InputError(f"{path} is neither UTF-8 nor GB18030 text; save it as UTF-8 and try again")
 
 
+def loads_json(text: str):
+    """`json.loads` that reports absurd nesting (`[[[[...`) as a ValueError, not a RecursionError traceback."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("nested too deeply")
+
+
+def load_yaml(text: str):
+    """`yaml.safe_load` without aliases (a few hundred bytes of `*a` references can expand to
+    gigabytes) and without absurd nesting; raises `yaml.YAMLError` or ValueError."""
+    import yaml
+
+    class NoAliases(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", event.start_mark)
+            return super().compose_node(parent, index)
+
+    try:
+        return yaml.load(text, Loader=NoAliases)
+    except RecursionError:
+        raise ValueError("nested too deeply")
+
+
 def json_lines(text: str, name: str, bad):
     """Yield (`file:line`, object) for each non-blank JSON Lines row; broken rows go to `bad`."""
     for no, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            yield f"{name}:{no}", json.loads(line)
-        except ValueError:
-            bad.add(f"{name}:{no}", "not valid JSON")
+            yield f"{name}:{no}", loads_json(line)
+        except ValueError as e:
+            reason = str(e) if "nested" in str(e) else "not valid JSON"
+            bad.add(f"{name}:{no}", reason)

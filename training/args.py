@@ -6,12 +6,13 @@ keys (dashes or underscores), and flags on the command line override the file.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from dataclasses import dataclass, field, fields
 
 from data.errors import InputError
+
+MAX_CONFIG_BYTES = 256 * 1024
 
 
 def _f(default, help, **kw):
@@ -71,20 +72,78 @@ class RunArguments:
 def load_config_file(path: str) -> dict:
     if not os.path.isfile(path):
         raise InputError(f"config file not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    try:
-        if path.endswith((".yaml", ".yml")):
-            import yaml
+    from data.textio import load_yaml, loads_json, read_text
 
-            cfg = yaml.safe_load(text) or {}
-        else:
-            cfg = json.loads(text)
-    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError: both mean a malformed file
-        raise InputError(f"{path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {str(e).splitlines()[0]}")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise InputError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB; a config file holds a few options")
+    text, _ = read_text(path)
+    try:
+        cfg = (load_yaml(text) or {}) if path.endswith((".yaml", ".yml")) else loads_json(text)
+    except Exception as e:  # yaml.YAMLError / json.JSONDecodeError / ValueError: all mean a malformed file
+        first = getattr(e, "problem", None) or (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"{path} is not valid {'YAML' if path.endswith(('.yaml', '.yml')) else 'JSON'}: {first}")
     if not isinstance(cfg, dict):
         raise InputError(f"{path} must hold a mapping of option names to values")
     return {str(k).replace("-", "_"): v for k, v in cfg.items()}
+
+
+_TYPE_WORDS = {int: "a whole number", float: "a number", bool: "true or false", str: "text"}
+
+
+def _coerce(value, kind):
+    """`value` as `kind`, or raise ValueError. YAML reads `1e-3` as text, so numbers in text are accepted."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.strip().lower() in ("true", "yes", "1")
+        raise ValueError
+    if isinstance(value, bool) or isinstance(value, (list, dict)):
+        raise ValueError
+    if kind is int:
+        number = float(value)
+        if number != int(number):
+            raise ValueError
+        return int(number)
+    if kind is float:
+        number = float(value)
+        if number != number or number in (float("inf"), float("-inf")):
+            raise ValueError
+        return number
+    if kind is str and isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError
+
+
+def check_config_types(cfg: dict, types: tuple, path: str) -> dict:
+    """Config-file values converted to the type each option takes, or one clear error. argparse
+    never sees them, so without this a `seed: [1, 2]` would reach the code as a list."""
+    import typing
+
+    by_name = {f.name: f for t in types for f in fields(t)}
+    out = {}
+    for key, value in cfg.items():
+        f = by_name[key]
+        kinds = [a for a in (typing.get_args(f.type) or (f.type,)) if a is not type(None)]
+        kinds = [{"str": str, "int": int, "float": float, "bool": bool}.get(k, k) if isinstance(k, str) else k for k in kinds]
+        if isinstance(f.type, str):  # `from __future__ import annotations`: "int", "str | None", "bool | None"
+            kinds = [{"str": str, "int": int, "float": float, "bool": bool}[k.strip()] for k in f.type.split("|") if k.strip() != "None"]
+        if value is None:
+            out[key] = value
+            continue
+        for kind in kinds:
+            try:
+                out[key] = _coerce(value, kind)
+                break
+            except (TypeError, ValueError, OverflowError):
+                continue
+        else:
+            want = " or ".join(_TYPE_WORDS.get(k, getattr(k, "__name__", str(k))) for k in kinds)
+            raise InputError(f"{path}: {key.replace('_', '-')} must be {want}, got {str(value)[:40]!r}")
+        choices = f.metadata.get("choices")
+        if choices and out[key] not in choices:
+            raise InputError(f"{path}: {key.replace('_', '-')} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return out
 
 
 def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str):
@@ -100,7 +159,7 @@ def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise InputError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}")
-        parser.set_defaults(**cfg)
+        parser.set_defaults(**check_config_types(cfg, types, cfg_path))
     try:
         return parser.parse_args_into_dataclasses(argv)
     except InputError:

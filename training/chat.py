@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if not valid:
         say("note: no validation data; the last epoch is kept and --patience is ignored")
 
-    plan, resume_from = open_output(runa, "chat")
+    plan, resume_from = open_output(runa, "chat", (args, lora))
     loaded, choice = pick_base(args.model, load_pretrained, runa, "GPT-2 chat model")
     if loaded is None:
         model, tokenizer = build_scratch(args, train, resumed_tokenizer(resume_from))

@@ -30,16 +30,35 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*torch.utils.checkpoint.*")
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Call `main(argv)`; turn `InputError` into `error: ...` + exit 2 and Ctrl-C into exit 130."""
+    import signal
+    import threading
+
     from data.errors import InputError
+    from training.runner import NothingToDo
 
     quiet_libraries()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM (docker stop, systemd, Spaces) ends the run like Ctrl-C, never mid-write without a word;
+        # while training, StopOnInterrupt turns either into "save a resumable state, then stop".
+        previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(main(argv) or 0)
+    except NothingToDo as e:
+        say(str(e))
+        return 0
     except InputError as e:
         say(f"error: {e}")
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         say("interrupted.")
         return EXIT_INTERRUPTED
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -365,7 +365,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     train_text, valid_text = split_holdout(items, runa.valid_ratio, runa.seed)
 
-    plan, resume_from = open_output(runa, "cloze")
+    plan, resume_from = open_output(runa, "cloze", (args, lora))
     loaded, choice = pick_base(args.model, load_pretrained, runa, "masked-LM")
     if loaded is None:
         model, tokenizer = build_scratch(args, sentences + general, resumed_tokenizer(resume_from))

@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             raise InputError(f"{name} cannot be used as a sentence-pair encoder ({str(e).splitlines()[0][:120]})")
         return model, tokenizer
 
-    plan, resume_from = open_output(runa, "similarity")
+    plan, resume_from = open_output(runa, "similarity", (args, lora))
     loaded, choice = pick_base(args.model, load_pretrained, runa, "sentence-pair model")
     if loaded is None:
         from transformers import BertConfig, BertForSequenceClassification

@@ -12,16 +12,55 @@ from dataclasses import asdict
 
 from training.cli import EXIT_INTERRUPTED, say
 from training.models import SCRATCH, load_base
-from training.runner import OutputPlan, RunResult
+from training.runner import OutputPlan, RunResult, _test_hook
 
 
-def open_output(runa, task: str):
-    """Default --output, folder checks (one process under accelerate); returns (plan, resume_from)."""
+# Options that do not change what is trained: a resume may change them freely.
+NOT_IDENTITY = {"eval_prompts", "general_text", "predict", "output_file"}
+DATA_FIELDS = {"data", "valid_data", "train", "dev", "user_dict"}
+
+
+def _fingerprint(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return f"unreadable:{path}"
+    return digest.hexdigest()[:16]
+
+
+def run_identity(task: str, groups) -> dict:
+    """What makes a run this run: the task, the data files' contents and every option that shapes
+    the model (not epochs, learning rate or other schedule options, which a resume may change)."""
+    identity: dict = {"task": task}
+    data = {}
+    for group in groups:
+        for key, value in asdict(group).items():
+            if key in NOT_IDENTITY:
+                continue
+            if key in DATA_FIELDS:
+                if value:
+                    data[key] = _fingerprint(value)
+            else:
+                identity[key] = value
+    identity["data"] = data
+    return identity
+
+
+def open_output(runa, task: str, groups=()):
+    """Default --output, folder checks (one process under accelerate); returns (plan, resume_from).
+
+    `groups`: the task's own argument dataclasses, from which the run identity is recorded and,
+    on --resume, checked."""
     from accelerate import PartialState
     from transformers import set_seed
 
     runa.output = runa.output or os.path.join("checkpoints", task)
-    plan = OutputPlan(runa.output, runa.overwrite, runa.resume)
+    plan = OutputPlan(runa.output, runa.overwrite, runa.resume, run_identity(task, groups) if groups else None)
     with PartialState().main_process_first():  # under `accelerate launch`, one process touches the folders
         resume_from = plan.prepare()
     set_seed(runa.seed)
@@ -71,8 +110,11 @@ def default_schedule(runa, scratch: bool, lora: bool, scratch_epochs: int = 30) 
 def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) -> int | None:
     """Exit code after Ctrl-C (with the command that resumes), 0 for non-main processes, else None."""
     if result.interrupted:
-        cmd = " ".join([f"python {script}", *(sys.argv[1:] if argv is None else argv)])
-        cmd = cmd if "--resume" in cmd else cmd + " --resume"
+        import shlex
+
+        words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"]  # --overwrite with --resume is refused
+        cmd = shlex.join(["python", script, *words])
+        cmd = cmd if "--resume" in words else cmd + " --resume"
         say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
         return EXIT_INTERRUPTED
     if not result.trainer.is_world_process_zero():
@@ -110,10 +152,27 @@ def publish(plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: 
     """Write the checkpoint folder (weights, tokenizer, report, card, plot) and move it into place."""
     from training.checkpoint import plot_loss, save_model, write_model_card, write_report
 
+    from data.errors import InputError
+
     folder, trainer = plan.work, result.trainer
-    save_model(trainer.model, tokenizer, folder, generation_config)
-    write_report(folder, report)
-    plot_loss(folder, trainer.state.log_history, f"{report['task']}: {os.path.basename(plan.final)}")
-    write_model_card(folder, report=report, base_model=None if report["base_model_source"] == SCRATCH else report["base_model"], **card)
+    resume = f"free some space, then run the same command with --resume to write it"
+    try:
+        save_model(trainer.model, tokenizer, folder, generation_config)
+        _test_hook("after_weights")
+        write_report(folder, report)
+        plot_loss(folder, trainer.state.log_history, f"{report['task']}: {os.path.basename(plan.final)}")
+        write_model_card(folder, report=report, base_model=None if report["base_model_source"] == SCRATCH else report["base_model"], **card)
+    except KeyboardInterrupt:
+        plan.discard_model_files()
+        say(f"interrupted while writing the model; the finished training state is in {plan.work}: "
+            f"run the same command with --resume to write it")
+        raise SystemExit(EXIT_INTERRUPTED)
+    except Exception as e:  # OSError (disk full, no permission) or safetensors' SafetensorError: one line
+        if not isinstance(e, OSError) and type(e).__name__ != "SafetensorError":
+            raise
+        plan.discard_model_files()
+        reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(f"could not write the model to {plan.work}: {reason}; the previous model in {plan.final} is untouched "
+                         f"and the training state is kept: {resume}")
     plan.finalize()
     say(f"{summary}saved to {plan.final} in {result.wall_time_s:.0f} s")

@@ -41,6 +41,61 @@ def _read_json(path: str) -> dict:
         return json.load(f)
 
 
+def check_weights(folder: str) -> None:
+    """Refuse a truncated or corrupt `model.safetensors` in one sentence before loading it: the
+    header names every tensor's byte range, and a file shorter than the last range would load as
+    a memory map that kills the process (SIGBUS) on first use."""
+    import struct
+
+    path = os.path.join(folder, "model.safetensors")
+    if not os.path.isfile(path):
+        return
+    size = os.path.getsize(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            (n,) = struct.unpack("<Q", head) if len(head) == 8 else (None,)
+            if n is None or n > size - 8 or n > 100 * 2**20:
+                raise ValueError
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError):
+        raise InputError(f"{path} is not a valid safetensors file (truncated or corrupt); train or copy the model again")
+    except OSError as e:
+        raise InputError(f"{path} cannot be read: {e.strerror or e}")
+    if 8 + n + end > size:
+        raise InputError(f"{path} is truncated ({size:,} of {8 + n + end:,} bytes); it may still be being written, "
+                         f"or a copy failed: train or copy the model again")
+
+
+def _quiet_loading() -> None:
+    """No "Loading weights" progress bars from the Python API (the app and scripts print their own lines)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def into_memory(model):
+    """Copy every weight out of the memory-mapped safetensors file into the process's own memory.
+
+    `from_pretrained` leaves tensors backed by a memory map of model.safetensors; when that file
+    is overwritten or truncated in place (retraining into the folder a running app serves, `cp`
+    over it) the next read of a mapped page kills the process with SIGBUS. Owning the memory
+    costs one copy at load time and makes the loaded model independent of the file. Tied weights
+    stay tied: each shared Parameter object is visited once and keeps its identity.
+    """
+    import torch
+
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
+        for module in model.modules():
+            for name, b in module._buffers.items():
+                if b is not None:
+                    module._buffers[name] = b.clone()
+    return model
+
+
 def load_chat_model(folder: str, dtype=None):
     """Return (model, tokenizer, generation_config) of a GPT-2 chat checkpoint folder (or Hub id).
 
@@ -52,15 +107,20 @@ def load_chat_model(folder: str, dtype=None):
     from transformers import BertTokenizerFast, GenerationConfig, GPT2LMHeadModel
 
     folder = resolve_model(folder, "chat")
+    _quiet_loading()
     config_path = os.path.join(folder, "config.json")
     adapter_dir = next((d for d in (folder, os.path.join(folder, "adapter")) if os.path.isfile(os.path.join(d, "adapter_config.json"))), None)
     has_weights = any(os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
     dtype = dtype or torch.float32
     if os.path.isfile(config_path) and has_weights:
-        model_type = _read_json(config_path).get("model_type")
+        model_type = _json_dict(config_path).get("model_type")
         if model_type != "gpt2":
             raise InputError(f"{folder} holds a {model_type} model, not a GPT-2 chat model")
-        model = GPT2LMHeadModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        check_weights(folder)
+        try:
+            model = GPT2LMHeadModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            raise InputError(f"{folder} could not be loaded: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
     elif adapter_dir:
         from peft import PeftModel
 
@@ -85,7 +145,7 @@ def load_chat_model(folder: str, dtype=None):
     except OSError:
         generation_config = GenerationConfig(do_sample=True, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2, max_new_tokens=64)
     model.eval()
-    return model, tokenizer, generation_config
+    return into_memory(model), tokenizer, generation_config
 
 
 def load_auto_folder(folder: str, auto_model, kind: str, what: str):
@@ -93,12 +153,14 @@ def load_auto_folder(folder: str, auto_model, kind: str, what: str):
     from transformers import AutoTokenizer
 
     folder = resolve_model(folder, kind)
+    _quiet_loading()
+    check_weights(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = auto_model.from_pretrained(folder, use_safetensors=True)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{folder} is not a {what} model folder: {str(e).splitlines()[0][:200]}")
-    return model, tokenizer
+    except (OSError, ValueError, RuntimeError) as e:
+        raise InputError(f"{folder} is not a {what} model folder: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+    return into_memory(model), tokenizer
 
 
 TASKS = ("chat", "cloze", "similarity")

@@ -28,8 +28,6 @@ from data.errors import InputError  # noqa: E402  (needs the repo root on sys.pa
 EXIT_BAD_INPUT = 2
 PACKAGES = ("chat", "training", "data")
 TOP_FILES = ("app.py", "LICENSE")
-SKIP_DIRS = {"__pycache__", ".git", ".pytest_cache", "resume_state", ".ipynb_checkpoints"}
-SKIP_SUFFIXES = (".pyc", ".pyo", ".partial")
 # CPU-only torch on Spaces: the default PyPI wheel pulls several GB of CUDA libraries.
 CPU_TORCH = ["--extra-index-url https://download.pytorch.org/whl/cpu"]
 # Free "CPU basic" Space: 2 vCPU, 16 GiB memory, 50 GB of (non-persistent) disk.
@@ -38,8 +36,77 @@ FREE_DISK = 50 * 10**9
 RUNTIME_MEMORY = 1.5 * 2**30  # python + torch + gradio before any model
 
 
-def _ignore(folder: str, names: list[str]) -> set[str]:
-    return {n for n in names if n in SKIP_DIRS or n.endswith(SKIP_SUFFIXES) or n.startswith(".")}
+# What a checkpoint folder may ship: the model, its tokenizer and its description. Anything else
+# (notes, credentials, Trainer states, symlinks) stays home.
+CHECKPOINT_FILES = re.compile(r"(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|generation_config\.json"
+                              r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|[\w.-]+\.model"
+                              r"|README\.md|training_report\.json|loss\.png"
+                              r"|adapter/(adapter_config\.json|adapter_model\.safetensors))")
+TEXT_FILES = ("README.md", "training_report.json")  # local paths in these are cut to file names
+# Access tokens that must never be uploaded: Hugging Face, GitHub, OpenAI-style, AWS, Slack, private keys.
+TOKEN = re.compile(rb"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9-]{10,}"
+                   rb"|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s\\/\"'`()]+[\\/])+([^\s\\/\"'`()]+)")
+
+
+def code_files() -> list[str]:
+    """The project's own tracked source files for the Space (git ls-files); without git, the .py
+    files of the packages and the sample data. Symlinks are never followed."""
+    import subprocess
+
+    wanted = [*TOP_FILES, *PACKAGES]
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", *wanted], cwd=ROOT, capture_output=True, check=True, timeout=30).stdout
+        tracked = [f for f in out.decode("utf-8").split("\0") if f]
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        tracked = []
+    if not tracked:  # not a git checkout (e.g. a copied bundle): code and samples only
+        tracked = [f for f in TOP_FILES if os.path.isfile(os.path.join(ROOT, f))]
+        for package in PACKAGES:
+            for folder, dirs, names in os.walk(os.path.join(ROOT, package)):
+                dirs[:] = [d for d in dirs if not d.startswith((".", "__")) and not os.path.islink(os.path.join(folder, d))]
+                rel = os.path.relpath(folder, ROOT)
+                tracked += [os.path.join(rel, n) for n in names if n.endswith(".py") or rel == os.path.join("data", "samples")]
+    return sorted(f for f in tracked if os.path.isfile(os.path.join(ROOT, f)) and not os.path.islink(os.path.join(ROOT, f)))
+
+
+def checkpoint_files(folder: str, say=print) -> list[str]:
+    """The allow-listed files of one checkpoint folder (relative paths); what is left out is named."""
+    keep, left = [], []
+    for current, dirs, names in os.walk(folder):
+        rel_dir = os.path.relpath(current, folder)
+        for d in list(dirs):
+            if os.path.islink(os.path.join(current, d)):
+                left.append(os.path.normpath(os.path.join(rel_dir, d)) + "/ (symlink)")
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(current, d))]
+        for name in names:
+            rel = os.path.normpath(os.path.join(rel_dir, name))
+            if os.path.islink(os.path.join(current, name)):
+                left.append(rel + " (symlink)")
+            elif CHECKPOINT_FILES.fullmatch(rel.replace(os.sep, "/")):
+                keep.append(rel)
+            elif not rel.startswith("resume_state"):
+                left.append(rel)
+    if left:
+        say(f"  left out of {os.path.basename(os.path.normpath(folder))}: {', '.join(sorted(left)[:8])}" + (" ..." if len(left) > 8 else ""))
+    return sorted(keep)
+
+
+def scrub_paths(text: str) -> str:
+    """Absolute local paths (which name your user and folders) cut to their last part."""
+    return ABS_PATH.sub(lambda m: m.group(1), text)
+
+
+def find_tokens(folder: str) -> list[str]:
+    """Files in the bundle that hold something shaped like an access token."""
+    hits = []
+    for current, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(current, name)
+            with open(path, "rb") as f:
+                if TOKEN.search(f.read()):
+                    hits.append(os.path.relpath(path, folder))
+    return sorted(hits)
 
 
 def checkpoint_folders(root: str) -> list[str]:
@@ -49,6 +116,10 @@ def checkpoint_folders(root: str) -> list[str]:
     if not os.path.isdir(root):
         raise InputError(f"--checkpoints folder not found: {root}")
     found = [root] if task_of(root) else [path for _, path in find_checkpoint_folders(root)]
+    linked = [p for p in found if os.path.islink(p)]
+    if linked:  # a symlinked folder may point anywhere: ship only real folders
+        print(f"note: not shipping symlinked checkpoint folders: {', '.join(linked)}", file=sys.stderr)
+        found = [p for p in found if not os.path.islink(p)]
     if not found:
         raise InputError(f"no checkpoint folders in {root} (folders with config.json); train one first, or leave out --checkpoints")
     return found
@@ -66,14 +137,13 @@ def space_requirements(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def assemble(out: str, checkpoints: list[str]) -> None:
+def assemble(out: str, checkpoints: list[str], say=print) -> None:
+    """Copy the allow-listed files into `out` (never through a symlink); refuse a bundle holding a token."""
     os.makedirs(out)
-    for name in TOP_FILES:
-        if os.path.isfile(os.path.join(ROOT, name)):
-            shutil.copy2(os.path.join(ROOT, name), out)
-    for package in PACKAGES:
-        shutil.copytree(os.path.join(ROOT, package), os.path.join(out, package), ignore=_ignore)
-    shutil.copy2(os.path.join(ROOT, "space_config", "README.md"), os.path.join(out, "README.md"))
+    for rel in code_files():
+        os.makedirs(os.path.join(out, os.path.dirname(rel)), exist_ok=True)
+        shutil.copyfile(os.path.join(ROOT, rel), os.path.join(out, rel), follow_symlinks=False)
+    shutil.copyfile(os.path.join(ROOT, "space_config", "README.md"), os.path.join(out, "README.md"))
     with open(os.path.join(ROOT, "requirements.txt"), encoding="utf-8") as f:
         requirements = space_requirements(f.read())
     with open(os.path.join(out, "requirements.txt"), "w", encoding="utf-8") as f:
@@ -84,7 +154,20 @@ def assemble(out: str, checkpoints: list[str]) -> None:
         if name in names:
             raise InputError(f"two checkpoint folders are both called {name!r}; rename one")
         names.add(name)
-        shutil.copytree(folder, os.path.join(out, "checkpoints", name), ignore=_ignore)
+        for rel in checkpoint_files(folder, say):
+            target = os.path.join(out, "checkpoints", name, rel)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if os.path.basename(rel) in TEXT_FILES and os.path.dirname(rel) == "":
+                with open(os.path.join(folder, rel), encoding="utf-8", errors="replace") as f:
+                    text = scrub_paths(f.read())
+                with open(target, "w", encoding="utf-8") as f:
+                    f.write(text)
+            else:
+                shutil.copyfile(os.path.join(folder, rel), target, follow_symlinks=False)
+    tokens = find_tokens(out)
+    if tokens:
+        raise InputError(f"{', '.join(tokens[:3])} would ship something that looks like an access token (hf_..., ghp_..., a private key); "
+                         "remove it from that file; nothing was uploaded")
 
 
 def _size(path: str) -> int:
@@ -104,9 +187,13 @@ def human(n: float) -> str:
 def report(out: str, say=print) -> list[str]:
     """Print what the bundle holds; return warnings about the free Space's limits."""
     total = _size(out)
-    say(f"bundle {out}: {human(total)}")
+    shipped = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, files in os.walk(out) for f in files)
+    say(f"bundle {out}: {len(shipped)} files, {human(total)}")
     for name in sorted(os.listdir(out)):
         say(f"  {name + ('/' if os.path.isdir(os.path.join(out, name)) else ''):<18} {human(_size(os.path.join(out, name)))}")
+    for rel in shipped:
+        if rel.startswith("checkpoints" + os.sep):
+            say(f"    {rel}  {human(os.path.getsize(os.path.join(out, rel)))}")
     ckpt_root = os.path.join(out, "checkpoints")
     weights = 0
     if os.path.isdir(ckpt_root):
@@ -174,7 +261,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise InputError(f"{a.dry_run} already exists and is not empty; choose a new folder for the bundle")
             if os.path.isdir(a.dry_run):
                 os.rmdir(a.dry_run)
-            assemble(a.dry_run, checkpoints)
+            try:
+                assemble(a.dry_run, checkpoints)
+            except BaseException:
+                shutil.rmtree(a.dry_run, ignore_errors=True)  # no half bundle, and never one holding a token
+                raise
             report(a.dry_run)
             print(f"dry run: the bundle for {a.space} is in {a.dry_run}; nothing was uploaded")
             return 0

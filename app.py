@@ -25,8 +25,14 @@ SAMPLES = os.path.join(ROOT, "data", "samples")
 TASKS = ("chat", "cloze", "similarity")
 TAB_TITLES = {"chat": "聊天 Chat", "cloze": "完形填空 Fill-Mask", "similarity": "语义相似度 Similarity"}
 DEMO_PREFIX = "demo-"
-MAX_MESSAGE_CHARS = 1000  # the same limits chat/ enforces; the boxes refuse longer input first
+# Limits enforced on the server for every request (the browser's boxes refuse longer input first,
+# but API clients skip the browser): a 5-million-character message grew the server by 2 GB.
+MAX_MESSAGE_CHARS = 1000
 MAX_SENTENCE_CHARS = 1000
+MAX_KEPT_MESSAGES = 40  # chat history kept per visitor (the model reads the last 6 turns anyway)
+MAX_KEPT_CHARS = 20_000
+MAX_UPLOAD = "1mb"  # the app has no upload box; Gradio's upload route still exists, so keep it small
+RELOAD_FAILED_AFTER_S = 30.0  # a failed model load is tried again after this long, or at once when its folder changes
 EXIT_BAD_INPUT = 2
 
 HOW_TO_TRAIN = {
@@ -243,37 +249,66 @@ class _Gate:
                 self._cond.notify_all()
 
 
+def _folder_signature(path: str) -> tuple:
+    """Changes when a checkpoint folder is retrained, restored or replaced (new files, new inode)."""
+    out = []
+    for name in ("", "model.safetensors", "config.json", "adapter"):
+        try:
+            st = os.stat(os.path.join(path, name))
+            out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((name, None))
+    return tuple(out)
+
+
 class ModelStore:
-    """Predictors loaded on first use, once per process; a failed load is remembered with its reason.
+    """Predictors loaded on first use and kept; reloaded when their folder changes on disk (a
+    retrained model); a failed load is remembered with its reason for RELOAD_FAILED_AFTER_S, or
+    until the folder changes, then tried again.
 
     Handlers call `get` first, then run the model inside `with store.serving():`.
     """
 
-    def __init__(self, chat_precision: str = "fp32"):
+    def __init__(self, chat_precision: str = "fp32", retry_after_s: float = RELOAD_FAILED_AFTER_S):
         self.chat_precision = chat_precision
-        self._loaded: dict[tuple[str, str], object] = {}
-        self._failed: dict[tuple[str, str], str] = {}
+        self.retry_after_s = retry_after_s
+        self._loaded: dict[tuple[str, str], tuple[object, tuple]] = {}
+        self._failed: dict[tuple[str, str], tuple[str, float, tuple]] = {}
         self._gate = _Gate()
 
     def serving(self):
         return self._gate.use()
 
+    def _fresh(self, key) -> bool:
+        """Is what we hold for `key` (a model or a failure) still true of the folder?"""
+        signature = _folder_signature(key[1])
+        if key in self._loaded:
+            return self._loaded[key][1] == signature
+        if key in self._failed:
+            _, when, was = self._failed[key]
+            return was == signature and time.monotonic() - when < self.retry_after_s
+        return False
+
     def get(self, task: str, path: str):
         from data import InputError
 
         key = (task, path)
-        if key not in self._loaded and key not in self._failed:
+        if not self._fresh(key):
             with self._gate.load():  # one load at a time, with no request running
-                if key not in self._loaded and key not in self._failed:
+                if not self._fresh(key):
+                    self._loaded.pop(key, None)
+                    self._failed.pop(key, None)
+                    signature = _folder_signature(path)
                     try:
-                        self._loaded[key] = _load(task, path, self.chat_precision)
+                        self._loaded[key] = (_load(task, path, self.chat_precision), signature)
                     except InputError as e:
-                        self._failed[key] = str(e)
+                        self._failed[key] = (str(e), time.monotonic(), signature)
                     except Exception as e:  # a broken folder must disable its tab, not the app
-                        self._failed[key] = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                        reason = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                        self._failed[key] = (reason, time.monotonic(), signature)
         if key in self._failed:
-            raise InputError(self._failed[key])
-        return self._loaded[key]
+            raise InputError(self._failed[key][0])
+        return self._loaded[key][0]
 
 
 def _load(task: str, path: str, chat_precision: str = "fp32"):
@@ -342,9 +377,33 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
     store = store or ModelStore()
     models = catalogue(settings)
     by_key = {task: {c.label: c for c in items} for task, items in models.items()}
+    Slider, Picker = checked_slider(), model_picker()
+
+    def refreshed(task: str):
+        """Each page load lists the checkpoint folders anew: a model trained after the start appears."""
+        def fn(label):
+            fresh = rescan()
+            labels = [c.label for c in fresh[task]]
+            value = label if label in labels else (labels[0] if labels else None)
+            return gr.update(choices=labels, value=value, interactive=len(labels) > 1)
+        return fn
+
+    def too_long(text, limit: int, what: str):
+        if len(text or "") > limit:
+            raise gr.Error(f"{what}太长 too long: {len(text):,} 字 characters, 最多 at most {limit:,}", print_exception=False)
+
+    def rescan():
+        fresh = catalogue(settings)
+        models.update(fresh)
+        for t, items in fresh.items():
+            by_key[t] = {c.label: c for c in items}
+        return fresh
 
     def pick(task: str, label: str | None):
         ckpt = by_key[task].get(label or "")
+        if ckpt is None and label:  # trained after the start? (API clients skip the page load that rescans)
+            rescan()
+            ckpt = by_key[task].get(label)
         if ckpt is None:
             raise gr.Error(about(None, task) if not by_key[task] else "没有这个模型 Unknown model; reload the page.", print_exception=False)
         try:
@@ -367,8 +426,8 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
 
     def picker(task: str):
         items = models[task]
-        return gr.Dropdown(choices=[c.label for c in items], value=items[0].label if items else None,
-                           label="模型 Model", interactive=len(items) > 1, scale=1)
+        return Picker(choices=[c.label for c in items], value=items[0].label if items else None,
+                      label="模型 Model", interactive=len(items) > 1, scale=1)
 
     with gr.Blocks(title="小模型微调工坊 · Chinese small-model demo") as demo:
         gr.Markdown("# 小模型微调工坊 · Small-model fine-tuning for Chinese text\n"
@@ -388,11 +447,11 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                 clear = gr.Button("清空 Clear", scale=1, elem_id="chat-clear")
             with gr.Accordion("生成设置 Generation settings", open=False):
                 with gr.Row():
-                    temperature = gr.Slider(0, 2, value=0.8, step=0.05, label="温度 temperature (0 = greedy)")
-                    top_k = gr.Slider(0, 50, value=8, step=1, label="top-k (0 = off)")
-                    top_p = gr.Slider(0.05, 1, value=0.9, step=0.05, label="top-p")
-                    repetition = gr.Slider(1, 2, value=1.2, step=0.05, label="重复惩罚 repetition penalty")
-                    max_new = gr.Slider(8, 256, value=64, step=8, label="最长回复 max new tokens")
+                    temperature = Slider(0, 2, value=0.8, step=0.05, label="温度 temperature (0 = greedy)")
+                    top_k = Slider(0, 50, value=8, step=1, label="top-k (0 = off)")
+                    top_p = Slider(0.05, 1, value=0.9, step=0.05, label="top-p")
+                    repetition = Slider(1, 2, value=1.2, step=0.05, label="重复惩罚 repetition penalty")
+                    max_new = Slider(8, 256, value=64, step=8, label="最长回复 max new tokens")
             gr.Examples([["你好"], ["早上好"], ["在吗？"], ["周末去哪儿玩？"], ["我今天好累"]], inputs=[message], label="试试 Try")
 
             def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
@@ -403,6 +462,8 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                     gr.Warning("请先输入内容 Please type a message first.")
                     yield turns, turns, message
                     return
+                too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
+                turns = trim_history(turns)
                 engine = pick("chat", model)
                 settings_ = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
                                                top_p=float(top_p), repetition_penalty=float(repetition_penalty))
@@ -414,9 +475,7 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                             shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
                             yield shown, turns, ""
                 except InputError as e:
-                    gr.Warning(str(e))
-                    yield turns, turns, message
-                    return
+                    raise gr.Error(str(e), print_exception=False)
                 if not shown[-1]["content"]:
                     shown[-1] = {"role": "assistant", "content": "……"}
                 yield shown, shown, ""
@@ -448,7 +507,7 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             masked = gr.Textbox(label="带 [MASK] 的句子 Text with [MASK]", placeholder="例如 e.g. 三国人物诸[MASK][MASK]懂得治水。",
                                 max_length=MAX_SENTENCE_CHARS, lines=2, elem_id="cloze-input")
             with gr.Row():
-                cloze_k = gr.Slider(1, 20, value=5, step=1, label="候选数 top-k")
+                cloze_k = Slider(1, 20, value=5, step=1, label="候选数 top-k")
                 joint = gr.Checkbox(value=True, label="连续 [MASK] 按整词填 Fill consecutive masks as one word")
                 fill = gr.Button("填空 Fill", variant="primary", elem_id="cloze-fill")
             filled = gr.Markdown(elem_id="cloze-filled")
@@ -458,15 +517,14 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
 
             def fill_mask(text, model, top_k, joint):
                 if not (text or "").strip():
-                    gr.Warning("请输入带 [MASK] 的句子 Please type a sentence with [MASK].")
-                    return "", None
+                    raise gr.Error("请输入带 [MASK] 的句子 Please type a sentence with [MASK].", print_exception=False)
+                too_long(text, MAX_SENTENCE_CHARS, "句子 Text ")
                 predictor = pick("cloze", model)
                 try:
                     with store.serving():
                         slots = predictor.predict(text, top_k=int(top_k), joint=bool(joint))
-                except InputError as e:
-                    gr.Warning(str(e))
-                    return "", None
+                except InputError as e:  # no [MASK], more than 10, longer than the model reads: the reason, also for API clients
+                    raise gr.Error(str(e), print_exception=False)
                 rows, best = [], []
                 for n, slot in enumerate(slots, 1):
                     best.append(slot.candidates[0].text if slot.candidates else "?")
@@ -496,15 +554,15 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
 
             def similarity(sentence1, sentence2, model):
                 if not (sentence1 or "").strip() or not (sentence2 or "").strip():
-                    gr.Warning("请输入两个句子 Please type both sentences.")
-                    return "", None
+                    raise gr.Error("请输入两个句子 Please type both sentences.", print_exception=False)
+                too_long(sentence1, MAX_SENTENCE_CHARS, "句子一 Sentence 1 ")
+                too_long(sentence2, MAX_SENTENCE_CHARS, "句子二 Sentence 2 ")
                 judge = pick("similarity", model)
                 try:
                     with store.serving():
                         result = judge.score(sentence1, sentence2)
                 except InputError as e:
-                    gr.Warning(str(e))
-                    return "", None
+                    raise gr.Error(str(e), print_exception=False)
                 if "score" in result:
                     return f"**相似度 Similarity: {result['score']:.2f} / 5**", {"score / 5": max(0.0, min(1.0, result["score"] / 5))}
                 names = {"0": "不同 different", "1": "相同 same"}
@@ -521,11 +579,73 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             second.submit(**sim_io, api_visibility="private")
             sim_state = dict(fn=status("similarity"), inputs=[sim_model], outputs=[sim_about, compare], api_visibility="private")
 
-        for state, dropdown in ((chat_state, chat_model), (cloze_state, cloze_model), (sim_state, sim_model)):
-            demo.load(**state, show_progress="hidden")
+        for task, state, dropdown in (("chat", chat_state, chat_model), ("cloze", cloze_state, cloze_model), ("similarity", sim_state, sim_model)):
+            demo.load(refreshed(task), inputs=[dropdown], outputs=[dropdown], api_visibility="private", show_progress="hidden").then(
+                **state, show_progress="hidden")
             dropdown.change(**state, show_progress="hidden")
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=256)
     return demo
+
+
+def trim_history(turns: list) -> list:
+    """At most MAX_KEPT_MESSAGES messages and MAX_KEPT_CHARS characters per visitor, oldest dropped first."""
+    turns = turns[-MAX_KEPT_MESSAGES:]
+    while turns and sum(len(str(t.get("content", ""))) if isinstance(t, dict) else 0 for t in turns) > MAX_KEPT_CHARS:
+        turns = turns[2:] if len(turns) > 1 else []
+    return turns
+
+
+_SLIDER = None
+
+
+def checked_slider():
+    """gr.Slider that answers a value of the wrong type or out of range with a clear message
+    (the stock one raises a TypeError that API clients see as "upstream Gradio app has raised an
+    exception"). The browser renders it as a plain slider."""
+    global _SLIDER
+    if _SLIDER is None:
+        import gradio as gr
+
+        class CheckedSlider(gr.Slider):
+            def get_block_name(self):
+                return "slider"
+
+            def preprocess(self, payload):
+                try:
+                    value = float(payload)
+                    if isinstance(payload, bool) or value != value:
+                        raise ValueError
+                except (TypeError, ValueError):
+                    raise gr.Error(f"{self.label}: 需要一个数 must be a number, got {str(payload)[:40]!r}", print_exception=False)
+                if not self.minimum <= value <= self.maximum:
+                    raise gr.Error(f"{self.label}: must be between {self.minimum:g} and {self.maximum:g} (应在此范围内), got {value:g}",
+                                   print_exception=False)
+                return super().preprocess(value)
+
+        _SLIDER = CheckedSlider
+    return _SLIDER
+
+
+_PICKER = None
+
+
+def model_picker():
+    """gr.Dropdown whose value is checked by the handler (which rescans the checkpoint folders on
+    an unknown name) rather than against the choices it was built with, so a model trained after
+    the app started can be used at once, by the page after a reload and by API clients."""
+    global _PICKER
+    if _PICKER is None:
+        import gradio as gr
+
+        class ModelPicker(gr.Dropdown):
+            def get_block_name(self):
+                return "dropdown"
+
+            def preprocess(self, payload):
+                return None if payload is None else str(payload)
+
+        _PICKER = ModelPicker
+    return _PICKER
 
 
 def slider_values(config) -> list[float]:
@@ -550,6 +670,9 @@ def _fill_text(text: str, slots, best: list[str]) -> str:
 
 
 # -- entry point -------------------------------------------------------------------------------
+
+SERVE_OPTIONS = dict(show_error=False, footer_links=["api", "gradio"], max_file_size=MAX_UPLOAD)
+
 
 def share_server_reachable(timeout: float = 3.0) -> bool:
     """Gradio asks api.gradio.app for a share server; offline that fails after a long wait."""
@@ -583,8 +706,8 @@ def main(argv: list[str] | None = None) -> int:
         print("note: Gradio's share server cannot be reached (offline?), so there is no public link; serving locally only.", file=sys.stderr)
         share = False
     try:
-        demo.launch(server_name=settings.host, server_port=settings.port or None, share=share, show_error=False,
-                    footer_links=["api", "gradio"], prevent_thread_lock=True)
+        demo.launch(server_name=settings.host, server_port=settings.port or None, share=share, prevent_thread_lock=True,
+                    **SERVE_OPTIONS)
     except OSError as e:
         print(f"error: cannot serve on {settings.host}:{settings.port}: {(str(e).splitlines() or [''])[0]} (try --port {settings.port + 1})", file=sys.stderr)
         return EXIT_BAD_INPUT

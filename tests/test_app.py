@@ -39,7 +39,7 @@ def launch(settings):
     import app
 
     demo = app.build_demo(settings)
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
     return demo
 
 

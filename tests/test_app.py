@@ -130,16 +130,18 @@ def test_greedy_replies_do_not_depend_on_other_sessions(served):
 
 
 def test_bad_inputs_get_messages_not_errors(served):
+    from gradio_client.exceptions import AppError
+
     c = client(served)
-    chatbot, box = c.predict("   ", api_name="/chat")
+    chatbot, box = c.predict("   ", api_name="/chat")  # an empty box: a note in the page, nothing sent
     assert chatbot == [] and box == "   "
-    chatbot, _ = c.predict("好" * 5000, max_new_tokens=8, api_name="/chat")  # kept to its last characters
-    assert said(chatbot)[0][1] == "好" * 5000 and said(chatbot)[1][1]
-    for text in ("没有空位的句子", "", "[MASK]" * 11):
-        filled, table = c.predict(text, api_name="/fill_mask")
-        assert filled == "" and table["data"] == []
-    verdict, label = c.predict("只有一句", "  ", api_name="/similarity")
-    assert verdict == "" and not label
+    with pytest.raises(AppError, match="too long"):  # the box stops at 1,000 characters; the server too
+        c.predict("好" * 5000, max_new_tokens=8, api_name="/chat")
+    for text, message in (("没有空位的句子", "MASK"), ("", "MASK"), ("[MASK]" * 11, "10")):
+        with pytest.raises(AppError, match=message):
+            c.predict(text, api_name="/fill_mask")
+    with pytest.raises(AppError, match="both sentences"):
+        c.predict("只有一句", "  ", api_name="/similarity")
     verdict, _ = c.predict("同一句话", "同一句话", api_name="/similarity")
     assert verdict
 

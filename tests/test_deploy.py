@@ -16,9 +16,9 @@ import yaml
 from tests.conftest import ROOT, write
 
 DEPLOY = ROOT / "space_config" / "deploy.py"
-CODE = sorted(str(p.relative_to(ROOT)) for pkg in ("app.py", "LICENSE") for p in [ROOT / pkg]) + sorted(
-    str(p.relative_to(ROOT)) for pkg in ("chat", "training", "data") for p in (ROOT / pkg).rglob("*")
-    if p.is_file() and "__pycache__" not in p.parts and not p.name.endswith(".pyc"))
+# The project's tracked files of the app's folders: what a clean clone has, and all the Space gets.
+CODE = sorted(subprocess.run(["git", "ls-files", "app.py", "LICENSE", "chat", "training", "data"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.split())
 
 
 def deploy(*args, env=None, cwd=None):

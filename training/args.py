@@ -38,7 +38,10 @@ class RunArguments:
     output: str = _f(None, "output checkpoint folder (default: checkpoints/<task>)")
     overwrite: bool = _f(False, "replace an existing output folder")
     resume: bool = _f(False, "continue the interrupted or finished run in --output (optimizer state included)")
-    epochs: float = _f(None, "training epochs (default: 3 from a pretrained model, 30 from scratch)")
+    epochs: float = _f(None, "passes over the training data (default: sized by the data and this machine; see the start line)")
+    max_steps: int = _f(None, "optimizer steps instead of --epochs")
+    max_minutes: float = _f(None, "time cap: the default schedule is sized to end within it, and any run stops (saving) at it "
+                                  "(default: chat 10, cloze 5, similarity 15 minutes)")
     lr: float = _f(None, "peak learning rate (default: 5e-5 pretrained, 2e-4 with LoRA, 1e-3 from scratch)")
     batch_size: int = _f(16, "sequences per device per step")
     grad_accum: int = _f(1, "gradient accumulation steps")
@@ -55,6 +58,9 @@ class RunArguments:
     def __post_init__(self):
         checks = [
             (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
+            (self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be positive, got {self.max_minutes}"),
+            (self.epochs is None or self.max_steps is None, "give --epochs or --max-steps, not both"),
             (self.lr is None or 0 < self.lr < 1, f"--lr must be between 0 and 1, got {self.lr}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}"),

@@ -28,6 +28,7 @@ from data.corpus import MASK, jieba_word_offsets, read_corpus, read_prompts, win
 from data.pairs import read_pairs
 from training.args import LoraArguments, RunArguments, parse_args
 from training.cli import run, say
+from training.schedule import Rule
 
 DEFAULT_MODEL = "bert-base-chinese"
 LORA_TARGETS = ["query", "value"]
@@ -329,13 +330,21 @@ def print_quiz(before: list[dict], after: list[dict]) -> None:
     say(f"prompt top-1 accuracy: before {_summary(before):.0%}, after {_summary(after):.0%}")
 
 
+# Default amount of training (training/schedule.py). A fact corpus is learned by heart: many passes
+# over few lines. A pair file (masked-LM before training/similarity.py) is thousands of pairs, each
+# seen in both orders per pass.
+FACTS_RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
+PRETRAINED_FACTS_RULE = Rule(min_steps=300, min_passes=30, max_minutes=15, unit="lines")
+PAIRS_RULE = Rule(min_steps=1000, min_passes=4, max_minutes=7.5, unit="pairs")
+
+
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     args, lora, runa = parse_args((ClozeArguments, LoraArguments, RunArguments), argv, "python training/cloze.py", __doc__.split("\n\n")[0])
     import jieba
 
     from training.models import SCRATCH, count_parameters, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import base_report, default_lr, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     jieba.setLogLevel(logging.WARNING)
     if args.whole_word_mask:
@@ -376,8 +385,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
             args.max_len = limit
     scratch = choice.source == SCRATCH
-    # A fact corpus is a few hundred lines learned by heart; a pair file is thousands of pairs, each seen twice per epoch.
-    default_schedule(runa, scratch, lora.lora, scratch_epochs=20 if args.pairs else 300)
+    default_lr(runa, scratch, lora.lora, scratch_lr=5e-4 if args.pairs else 1e-3)
 
     collator = ClozeCollator(tokenizer, args, runa.seed, pad_to_multiple_of=8 if runa.bf16 else None)
     if args.pairs:
@@ -402,7 +410,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from,
                           compute_metrics=masked_accuracy, preprocess_logits=argmax_logits, callbacks=callbacks,
-                          trainer_class=masked_lm_trainer(),
+                          trainer_class=masked_lm_trainer(), items=len(items),
+                          rule=(PAIRS_RULE if args.pairs else FACTS_RULE if scratch else PRETRAINED_FACTS_RULE),
                           before_train=(lambda trainer: _general(trainer, general_ds)) if general_ds else None,
                           # The point is to memorise the corpus: held-out loss rises as its facts are
                           # learned, so the last weights are kept rather than the "best" held-out epoch.
@@ -447,7 +456,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 fill = pipeline("fill-mask", model="{plan.final}")
 print(fill("三国人物诸[MASK][MASK]"))""")
     summary = f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; " if "masked_accuracy" in best else ""
+    report["convergence"] = result.convergence
     publish(plan, result, tokenizer, report, card, summary)
+    if result.convergence:
+        say(result.convergence)
     return 0
 
 

@@ -25,6 +25,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from data.errors import InputError
 from training.cli import say
+from training.schedule import convergence_note
 
 STATE_DIR = "resume_state"
 
@@ -318,6 +319,8 @@ class RunResult:
     global_step: int
     start_epoch: float = 0.0
     before_train: object = None
+    convergence: str | None = None  # a warning when the loss never fell or was still falling steeply
+    time_capped: bool = False
 
 
 MAX_EVALS = 20  # long runs (many short epochs on a small corpus) evaluate and save ~20 times, not every epoch
@@ -369,16 +372,20 @@ def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: i
 
 def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: OutputPlan, resume_from: str | None,
                  metric: str = "loss", greater_is_better: bool = False, compute_metrics=None, callbacks=(),
-                 preprocess_logits=None, before_train=None, keep_best: bool = True, trainer_class=Trainer) -> RunResult:
+                 preprocess_logits=None, before_train=None, keep_best: bool = True, trainer_class=Trainer,
+                 rule=None, items: int | None = None) -> RunResult:
     """Wire the datasets into a Trainer, train (resuming if asked), and report per-epoch figures.
 
-    keep_best: end with the best evaluation's weights (else the last ones, and best = last)."""
+    keep_best: end with the best evaluation's weights (else the last ones, and best = last).
+    rule: the task's default schedule (training.schedule.Rule), used when --epochs and
+    --max-steps are not given; `items` is the count the start line names (lines, pairs, ...)."""
     has_eval = eval_ds is not None and len(eval_ds) > 0
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (run.batch_size * world * run.grad_accum)))
+    cap = schedule_run(run, rule, model, collator, train_ds, steps_per_epoch, resume_from, items)
     args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better, keep_best)
     stopper = StopOnInterrupt()
-    cbs = [stopper, EpochPrinter(), *callbacks]
+    cbs = [stopper, EpochPrinter(), *callbacks, *([cap] if cap else [])]
     if run.patience and has_eval and keep_best:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
     trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=train_ds,
@@ -417,8 +424,36 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     if scored:
         pick = max if greater_is_better else min
         best = dict(pick(scored, key=lambda e: e[key]) if keep_best else scored[-1])
+    note = convergence_note(trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.hit))
     return RunResult(trainer, stopper.requested, epochs, best, float(output.metrics.get("train_runtime", wall)), wall,
-                     trainer.state.global_step, start_epoch, measured_before)
+                     trainer.state.global_step, start_epoch, measured_before, note, bool(cap and cap.hit))
+
+
+def schedule_run(run, rule, model, collator, train_ds, steps_per_epoch: int, resume_from: str | None, items: int | None):
+    """Set `run.epochs` from --epochs, --max-steps, the resumed run's plan, or the task's rule;
+    return the TimeCap callback that enforces --max-minutes (None when nothing caps the run)."""
+    from training.schedule import describe, measure_step, plan as plan_steps, time_cap
+
+    if resume_from and run.epochs is None and run.max_steps is None:  # a resume keeps the plan it started with
+        with open(os.path.join(resume_from, "trainer_state.json")) as f:
+            planned = json.load(f).get("max_steps") or 0
+        if planned:
+            run.epochs = planned / steps_per_epoch
+    if rule is None:
+        run.epochs = run.epochs or (run.max_steps / steps_per_epoch if run.max_steps else 3.0)
+        return time_cap(run.max_minutes * 60) if run.max_minutes else None
+    explicit = run.epochs is not None or run.max_steps is not None
+    per = None if explicit and not run.max_minutes else measure_step(model, collator, train_ds, run.batch_size, run.grad_accum, run.bf16)
+    p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, None if explicit else run.max_minutes,
+                   run.epochs, run.max_steps)
+    run.epochs = p.epochs
+    if not resume_from:
+        say(describe(p, items or len(train_ds), rule.unit))
+    if run.max_minutes:
+        return time_cap(run.max_minutes * 60)
+    if explicit:
+        return None
+    return time_cap(rule.max_minutes * 60 * 1.2 + 15)  # the plan fits the cap; this stops a run that overruns it
 
 
 def predict_in_order(trainer, dataset):

@@ -28,6 +28,7 @@ from data import InputError, build_char_vocab, make_tokenizer
 from data.pairs import PAIR_FORMATS, TASKS, read_pairs
 from training.args import LoraArguments, RunArguments, parse_args
 from training.cli import run, say
+from training.schedule import Rule
 
 DEFAULT_MODEL = "bert-base-chinese"
 LORA_TARGETS = ["query", "value"]
@@ -51,6 +52,8 @@ class SimilarityArguments:
     n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
     n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
     n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
+    no_mlm_stage: bool = field(default=False, metadata={
+        "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs first by default"})
 
     def __post_init__(self):
         if not self.train:
@@ -156,6 +159,12 @@ def encode(tokenizer, pairs, labels, max_len: int) -> list[dict]:
     return rows
 
 
+# Default amount of training (training/schedule.py): from scratch, the pair stage shares the cap with
+# the masked-LM stage; patience keeps the best epoch. A pretrained base needs a few passes.
+SCRATCH_RULE = Rule(min_steps=600, min_passes=6, max_minutes=15, unit="pairs")
+PRETRAINED_RULE = Rule(min_steps=100, min_passes=3, max_minutes=30, unit="pairs", max_passes=5)
+
+
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     args, lora, runa = parse_args((SimilarityArguments, LoraArguments, RunArguments), argv, "python training/similarity.py", __doc__.split("\n\n")[0])
     import torch
@@ -163,7 +172,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     from training.models import SCRATCH, count_parameters, wrap_lora
     from training.runner import predict_in_order, run_training
-    from training.task import base_report, default_schedule, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import base_report, default_lr, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     train_file = read_pairs(args.train, args.format, args.task)
     task = train_file.task
@@ -213,6 +222,14 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     plan, resume_from = open_output(runa, "similarity", (args, lora))
     loaded, choice = pick_base(args.model, load_pretrained, runa, "sentence-pair model")
+    cap_minutes = runa.max_minutes or SCRATCH_RULE.max_minutes
+    mlm_stage = None
+    if loaded is None and not resume_from and not args.no_mlm_stage:
+        # From scratch a pair classifier sat at chance on LCQMC (loss 0.693); masked-LM on the same
+        # pairs first, as the pair task encodes them, is what made it learn (bench/similarity.py).
+        mlm_stage, mlm_report = masked_lm_stage(args, runa, plan, cap_minutes * MLM_SHARE)
+        loaded = load_pretrained(mlm_stage)
+        runa.max_minutes = max(0.5, cap_minutes - mlm_report["wall_time_s"] / 60) if runa.epochs is None and runa.max_steps is None else runa.max_minutes
     if loaded is None:
         from transformers import BertConfig, BertForSequenceClassification
 
@@ -230,8 +247,15 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         if args.max_len > limit:
             say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
             args.max_len = limit
+    if mlm_stage:
+        import shutil
+
+        shutil.rmtree(mlm_stage, ignore_errors=True)  # loaded; it must not end up inside the checkpoint
     scratch = choice.source == SCRATCH
-    default_schedule(runa, scratch, lora.lora, scratch_epochs=10)
+    # lr 1e-4 from scratch: at 5e-4 and 1e-3 a scratch BERT sat at chance on LCQMC (bench/similarity.py)
+    default_lr(runa, scratch, lora.lora, scratch_lr=1e-4)
+    if scratch and not runa.patience:
+        runa.patience = 3  # small scratch models overfit pairs within a few passes; keep the best and stop
     if task == "regression":
         train_labels, dev_labels = [float(y) for y in train_labels], [float(y) for y in dev_labels]
 
@@ -253,7 +277,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     result = run_training(model, tokenizer, train_ds, dev_ds or None, collator, runa, plan, resume_from,
                           metric=metric, greater_is_better=metric != "loss",
                           compute_metrics=classification_metrics if task == "classification" else regression_metrics,
-                          callbacks=callbacks)
+                          callbacks=callbacks, rule=SCRATCH_RULE if scratch else PRETRAINED_RULE, items=len(train_pairs))
     code = stop_if_interrupted(result, plan, "training/similarity.py", argv)
     if code is not None:
         return code
@@ -280,7 +304,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     }
     report.update({"problem": task, "labels": train_file.label_names, "metric": metric, "decision_threshold": threshold,
                    "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
-                   "majority_baseline": round(majority, 4) if majority is not None else None, "warning": warning})
+                   "majority_baseline": round(majority, 4) if majority is not None else None, "warning": warning,
+                   "mlm_stage": mlm_report if mlm_stage else None, "convergence": result.convergence})
     best = result.best or {}
     card = dict(
         title=f"Chinese sentence similarity ({os.path.basename(plan.final)})", pipeline_tag="text-classification",
@@ -299,9 +324,40 @@ print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}})
         with open(out, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
         say(f"{len(predictions)} predictions written to {out}")
+    if result.convergence and not warning:
+        say(result.convergence)
     if warning:
         say(warning)  # last, so it is what the person reads
     return 0
+
+
+MLM_SHARE = 0.5  # of the time cap, for the masked-LM stage of a scratch run
+
+
+def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
+    """training/cloze.py --pairs on the training pairs, in the run's working folder; returns (folder, report)."""
+    from training import cloze as cloze_script
+
+    folder = os.path.join(plan.work, "mlm_stage")
+    say(f"stage 1 of 2: masked-LM on the pair text (training/cloze.py --pairs, up to {minutes:.1f} min; --no-mlm-stage skips it)")
+    argv = ["--data", args.train, "--pairs", "--model", "scratch", "--output", folder, "--overwrite", "--valid-ratio", "0.01",
+            "--max-len", str(args.max_len), "--min-freq", str(args.min_freq), "--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd),
+            "--n-head", str(args.n_head), "--batch-size", str(runa.batch_size), "--seed", str(runa.seed), "--max-minutes", f"{minutes:g}",
+            *(["--format", args.format] if args.format != "auto" else []), *(["--bf16"] if runa.bf16 else [])]
+    try:
+        code = cloze_script.main(argv)
+    except KeyboardInterrupt:
+        code = 130
+    if code == 130:
+        raise KeyboardInterrupt
+    if code:
+        raise InputError(f"the masked-LM stage failed (exit {code}); --no-mlm-stage trains the pairs directly")
+    with open(os.path.join(folder, "training_report.json"), encoding="utf-8") as f:
+        report = json.load(f)
+    best = report.get("best") or {}
+    say(f"stage 2 of 2: the pair task on the masked-LM model (masked accuracy {best.get('masked_accuracy', 0):.1%})")
+    return folder, {"minutes": round(report["wall_time_s"] / 60, 2), "wall_time_s": report["wall_time_s"], "steps": report["global_step"],
+                    "masked_accuracy": best.get("masked_accuracy")}
 
 
 def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names, threshold) -> list[dict]:

@@ -1,6 +1,6 @@
 """The steps every training script shares, in the order a script calls them.
 
-open_output -> pick_base -> default_schedule -> (task-specific data and model) ->
+open_output -> pick_base -> default_lr -> (task-specific data and model) ->
 run_training -> stop_if_interrupted -> base_report -> publish
 """
 
@@ -102,9 +102,9 @@ def resumed_tokenizer(resume_from: str | None):
     return None
 
 
-def default_schedule(runa, scratch: bool, lora: bool, scratch_epochs: int = 30) -> None:
-    runa.epochs = runa.epochs or (scratch_epochs if scratch else 3)
-    runa.lr = runa.lr or (1e-3 if scratch else 2e-4 if lora else 5e-5)
+def default_lr(runa, scratch: bool, lora: bool, scratch_lr: float = 1e-3) -> None:
+    """The learning rate when --lr is not given; the amount of training comes from training.schedule."""
+    runa.lr = runa.lr or (scratch_lr if scratch else 2e-4 if lora else 5e-5)
 
 
 def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) -> int | None:

@@ -1,0 +1,230 @@
+"""Fault injection: kill the training scripts at random moments, feed them bad files, count what survives.
+
+    python bench/faults.py [--kills 20] [--seed 0] [--only chat,cloze,similarity]
+
+1. Kills. For each script, a finished model is in `out`. Then, `--kills` times: a tiny run
+   (one of two data variants, chosen at random, started with --overwrite) is stopped at a
+   random moment of its life (start-up, training, evaluation, writing the model) by SIGKILL,
+   or by SIGTERM/SIGINT, or at the two riskiest points of the publish step by the test hook
+   (after the weights, between the renames). Then the same command runs again with --resume.
+   Counted: a folder lost (no loadable model in `out` after that), a traceback (any run), and a
+   wrong-model resume: the resumed model's vocabulary is not the one its data makes (a clean
+   run of each variant is the reference), i.e. it continued another run's state.
+2. Bad inputs: the bad-file corpus (deep JSON, YAML alias bombs, wrong config types, nan and
+   huge labels, device files, over-long lines, binary, empty, missing, folders, wrong formats),
+   each run under a 4 GiB memory limit and a 120 s cap. Counted: one-line refusals (exit 2),
+   runs that skipped the bad rows and trained (exit 0), tracebacks, runaways (memory or time).
+
+Prints one JSON line per category.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "data" / "samples"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--batch-size", "16",
+        "--seed", "0", "--valid-ratio", "0.1"]
+
+
+def variants(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Per script: the data flags of variant A (the whole sample) and B (a part: another vocabulary)."""
+    def head(name: str, n: int, sep: str = "\n") -> Path:
+        text = (SAMPLES / name).read_text(encoding="utf-8")
+        path = tmp / f"part-{name}"
+        path.write_text(sep.join(text.split(sep)[:n]) + "\n", encoding="utf-8")
+        return path
+
+    return {
+        "chat": (["--data", str(SAMPLES / "dialogs.txt")], ["--data", str(head("dialogs.txt", 40, "\n\n"))]),
+        "cloze": (["--data", str(SAMPLES / "cloze_corpus.txt")], ["--data", str(head("cloze_corpus.txt", 30))]),
+        "similarity": (["--train", str(SAMPLES / "pairs.tsv")], ["--train", str(head("pairs.tsv", 80))]),
+    }
+
+
+EPOCHS = {"chat": "12", "cloze": "40", "similarity": "12"}
+
+
+def command(script: str, data: list[str], out: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "training" / f"{script}.py"), *data, *TINY, "--epochs", EPOCHS[script], "--output", str(out), *extra]
+
+
+def loads(script: str, folder: Path) -> bool:
+    code = {"chat": "from chat import ChatEngine as P", "cloze": "from chat.fill_mask import FillMaskPredictor as P",
+            "similarity": "from chat.similarity import SimilarityPredictor as P"}[script]
+    r = subprocess.run([sys.executable, "-c", f"{code}; P.from_pretrained({str(folder)!r})"], env=ENV, capture_output=True, timeout=120)
+    return r.returncode == 0
+
+
+def vocab(folder: Path) -> str | None:
+    try:
+        return (folder / "vocab.txt").read_text(encoding="utf-8")
+    except OSError:
+        return None
+
+
+def kills(script: str, n: int, rng: random.Random, tmp: Path) -> dict:
+    work = tmp / script
+    work.mkdir()
+    a, b = variants(tmp)[script]
+    reference = {}
+    for name, data in (("A", a), ("B", b)):  # clean runs: their duration and their vocabulary
+        t = time.perf_counter()
+        r = subprocess.run(command(script, data, work / f"ref-{name}"), env=ENV, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        reference[name] = (time.perf_counter() - t, vocab(work / f"ref-{name}"))
+    out = work / "out"
+    shutil.copytree(work / "ref-A", out)
+    counts = {"bench": "faults.kills", "script": script, "cases": 0, "recovered": 0, "tracebacks": 0, "folders_lost": 0,
+              "wrong_model_resumes": 0, "resumed": 0, "refused_in_one_line": 0, "ways": {}}
+    for _ in range(n):
+        name = rng.choice("AB")
+        data = a if name == "A" else b
+        how = rng.choice(["SIGKILL"] * 5 + ["SIGTERM", "SIGINT", "after_weights", "between_renames"])
+        env = {**ENV, "TRAINING_TEST_CRASH_AT": how} if how in ("after_weights", "between_renames") else ENV
+        proc = subprocess.Popen(command(script, data, out, "--overwrite"), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+        if how.startswith("SIG"):
+            time.sleep(rng.uniform(0.3, 1.1) * reference[name][0])
+            proc.send_signal(getattr(signal, how))
+        try:
+            _, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        counts["cases"] += 1
+        counts["ways"][how] = counts["ways"].get(how, 0) + 1
+        counts["tracebacks"] += "Traceback" in err
+        r = subprocess.run(command(script, data, out, "--resume"), env=ENV, capture_output=True, text=True, timeout=600)
+        counts["tracebacks"] += "Traceback" in r.stderr
+        if r.returncode == 0:
+            counts["resumed"] += 1
+            counts["wrong_model_resumes"] += vocab(out) != reference[name][1]
+        elif r.returncode == 2 and r.stderr.count("error:") == 1:
+            counts["refused_in_one_line"] += 1
+        if out.is_dir() and loads(script, out):
+            counts["recovered"] += 1
+        else:
+            counts["folders_lost"] += 1
+            shutil.rmtree(out, ignore_errors=True)
+            shutil.copytree(work / "ref-A", out)
+        shutil.rmtree(work / "out.partial", ignore_errors=True)  # a refused resume leaves the other run: start clean
+    return counts
+
+
+def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
+    """(name, command) for each bad input."""
+    d = tmp / "bad"
+    d.mkdir()
+
+    def f(name: str, content: str | bytes) -> str:
+        path = d / name
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        return str(path)
+
+    deep = "[" * 200_000 + "\n"
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+    folder = d / "a-folder"
+    folder.mkdir()
+    out = str(d / "out")
+    chat, cloze, sim = (str(ROOT / "training" / f"{s}.py") for s in ("chat", "cloze", "similarity"))
+    py = sys.executable
+    cases = [
+        ("chat deep jsonl", [py, chat, "--data", f("deep.jsonl", deep)]),
+        ("chat deep json", [py, chat, "--data", f("deep.json", deep)]),
+        ("cloze deep jsonl", [py, cloze, "--data", f("deep2.jsonl", deep)]),
+        ("cloze --pairs deep", [py, cloze, "--pairs", "--data", f("deep3.jsonl", deep)]),
+        ("similarity deep", [py, sim, "--train", f("deep4.jsonl", deep)]),
+        ("similarity --predict deep", [py, sim, "--train", str(SAMPLES / "pairs.tsv"), "--predict", f("deep5.jsonl", deep)]),
+        ("config alias bomb", [py, cloze, "--config", f("bomb.yaml", bomb), "--data", str(SAMPLES / "cloze_corpus.txt")]),
+        ("config data list", [py, cloze, "--config", f("t1.yaml", "data: [1, 2]\n")]),
+        ("config seed list", [py, chat, "--config", f("t2.yaml", "seed: [1, 2]\n"), "--data", str(SAMPLES / "dialogs.txt")]),
+        ("config epochs dict", [py, sim, "--config", f("t3.json", '{"epochs": {"a": 1}}'), "--train", str(SAMPLES / "pairs.tsv")]),
+        ("config deep yaml", [py, cloze, "--config", f("deep.yaml", deep), "--data", str(SAMPLES / "cloze_corpus.txt")]),
+        ("config not a mapping", [py, cloze, "--config", f("list.yaml", "- 1\n- 2\n"), "--data", str(SAMPLES / "cloze_corpus.txt")]),
+        ("labels nan/inf/1e400", [py, sim, "--train", f("nan.tsv", "a\tb\tnan\nc\td\tinf\ne\tf\t1e400\n")]),
+        ("label 2000000000", [py, sim, "--train", f("huge.tsv", "今天\t明天\t2000000000\n今天\t昨天\t0\n")]),
+        ("chat /dev/zero", [py, chat, "--data", "/dev/zero"]),
+        ("cloze /dev/zero", [py, cloze, "--data", "/dev/zero"]),
+        ("cloze 50 MB one line", [py, cloze, "--data", f("oneline.txt", "字" * 17_000_000)]),
+        ("binary file", [py, cloze, "--data", f("bin.txt", bytes(range(256)) * 100)]),
+        ("empty file", [py, chat, "--data", f("empty.txt", "")]),
+        ("missing file", [py, chat, "--data", str(d / "nope.txt")]),
+        ("a folder", [py, sim, "--train", str(folder)]),
+        ("broken json lines", [py, chat, "--data", f("broken.jsonl", '{"dialogue": ["a", "b"\n[1, 2\n')]),
+        ("one-utterance dialogues", [py, chat, "--data", f("one.txt", "你好\n\n在吗\n")]),
+        ("bad yaml corpus", [py, chat, "--data", f("bad.yaml", "conversations: [[a, b]\n")]),
+        ("yaml bomb corpus", [py, chat, "--data", f("bomb2.yaml", bomb)]),
+        ("output under a file", [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--output", f("afile", "x") + "/m"]),
+        ("negative epochs", [py, chat, "--data", str(SAMPLES / "dialogs.txt"), "--epochs", "-1"]),
+        ("truncated model for chat", [py, "-m", "chat", "--model", str(d / "trunc")]),
+        ("prompts without masks", [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--eval-prompts", f("p.txt", "没有空位\t答\n")]),
+        ("GBK dialogue file", [py, chat, "--data", f("gbk.txt", "你好\n你好呀\n\n在吗\n在的\n".encode("gb18030"))]),
+    ]
+    trunc = d / "trunc"
+    trunc.mkdir()
+    (trunc / "config.json").write_text('{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}')
+    (trunc / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    return [(name, [*cmd, *(["--output", out, "--overwrite", *TINY, "--epochs", "1"] if cmd[1] != "-m" and "--output" not in cmd else [])])
+            for name, cmd in cases]
+
+
+def _limit_memory():
+    resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+
+def run_bad(tmp: Path) -> dict:
+    counts = {"bench": "faults.bad_inputs", "cases": 0, "refused_in_one_line": 0, "trained_skipping_bad_rows": 0, "tracebacks": 0,
+              "runaways": 0, "other": []}
+    for name, cmd in bad_inputs(tmp):
+        counts["cases"] += 1
+        try:
+            r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120, input="你好\n", preexec_fn=_limit_memory)
+        except subprocess.TimeoutExpired:
+            counts["runaways"] += 1
+            counts["other"].append(f"{name}: over 120 s")
+            continue
+        if "Traceback" in r.stderr or "MemoryError" in r.stderr:
+            counts["tracebacks"] += 1
+            counts["other"].append(f"{name}: {r.stderr.strip().splitlines()[-1][:160]}")
+        elif r.returncode == 2 and r.stderr.count("error:") == 1:
+            counts["refused_in_one_line"] += 1
+        elif r.returncode == 0:
+            counts["trained_skipping_bad_rows"] += 1
+        else:
+            counts["runaways" if r.returncode < 0 else "tracebacks"] += 1
+            counts["other"].append(f"{name}: exit {r.returncode}")
+    return counts
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--kills", type=int, default=20, help="kills per script (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--only", default="chat,cloze,similarity,bad", help="comma-separated: chat, cloze, similarity, bad")
+    a = p.parse_args()
+    rng = random.Random(a.seed)
+    with tempfile.TemporaryDirectory(prefix="faults_") as tmp:
+        for part in a.only.split(","):
+            t = time.perf_counter()
+            result = run_bad(Path(tmp)) if part == "bad" else kills(part, a.kills, rng, Path(tmp))
+            result["seconds"] = round(time.perf_counter() - t, 1)
+            print(json.dumps(result, ensure_ascii=False), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

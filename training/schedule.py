@@ -1,0 +1,138 @@
+"""How long to train by default: sized by the data and this machine's speed, not a fixed epoch count.
+
+The rule: at least `min_steps` optimizer steps and at least `min_passes` passes over the
+training examples, whichever is more, capped by `--max-minutes` using the time per step
+measured on this machine before training starts. `--epochs` or `--max-steps` replace the
+rule. A `TimeCap` callback also stops a run that overruns the cap (a slower second half,
+another program taking the CPU) and keeps what it learned.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from training.cli import say
+
+
+@dataclass
+class Rule:
+    """A task's default amount of training."""
+
+    min_steps: int
+    min_passes: float
+    max_minutes: float
+    unit: str = "examples"  # what the data is counted in, for the start line
+    max_passes: float | None = None  # never more than this many passes (a pretrained base overfits)
+
+
+@dataclass
+class Plan:
+    steps: int
+    epochs: float
+    seconds_per_step: float | None
+    reason: str
+    capped: bool = False
+
+
+def measure_step(model, collator, dataset, batch_size: int, grad_accum: int = 1, bf16: bool = False, trials: int = 3) -> float:
+    """Seconds per optimizer step: forward and backward on real batches, no weight update (the
+    model is left as it was). The optimizer's own work is a small share and is added as 15%."""
+    import random
+
+    import torch
+
+    items = [dataset[i] for i in random.Random(0).sample(range(len(dataset)), min(len(dataset), batch_size))]
+    batch = {k: v for k, v in collator(items).items() if isinstance(v, torch.Tensor) and k != "offset_mapping"}
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    was_training = model.training
+    model.train()
+    times = []
+    try:
+        for _ in range(trials):
+            t = time.perf_counter()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = model(**batch)
+            loss = out.loss if getattr(out, "loss", None) is not None else out.logits.float().mean()
+            loss.backward()
+            times.append(time.perf_counter() - t)
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+    best = min(times[1:] or times)  # the first call pays one-off allocation costs
+    return 1.15 * best * grad_accum
+
+
+def plan(rule: Rule, items: int, steps_per_epoch: int, seconds_per_step: float | None, max_minutes: float | None,
+         epochs: float | None, max_steps: int | None) -> Plan:
+    """Steps and (fractional) epochs for a run; `reason` is the start line's explanation."""
+    cap = max_minutes if max_minutes is not None else rule.max_minutes
+    per = seconds_per_step
+    if epochs is not None:
+        steps = math.ceil(epochs * steps_per_epoch)
+        return Plan(steps, epochs, per, f"--epochs {epochs:g}")
+    if max_steps is not None:
+        return Plan(max_steps, max_steps / steps_per_epoch, per, f"--max-steps {max_steps:,}")
+    wanted = max(rule.min_steps, math.ceil(rule.min_passes * steps_per_epoch))
+    if rule.max_passes is not None:
+        wanted = min(wanted, max(1, math.ceil(rule.max_passes * steps_per_epoch)))
+    steps, capped = wanted, False
+    if per and wanted * per > cap * 60:
+        steps, capped = max(1, int(cap * 60 / per)), True
+    why = f"at least {rule.min_steps:,} steps and {rule.min_passes:g} passes over the data"
+    if capped:
+        why = f"{why} would take ~{wanted * per / 60:.0f} min, so --max-minutes {cap:g} caps it"
+    return Plan(steps, steps / steps_per_epoch, per, why, capped)
+
+
+def describe(p: Plan, items: int, unit: str) -> str:
+    eta = f", ~{_minutes(p.steps * p.seconds_per_step)} on this machine" if p.seconds_per_step else ""
+    return (f"{items:,} {unit} -> {p.steps:,} steps ({p.epochs:.1f} passes{eta}; {p.reason}); "
+            f"--max-steps/--epochs/--max-minutes to change")
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def time_cap(seconds: float):
+    """A callback that ends training (evaluating and saving first) once `seconds` have passed."""
+    from transformers import TrainerCallback
+
+    class TimeCap(TrainerCallback):
+        def __init__(self):
+            self.start = None
+            self.hit = False
+
+        def on_train_begin(self, args, state, control, **kw):
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            if self.start is not None and time.perf_counter() - self.start > seconds and not control.should_training_stop:
+                self.hit = True
+                control.should_training_stop = True
+                control.should_evaluate = args.eval_strategy != "no"
+                control.should_save = True
+                say(f"\nthe time cap ({_minutes(seconds)}) is reached at step {state.global_step}; finishing here")
+
+    return TimeCap()
+
+
+def convergence_note(log_history: list[dict], steps_planned: int, time_capped: bool) -> str | None:
+    """One line when the training loss was still falling steeply at the end (more training would
+    help), or never fell at all (nothing was learned); None when it levelled off."""
+    losses = [e["loss"] for e in log_history if "loss" in e and "step" in e]
+    if len(losses) < 8:
+        return None
+    k = max(2, len(losses) // 5)
+    first, before, last = sum(losses[:k]) / k, sum(losses[-2 * k : -k]) / k, sum(losses[-k:]) / k
+    if first - last < 0.02 * first:
+        return (f"warning: the training loss did not fall ({first:.3f} at the start, {last:.3f} at the end): the model learned "
+                "nothing; try a lower --lr or more data")
+    if before - last > 0.05 * before:
+        flag = "--max-minutes" if time_capped else "--epochs (or --max-minutes)"
+        return (f"note: the training loss was still falling at the end ({before:.3f} -> {last:.3f} over the last fifth of the run): "
+                f"more training would help; raise {flag}")
+    return None

@@ -145,6 +145,9 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
         score = f" · 困惑度 perplexity {best['valid_perplexity']:.1f}"
     elif task == "cloze" and (r.get("prompts") or {}).get("top1_accuracy_after") is not None:
         score = f" · 测验命中 quiz top-1 {r['prompts']['top1_accuracy_after']:.0%}"
+    elif task == "cloze" and (r.get("self_quiz") or {}).get("probes"):
+        q = r["self_quiz"]
+        score = f" · 自测 self-quiz: 记住 recalls {q['recalled']}/{q['probes']} 个你文本里的事实 facts of your text"
     elif task == "similarity" and r.get("metric") in best:
         score = f" · {r['metric']} {best[r['metric']]:.3f}"
     line = f"**{ckpt.label}** · 基座 base: {base} · 数据 data: {data}{score}" if r else f"**{ckpt.label}** ({ckpt.path})"
@@ -180,7 +183,7 @@ def demo_recipe(task: str, output: str) -> list[str]:
                 "--n-head", "4", "--lr", "1e-3", "--mlm-probability", "0.3", "--epochs", "300", *common]
     # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order
     return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "30",
-            "--valid-ratio", "0", *common]
+            "--valid-ratio", "0", "--no-mlm-stage", *common]
 
 
 def build_demo_models(settings: Settings, say=print) -> None:

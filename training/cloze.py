@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
-from data.corpus import MASK, jieba_word_offsets, read_corpus, read_prompts, windows
+from data.corpus import MASK, ClozePrompt, jieba_word_offsets, read_corpus, read_prompts, windows
+from data.spans import recurring_spans, self_quiz
 from data.pairs import read_pairs
 from training.args import LoraArguments, RunArguments, parse_args
 from training.cli import run, say
@@ -49,6 +50,9 @@ class ClozeArguments:
     mask_replace_prob: float = field(default=0.8, metadata={"help": "of masked tokens: fraction replaced by [MASK]"})
     random_replace_prob: float = field(default=0.1, metadata={"help": "of masked tokens: fraction replaced by a random token"})
     whole_word_mask: bool = field(default=False, metadata={"help": "mask whole jieba words instead of single characters"})
+    span_probability: float = field(default=0.4, metadata={
+        "help": "chance that each occurrence of a recurring span of your text (a name, a place, an object, found by "
+                "data/spans.py) is masked whole in a training example; other tokens follow --mlm-probability; 0: off"})
     user_dict: str = field(default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"})
     min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
     n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
@@ -64,6 +68,8 @@ class ClozeArguments:
             self.overlap = self.max_len // 4
         if not 0 <= self.overlap < self.max_len // 2:
             raise InputError(f"--overlap must be between 0 and half of --max-len, got {self.overlap}")
+        if not 0 <= self.span_probability <= 1:
+            raise InputError(f"--span-probability must be between 0 and 1, got {self.span_probability}")
         if not 0 < self.mlm_probability < 1:
             raise InputError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
         if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
@@ -99,14 +105,18 @@ def build_scratch(args: ClozeArguments, texts: list[str], tokenizer=None):
     return BertForMaskedLM(config), tokenizer
 
 
-def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, word_offsets: bool) -> list[dict]:
-    """Windows of `[CLS] ... [SEP]` with special-token masks (and jieba word offsets for whole-word masking)."""
+def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, word_offsets: bool,
+                    spans: dict | None = None) -> list[dict]:
+    """Windows of `[CLS] ... [SEP]` with special-token masks (and jieba word offsets for whole-word
+    masking; with `spans`, a `span_ids` list: the occurrence of a recurring span each token is in, 0 for none)."""
     enc = tokenizer(passages, add_special_tokens=False, return_offsets_mapping=True)
     body = max_len - 2
     out = []
     for text, ids, offsets in zip(passages, enc["input_ids"], enc["offset_mapping"]):
         if not ids:
             continue
+        occurrence = span_occurrences(text, spans) if spans else None
+        token_spans = [occurrence[a] if occurrence and b > a else 0 for a, b in offsets] if spans else None
         offsets = jieba_word_offsets(text, offsets) if word_offsets else offsets
         for start in _window_starts(len(ids), body, overlap):
             piece = ids[start : start + body]
@@ -114,8 +124,24 @@ def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, 
                   "special_tokens_mask": [1] + [0] * len(piece) + [1]}
             if word_offsets:
                 ex["offset_mapping"] = [(0, 0), *offsets[start : start + body], (0, 0)]
+            if token_spans is not None:
+                ex["span_ids"] = [0, *token_spans[start : start + body], 0]
             out.append(ex)
     return out
+
+
+def span_occurrences(text: str, spans: dict) -> list[int]:
+    """Per character of `text`: 1, 2, ... for each occurrence of a span (longest first, no overlaps), 0 elsewhere."""
+    marks = [0] * (len(text) + 1)
+    k = 0
+    for span in sorted(spans, key=len, reverse=True):
+        start = text.find(span)
+        while start >= 0:
+            if not any(marks[start : start + len(span)]):
+                k += 1
+                marks[start : start + len(span)] = [k] * len(span)
+            start = text.find(span, start + len(span))
+    return marks
 
 
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int, word_offsets: bool) -> list[dict]:
@@ -181,7 +207,12 @@ class ClozeCollator:
     def __init__(self, tokenizer, args: ClozeArguments, seed: int, pad_to_multiple_of=None):
         from transformers import DataCollatorForLanguageModeling
 
+        import torch
+
         self.tokenizer, self.pad_to = tokenizer, pad_to_multiple_of
+        self.span_probability, self.mlm_probability = args.span_probability, args.mlm_probability
+        self.mask_replace_prob, self.random_replace_prob = args.mask_replace_prob, args.random_replace_prob
+        self.generator = torch.Generator().manual_seed(seed)
         self.mlm = DataCollatorForLanguageModeling(
             tokenizer, whole_word_mask=args.whole_word_mask, mlm_probability=args.mlm_probability,
             mask_replace_prob=args.mask_replace_prob, random_replace_prob=args.random_replace_prob,
@@ -201,10 +232,56 @@ class ClozeCollator:
             if "token_type_ids" in examples[0]:
                 batch["token_type_ids"] = torch.tensor([e["token_type_ids"] + [0] * (width - len(e["token_type_ids"])) for e in examples])
             return batch
+        if "span_ids" in examples[0]:
+            return self.span_mask(examples, width)
         if "offset_mapping" in examples[0]:
             # The library collator does not pad offsets: pad them here so it can stack them.
             examples = [{**e, "offset_mapping": e["offset_mapping"] + [(0, 0)] * (width - len(e["offset_mapping"]))} for e in examples]
         return self.mlm(examples)
+
+    def span_mask(self, examples: list[dict], width: int) -> dict:
+        """Each occurrence of a recurring span masked whole with --span-probability, other tokens with
+        --mlm-probability (80% [MASK] / 10% random / 10% kept); at least one masked token per example.
+
+        Written by hand: the library collator picks tokens or words uniformly, so a name that carries
+        a fact is masked as often as 的; masking the spans the text repeats (PMI-masking, Levine et
+        al. 2021) is what teaches a small model the facts in words it has not seen them in."""
+        import torch
+
+        pad, gen = self.tokenizer.pad_token_id, self.generator
+        rows = len(examples)
+        ids = torch.full((rows, width), pad, dtype=torch.long)
+        labels = torch.full((rows, width), -100, dtype=torch.long)
+        for r, e in enumerate(examples):
+            n = len(e["input_ids"])
+            row = torch.tensor(e["input_ids"])
+            spans = torch.tensor(e["span_ids"])
+            normal = torch.tensor(e["special_tokens_mask"]) == 0
+            chosen = torch.zeros(n, dtype=torch.bool)
+            for k in spans.unique().tolist():
+                if k and torch.rand((), generator=gen) < self.span_probability:
+                    chosen |= spans == k
+            if "offset_mapping" in e:  # --whole-word-mask: the other tokens are masked by jieba word
+                words = [hash(tuple(o)) for o in e["offset_mapping"][:n]]
+                picked = {w for w in set(words) if torch.rand((), generator=gen) < self.mlm_probability}
+                chosen |= torch.tensor([w in picked for w in words]) & (spans == 0)
+                in_word = torch.ones(n, dtype=torch.bool)  # whole words are masked with [MASK], as the library does
+            else:
+                chosen |= (torch.rand(n, generator=gen) < self.mlm_probability) & (spans == 0)
+                in_word = torch.zeros(n, dtype=torch.bool)
+            chosen &= normal
+            if not chosen.any() and normal.any():
+                chosen[normal.nonzero()[torch.randint(int(normal.sum()), (1,), generator=gen)]] = True
+            labels[r, :n] = torch.where(chosen, row, torch.full_like(row, -100))
+            draw = torch.rand(n, generator=gen)
+            in_span = (spans > 0) | in_word
+            as_mask = chosen & (in_span | (draw < self.mask_replace_prob))
+            as_random = chosen & ~in_span & (draw >= self.mask_replace_prob) & (draw < self.mask_replace_prob + self.random_replace_prob)
+            row = torch.where(as_mask, torch.full_like(row, self.tokenizer.mask_token_id), row)
+            row = torch.where(as_random, torch.randint(len(self.tokenizer), (n,), generator=gen), row)
+            ids[r, :n] = row
+        return {"input_ids": ids, "attention_mask": (torch.arange(width)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]).long(),
+                "labels": labels}
 
     def mask_once(self, examples: list[dict]) -> list[dict]:
         """Fixed masks for an evaluation set (the collator's seeded generator makes them reproducible)."""
@@ -316,6 +393,23 @@ def quiz(model, tokenizer, prompts, top_k: int = 5) -> list[dict]:
     return rows
 
 
+def joint_quiz(model, tokenizer, prompts) -> list[dict]:
+    """The self-quiz: each run of masks filled as one word (`FillMaskPredictor`, joint, as the app
+    answers), a hit when the whole word is right."""
+    from chat.fill_mask import FillMaskPredictor
+
+    model.eval()
+    fill = FillMaskPredictor(model, tokenizer)
+    rows = []
+    for p in prompts:
+        try:
+            top1 = "".join(slot.candidates[0].text if slot.candidates else "?" for slot in fill.predict(p.text, top_k=1))
+        except InputError:  # longer than the model reads
+            top1 = ""
+        rows.append({"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer})
+    return rows
+
+
 def _summary(rows: list[dict]) -> float:
     return round(sum(r["hit"] for r in rows) / len(rows), 4) if rows else 0.0
 
@@ -335,7 +429,7 @@ def print_quiz(before: list[dict], after: list[dict]) -> None:
 # seen in both orders per pass.
 FACTS_RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
 PRETRAINED_FACTS_RULE = Rule(min_steps=300, min_passes=30, max_minutes=15, unit="lines")
-PAIRS_RULE = Rule(min_steps=1000, min_passes=4, max_minutes=7.5, unit="pairs")
+PAIRS_RULE = Rule(min_steps=1000, min_passes=10, max_minutes=7.5, unit="pairs")  # more passes help; the cap decides
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
@@ -372,7 +466,22 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if sum(len(p) for p in sentences) < 20:
         raise InputError(f"{args.data} has only {sum(len(p) for p in sentences)} characters; a cloze corpus needs at least a few sentences")
 
-    train_text, valid_text = split_holdout(items, runa.valid_ratio, runa.seed)
+    spans = recurring_spans(corpus.passages) if not args.pairs else {}
+    probes, held = [], []
+    if spans and args.whole_word_mask:
+        for span in spans:  # invented names stay whole words for jieba
+            jieba.add_word(span)
+    if spans and not prompts:
+        # The self-quiz: recurring spans masked in lines kept out of training, which then serve as the
+        # validation set, so its figure is recall of facts, not of lines.
+        held, probes = self_quiz(corpus.passages, spans, seed=runa.seed)
+        keep = set(held)
+        train_text = [p for i, p in enumerate(items) if i not in keep]
+        valid_text = [items[i] for i in held]
+        say(f"self-quiz: {len(probes)} recurring names and words of your text ({', '.join(p.answer for p in probes[:6])}"
+            f"{' ...' if len(probes) > 6 else ''}); {len(held)} lines held out to test them")
+    else:
+        train_text, valid_text = split_holdout(items, runa.valid_ratio, runa.seed)
 
     plan, resume_from = open_output(runa, "cloze", (args, lora))
     loaded, choice = pick_base(args.model, load_pretrained, runa, "masked-LM")
@@ -393,14 +502,18 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         train_ds = encode_pairs(tokenizer, train_text + [(b, a) for a, b in train_text], args.max_len, args.whole_word_mask)
         valid_ds = collator.mask_once(encode_pairs(tokenizer, valid_text, args.max_len, args.whole_word_mask))
     else:
-        train_ds = RandomCrops(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask), runa.seed)
+        span_ids = spans if args.span_probability > 0 else None
+        train_ds = RandomCrops(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask, span_ids), runa.seed)
         valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
     general_ds = collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
     train_tokens = sum(len(x["input_ids"]) for x in getattr(train_ds, "examples", train_ds))
     unit = "pairs (both orders in training)" if args.pairs else "windows"
     say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid {unit}, {train_tokens} train tokens")
 
-    before = quiz(model, tokenizer, prompts) if prompts else []
+    quiz_items = prompts or [ClozePrompt(p.text, p.answer, p.where) for p in probes]
+    ask = quiz if prompts else joint_quiz
+    before = ask(model, tokenizer, quiz_items) if quiz_items else []
+    quizzer = QuizProgress(tokenizer, quiz_items, ask, patience=QUIZ_PATIENCE if not (runa.epochs or runa.max_steps) else None) if quiz_items else None
     if lora.lora:
         if scratch:
             say("warning: --lora on a scratch model trains small adapters over random weights; expect poor answers")
@@ -409,7 +522,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
 
     result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from,
-                          compute_metrics=masked_accuracy, preprocess_logits=argmax_logits, callbacks=callbacks,
+                          compute_metrics=masked_accuracy, preprocess_logits=argmax_logits,
+                          callbacks=[*callbacks, *([quizzer] if quizzer else [])],
                           trainer_class=masked_lm_trainer(), items=len(items),
                           rule=(PAIRS_RULE if args.pairs else FACTS_RULE if scratch else PRETRAINED_FACTS_RULE),
                           before_train=(lambda trainer: _general(trainer, general_ds)) if general_ds else None,
@@ -423,7 +537,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     general_before = result.before_train
     general_after = _general(trainer, general_ds) if general_ds else None
     # With LoRA the adapters sit inside the base model's layers: quiz it as it is, unmerged.
-    after = quiz(trainer.model.get_base_model() if lora.lora else trainer.model, tokenizer, prompts) if prompts else []
+    after = ask(trainer.model.get_base_model() if lora.lora else trainer.model, tokenizer, quiz_items) if quiz_items else []
     if prompts:
         print_quiz(before, after)
     if general_ds:
@@ -440,6 +554,12 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         report["prompts"] = {"path": os.path.abspath(args.eval_prompts), "skipped": prompt_bad.to_dict(),
                              "top1_accuracy_before": _summary(before), "top1_accuracy_after": _summary(after),
                              "before": before, "after": after}
+    if probes:
+        hits = sum(r["hit"] for r in after)
+        report["self_quiz"] = {"probes": len(probes), "held_out_lines": len(held), "recall_before": _summary(before),
+                               "recall_after": _summary(after), "recalled": hits, "curve": quizzer.curve if quizzer else [],
+                               "spans": dict(list(spans.items())[:100]),
+                               "after": [{**r, "held_out": p.held_out} for r, p in zip(after, probes)]}
     if general_ds:
         report["general"] = {"path": os.path.abspath(args.general_text), "masked_accuracy_before": general_before,
                              "masked_accuracy_after": general_after}
@@ -457,10 +577,44 @@ fill = pipeline("fill-mask", model="{plan.final}")
 print(fill("三国人物诸[MASK][MASK]"))""")
     summary = f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; " if "masked_accuracy" in best else ""
     report["convergence"] = result.convergence
+    if probes:
+        report["metrics_line"] = summary = (f"recalls {report['self_quiz']['recalled']} of {len(probes)} probed facts from your text "
+                                            f"(before training {sum(r['hit'] for r in before)}); ")
     publish(plan, result, tokenizer, report, card, summary)
     if result.convergence:
         say(result.convergence)
     return 0
+
+
+QUIZ_PATIENCE = 4  # evaluations without a better quiz score before a default-length run stops
+
+
+def QuizProgress(tokenizer, items, ask, patience: int | None):
+    """A callback that runs the quiz (your prompts, or the self-quiz) at every evaluation, prints the
+    score, and with `patience` stops training once it has not improved for that many evaluations."""
+    from transformers import TrainerCallback
+
+    class _QuizProgress(TrainerCallback):
+        def __init__(self):
+            self.curve, self.best, self.waited = [], -1.0, 0
+
+        def on_evaluate(self, args, state, control, model=None, **kw):
+            if not state.is_world_process_zero or model is None:
+                return
+            was = model.training
+            score = _summary(ask(model, tokenizer, items))
+            model.train(was)
+            self.curve.append({"step": state.global_step, "recall": score})
+            say(f"  quiz at step {state.global_step}: {score:.0%} of {len(items)}")
+            if score > self.best + 1e-9:
+                self.best, self.waited = score, 0
+            else:
+                self.waited += 1
+            if patience and self.waited >= patience and state.global_step >= 0.3 * state.max_steps:
+                say(f"  the quiz has not improved for {patience} evaluations; stopping here")
+                control.should_training_stop = True
+
+    return _QuizProgress()
 
 
 def _general(trainer, general_ds) -> float:

@@ -49,8 +49,8 @@ class SimilarityArguments:
     predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
     output_file: str = field(default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"})
     min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
-    n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
-    n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
+    n_layer: int = field(default=4, metadata={"help": "scratch: transformer layers"})
+    n_embd: int = field(default=256, metadata={"help": "scratch: hidden size"})
     n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
     no_mlm_stage: bool = field(default=False, metadata={
         "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs first by default"})
@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         # pairs first, as the pair task encodes them, is what made it learn (bench/similarity.py).
         mlm_stage, mlm_report = masked_lm_stage(args, runa, plan, cap_minutes * MLM_SHARE)
         loaded = load_pretrained(mlm_stage)
-        runa.max_minutes = max(0.5, cap_minutes - mlm_report["wall_time_s"] / 60) if runa.epochs is None and runa.max_steps is None else runa.max_minutes
+        if runa.epochs is None and runa.max_steps is None:  # the pair stage gets what the cap has left
+            runa.max_minutes = round(max(0.5, cap_minutes - mlm_report["wall_time_s"] / 60), 1)
     if loaded is None:
         from transformers import BertConfig, BertForSequenceClassification
 
@@ -343,6 +344,8 @@ def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
     argv = ["--data", args.train, "--pairs", "--model", "scratch", "--output", folder, "--overwrite", "--valid-ratio", "0.01",
             "--max-len", str(args.max_len), "--min-freq", str(args.min_freq), "--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd),
             "--n-head", str(args.n_head), "--batch-size", str(runa.batch_size), "--seed", str(runa.seed), "--max-minutes", f"{minutes:g}",
+            # an explicit amount of training applies to both stages
+            *(["--epochs", f"{runa.epochs:g}"] if runa.epochs else []), *(["--max-steps", str(runa.max_steps)] if runa.max_steps else []),
             *(["--format", args.format] if args.format != "auto" else []), *(["--bf16"] if runa.bf16 else [])]
     try:
         code = cloze_script.main(argv)

@@ -1,0 +1,110 @@
+"""Defaults that learn a new user's data (issue #15): the schedule rule, the convergence check, the
+recurring-span finder and self-quiz, span masking, and a tiny scratch cloze run whose self-quiz rises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data.spans import recurring_spans, self_quiz
+from tests.conftest import ROOT, write
+from training.schedule import Rule, convergence_note, describe, plan
+
+RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
+
+
+@pytest.mark.parametrize("items, per_epoch, seconds, steps, capped", [
+    (30, 2, 0.01, 2000, False),       # tiny corpus: the step minimum decides (1,000 passes)
+    (4000, 250, 0.02, 25000, True),   # large corpus: 100 passes are wanted, the 5-minute cap wins
+    (4000, 250, 0.001, 25000, False),  # a fast machine does them all
+])
+def test_schedule_rule_sizes_by_data_and_machine(items, per_epoch, seconds, steps, capped):
+    p = plan(RULE, items, per_epoch, seconds, None, None, None)
+    assert p.capped == capped
+    if capped:
+        assert p.steps == int(5 * 60 / seconds) and p.steps < steps and "--max-minutes 5 caps it" in p.reason
+    else:
+        assert p.steps == steps
+    assert p.epochs == pytest.approx(p.steps / per_epoch)
+    line = describe(p, items, "lines")
+    assert line.startswith(f"{items:,} lines -> {p.steps:,} steps") and "--max-steps/--epochs/--max-minutes" in line
+
+
+def test_explicit_epochs_and_steps_win_over_the_rule():
+    assert plan(RULE, 30, 2, 0.01, None, 3.0, None).steps == 6
+    assert plan(RULE, 30, 2, 0.01, None, None, 50).epochs == 25
+    assert plan(Rule(10, 1, 5, max_passes=5), 1000, 100, None, None, None, None).steps == 100  # max_passes caps passes
+
+
+def test_convergence_note_says_when_a_run_learned_nothing_or_needs_more():
+    log = lambda losses: [{"loss": v, "step": i} for i, v in enumerate(losses)]  # noqa: E731
+    assert "learned nothing" in convergence_note(log([0.70] * 40), 40, False)
+    falling = [5.0 - 0.1 * i for i in range(40)]
+    assert "still falling" in convergence_note(log(falling), 40, True) and "--max-minutes" in convergence_note(log(falling), 40, True)
+    settled = [5.0 * 0.8 ** i + 1.0 for i in range(60)]
+    assert convergence_note(log(settled), 60, False) is None
+
+
+FACTS = ["万俟小禾是栗子坡的铁匠。", "栗子坡的铁匠叫万俟小禾，手艺很好。", "大家都说万俟小禾打的刀最锋利。", "万俟小禾每天清早生火打铁。",
+         "雾凇岭出产一种叫冰晶梨的水果。", "冰晶梨只长在雾凇岭的山坡上。", "每年十月，雾凇岭的冰晶梨成熟了。", "游客来雾凇岭就为了吃冰晶梨。",
+         "今天天气不错，我们去散步。", "晚饭吃了面条。", "栗子坡在一条小河边。"]
+
+
+def test_recurring_spans_are_the_names_not_their_pieces_or_function_words():
+    spans = recurring_spans(FACTS)
+    for name in ("万俟小禾", "栗子坡", "雾凇岭", "冰晶梨"):
+        assert name in spans, spans
+    assert not any(piece in spans for piece in ("万俟", "小禾", "冰晶", "晶梨", "凇岭"))
+    assert not any(s[0] in "的是了" or s[-1] in "的是了" for s in spans)
+    assert spans["冰晶梨"] == 4
+
+
+def test_self_quiz_probes_recurring_words_in_held_out_lines():
+    spans = recurring_spans(FACTS)
+    held, probes = self_quiz(FACTS, spans, hold_share=0.3)
+    assert probes and {p.answer for p in probes} <= set(spans)
+    for p in probes:
+        assert "[MASK]" * len(p.answer) in p.text and p.answer not in p.text
+        line = int(p.where.split()[1]) - 1
+        assert FACTS[line].replace(p.answer, "[MASK]" * len(p.answer), 1) == p.text
+        if p.held_out:
+            assert line in held
+            assert sum(p.answer in f for i, f in enumerate(FACTS) if i not in held) >= 2  # still taught twice
+    assert any(p.held_out for p in probes) and len(held) <= 0.3 * len(FACTS)
+
+
+def test_span_masking_masks_a_recurring_name_whole(tmp_path):
+    from data import build_char_vocab, make_tokenizer
+    from training.cloze import ClozeArguments, ClozeCollator, encode_passages
+
+    tokenizer = make_tokenizer(build_char_vocab(FACTS))
+    args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=0.01)
+    spans = recurring_spans(FACTS)
+    examples = encode_passages(tokenizer, FACTS[:1], 64, 16, False, spans)
+    batch = ClozeCollator(tokenizer, args, seed=0)(examples)
+    masked = tokenizer.decode(batch["input_ids"][0]).replace(" ", "")
+    assert masked.startswith("[CLS]" + "[MASK]" * 4 + "是")  # 万俟小禾, every character
+    labels = batch["labels"][0][batch["labels"][0] != -100].tolist()
+    assert tokenizer.decode(labels).replace(" ", "").startswith("万俟小禾栗子坡")  # and 栗子坡 (in 栗子坡的铁匠, a longer span)
+
+
+@pytest.mark.slow
+def test_a_tiny_scratch_cloze_run_raises_its_self_quiz_recall(tmp_path):
+    from training import cloze as cloze_script
+    from training.cli import run
+
+    corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
+    out = tmp_path / "out"
+    assert run(cloze_script.main, ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "64",
+                                   "--n-head", "2", "--max-len", "32", "--max-steps", "300", "--seed", "0"]) == 0
+    r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    quiz = r["self_quiz"]
+    assert quiz["probes"] >= 4 and quiz["recall_before"] == 0
+    assert quiz["recall_after"] > quiz["recall_before"] and quiz["curve"]
+    assert r["metrics_line"].startswith(f"recalls {quiz['recalled']} of {quiz['probes']} probed facts")
+
+
+def test_corpora_written_for_the_bench_are_in_the_repo():
+    names = sorted(p.name for p in (ROOT / "bench" / "corpora").glob("*.prompts.txt"))
+    assert len(names) >= 5

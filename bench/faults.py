@@ -55,7 +55,7 @@ def variants(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     }
 
 
-EPOCHS = {"chat": "12", "cloze": "40", "similarity": "12"}
+EPOCHS = {"chat": "6", "cloze": "20", "similarity": "6"}
 
 
 def command(script: str, data: list[str], out: Path, *extra: str) -> list[str]:
@@ -107,9 +107,11 @@ def kills(script: str, n: int, rng: random.Random, tmp: Path) -> dict:
             _, err = proc.communicate()
         counts["cases"] += 1
         counts["ways"][how] = counts["ways"].get(how, 0) + 1
-        counts["tracebacks"] += "Traceback" in err
         r = subprocess.run(command(script, data, out, "--resume"), env=ENV, capture_output=True, text=True, timeout=600)
-        counts["tracebacks"] += "Traceback" in r.stderr
+        for stage, text in (("killed run", err), ("resume", r.stderr)):
+            if "Traceback" in text:
+                counts["tracebacks"] += 1
+                counts.setdefault("traceback_tails", []).append(f"{how}, {stage}: {text.strip().splitlines()[-1][:200]}")
         if r.returncode == 0:
             counts["resumed"] += 1
             counts["wrong_model_resumes"] += vocab(out) != reference[name][1]

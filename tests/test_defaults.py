@@ -42,6 +42,7 @@ def test_convergence_note_says_when_a_run_learned_nothing_or_needs_more():
     assert "learned nothing" in convergence_note(log([0.70] * 40), 40, False)
     falling = [5.0 - 0.1 * i for i in range(40)]
     assert "still falling" in convergence_note(log(falling), 40, True) and "--max-minutes" in convergence_note(log(falling), 40, True)
+    assert convergence_note(log(falling), 40, False, valid_improving=False) is None  # overfitting, not unfinished
     settled = [5.0 * 0.8 ** i + 1.0 for i in range(60)]
     assert convergence_note(log(settled), 60, False) is None
 

@@ -424,7 +424,8 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     if scored:
         pick = max if greater_is_better else min
         best = dict(pick(scored, key=lambda e: e[key]) if keep_best else scored[-1])
-    note = convergence_note(trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.hit))
+    improving = None if not scored or not keep_best else scored[-1][key] == best[key]
+    note = convergence_note(trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.hit), improving)
     return RunResult(trainer, stopper.requested, epochs, best, float(output.metrics.get("train_runtime", wall)), wall,
                      trainer.state.global_step, start_epoch, measured_before, note, bool(cap and cap.hit))
 

@@ -120,9 +120,11 @@ def time_cap(seconds: float):
     return TimeCap()
 
 
-def convergence_note(log_history: list[dict], steps_planned: int, time_capped: bool) -> str | None:
+def convergence_note(log_history: list[dict], steps_planned: int, time_capped: bool, valid_improving: bool | None = None) -> str | None:
     """One line when the training loss was still falling steeply at the end (more training would
-    help), or never fell at all (nothing was learned); None when it levelled off."""
+    help), or never fell at all (nothing was learned); None when it levelled off. `valid_improving`
+    False (the best validation score came before the end) means a falling training loss is
+    overfitting, not unfinished training: no note then."""
     losses = [e["loss"] for e in log_history if "loss" in e and "step" in e]
     if len(losses) < 8:
         return None
@@ -131,7 +133,7 @@ def convergence_note(log_history: list[dict], steps_planned: int, time_capped: b
     if first - last < 0.02 * first:
         return (f"warning: the training loss did not fall ({first:.3f} at the start, {last:.3f} at the end): the model learned "
                 "nothing; try a lower --lr or more data")
-    if before - last > 0.05 * before:
+    if before - last > 0.05 * before and valid_improving is not False:
         flag = "--max-minutes" if time_capped else "--epochs (or --max-minutes)"
         return (f"note: the training loss was still falling at the end ({before:.3f} -> {last:.3f} over the last fifth of the run): "
                 f"more training would help; raise {flag}")

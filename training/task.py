@@ -155,7 +155,7 @@ def publish(plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: 
     from data.errors import InputError
 
     folder, trainer = plan.work, result.trainer
-    resume = f"free some space, then run the same command with --resume to write it"
+    resume = "free some space, then run the same command with --resume to write it"
     try:
         save_model(trainer.model, tokenizer, folder, generation_config)
         _test_hook("after_weights")

@@ -374,3 +374,21 @@ def test_a_checkpoint_trained_after_the_start_is_listed_on_the_next_page_load(se
     shutil.copytree(trained, root / "later")
     filled, _ = Client(demo.local_url, verbose=False).predict("三国人物诸[MASK]", "later", api_name="/fill_mask")
     assert "Most likely" in filled
+
+
+def test_a_scratch_similarity_run_with_its_masked_lm_stage_resumes(tmp_path):
+    """bench/faults.py found it: the pair stage of a scratch run starts from the masked-LM stage's model (32
+    positions at --max-len 32) and a resume rebuilt a 64-position model: a size-mismatch traceback."""
+    out = tmp_path / "sim"
+    args = ["--train", str(SAMPLES / "pairs.tsv"), *TINY, "--epochs", "12", "--output", str(out)]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "training" / "similarity.py"), *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "sim.partial" / "states").glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-1500:]
+    r = script("similarity", *args, "--resume")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert json.loads((out / "training_report.json").read_text(encoding="utf-8"))["resumed_from"]

@@ -241,6 +241,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
                             num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
                             problem_type="single_label_classification" if task == "classification" else "regression",
                             pad_token_id=tokenizer.pad_token_id)
+        if resume_from and os.path.isfile(os.path.join(resume_from, "config.json")):
+            # the interrupted run's own shape: after the masked-LM stage it has that model's positions
+            config = BertConfig.from_pretrained(resume_from)
         model = BertForSequenceClassification(config)
     else:
         model, tokenizer = loaded

@@ -380,7 +380,7 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
     store = store or ModelStore()
     models = catalogue(settings)
     by_key = {task: {c.label: c for c in items} for task, items in models.items()}
-    Slider, Picker = checked_slider(), model_picker()
+    from app_widgets import CheckedSlider as Slider, ModelPicker as Picker
 
     def refreshed(task: str):
         """Each page load lists the checkpoint folders anew: a model trained after the start appears."""
@@ -596,59 +596,6 @@ def trim_history(turns: list) -> list:
     while turns and sum(len(str(t.get("content", ""))) if isinstance(t, dict) else 0 for t in turns) > MAX_KEPT_CHARS:
         turns = turns[2:] if len(turns) > 1 else []
     return turns
-
-
-_SLIDER = None
-
-
-def checked_slider():
-    """gr.Slider that answers a value of the wrong type or out of range with a clear message
-    (the stock one raises a TypeError that API clients see as "upstream Gradio app has raised an
-    exception"). The browser renders it as a plain slider."""
-    global _SLIDER
-    if _SLIDER is None:
-        import gradio as gr
-
-        class CheckedSlider(gr.Slider):
-            def get_block_name(self):
-                return "slider"
-
-            def preprocess(self, payload):
-                try:
-                    value = float(payload)
-                    if isinstance(payload, bool) or value != value:
-                        raise ValueError
-                except (TypeError, ValueError):
-                    raise gr.Error(f"{self.label}: 需要一个数 must be a number, got {str(payload)[:40]!r}", print_exception=False)
-                if not self.minimum <= value <= self.maximum:
-                    raise gr.Error(f"{self.label}: must be between {self.minimum:g} and {self.maximum:g} (应在此范围内), got {value:g}",
-                                   print_exception=False)
-                return super().preprocess(value)
-
-        _SLIDER = CheckedSlider
-    return _SLIDER
-
-
-_PICKER = None
-
-
-def model_picker():
-    """gr.Dropdown whose value is checked by the handler (which rescans the checkpoint folders on
-    an unknown name) rather than against the choices it was built with, so a model trained after
-    the app started can be used at once, by the page after a reload and by API clients."""
-    global _PICKER
-    if _PICKER is None:
-        import gradio as gr
-
-        class ModelPicker(gr.Dropdown):
-            def get_block_name(self):
-                return "dropdown"
-
-            def preprocess(self, payload):
-                return None if payload is None else str(payload)
-
-        _PICKER = ModelPicker
-    return _PICKER
 
 
 def slider_values(config) -> list[float]:

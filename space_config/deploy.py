@@ -103,9 +103,13 @@ def find_tokens(folder: str) -> list[str]:
     for current, _, names in os.walk(folder):
         for name in names:
             path = os.path.join(current, name)
-            with open(path, "rb") as f:
-                if TOKEN.search(f.read()):
-                    hits.append(os.path.relpath(path, folder))
+            tail = b""
+            with open(path, "rb") as f:  # in blocks: model weights can be gigabytes
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    if TOKEN.search(tail + block):
+                        hits.append(os.path.relpath(path, folder))
+                        break
+                    tail = block[-128:]  # a token straddling two blocks
     return sorted(hits)
 
 

@@ -472,7 +472,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if sum(len(p) for p in sentences) < 20:
         raise InputError(f"{args.data} has only {sum(len(p) for p in sentences)} characters; a cloze corpus needs at least a few sentences")
 
-    spans = recurring_spans(corpus.passages) if not args.pairs else {}
+    # Only when something uses them (the self-quiz, span masking, jieba's dictionary), and from the first
+    # SPAN_LINES lines: counting every 1-7 character n-gram of a large corpus would cost gigabytes.
+    wanted = not args.pairs and (not prompts or args.span_probability > 0 or args.whole_word_mask)
+    spans = recurring_spans(corpus.passages[:SPAN_LINES]) if wanted else {}
     probes, held = [], []
     if spans and args.whole_word_mask:
         for span in spans:  # invented names stay whole words for jieba
@@ -592,6 +595,7 @@ print(fill("三国人物诸[MASK][MASK]"))""")
     return 0
 
 
+SPAN_LINES = 20_000
 QUIZ_PATIENCE = 4  # evaluations without a better quiz score before a default-length run stops
 
 

@@ -109,3 +109,43 @@ def test_a_tiny_scratch_cloze_run_raises_its_self_quiz_recall(tmp_path):
 def test_corpora_written_for_the_bench_are_in_the_repo():
     names = sorted(p.name for p in (ROOT / "bench" / "corpora").glob("*.prompts.txt"))
     assert len(names) >= 5
+
+
+def test_a_max_minutes_given_with_epochs_caps_them():
+    p = plan(RULE, 30, 2, 1.0, 0.5, 100.0, None)  # 200 steps at 1 s would take 200 s; 30 s allowed
+    assert p.steps == 30 and p.capped and "capped by --max-minutes 0.5" in p.reason
+    assert plan(RULE, 30, 2, 1.0, 10, 100.0, None).steps == 200  # fits: the epochs as given
+
+
+def test_bf16_is_used_only_where_it_is_fast(monkeypatch, tmp_path):
+    from training import precision
+
+    epyc = write(tmp_path / "cpuinfo-epyc", "flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni\n")
+    sapphire = write(tmp_path / "cpuinfo-spr", "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n")
+    assert not precision.cpu_has_amx(str(epyc)) and precision.cpu_has_amx(str(sapphire))
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    for cpuinfo, amx in ((epyc, False), (sapphire, True)):
+        monkeypatch.setattr(precision, "CPUINFO", str(cpuinfo))
+        monkeypatch.setattr(precision.cpu_has_amx, "__defaults__", (str(cpuinfo),))
+        said = []
+        assert precision.resolve_bf16("auto", said.append) is amx
+        assert len(said) == (0 if amx else 1)  # one note, only when falling back to fp32
+        assert amx or ("no AMX" in said[0] and "--bf16 force" in said[0])
+        assert precision.resolve_bf16("force", said.append) and not precision.resolve_bf16("no", said.append)
+    assert [precision.bf16_mode(v) for v in (None, True, "true", "", "force", "no")] == ["no", "auto", "auto", "no", "force", "no"]
+    with pytest.raises(ValueError):
+        precision.bf16_mode("maybe")
+
+
+def test_help_shows_dashed_flags_and_one_default_each():
+    import re
+    import subprocess
+    import sys
+
+    for script in ("chat", "cloze", "similarity"):
+        out = subprocess.run([sys.executable, f"training/{script}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+        usage, options = out.split("\n\n")[0], out.split("options:")[1]
+        assert "--max-len" in usage and "--max_len" not in usage
+        blocks = re.split(r"\n  (?=-)", options)  # one block per option
+        assert len(blocks) > 20 and all(b.count("(default") <= 1 for b in blocks), [b for b in blocks if b.count("(default") > 1]
+        assert "(default: None)" not in out

@@ -6,6 +6,7 @@ keys (dashes or underscores), and flags on the command line override the file.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -47,7 +48,8 @@ class RunArguments:
     grad_accum: int = _f(1, "gradient accumulation steps")
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming up the learning rate")
     weight_decay: float = _f(0.01, "AdamW weight decay")
-    bf16: bool = _f(False, "bf16 mixed precision (fast on CPUs with AMX and on recent GPUs)")
+    bf16: str = _f("no", "bf16 mixed precision where it is fast (GPUs with bf16, CPUs with AMX), else fp32 with a note; "
+                         "--bf16 force: always", nargs="?", const="auto", metavar="force")
     seed: int = _f(42, "random seed (data split, initialisation, sampling order)")
     patience: int = _f(0, "stop after this many epochs without a better validation loss (0: never)")
     valid_ratio: float = _f(0.05, "fraction held out for validation when --valid-data is not given")
@@ -73,6 +75,14 @@ class RunArguments:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        if not isinstance(self.bf16, bool):  # from here on a plain yes/no: is this run in bf16?
+            from training.cli import say
+            from training.precision import bf16_mode, resolve_bf16
+
+            try:
+                self.bf16 = resolve_bf16(bf16_mode(self.bf16), say)
+            except ValueError as e:
+                raise InputError(str(e))
 
 
 def load_config_file(path: str) -> dict:
@@ -152,12 +162,24 @@ def check_config_types(cfg: dict, types: tuple, path: str) -> dict:
     return out
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" only where the help does not already say the default, and never "None"."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or action.default == "no":
+            return text
+        return super()._get_help_string(action)
+
+
 def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str):
     """Parse flags (and an optional --config file) into the given dataclasses."""
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(types, prog=prog, description=description)
+    parser = HfArgumentParser(types, prog=prog, description=description, formatter_class=_HelpFormatter)
+    for action in parser._actions:  # `--max-len` first in usage and help (`--max_len` still works)
+        action.option_strings.sort(key=lambda o: "_" in o)
     known = {f.name for t in types for f in fields(t)}
     cfg_path = _config_path(argv)
     if cfg_path:

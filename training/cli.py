@@ -13,7 +13,13 @@ EXIT_INTERRUPTED = 130
 
 
 def say(message: str) -> None:
-    """Progress and notes for the person at the terminal (stderr keeps stdout clean for data)."""
+    """Progress and notes for the person at the terminal (stderr keeps stdout clean for data).
+    While a progress bar is on screen the line goes above it (tqdm.write), not into it."""
+    tqdm = sys.modules.get("tqdm")
+    if tqdm is not None and getattr(tqdm.tqdm, "_instances", None):
+        tqdm.tqdm.write(message, file=sys.stderr)
+        sys.stderr.flush()
+        return
     print(message, file=sys.stderr, flush=True)
 
 

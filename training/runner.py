@@ -8,6 +8,7 @@ to `<output>`, so a half-written checkpoint is never mistaken for a finished one
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import math
@@ -42,6 +43,7 @@ def _is_checkpoint_folder(path: str) -> bool:
 
 RUN_FILE = "run.json"  # the identity of the run that a working folder or a resume_state/ belongs to
 READY_FILE = "PUBLISH_READY"  # written once every model file is in .partial/: from then on the publish is finished, not redone
+PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a watcher (the app) shows
 
 
 def _read_identity(folder: str) -> dict | None:
@@ -207,9 +209,9 @@ class OutputPlan:
             os.replace(self.final, old)
         _test_hook("between_renames")
         os.replace(self.work, self.final)
-        ready = os.path.join(self.final, READY_FILE)
-        if os.path.exists(ready):
-            os.remove(ready)
+        for name in (READY_FILE, PROGRESS_FILE):
+            if os.path.exists(os.path.join(self.final, name)):
+                os.remove(os.path.join(self.final, name))
         if old:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -254,8 +256,60 @@ class StopOnInterrupt(TrainerCallback):
             control.should_training_stop = True
 
 
+class ProgressFile(TrainerCallback):
+    """Writes step, planned steps, ETA and the latest loss to `<output>.partial/progress.json` about
+    once a second, so another process (the app's demo builds) can show a run's progress without
+    reading its terminal. Removed when the model is published."""
+
+    def __init__(self, folder: str, every_s: float = 1.0):
+        self.path = os.path.join(folder, PROGRESS_FILE)
+        self.every_s = every_s
+        self.started = self.last = 0.0
+        self.first_step = 0
+        self.loss = None
+
+    def write(self, state, phase: str) -> None:
+        if not state.is_world_process_zero:
+            return
+        now = time.time()
+        done = state.global_step - self.first_step
+        left = max(0, state.max_steps - state.global_step)
+        eta = (now - self.started) / done * left if done > 0 else None
+        value = {"pid": os.getpid(), "phase": phase, "step": state.global_step, "max_steps": state.max_steps,
+                 "elapsed_s": round(now - self.started, 1), "eta_s": None if eta is None else round(eta, 1),
+                 "loss": self.loss, "updated": now}
+        tmp = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as f:
+                json.dump(value, f)
+            os.replace(tmp, self.path)
+        except OSError:  # progress is a courtesy: a full disk must not stop training here
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+        self.last = now
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.started, self.first_step = time.time(), state.global_step
+        self.write(state, "training")
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.loss = round(float(logs["loss"]), 4)
+
+    def on_step_end(self, args, state, control, **kw):
+        if time.time() - self.last >= self.every_s:
+            self.write(state, "training")
+
+    def on_train_end(self, args, state, control, **kw):
+        self.write(state, "saving")
+
+
 class QuietProgress(ProgressCallback):
-    """The Trainer's progress bar with the latest loss beside it, instead of a printed dict per log."""
+    """The Trainer's progress bar with the latest loss beside it, instead of a printed dict per log;
+    no second bar for evaluation (it ran into the epoch lines), whose result is one line anyway."""
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        pass
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
@@ -385,7 +439,7 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     cap = schedule_run(run, rule, model, collator, train_ds, steps_per_epoch, resume_from, items)
     args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better, keep_best)
     stopper = StopOnInterrupt()
-    cbs = [stopper, EpochPrinter(), *callbacks, *([cap] if cap else [])]
+    cbs = [stopper, EpochPrinter(), ProgressFile(plan.work), *callbacks, *([cap] if cap else [])]
     if run.patience and has_eval and keep_best:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
     trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=train_ds,
@@ -445,8 +499,7 @@ def schedule_run(run, rule, model, collator, train_ds, steps_per_epoch: int, res
         return time_cap(run.max_minutes * 60) if run.max_minutes else None
     explicit = run.epochs is not None or run.max_steps is not None
     per = None if explicit and not run.max_minutes else measure_step(model, collator, train_ds, run.batch_size, run.grad_accum, run.bf16)
-    p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, None if explicit else run.max_minutes,
-                   run.epochs, run.max_steps)
+    p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, run.max_minutes, run.epochs, run.max_steps)
     run.epochs = p.epochs
     if not resume_from:
         say(describe(p, items or len(train_ds), rule.unit))

@@ -3,7 +3,7 @@
 The rule: at least `min_steps` optimizer steps and at least `min_passes` passes over the
 training examples, whichever is more, capped by `--max-minutes` using the time per step
 measured on this machine before training starts. `--epochs` or `--max-steps` replace the
-rule. A `TimeCap` callback also stops a run that overruns the cap (a slower second half,
+rule (and a `--max-minutes` given with them caps them the same way). A `TimeCap` callback also stops a run that overruns the cap (a slower second half,
 another program taking the CPU) and keeps what it learned.
 """
 
@@ -68,13 +68,15 @@ def measure_step(model, collator, dataset, batch_size: int, grad_accum: int = 1,
 def plan(rule: Rule, items: int, steps_per_epoch: int, seconds_per_step: float | None, max_minutes: float | None,
          epochs: float | None, max_steps: int | None) -> Plan:
     """Steps and (fractional) epochs for a run; `reason` is the start line's explanation."""
-    cap = max_minutes if max_minutes is not None else rule.max_minutes
     per = seconds_per_step
-    if epochs is not None:
-        steps = math.ceil(epochs * steps_per_epoch)
-        return Plan(steps, epochs, per, f"--epochs {epochs:g}")
-    if max_steps is not None:
-        return Plan(max_steps, max_steps / steps_per_epoch, per, f"--max-steps {max_steps:,}")
+    if epochs is not None or max_steps is not None:  # the user's amount, capped only by a --max-minutes they also gave
+        steps = math.ceil(epochs * steps_per_epoch) if epochs is not None else max_steps
+        why = f"--epochs {epochs:g}" if epochs is not None else f"--max-steps {max_steps:,}"
+        if max_minutes is not None and per and steps * per > max_minutes * 60:
+            steps = max(1, int(max_minutes * 60 / per))
+            return Plan(steps, steps / steps_per_epoch, per, f"{why} capped by --max-minutes {max_minutes:g}", True)
+        return Plan(steps, epochs if epochs is not None else steps / steps_per_epoch, per, why)
+    cap = max_minutes if max_minutes is not None else rule.max_minutes
     wanted = max(rule.min_steps, math.ceil(rule.min_passes * steps_per_epoch))
     if rule.max_passes is not None:
         wanted = min(wanted, max(1, math.ceil(rule.max_passes * steps_per_epoch)))

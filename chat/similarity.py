@@ -5,7 +5,8 @@
     judge.score("花呗怎么还款", "花呗如何还钱")   # {"label": "1", "probability": 0.93, ...}
 
 Classification models give the probability of "same meaning" (the last class of a binary
-model, label 1) and a label decided by the threshold tuned on dev; regression models give
+model, label 1), calibrated on dev by training (temperature scaling), and a label decided by the
+threshold tuned on dev; regression models give
 a 0..5 score. Pairs are encoded exactly as in training ([CLS] a [SEP] b [SEP]).
 """
 
@@ -24,6 +25,7 @@ class SimilarityPredictor:
         self.max_len = min(max_len, int(getattr(model.config, "max_position_embeddings", max_len)))
         self.regression = model.config.problem_type == "regression" or model.config.num_labels == 1
         self.threshold = getattr(model.config, "decision_threshold", None)
+        self.temperature = float(getattr(model.config, "calibration_temperature", None) or 1.0)  # fitted on dev by training
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     @classmethod
@@ -54,7 +56,7 @@ class SimilarityPredictor:
             if self.regression:
                 out += [{"score": round(float(s), 4)} for s in logits[:, 0]]
                 continue
-            for p in logits.softmax(-1).tolist():
+            for p in (logits / self.temperature).softmax(-1).tolist():
                 if len(p) == 2:
                     same = p[1]
                     label = self.labels[int(same >= (self.threshold if self.threshold is not None else 0.5))]

@@ -37,6 +37,7 @@ def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkp
     assert r["data"]["train"]["both_orders"] is True  # two classes: (b, a) is trained as well
     config = json.loads((sim_checkpoint / "config.json").read_text())
     assert config["decision_threshold"] == r["decision_threshold"] and config["id2label"] == {"0": "0", "1": "1"}
+    assert config["calibration_temperature"] == r["calibration_temperature"] > 0  # fitted on the 53 dev pairs
     rows = [json.loads(line) for line in (sim_checkpoint / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 4 and set(rows[0]["probabilities"]) == {"0", "1"}
     judge = SimilarityPredictor.from_pretrained(str(sim_checkpoint))  # the saved model, one pair at a time
@@ -99,9 +100,13 @@ def test_predictor_matches_plain_pipeline(sim_checkpoint):
     pipe = pipeline("text-classification", model=str(sim_checkpoint), top_k=None)
     pairs = [("花呗怎么还款", "花呗如何还钱"), ("今天天气怎么样", "明天天气怎么样"), ("一样的句子", "一样的句子")]
     mine = judge.score_batch(pairs, batch_size=2)
+    import torch
+
+    assert judge.temperature != 1.0  # calibrated on dev: the pipeline's raw scores divided by it
     for (a, b), m in zip(pairs, mine):
-        theirs = {d["label"]: d["score"] for d in pipe({"text": a, "text_pair": b})}
-        assert m["probability"] == pytest.approx(theirs["1"], abs=1e-4)
+        raw = {d["label"]: d["score"] for d in pipe({"text": a, "text_pair": b}, function_to_apply="none")}
+        theirs = torch.tensor([raw["0"], raw["1"]]).div(judge.temperature).softmax(-1)[1].item()
+        assert m["probability"] == pytest.approx(theirs, abs=1e-4)
     assert judge.score("长" * 900, "长" * 900)["label"] in ("0", "1")  # truncated, not an error
     for a, b in (("", "x"), ("x", "   "), ("长" * 1001, "x")):
         with pytest.raises(InputError):
@@ -217,3 +222,24 @@ def test_lora_run_writes_adapter_and_merged_weights_that_load_plainly(tmp_path):
     assert not any("lora" in name for name in merged.state_dict())
     judge = SimilarityPredictor.from_pretrained(str(out))
     assert 0 <= judge.score("花呗怎么还款", "花呗如何还钱")["probability"] <= 1
+
+
+def test_temperature_scaling_softens_an_overconfident_model_and_the_predictor_uses_it(tmp_path):
+    import numpy as np
+    import torch
+
+    from training.similarity import fit_temperature
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    right = rng.random(200) < 0.7  # right 70% of the time, always ~99.99% sure
+    said = np.where(right, labels, 1 - labels)
+    logits = np.stack([np.where(said == 0, 5.0, -5.0), np.where(said == 1, 5.0, -5.0)], 1)
+    t = fit_temperature(logits, labels)
+    nll = lambda temp: torch.nn.functional.cross_entropy(torch.tensor(logits) / temp, torch.tensor(labels)).item()  # noqa: E731
+    assert t > 2 and nll(t) < nll(1.0) / 2
+    p_right = torch.softmax(torch.tensor(logits[0]) / t, -1).max().item()
+    assert 0.6 < p_right < 0.8  # "70% sure" for a model that is right 70% of the time
+    # a well-separated, always-right model is left sharp
+    sure = np.stack([np.where(labels == 0, 3.0, -3.0), np.where(labels == 1, 3.0, -3.0)], 1)
+    assert fit_temperature(sure, labels) < 1

@@ -114,6 +114,23 @@ def tune_threshold(p_same: np.ndarray, labels: np.ndarray) -> tuple[float, float
     return best[1], best[0]
 
 
+MIN_CALIBRATION_ROWS = 20
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017): the T > 0 for which softmax(logits / T) has the lowest
+    log-loss on dev. A small model that memorised its training pairs says 0.00 or 1.00 about
+    everything; dividing its logits by T > 1 makes its probabilities mean what they say. A grid over
+    log T (0.25 .. 50) is enough for one parameter and cannot diverge."""
+    import torch
+
+    z = torch.tensor(logits, dtype=torch.float64)
+    y = torch.tensor(labels, dtype=torch.long)
+    grid = torch.logspace(np.log10(0.25), np.log10(50), 120, dtype=torch.float64)
+    losses = [torch.nn.functional.cross_entropy(z / t, y).item() for t in grid]
+    return round(float(grid[int(np.argmin(losses))]), 4)
+
+
 def majority_class(labels: list[int]) -> tuple[int, float]:
     """The commonest label and its share: the accuracy of always answering it."""
     top = max(set(labels), key=labels.count)
@@ -287,13 +304,19 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         return code
     trainer = result.trainer
     final = trainer.model.get_base_model() if lora.lora else trainer.model  # config holder; saving merges LoRA
-    threshold = dev_acc = None
-    if task == "classification" and num_labels == 2 and dev_ds:
+    threshold = dev_acc = temperature = None
+    if task == "classification" and dev_ds and len(dev_ds) >= MIN_CALIBRATION_ROWS:
+        # probabilities that mean what they say (chat/similarity.py divides the logits by it; a plain
+        # transformers pipeline does not, its labels are the same and its probabilities sharper)
         logits = predict_in_order(trainer, dev_ds)
-        p_same = torch.tensor(logits).float().softmax(-1)[:, 1].numpy()
-        threshold, dev_acc = tune_threshold(p_same, np.asarray(dev_labels))
-        say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
-        final.config.decision_threshold = threshold
+        temperature = fit_temperature(logits, np.asarray(dev_labels))
+        final.config.calibration_temperature = temperature
+        say(f"probabilities calibrated on dev: temperature {temperature:g}")
+        if num_labels == 2:
+            p_same = (torch.tensor(logits).double() / temperature).softmax(-1)[:, 1].numpy()
+            threshold, dev_acc = tune_threshold(p_same, np.asarray(dev_labels))
+            say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
+            final.config.decision_threshold = threshold
     top, majority = majority_class(dev_labels) if task == "classification" and dev_labels else (None, None)
     warning = None
     if majority is not None and "accuracy" in (result.best or {}):  # judged by what the saved model gives: tuned threshold if any
@@ -307,6 +330,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
                   "rows": len(dev_pairs)},
     }
     report.update({"problem": task, "labels": train_file.label_names, "metric": metric, "decision_threshold": threshold,
+                   "calibration_temperature": temperature, "dev_accuracy_at_threshold": None if dev_acc is None else round(dev_acc, 4),
                    "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
                    "majority_baseline": round(majority, 4) if majority is not None else None, "warning": warning,
                    "mlm_stage": mlm_report if mlm_stage else None, "convergence": result.convergence})
@@ -321,7 +345,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 judge = pipeline("text-classification", model="{plan.final}", top_k=None)
 print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""")
     summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
-    predictions = predict_pairs(trainer, tokenizer, predict_file, args.max_len, task, train_file.label_names, threshold) if predict_file else None
+    predictions = predict_pairs(trainer, tokenizer, predict_file, args.max_len, task, train_file.label_names, threshold,
+                                temperature) if predict_file else None
     publish(plan, result, tokenizer, report, card, summary)
     if predictions is not None:
         out = args.output_file or os.path.join(plan.final, "predictions.jsonl")
@@ -349,7 +374,7 @@ def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
             "--n-head", str(args.n_head), "--batch-size", str(runa.batch_size), "--seed", str(runa.seed), "--max-minutes", f"{minutes:g}",
             # an explicit amount of training applies to both stages
             *(["--epochs", f"{runa.epochs:g}"] if runa.epochs else []), *(["--max-steps", str(runa.max_steps)] if runa.max_steps else []),
-            *(["--format", args.format] if args.format != "auto" else []), *(["--bf16"] if runa.bf16 else [])]
+            *(["--format", args.format] if args.format != "auto" else []), *(["--bf16", "force"] if runa.bf16 else [])]  # already checked for this device
     try:
         code = cloze_script.main(argv)
     except KeyboardInterrupt:
@@ -366,7 +391,7 @@ def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
                     "masked_accuracy": best.get("masked_accuracy")}
 
 
-def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names, threshold) -> list[dict]:
+def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names, threshold, temperature: float | None = None) -> list[dict]:
     """Score --predict pairs with the trained model (labels in the file are ignored)."""
     import torch
 
@@ -378,7 +403,7 @@ def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names
         for (a, b), score in zip(file.pairs, np.asarray(output).reshape(-1).tolist()):
             rows.append({"sentence1": a, "sentence2": b, "score": round(score, 4)})
         return rows
-    probs = torch.tensor(output).float().softmax(-1).tolist()
+    probs = (torch.tensor(output).double() / (temperature or 1.0)).softmax(-1).tolist()
     for (a, b), p in zip(file.pairs, probs):
         k = int(np.argmax(p)) if threshold is None else int(p[1] >= threshold)
         rows.append({"sentence1": a, "sentence2": b, "label": label_names[k],

@@ -20,27 +20,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from app_demos import DEMO_DATA, DEMO_PREFIX, DemoBuilder
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SAMPLES = os.path.join(ROOT, "data", "samples")
 TASKS = ("chat", "cloze", "similarity")
 TAB_TITLES = {"chat": "聊天 Chat", "cloze": "完形填空 Fill-Mask", "similarity": "语义相似度 Similarity"}
-DEMO_PREFIX = "demo-"
 # Limits enforced on the server for every request (the browser's boxes refuse longer input first,
 # but API clients skip the browser): a 5-million-character message grew the server by 2 GB.
 MAX_MESSAGE_CHARS = 1000
 MAX_SENTENCE_CHARS = 1000
 MAX_KEPT_MESSAGES = 40  # chat history kept per visitor (the model reads the last 6 turns anyway)
 MAX_KEPT_CHARS = 20_000
+ABOUT_HEIGHT = 84  # px: the model line keeps its height when the picked model changes (the chat box stayed put)
 MAX_UPLOAD = "1mb"  # the app has no upload box; Gradio's upload route still exists, so keep it small
 RELOAD_FAILED_AFTER_S = 30.0  # a failed model load is tried again after this long, or at once when its folder changes
 EXIT_BAD_INPUT = 2
+WEAK_ACCURACY = 0.75  # a similarity model below this on its dev pairs gets a "rough guesses" note
 
 HOW_TO_TRAIN = {
     "chat": "python training/chat.py --data 你的对话.txt --output checkpoints/chat",
     "cloze": "python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
     "similarity": "python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
 }
-DEMO_DATA = {"chat": "data/samples/dialogs.txt", "cloze": "data/samples/cloze_corpus.txt", "similarity": "data/samples/pairs.tsv"}
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -57,12 +59,13 @@ class Settings:
     concurrency: int = 16
     demo: bool = True
     fast: bool = False  # chat model with int8 weights
+    demo_minutes: float | None = None  # time budget per demo model (None: app_demos.BUDGET_MINUTES)
 
 
 ENV = {  # flag -> environment variable (Spaces sets variables, not flags)
     "checkpoints": "APP_CHECKPOINTS", "chat_model": "APP_CHAT_MODEL", "cloze_model": "APP_CLOZE_MODEL",
     "similarity_model": "APP_SIMILARITY_MODEL", "host": "APP_HOST", "port": "APP_PORT", "share": "APP_SHARE",
-    "concurrency": "APP_CONCURRENCY", "no_demo": "APP_NO_DEMO", "fast": "APP_FAST",
+    "concurrency": "APP_CONCURRENCY", "no_demo": "APP_NO_DEMO", "demo_minutes": "APP_DEMO_MINUTES", "fast": "APP_FAST",
 }
 
 
@@ -83,16 +86,20 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     p.add_argument("--share", action="store_true", default=_env_bool("APP_SHARE"), help="ask Gradio's share server for a public link")
     p.add_argument("--concurrency", type=int, default=int(env("APP_CONCURRENCY") or 16), help="requests a tab runs at once; the rest wait in the queue (default 16)")
     p.add_argument("--no-demo", action="store_true", default=_env_bool("APP_NO_DEMO"), help="do not build demo models for tabs without a checkpoint")
+    p.add_argument("--demo-minutes", type=float, default=float(env("APP_DEMO_MINUTES") or 0) or None,
+                   help="time budget per demo model on this CPU (default: 1.5 chat, 2 fill-mask, 1 similarity); smaller trains a weaker demo sooner")
     p.add_argument("--fast", action="store_true", default=_env_bool("APP_FAST"), help="chat model with int8 weights: about 3x faster replies on CPU")
     a = p.parse_args(argv)
     if not 1 <= a.concurrency <= 64:
         p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
     if not 0 <= a.port < 65536:
         p.error(f"--port must be between 0 (any free port) and 65535, got {a.port}")
+    if a.demo_minutes is not None and not 0.05 <= a.demo_minutes <= 60:
+        p.error(f"--demo-minutes must be between 0.05 and 60, got {a.demo_minutes:g}")
     if os.path.exists(a.checkpoints) and not os.path.isdir(a.checkpoints):
         p.error(f"--checkpoints {a.checkpoints} is a file, not a folder")
     models = {t: m for t, m in (("chat", a.chat_model), ("cloze", a.cloze_model), ("similarity", a.similarity_model)) if m}
-    return Settings(a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo, a.fast)
+    return Settings(a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo, a.fast, a.demo_minutes)
 
 
 # -- finding checkpoints -------------------------------------------------------------------
@@ -122,7 +129,7 @@ def find_checkpoints(root: str) -> dict[str, list[Checkpoint]]:
     found: dict[str, list[Checkpoint]] = {t: [] for t in TASKS}
     for task, path in find_checkpoint_folders(root):
         demo = os.path.basename(path).startswith(DEMO_PREFIX)
-        label = os.path.relpath(path, root) + (" (演示 demo)" if demo else "")
+        label = os.path.relpath(path, root) + (DEMO_SUFFIX if demo else "")
         found[task].append(Checkpoint(task, path, label, demo, _read_json(os.path.join(path, "training_report.json"))))
     for items in found.values():
         items.sort(key=lambda c: (c.demo, c.label))
@@ -132,7 +139,7 @@ def find_checkpoints(root: str) -> dict[str, list[Checkpoint]]:
 def about(ckpt: Checkpoint | None, task: str) -> str:
     """The "about this model" line, from its training report."""
     if ckpt is None:
-        return (f"⚠️ 没有可用的模型 No {task} model yet. 训练一个 Train one: `{HOW_TO_TRAIN[task]}`, "
+        return (f"⚠ 没有可用的模型 No {task} model yet. 训练一个 Train one: `{HOW_TO_TRAIN[task]}`, "
                 f"然后重启 then restart `python app.py` (或去掉 or drop `--no-demo`).")
     r = ckpt.report
     base = r.get("base_model")
@@ -152,9 +159,13 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
         score = f" · {r['metric']} {best[r['metric']]:.3f}"
     line = f"**{ckpt.label}** · 基座 base: {base} · 数据 data: {data}{score}" if r else f"**{ckpt.label}** ({ckpt.path})"
     if task == "similarity" and r.get("warning") and r.get("majority_baseline") is not None:  # set by training/similarity.py
-        line += (f"\n\n⚠️ 这个模型在开发集上不比“总回答最常见的标签”({r['majority_baseline']:.0%})更准，还没学会这个任务。"
+        line += (f"\n\n⚠ 这个模型在开发集上不比“总回答最常见的标签”({r['majority_baseline']:.0%})更准，还没学会这个任务。"
                  f"On dev it is no better than always answering the commonest label ({r['majority_baseline']:.0%}): "
                  "it has not learned the task yet.")
+    accuracy = r.get("dev_accuracy_at_threshold") or best.get("accuracy")
+    if task == "similarity" and not r.get("warning") and accuracy is not None and accuracy < WEAK_ACCURACY:
+        line += (f"\n\n⚠ 它在留出的句对上只答对 {accuracy:.0%}，结果仅供参考。"
+                 f"On held-out pairs it was right {accuracy:.0%} of the time: treat its answers as rough guesses.")
     if ckpt.demo:
         line += (f"\n\n这是用 `{DEMO_DATA[task]}` 训练的小型演示模型，只会样例里的内容。"
                  f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{HOW_TO_TRAIN[task]}`")
@@ -163,48 +174,12 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
 
 # -- demo models -----------------------------------------------------------------------------
 
-def _has_amx() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False
+DEMO_SUFFIX = " (演示 demo)"
 
-
-def demo_recipe(task: str, output: str) -> list[str]:
-    """Tiny seeded configs that train in under a minute each on 2 CPU cores."""
-    common = ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0"] + (["--bf16"] if _has_amx() else [])
-    data = os.path.join(ROOT, DEMO_DATA[task])
-    if task == "chat":  # every dialogue trains (no hold-out): the demo should answer the sample openers
-        return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",
-                "--epochs", "30", "--lr", "2e-3", "--valid-ratio", "0", *common]
-    if task == "cloze":  # the bench/cloze.py recipe: ~90% of the reworded quiz prompts
-        return ["--data", data, "--eval-prompts", os.path.join(SAMPLES, "cloze_prompts.txt"), "--n-layer", "2", "--n-embd", "128",
-                "--n-head", "4", "--lr", "1e-3", "--mlm-probability", "0.3", "--epochs", "300", *common]
-    # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order
-    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "30",
-            "--valid-ratio", "0", "--no-mlm-stage", *common]
-
-
-def build_demo_models(settings: Settings, say=print) -> None:
-    """Train the missing demo checkpoints under settings.checkpoints with the real training scripts."""
+def missing_demos(settings: Settings) -> list[str]:
+    """Tasks with neither an explicit model nor a checkpoint folder: their tabs get a demo model."""
     found = find_checkpoints(settings.checkpoints)
-    missing = [t for t in TASKS if t not in settings.models and not found[t]]
-    if not missing:
-        return
-    sys.path.insert(0, ROOT)
-    from training import chat as chat_script, cloze as cloze_script, similarity as similarity_script
-    from training.cli import run
-
-    scripts = {"chat": chat_script, "cloze": cloze_script, "similarity": similarity_script}
-    for task in missing:
-        out = os.path.join(settings.checkpoints, DEMO_PREFIX + task)
-        say(f"[app] building the {task} demo model from {DEMO_DATA[task]} -> {out} (once; cached for later starts)")
-        t = time.perf_counter()
-        code = run(scripts[task].main, demo_recipe(task, out))
-        if code != 0:
-            raise SystemExit(code)
-        say(f"[app] {task} demo model ready in {time.perf_counter() - t:.0f} s")
+    return [t for t in TASKS if t not in settings.models and not found[t]]
 
 
 # -- loaded models ---------------------------------------------------------------------------
@@ -370,8 +345,10 @@ def warm_up(settings: Settings, store: ModelStore) -> threading.Thread:
     return thread
 
 
-def build_demo(settings: Settings | None = None, store: ModelStore | None = None):
-    """The Blocks app. Cheap: it lists checkpoint folders but loads no model."""
+def build_demo(settings: Settings | None = None, store: ModelStore | None = None, builder: DemoBuilder | None = None):
+    """The Blocks app. Cheap: it lists checkpoint folders but loads no model. With a `builder`
+    (demo models training in the background) a tab without a model shows the build's progress
+    and turns on by itself when its model is ready."""
     import gradio as gr
 
     from data import InputError
@@ -386,10 +363,19 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
         """Each page load lists the checkpoint folders anew: a model trained after the start appears."""
         def fn(label):
             fresh = rescan()
-            labels = [c.label for c in fresh[task]]
+            labels = [c.label for c in fresh[task]] or building(task)
             value = label if label in labels else (labels[0] if labels else None)
             return gr.update(choices=labels, value=value, interactive=len(labels) > 1)
         return fn
+
+    def building(task: str) -> list[str]:
+        """The picker entry of a demo model still being built (none when there is no build, or it failed)."""
+        build = builder.status(task) if builder is not None else None
+        return [DEMO_PREFIX + task + DEMO_SUFFIX] if build is not None and build.state != "failed" else []
+
+    def no_model(task: str) -> str:
+        """What a tab without a model says: its demo build's progress, else how to train one."""
+        return (builder.message(task) if builder else None) or about(None, task)
 
     def too_long(text, limit: int, what: str):
         if len(text or "") > limit:
@@ -408,7 +394,7 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             rescan()
             ckpt = by_key[task].get(label)
         if ckpt is None:
-            raise gr.Error(about(None, task) if not by_key[task] else "没有这个模型 Unknown model; reload the page.", print_exception=False)
+            raise gr.Error(no_model(task) if not by_key[task] else "没有这个模型 Unknown model; reload the page.", print_exception=False)
         try:
             return store.get(task, ckpt.path)
         except InputError as e:
@@ -419,28 +405,29 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
         def check(label):
             ckpt = by_key[task].get(label or "")
             if ckpt is None:
-                return about(None, task), gr.update(interactive=False)
+                return no_model(task), gr.update(interactive=False)
             try:
                 store.get(task, ckpt.path)
             except InputError as e:
-                return f"⚠️ 模型加载失败，此页停用 This tab is off: {e}", gr.update(interactive=False)
+                return f"⚠ 模型加载失败，此页停用 This tab is off: {e}", gr.update(interactive=False)
             return about(ckpt, task), gr.update(interactive=True)
         return check
 
     def picker(task: str):
         items = models[task]
-        return Picker(choices=[c.label for c in items], value=items[0].label if items else None,
-                      label="模型 Model", interactive=len(items) > 1, scale=1)
+        names = [c.label for c in items] or building(task)  # a demo being built: API clients get it as the default
+        return Picker(choices=names, value=names[0] if names else None, label="模型 Model", interactive=len(names) > 1, scale=1)
 
     with gr.Blocks(title="小模型微调工坊 · Chinese small-model demo") as demo:
         gr.Markdown("# 小模型微调工坊 · Small-model fine-tuning for Chinese text\n"
                     "用你自己的文本训练的小模型：聊天、完形填空、语义相似度。Models trained on your own text: chat, fill-mask, similarity.")
 
         # ---- Chat ----
-        with gr.Tab(TAB_TITLES["chat"]):
+        with gr.Tab(TAB_TITLES["chat"]) as tab:
+            tab.select(None, js=CLOSE_TOASTS_JS, api_visibility="private")
             with gr.Row():
                 chat_model = picker("chat")
-                chat_about = gr.Markdown(elem_id="chat-about", value=about(models["chat"][0] if models["chat"] else None, "chat"))
+                chat_about = gr.Markdown(elem_id="chat-about", elem_classes="model-about", height=ABOUT_HEIGHT, value=about(models["chat"][0], "chat") if models["chat"] else no_model("chat"))
             chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
             history = gr.State([])  # what the model sees; one per browser session
             with gr.Row():
@@ -503,10 +490,11 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             chat_model.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
 
         # ---- Fill-Mask ----
-        with gr.Tab(TAB_TITLES["cloze"]):
+        with gr.Tab(TAB_TITLES["cloze"]) as tab:
+            tab.select(None, js=CLOSE_TOASTS_JS, api_visibility="private")
             with gr.Row():
                 cloze_model = picker("cloze")
-                cloze_about = gr.Markdown(elem_id="cloze-about", value=about(models["cloze"][0] if models["cloze"] else None, "cloze"))
+                cloze_about = gr.Markdown(elem_id="cloze-about", elem_classes="model-about", height=ABOUT_HEIGHT, value=about(models["cloze"][0], "cloze") if models["cloze"] else no_model("cloze"))
             masked = gr.Textbox(label="带 [MASK] 的句子 Text with [MASK]", placeholder="例如 e.g. 三国人物诸[MASK][MASK]懂得治水。",
                                 max_length=MAX_SENTENCE_CHARS, lines=2, elem_id="cloze-input")
             with gr.Row():
@@ -540,10 +528,11 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             cloze_state = dict(fn=status("cloze"), inputs=[cloze_model], outputs=[cloze_about, fill], api_visibility="private")
 
         # ---- Similarity ----
-        with gr.Tab(TAB_TITLES["similarity"]):
+        with gr.Tab(TAB_TITLES["similarity"]) as tab:
+            tab.select(None, js=CLOSE_TOASTS_JS, api_visibility="private")
             with gr.Row():
                 sim_model = picker("similarity")
-                sim_about = gr.Markdown(elem_id="sim-about", value=about(models["similarity"][0] if models["similarity"] else None, "similarity"))
+                sim_about = gr.Markdown(elem_id="sim-about", elem_classes="model-about", height=ABOUT_HEIGHT, value=about(models["similarity"][0], "similarity") if models["similarity"] else no_model("similarity"))
             with gr.Row():
                 first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS, elem_id="sim-first")
                 second = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS, elem_id="sim-second")
@@ -571,8 +560,8 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                 names = {"0": "不同 different", "1": "相同 same"}
                 probs = {names.get(k, k): v for k, v in result["probabilities"].items()}
                 same = judge.labels == ["0", "1"]
-                text = (("✅ 意思相同 Same meaning" if result["label"] == "1" else "❌ 意思不同 Different meaning") if same
-                        else f"**{result['label']}**")
+                # text and CSS, not emoji: Debian's Chromium without an emoji font showed empty boxes
+                text = ((VERDICT_SAME if result["label"] == "1" else VERDICT_DIFFERENT) if same else f"**{result['label']}**")
                 if same:
                     text += f" · p(相同 same) = {result['probability']:.2f}"
                 return text, probs
@@ -586,6 +575,32 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             demo.load(refreshed(task), inputs=[dropdown], outputs=[dropdown], api_visibility="private", show_progress="hidden").then(
                 **state, show_progress="hidden")
             dropdown.change(**state, show_progress="hidden")
+        if builder is not None and builder.builds:
+            # While demo models train, a tab without a model shows the build's progress every 2 s; when
+            # its model is ready the tick lists it in the picker and turns the tab on (the picker may
+            # already show the demo's name, so its change event would not fire). The timer stops once
+            # no build is left.
+            timer = gr.Timer(2.0)
+            tabs = {"chat": (chat_model, chat_state), "cloze": (cloze_model, cloze_state), "similarity": (sim_model, sim_state)}
+
+            def progress(*labels):
+                out, fresh = [], None
+                for (task, (_, state)), label in zip(tabs.items(), labels):
+                    build, width = builder.status(task), len(state["outputs"])
+                    if label in by_key[task] or build is None:
+                        out += [gr.update()] * (1 + width)
+                    elif build.state == "ready":
+                        fresh = fresh or rescan()
+                        names = [c.label for c in fresh[task]]
+                        value = label if label in names else (names[0] if names else None)
+                        out += [gr.update(choices=names, value=value, interactive=len(names) > 1), *state["fn"](value)]
+                    else:
+                        out += [gr.update(), builder.message(task)] + [gr.update(interactive=False)] + [gr.update()] * (width - 2)
+                return *out, gr.Timer(active=builder.pending())
+
+            timer.tick(progress, inputs=[dropdown for dropdown, _ in tabs.values()],
+                       outputs=[x for dropdown, state in tabs.values() for x in (dropdown, *state["outputs"])] + [timer],
+                       api_visibility="private", show_progress="hidden", queue=False)
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=256)
     return demo
 
@@ -621,7 +636,17 @@ def _fill_text(text: str, slots, best: list[str]) -> str:
 
 # -- entry point -------------------------------------------------------------------------------
 
-SERVE_OPTIONS = dict(show_error=False, footer_links=["api", "gradio"], max_file_size=MAX_UPLOAD)
+VERDICT_SAME = '<span class="verdict verdict-same">相同 Same meaning</span>'
+VERDICT_DIFFERENT = '<span class="verdict verdict-different">不同 Different meaning</span>'
+CSS = """
+.verdict { display: inline-block; padding: 1px 10px; border-radius: 6px; font-weight: 600; }
+.verdict-same { background: #dcfce7; color: #166534; }
+.verdict-different { background: #fee2e2; color: #991b1b; }
+.model-about { overflow-y: auto; }
+"""
+# Closes the toasts of the tab you leave (a Fill-Mask warning stayed on over the next tab).
+CLOSE_TOASTS_JS = "() => document.querySelectorAll('[data-testid=\"toast-close\"]').forEach(b => b.click())"
+SERVE_OPTIONS = dict(show_error=False, footer_links=["api", "gradio"], max_file_size=MAX_UPLOAD, css=CSS)
 
 
 def share_server_reachable(timeout: float = 3.0) -> bool:
@@ -644,10 +669,11 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        if settings.demo:
-            build_demo_models(settings)
         store = ModelStore(chat_precision="int8" if settings.fast else "fp32")
-        demo = build_demo(settings, store)
+        # Tabs without a model get a demo model, trained in the background while the page already answers.
+        builder = DemoBuilder(settings.checkpoints, missing_demos(settings) if settings.demo else [], on_ready=store.get,
+                              minutes=settings.demo_minutes)
+        demo = build_demo(settings, store, builder)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -656,19 +682,29 @@ def main(argv: list[str] | None = None) -> int:
         print("note: Gradio's share server cannot be reached (offline?), so there is no public link; serving locally only.", file=sys.stderr)
         share = False
     try:
+        # quiet: Gradio's own lines advise `launch(share=True)`; the app prints its own address and link
         demo.launch(server_name=settings.host, server_port=settings.port or None, share=share, prevent_thread_lock=True,
-                    **SERVE_OPTIONS)
+                    quiet=True, **SERVE_OPTIONS)
     except OSError as e:
-        print(f"error: cannot serve on {settings.host}:{settings.port}: {(str(e).splitlines() or [''])[0]} (try --port {settings.port + 1})", file=sys.stderr)
+        busy = "port" in str(e).lower()
+        reason = "the port is in use" if busy else (str(e).splitlines() or [""])[0].split(". You can")[0]
+        print(f"error: cannot serve on {settings.host}:{settings.port}: {reason} (try --port {settings.port + 1}, "
+              "or --port 0 for the first free one)", file=sys.stderr)
         return EXIT_BAD_INPUT
-    warm_up(settings, store)
+    if share and demo.share_url:
+        print(f"[app] public link: {demo.share_url} (works while this app runs, up to a week)", flush=True)
+    elif share:
+        print("note: no public link: Gradio's share server did not answer; serving locally only.", file=sys.stderr)
     print(f"[app] serving at http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{demo.server_port} "
           f"({time.perf_counter() - started:.0f} s after start); Ctrl-C stops it", flush=True)
+    warm_up(settings, store)
+    builder.start()
     try:
         demo.block_thread()
     except KeyboardInterrupt:
         pass
     finally:
+        builder.stop()
         demo.close()
     return 0
 

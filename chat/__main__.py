@@ -35,6 +35,8 @@ def parse_args(argv):
     p.add_argument("--max-history", type=int, default=6, help="turns of history the model sees")
     p.add_argument("--precision", choices=("fp32", "bf16", "int8"), default="fp32",
                    help="weights: fp32 (exact), bf16, or int8 (about 3x faster replies on CPU)")
+    p.add_argument("--transcripts", default="transcripts",
+                   help="folder where an interactive chat is saved when it ends (default: transcripts/, git-ignored)")
     p.add_argument("--fast", dest="precision", action="store_const", const="int8", help="same as --precision int8")
     return p.parse_args(argv)
 
@@ -44,6 +46,17 @@ def save_transcript(turns: list[str], path: str, overwrite: bool = False) -> str
         raise InputError(f"{path} already exists; choose another file name")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(turns) + "\n")
+    return path
+
+
+def autosave_path(folder: str) -> str:
+    """A new file in `folder` (created) for the conversation in progress when the chat ends."""
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, time.strftime("chat-%Y%m%d-%H%M%S"))
+    path, n = stem + ".txt", 1
+    while os.path.exists(path):
+        n += 1
+        path = f"{stem}-{n}.txt"
     return path
 
 
@@ -112,8 +125,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(file=sys.stderr)
     if history and interactive:
-        path = save_transcript(history, time.strftime("chat-transcript-%Y%m%d-%H%M%S.txt"))
-        print(f"(transcript saved to {path})", file=sys.stderr)
+        try:
+            path = save_transcript(history, autosave_path(args.transcripts))
+            print(f"(transcript saved to {path})", file=sys.stderr)
+        except OSError as e:
+            print(f"error: the transcript could not be saved in {args.transcripts}: {e.strerror or e}", file=sys.stderr)
     return 0
 
 

@@ -27,7 +27,7 @@ from data.errors import InputError  # noqa: E402  (needs the repo root on sys.pa
 
 EXIT_BAD_INPUT = 2
 PACKAGES = ("chat", "training", "data")
-TOP_FILES = ("app.py", "app_widgets.py", "LICENSE")
+TOP_FILES = ("app.py", "app_demos.py", "app_widgets.py", "LICENSE")
 # CPU-only torch on Spaces: the default PyPI wheel pulls several GB of CUDA libraries.
 CPU_TORCH = ["--extra-index-url https://download.pytorch.org/whl/cpu"]
 # Free "CPU basic" Space: 2 vCPU, 16 GiB memory, 50 GB of (non-persistent) disk.

@@ -249,6 +249,14 @@ def test_in_a_real_browser(served):
             page.locator("#sim-second textarea").fill("花呗如何还钱")
             page.locator("#sim-compare").click()
             expect(page.locator("#sim-verdict")).to_contain_text("p(相同 same)", timeout=30_000)
+            expect(page.locator("#sim-verdict .verdict")).to_have_count(1)  # a styled text verdict: no emoji font needed
+
+            # a tab's toast closes when you switch tabs
+            page.get_by_role("tab", name="聊天 Chat").click()
+            page.locator("#chat-send").click()
+            expect(page.get_by_text("Please type a message first").first).to_be_visible(timeout=10_000)
+            page.get_by_role("tab", name="完形填空 Fill-Mask").click()
+            expect(page.get_by_text("Please type a message first")).to_have_count(0, timeout=5_000)
         finally:
             browser.close()
 
@@ -264,10 +272,79 @@ def test_chat_sliders_start_at_the_checkpoint_generation_settings():
     assert app.slider_values(greedy)[0] == 0 and app.slider_values(greedy)[3:] == [2, 256]  # clamped to the sliders
 
 
-def test_about_line_warns_when_a_similarity_model_is_no_better_than_the_majority():
+def test_about_line_warns_when_a_similarity_model_is_weak_or_no_better_than_the_majority():
     import app
     report = {"base_model": "scratch", "metric": "accuracy", "best": {"accuracy": 0.69}, "majority_baseline": 0.69,
               "data": {"train": {"path": "train.json", "rows": 100}}}
     ok = app.about(app.Checkpoint("similarity", "p", "afqmc", False, dict(report, warning=None)), "similarity")
     bad = app.about(app.Checkpoint("similarity", "p", "afqmc", False, dict(report, warning="warning: ...")), "similarity")
-    assert "⚠️" not in ok and bad.startswith(ok) and "no better than always answering the commonest label (69%)" in bad
+    assert "no better than always answering the commonest label (69%)" in bad and "rough guesses" not in bad
+    assert "right 69% of the time: treat its answers as rough guesses" in ok and "commonest label" not in ok
+    good = app.about(app.Checkpoint("similarity", "p", "lcqmc", False, dict(report, best={"accuracy": 0.86}, warning=None)), "similarity")
+    assert "⚠" not in good
+
+
+def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):
+    from app_demos import DemoBuilder
+
+    write(tmp_path / "demo-chat", "a file where the demo folder should go")
+    lines = []
+    builder = DemoBuilder(str(tmp_path), ["chat"], say=lines.append, minutes=0.1).start()
+    assert builder.wait(timeout=300)
+    message = builder.message("chat")
+    assert message.startswith("⚠") and "is a file, not a folder" in message and "(exit 2;" in message
+    assert any("chat demo model failed" in line for line in lines)
+    assert builder.message("cloze") is None  # no build for it
+
+
+def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_path, checkpoints):
+    """Serve first: the Chat tab shows the demo build's progress, then works by itself when the model is ready."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
+    import app
+    from app_demos import DemoBuilder
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints / "mine" / "cloze", root / "cloze")
+    settings = app.Settings(checkpoints=str(root))
+    assert app.missing_demos(settings) == ["chat", "similarity"]
+    store = app.ModelStore()
+    builder = DemoBuilder(str(root), ["chat"], say=lambda line: None, on_ready=store.get, minutes=0.1)
+    demo = app.build_demo(settings, store, builder)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    builder.start()
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            try:
+                page = browser.new_page(viewport={"width": 1100, "height": 900})
+                page.goto(demo.local_url)
+                expect = sync_api.expect
+                expect(page.locator("#chat-about")).to_contain_text("demo model", timeout=30_000)  # queued/preparing/building
+                expect(page.locator("#chat-send")).to_be_disabled()
+                # a generous cap, not a speed target: 6 s of training, plus start-up and saving on a busy CPU
+                expect(page.locator("#chat-send")).to_be_enabled(timeout=600_000)
+                expect(page.locator("#chat-about")).to_contain_text("demo-chat")
+                box = page.locator("#chat-input textarea")
+                box.fill("你好")
+                box.press("Enter")
+                expect(page.locator('#chatbot [data-testid="bot"]').first).not_to_be_empty(timeout=60_000)
+            finally:
+                browser.close()
+    finally:
+        builder.stop()
+        demo.close()
+    assert builder.status("chat").state == "ready" and (root / "demo-chat" / "config.json").is_file()
+    assert not (root / "demo-chat" / "progress.json").exists() and not (root / "demo-chat.log").exists()
+
+
+def test_predictors_print_no_loading_bars(checkpoints):
+    code = ("import sys; from chat import ChatEngine; from chat.fill_mask import FillMaskPredictor; "
+            "from chat.similarity import SimilarityPredictor; root = sys.argv[1]; "
+            "ChatEngine.from_pretrained(root + '/chat'); FillMaskPredictor.from_pretrained(root + '/mine/cloze'); "
+            "SimilarityPredictor.from_pretrained(root + '/similarity')")
+    r = subprocess.run([sys.executable, "-c", code, str(checkpoints)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr
+    assert "Loading weights" not in r.stderr and "%|" not in r.stderr, r.stderr

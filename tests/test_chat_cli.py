@@ -54,3 +54,15 @@ def test_fast_flag_chats_with_int8_weights(chat_checkpoint):
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1 and "Traceback" not in r.stderr
     r = run_chat(["--model", str(chat_checkpoint), "--precision", "fp16"], "你好\n")
     assert r.returncode == 2 and "invalid choice: 'fp16'" in r.stderr
+
+
+def test_an_interactive_chat_is_saved_in_the_transcripts_folder_not_the_current_one(tmp_path):
+    from chat.__main__ import autosave_path
+
+    folder = tmp_path / "transcripts"
+    first = autosave_path(str(folder))
+    open(first, "w").close()
+    second = autosave_path(str(folder))
+    assert os.path.dirname(first) == str(folder) and second != first and second.endswith(".txt")
+    ignored = subprocess.run(["git", "check-ignore", "-q", "transcripts/chat-1.txt"], cwd=ROOT).returncode
+    assert ignored == 0, "transcripts/ must be git-ignored"

@@ -1,0 +1,68 @@
+"""Retake the README's screenshots: the app over a checkpoints folder, driven by Debian's Chromium.
+
+    python docs/take_screenshots.py                       # checkpoints/ (demo models are built if missing)
+    python docs/take_screenshots.py --checkpoints other/  # another folder
+
+Needs Playwright (requirements-test.txt), Chromium (apt-get install chromium) and a CJK font
+(apt-get install fonts-noto-cjk), else Chinese text shows as empty boxes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHROMIUM = "/usr/bin/chromium"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoints", default=os.path.join(ROOT, "checkpoints"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs"))
+    a = p.parse_args()
+    sys.path.insert(0, ROOT)
+    import app
+    from app_demos import DemoBuilder
+    from playwright.sync_api import expect, sync_playwright
+
+    settings = app.Settings(checkpoints=a.checkpoints)
+    store = app.ModelStore()
+    builder = DemoBuilder(a.checkpoints, app.missing_demos(settings), on_ready=store.get).start()
+    if not builder.wait(timeout=1800):
+        print("error: the demo models were not ready in 30 minutes", file=sys.stderr)
+        return 1
+    demo = app.build_demo(settings, store)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page(viewport={"width": 1100, "height": 860})
+            page.goto(demo.local_url)
+            expect(page.locator("#chat-send")).to_be_enabled(timeout=60_000)
+            for message in ("你好", "周末有什么打算？"):
+                page.locator("#chat-input textarea").fill(message)
+                page.locator("#chat-input textarea").press("Enter")
+                page.wait_for_timeout(3000)
+            page.screenshot(path=os.path.join(a.out, "screenshot-chat.png"))
+            page.get_by_role("tab", name="完形填空 Fill-Mask").click()
+            page.locator("#cloze-input textarea").fill("周小满研究的动物是蝴[MASK]。")
+            page.locator("#cloze-fill").click()
+            expect(page.locator("#cloze-filled")).to_contain_text("Most likely", timeout=30_000)
+            page.screenshot(path=os.path.join(a.out, "screenshot-fill-mask.png"))
+            page.get_by_role("tab", name="语义相似度 Similarity").click()
+            page.locator("#sim-first textarea").fill("我喜欢猫")
+            page.locator("#sim-second textarea").fill("今天股市大跌")
+            page.locator("#sim-compare").click()
+            expect(page.locator("#sim-verdict")).to_contain_text("p(相同 same)", timeout=30_000)
+            page.screenshot(path=os.path.join(a.out, "screenshot-similarity.png"))
+            browser.close()
+    finally:
+        demo.close()
+    print(f"screenshots written to {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

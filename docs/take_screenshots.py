@@ -17,6 +17,32 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHROMIUM = "/usr/bin/chromium"
 
 
+def building_shot(app, DemoBuilder, expect, sync_playwright, path: str) -> None:
+    """A fresh start: the Chat tab while its demo model trains (in an empty temporary folder)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = app.Settings(checkpoints=tmp)
+        store = app.ModelStore()
+        builder = DemoBuilder(tmp, ["chat"], say=lambda line: None, on_ready=store.get)
+        demo = app.build_demo(settings, store, builder)
+        demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+        builder.start()
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+                page = browser.new_page(viewport={"width": 1100, "height": 420})
+                page.goto(demo.local_url)
+                expect(page.locator("#chat-about")).to_contain_text("step", timeout=120_000)
+                page.wait_for_timeout(4000)
+                page.evaluate("window.scrollTo(0, 0)")  # the message box's autofocus scrolled down
+                page.screenshot(path=path)
+                browser.close()
+        finally:
+            builder.stop()
+            demo.close()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoints", default=os.path.join(ROOT, "checkpoints"))
@@ -27,6 +53,7 @@ def main() -> int:
     from app_demos import DemoBuilder
     from playwright.sync_api import expect, sync_playwright
 
+    building_shot(app, DemoBuilder, expect, sync_playwright, os.path.join(a.out, "screenshot-building.png"))
     settings = app.Settings(checkpoints=a.checkpoints)
     store = app.ModelStore()
     builder = DemoBuilder(a.checkpoints, app.missing_demos(settings), on_ready=store.get).start()
@@ -41,10 +68,12 @@ def main() -> int:
             page = browser.new_page(viewport={"width": 1100, "height": 860})
             page.goto(demo.local_url)
             expect(page.locator("#chat-send")).to_be_enabled(timeout=60_000)
-            for message in ("你好", "周末有什么打算？"):
+            for n, message in enumerate(("你好", "周末有什么打算？"), 1):
                 page.locator("#chat-input textarea").fill(message)
                 page.locator("#chat-input textarea").press("Enter")
-                page.wait_for_timeout(3000)
+                expect(page.locator('#chatbot [data-testid="bot"]')).to_have_count(n, timeout=30_000)
+                expect(page.locator("#chat-send")).to_be_enabled(timeout=30_000)
+                page.wait_for_timeout(1500)
             page.screenshot(path=os.path.join(a.out, "screenshot-chat.png"))
             page.get_by_role("tab", name="完形填空 Fill-Mask").click()
             page.locator("#cloze-input textarea").fill("周小满研究的动物是蝴[MASK]。")

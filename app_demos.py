@@ -19,6 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
+from training.precision import cpu_has_amx
+
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SAMPLES = os.path.join(ROOT, "data", "samples")
 DEMO_PREFIX = "demo-"
@@ -30,20 +32,11 @@ BUDGET_MINUTES = {"chat": 1.5, "cloze": 2.0, "similarity": 1.0}
 LOWER_PRIORITY = 10  # `nice` increment of a build: chat replies stay responsive while a demo trains
 
 
-def has_amx() -> bool:
-    """bf16 pays off on a CPU only with AMX (Sapphire Rapids and later); elsewhere it is several times slower."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "amx_bf16" in f.read()
-    except OSError:
-        return False
-
-
 def demo_recipe(task: str, output: str, minutes: float | None = None) -> list[str]:
     """Tiny seeded configs: each trains in a minute or two on 2 CPU cores, and stops at its time budget."""
     minutes = BUDGET_MINUTES[task] if minutes is None else minutes
     common = ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0", "--max-minutes", f"{minutes:g}"]
-    common += ["--bf16"] if has_amx() else []
+    common += ["--bf16"] if cpu_has_amx() else []  # without AMX bf16 is slower here: not even a note
     data = os.path.join(ROOT, DEMO_DATA[task])
     if task == "chat":  # every dialogue trains (no hold-out): the demo should answer the sample openers
         return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",

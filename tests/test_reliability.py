@@ -275,8 +275,10 @@ def test_bad_config_values_are_refused_in_one_line(tmp_path, text, message):
 def test_config_numbers_written_as_text_still_work(tmp_path):
     from training.args import RunArguments, check_config_types
 
-    assert check_config_types({"lr": "1e-3", "epochs": 2, "seed": "7", "bf16": "true"}, (RunArguments,), "x") == \
-        {"lr": 1e-3, "epochs": 2.0, "seed": 7, "bf16": True}
+    assert check_config_types({"lr": "1e-3", "epochs": 2, "seed": "7", "bf16": True}, (RunArguments,), "x") == \
+        {"lr": 1e-3, "epochs": 2.0, "seed": 7, "bf16": "true"}  # --bf16's mode: true = "where it is fast"
+    assert RunArguments(bf16="True").bf16 in (True, False) and RunArguments(bf16="force").bf16 is True
+    assert RunArguments().bf16 is False
 
 
 def test_non_finite_and_absurd_labels_are_skipped(tmp_path):

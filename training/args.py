@@ -114,6 +114,8 @@ def _coerce(value, kind):
         if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.strip().lower() in ("true", "yes", "1")
         raise ValueError
+    if kind is str and isinstance(value, bool):  # `bf16: true` in YAML: the flag's text form
+        return str(value).lower()
     if isinstance(value, bool) or isinstance(value, (list, dict)):
         raise ValueError
     if kind is int:

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from training.precision import cpu_has_amx
+from data.precision import cpu_bf16_support
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SAMPLES = os.path.join(ROOT, "data", "samples")
@@ -36,7 +36,7 @@ def demo_recipe(task: str, output: str, minutes: float | None = None) -> list[st
     """Tiny seeded configs: each trains in a minute or two on 2 CPU cores, and stops at its time budget."""
     minutes = BUDGET_MINUTES[task] if minutes is None else minutes
     common = ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0", "--max-minutes", f"{minutes:g}"]
-    common += ["--bf16"] if cpu_has_amx() else []  # without AMX bf16 is slower here: not even a note
+    common += ["--bf16"] if cpu_bf16_support() else []  # emulated bf16 is slower: not even a note then
     data = os.path.join(ROOT, DEMO_DATA[task])
     if task == "chat":  # every dialogue trains (no hold-out): the demo should answer the sample openers
         return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",

@@ -66,3 +66,13 @@ def test_an_interactive_chat_is_saved_in_the_transcripts_folder_not_the_current_
     assert os.path.dirname(first) == str(folder) and second != first and second.endswith(".txt")
     ignored = subprocess.run(["git", "check-ignore", "-q", "transcripts/chat-1.txt"], cwd=ROOT).returncode
     assert ignored == 0, "transcripts/ must be git-ignored"
+
+
+@pytest.mark.slow
+def test_bf16_falls_back_to_fp32_where_it_is_slow(chat_checkpoint):
+    from data.precision import bf16_fast_here
+
+    fast, _ = bf16_fast_here()
+    r = run_chat(["--model", str(chat_checkpoint), "--precision", "bf16", "--greedy", "--max-new-tokens", "4"], "你好\n")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
+    assert ("--precision bf16 ignored" in r.stderr) is (not fast), r.stderr

@@ -118,19 +118,19 @@ def test_a_max_minutes_given_with_epochs_caps_them():
 
 
 def test_bf16_is_used_only_where_it_is_fast(monkeypatch, tmp_path):
-    from training import precision
+    from data import precision
 
     epyc = write(tmp_path / "cpuinfo-epyc", "flags\t\t: fpu avx2 avx512f avx512bw avx512_vnni\n")
-    sapphire = write(tmp_path / "cpuinfo-spr", "flags\t\t: fpu avx2 avx512f amx_bf16 amx_tile amx_int8\n")
-    assert not precision.cpu_has_amx(str(epyc)) and precision.cpu_has_amx(str(sapphire))
+    zen4 = write(tmp_path / "cpuinfo-zen4", "flags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    sapphire = write(tmp_path / "cpuinfo-spr", "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile amx_int8\n")
+    assert [precision.cpu_bf16_support(str(p)) for p in (epyc, zen4, sapphire)] == [None, "AVX512-BF16", "AMX"]
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
-    for cpuinfo, amx in ((epyc, False), (sapphire, True)):
-        monkeypatch.setattr(precision, "CPUINFO", str(cpuinfo))
-        monkeypatch.setattr(precision.cpu_has_amx, "__defaults__", (str(cpuinfo),))
+    for cpuinfo, amx in ((epyc, False), (zen4, True), (sapphire, True)):
+        monkeypatch.setattr(precision.cpu_bf16_support, "__defaults__", (str(cpuinfo),))
         said = []
         assert precision.resolve_bf16("auto", said.append) is amx
         assert len(said) == (0 if amx else 1)  # one note, only when falling back to fp32
-        assert amx or ("no AMX" in said[0] and "--bf16 force" in said[0])
+        assert amx or ("no bf16 instructions" in said[0] and "--bf16 force" in said[0])
         assert precision.resolve_bf16("force", said.append) and not precision.resolve_bf16("no", said.append)
     assert [precision.bf16_mode(v) for v in (None, True, "true", "", "force", "no")] == ["no", "auto", "auto", "no", "force", "no"]
     with pytest.raises(ValueError):

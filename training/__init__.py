@@ -7,5 +7,4 @@
   checkpoint.py  the checkpoint folder: weights, tokenizer, model card, report, loss plot
   cli.py         one-line errors and exit codes for every entry point
   schedule.py    how long to train by default (sized by the data and this machine)
-  precision.py   bf16 only where it is fast
 """

@@ -48,7 +48,7 @@ class RunArguments:
     grad_accum: int = _f(1, "gradient accumulation steps")
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming up the learning rate")
     weight_decay: float = _f(0.01, "AdamW weight decay")
-    bf16: str = _f("no", "bf16 mixed precision where it is fast (GPUs with bf16, CPUs with AMX), else fp32 with a note; "
+    bf16: str = _f("no", "bf16 mixed precision where it is fast (GPUs with bf16, CPUs with AMX or AVX512-BF16), else fp32 with a note; "
                          "--bf16 force: always", nargs="?", const="auto", metavar="force")
     seed: int = _f(42, "random seed (data split, initialisation, sampling order)")
     patience: int = _f(0, "stop after this many epochs without a better validation loss (0: never)")
@@ -77,7 +77,7 @@ class RunArguments:
                 raise InputError(message)
         if not isinstance(self.bf16, bool):  # from here on a plain yes/no: is this run in bf16?
             from training.cli import say
-            from training.precision import bf16_mode, resolve_bf16
+            from data.precision import bf16_mode, resolve_bf16
 
             try:
                 self.bf16 = resolve_bf16(bf16_mode(self.bf16), say)

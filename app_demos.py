@@ -83,6 +83,7 @@ class DemoBuilder:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
 
     def start(self) -> DemoBuilder:
         if self.builds:
@@ -150,14 +151,21 @@ class DemoBuilder:
             return
         if not isinstance(p, dict) or not b.started or p.get("updated", 0) < b.started:
             return  # a file left by an earlier, interrupted build
-        b.state = "saving" if p.get("phase") == "saving" else "training"
-        b.step, b.max_steps, b.eta_s = int(p.get("step") or 0), int(p.get("max_steps") or 0), p.get("eta_s")
+        with self._state_lock:  # the page's poll must not turn a build the worker just ended back into "saving"
+            if b.state in ("ready", "failed"):
+                return
+            b.state = "saving" if p.get("phase") == "saving" else "training"
+            b.step, b.max_steps, b.eta_s = int(p.get("step") or 0), int(p.get("max_steps") or 0), p.get("eta_s")
 
     def _work(self) -> None:
         for b in self.builds.values():
             if self._stopping.is_set():
                 return
             self._build(b)
+
+    def _end(self, b: Build, state: str, reason: str = "") -> None:
+        with self._state_lock:
+            b.state, b.reason = state, reason
 
     def _build(self, b: Build) -> None:
         script = os.path.join(ROOT, "training", f"{b.task}.py")
@@ -183,17 +191,17 @@ class DemoBuilder:
                 time.sleep(self.poll_s)
                 self._read_progress(b)
         except OSError as e:
-            b.state, b.reason = "failed", f"cannot start the training script: {e.strerror or e}"
+            self._end(b, "failed", f"cannot start the training script: {e.strerror or e}")
             self.say(f"[app] {b.task} demo model failed: {b.reason}")
             return
         finally:
             with self._lock:
                 self._proc = None
         if self._stopping.is_set():
-            b.state, b.reason = "failed", "the app is closing"
+            self._end(b, "failed", "the app is closing")
             return
         if proc.returncode != 0 or not os.path.isfile(os.path.join(b.output, "config.json")):
-            b.state, b.reason = "failed", f"{_last_error(b.log)} (exit {proc.returncode}; log: {b.log})"
+            self._end(b, "failed", f"{_last_error(b.log)} (exit {proc.returncode}; log: {b.log})")
             self.say(f"[app] {b.task} demo model failed: {b.reason}")
             return
         b.seconds = time.time() - b.started
@@ -202,7 +210,7 @@ class DemoBuilder:
                 self.on_ready(b.task, b.output)
             except Exception as e:  # the tab shows the load error itself
                 self.say(f"[app] {b.task} demo model built but not loaded: {e}")
-        b.state = "ready"
+        self._end(b, "ready")
         self.say(f"[app] {b.task} demo model ready in {b.seconds:.0f} s")
         try:
             os.remove(b.log)

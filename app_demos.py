@@ -101,7 +101,7 @@ class DemoBuilder:
         return build
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until every build ended (tests, `--build-demos-first`); False on timeout."""
+        """Block until every build ended (tests, docs/take_screenshots.py); False on timeout."""
         if self._thread is not None:
             self._thread.join(timeout)
         return not self.pending()

@@ -75,19 +75,67 @@ def test_self_quiz_probes_recurring_words_in_held_out_lines():
     assert any(p.held_out for p in probes) and len(held) <= 0.3 * len(FACTS)
 
 
-def test_span_masking_masks_a_recurring_name_whole(tmp_path):
+def _masked_runs(row: list[str]) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for i, token in enumerate(row + ["x"]):
+        if token == "[MASK]" and start is None:
+            start = i
+        elif token != "[MASK]" and start is not None:
+            runs.append((start, i))
+            start = None
+    return runs
+
+
+def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
     from data import build_char_vocab, make_tokenizer
     from training.cloze import ClozeArguments, ClozeCollator, encode_passages
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
-    args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=0.01)
+    args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=1e-9)
     spans = recurring_spans(FACTS)
-    examples = encode_passages(tokenizer, FACTS[:1], 64, 16, False, spans)
-    batch = ClozeCollator(tokenizer, args, seed=0)(examples)
-    masked = tokenizer.decode(batch["input_ids"][0]).replace(" ", "")
-    assert masked.startswith("[CLS]" + "[MASK]" * 4 + "是")  # 万俟小禾, every character
-    labels = batch["labels"][0][batch["labels"][0] != -100].tolist()
-    assert tokenizer.decode(labels).replace(" ", "").startswith("万俟小禾栗子坡")  # and 栗子坡 (in 栗子坡的铁匠, a longer span)
+    line = FACTS[1]  # 栗子坡的铁匠叫万俟小禾，手艺很好。: two recurring spans, 栗子坡的铁匠 and 万俟小禾
+    collator = ClozeCollator(tokenizer, args, seed=0)
+    seen = set()
+    for _ in range(40):
+        batch = collator(encode_passages(tokenizer, [line], 64, 16, False, spans))
+        row = tokenizer.convert_ids_to_tokens(batch["input_ids"][0])
+        masked = "".join(ch for ch, label in zip(line, batch["labels"][0][1:-1].tolist()) if label != -100)
+        runs = _masked_runs(row)
+        assert len(runs) == 1, row  # one span per example, never two: the other is the context that states the fact
+        a, b = runs[0]
+        span = next(s for s in ("万俟小禾", "栗子坡的铁匠") if masked and s.endswith(masked))
+        assert line[a - 1 : b - 1] == masked and line.index(span) + len(span) == b - 1  # a suffix of the span, up to its end
+        seen.add((span, len(masked) == len(span)))
+    assert seen == {("万俟小禾", True), ("万俟小禾", False), ("栗子坡的铁匠", True), ("栗子坡的铁匠", False)}
+
+
+def test_recombined_views_keep_the_names_and_vary_the_words_between():
+    from data import build_char_vocab, make_tokenizer
+    from training.cloze import TrainingViews, encode_passages
+
+    tokenizer = make_tokenizer(build_char_vocab(FACTS))
+    spans = recurring_spans(FACTS)
+    views = TrainingViews(encode_passages(tokenizer, FACTS, 64, 16, False, spans), seed=0, recombine=1.0, unk_id=tokenizer.unk_token_id)
+    line = 1  # 栗子坡的铁匠叫万俟小禾，手艺很好。
+    texts, orders = set(), set()
+    for _ in range(60):
+        v = views[line]
+        assert v["mask_span"] in set(v["span_ids"]) - {0}
+        text = "".join(tokenizer.convert_ids_to_tokens(v["input_ids"][1:-1]))
+        assert "万俟小禾" in text and "栗子坡" in text  # names whole, whatever happens around them
+        assert len(v["input_ids"]) == len(v["span_ids"]) == len(v["special_tokens_mask"])
+        texts.add(text)
+        orders.add(text.index("万俟小禾") < text.index("栗子坡"))
+    assert orders == {True, False} and len(texts) > 30 and any("[UNK]" in t for t in texts)
+    plain = FACTS.index("晚饭吃了面条。")  # no recurring span: left as written or cropped, never recombined
+    assert all("mask_span" not in views[plain] for _ in range(20))
+
+
+def test_a_fact_corpus_trains_a_rotary_model_and_pairs_stay_bert():
+    from training.cloze import ClozeArguments
+
+    assert ClozeArguments(data="x").scratch_architecture == "roformer"
+    assert ClozeArguments(data="x", pairs=True).scratch_architecture == "bert"
 
 
 @pytest.mark.slow
@@ -97,8 +145,8 @@ def test_a_tiny_scratch_cloze_run_raises_its_self_quiz_recall(tmp_path):
 
     corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
     out = tmp_path / "out"
-    assert run(cloze_script.main, ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "64",
-                                   "--n-head", "2", "--max-len", "32", "--max-steps", "300", "--seed", "0"]) == 0
+    assert run(cloze_script.main, ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "128",
+                                   "--n-head", "4", "--max-len", "32", "--max-steps", "600", "--lr", "2e-3", "--seed", "0"]) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     quiz = r["self_quiz"]
     assert quiz["probes"] >= 4 and quiz["recall_before"] == 0

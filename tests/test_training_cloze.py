@@ -23,7 +23,7 @@ def cloze_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("cloze") / "cloze"
     general = write(out.parent / "general.txt", "今天天气很好，我们去公园散步。\n他每天早上跑步，身体很健康。\n")
     argv = ["--data", CORPUS, "--eval-prompts", PROMPTS, "--general-text", str(general), "--output", str(out),
-            *TINY, "--epochs", "200"]
+            *TINY, "--epochs", "400"]
     assert run(cloze_script.main, argv) == 0
     return out
 

@@ -1,11 +1,12 @@
-"""Teach a BERT masked-LM the facts in your own text; write a fill-mask checkpoint folder.
+"""Teach a masked-LM (BERT, RoBERTa, RoFormer ...) the facts in your own text; write a fill-mask checkpoint folder.
 
     python training/cloze.py --data data/samples/cloze_corpus.txt --eval-prompts data/samples/cloze_prompts.txt
 
-Passages are cut into overlapping windows of --max-len tokens; 15% of tokens are masked
-(80% [MASK] / 10% random / 10% unchanged) by `DataCollatorForLanguageModeling`, or whole
-jieba words with --whole-word-mask. --eval-prompts shows the top-5 answers to your own
-quiz before and after training.
+Passages are cut into overlapping windows of --max-len tokens; --mlm-probability of the tokens
+are masked (80% [MASK] / 10% random / 10% unchanged), or whole jieba words with
+--whole-word-mask; the names your text repeats are masked whole and seen in recombined lines
+(TrainingViews). --eval-prompts shows the top-5 answers to your own quiz before and after
+training; without it the script quizzes itself on lines held out of training.
 """
 
 from __future__ import annotations
@@ -50,15 +51,22 @@ class ClozeArguments:
     mask_replace_prob: float = field(default=0.8, metadata={"help": "of masked tokens: fraction replaced by [MASK]"})
     random_replace_prob: float = field(default=0.1, metadata={"help": "of masked tokens: fraction replaced by a random token"})
     whole_word_mask: bool = field(default=False, metadata={"help": "mask whole jieba words instead of single characters"})
-    span_probability: float = field(default=0.0, metadata={
-        "help": "chance that each occurrence of a recurring span of your text (a name, a place, an object, found by "
-                "data/spans.py) is masked whole in a training example, on top of --mlm-probability (default 0: off; "
-                "0.4 recalled more whole names on held-out lines but fewer partial ones, see README)"})
+    span_probability: float = field(default=0.5, metadata={
+        "help": "fraction of training lines in which one recurring span of your text (a name, a place, an object, found "
+                "by data/spans.py) is masked whole, or all but its first characters, on top of --mlm-probability"})
+    recombine_probability: float = field(default=0.5, metadata={
+        "help": "fraction of training lines seen recombined: their recurring spans kept (in another order half of the "
+                "time), the words between them kept, replaced or dropped, one span masked; teaches the facts apart from "
+                "the sentences that state them (0: off)"})
     user_dict: str = field(default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"})
     min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
     n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
     n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
     n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
+    scratch_architecture: str = field(default=None, metadata={
+        "help": "scratch: 'roformer' (rotary, relative positions: a fact asked in new words sits at new positions; the "
+                "default for a fact corpus) or 'bert' (absolute positions; the default with --pairs, which "
+                "training/similarity.py builds on)"})
 
     def __post_init__(self):
         if not self.data:
@@ -69,8 +77,13 @@ class ClozeArguments:
             self.overlap = self.max_len // 4
         if not 0 <= self.overlap < self.max_len // 2:
             raise InputError(f"--overlap must be between 0 and half of --max-len, got {self.overlap}")
-        if not 0 <= self.span_probability <= 1:
-            raise InputError(f"--span-probability must be between 0 and 1, got {self.span_probability}")
+        for flag, value in (("--span-probability", self.span_probability), ("--recombine-probability", self.recombine_probability)):
+            if not 0 <= value <= 1:
+                raise InputError(f"{flag} must be between 0 and 1, got {value}")
+        if self.scratch_architecture is None:
+            self.scratch_architecture = "bert" if self.pairs else "roformer"
+        if self.scratch_architecture not in SCRATCH_ARCHITECTURES:
+            raise InputError(f"--scratch-architecture must be one of {', '.join(SCRATCH_ARCHITECTURES)}, got {self.scratch_architecture!r}")
         if self.mlm_probability is None:  # a small fact corpus is learned faster with more masked per pass
             self.mlm_probability = 0.15 if self.pairs else 0.3
         if not 0 < self.mlm_probability < 1:
@@ -99,13 +112,21 @@ def load_pretrained(name: str, **kw):
 
 
 def build_scratch(args: ClozeArguments, texts: list[str], tokenizer=None):
-    from transformers import BertConfig, BertForMaskedLM
+    import transformers
 
     tokenizer = tokenizer or make_tokenizer(build_char_vocab(texts, min_freq=args.min_freq))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.n_embd, num_hidden_layers=args.n_layer,
-                        num_attention_heads=args.n_head, intermediate_size=4 * args.n_embd,
-                        max_position_embeddings=args.max_len, pad_token_id=tokenizer.pad_token_id)
-    return BertForMaskedLM(config), tokenizer
+    config_class, model_class = SCRATCH_ARCHITECTURES[args.scratch_architecture]
+    config = getattr(transformers, config_class)(
+        vocab_size=len(tokenizer), hidden_size=args.n_embd, num_hidden_layers=args.n_layer, num_attention_heads=args.n_head,
+        intermediate_size=4 * args.n_embd, max_position_embeddings=args.max_len, pad_token_id=tokenizer.pad_token_id,
+        **({"embedding_size": args.n_embd} if args.scratch_architecture == "roformer" else {}))
+    return getattr(transformers, model_class)(config), tokenizer
+
+
+# Measured on bench/corpora (reworded prompts, 3,000 steps, same recipe otherwise): town15 8/8, shop30 13/14,
+# friends60 21/26 with rotary positions; 4/8, 6/14, 8/26 with BERT's absolute ones. A masked name in a new
+# sentence sits at new positions, and the model has to tell which character of the name each [MASK] is.
+SCRATCH_ARCHITECTURES = {"roformer": ("RoFormerConfig", "RoFormerForMaskedLM"), "bert": ("BertConfig", "BertForMaskedLM")}
 
 
 def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, word_offsets: bool,
@@ -177,16 +198,25 @@ def _window_starts(n: int, size: int, overlap: int) -> list[int]:
     return [span[0] for span in spans]
 
 
-class RandomCrops:
-    """Training windows, each drawn as a random sub-span (at least half) half of the time.
+class TrainingViews:
+    """Training windows seen three ways: as written; as a random sub-span (at least half) with
+    `crop` probability; and, with `recombine` probability when a window holds two or more
+    recurring spans, recombined: the spans kept whole (their order shuffled half of the time), each
+    character between them kept, swapped for another character of the corpus, swapped for [UNK] or
+    dropped, and one span marked to be masked (`mask_span`, see `ClozeCollator.span_mask`).
 
-    Written by hand: on a small corpus a model otherwise memorises every sentence at its
-    fixed positions and fails on the same fact phrased differently; shifting and trimming
-    the context makes it learn the local associations (林小 -> 溪) that carry the facts.
+    Written by hand: on a small corpus a model otherwise memorises every sentence at its fixed
+    positions and fails on the same fact asked in other words. Crops make it learn local
+    associations (林小 -> 溪); recombined views make a fact (巫马小满 - 白鹭洲 - 药剂师) hold whatever
+    words surround it. [UNK] is there because a scratch vocabulary has only the corpus's
+    characters, so a question in new words reaches the model with [UNK]s in it. Measured on
+    bench/corpora (3,000 steps): town15's reworded prompts 0/8 -> 8/8 with recombined views,
+    spans masked whole or from a prefix, and [UNK] noise (see README).
     """
 
-    def __init__(self, examples: list[dict], seed: int, probability: float = 0.5):
-        self.examples, self.probability = examples, probability
+    def __init__(self, examples: list[dict], seed: int, crop: float = 0.5, recombine: float = 0.0, unk_id: int | None = None):
+        self.examples, self.crop, self.recombine, self.unk_id = examples, crop, recombine, unk_id
+        self.pool = sorted({t for e in examples for t, special in zip(e["input_ids"], e["special_tokens_mask"]) if not special})
         self.rng = random.Random(seed)
 
     def __len__(self):
@@ -194,13 +224,42 @@ class RandomCrops:
 
     def __getitem__(self, i: int) -> dict:
         e = self.examples[i]
+        if self.recombine and "span_ids" in e and self.rng.random() < self.recombine:
+            view = self.recombined(e)
+            if view is not None:
+                return view
         n = len(e["input_ids"]) - 2  # body between [CLS] and [SEP]
-        if n < 4 or self.rng.random() >= self.probability:
+        if n < 4 or self.rng.random() >= self.crop:
             return e
         size = self.rng.randint((n + 1) // 2, n)
         start = self.rng.randint(0, n - size)
         cut = lambda seq: seq[:1] + seq[1 + start : 1 + start + size] + seq[-1:]  # noqa: E731
         return {k: cut(v) for k, v in e.items()}
+
+    def recombined(self, e: dict) -> dict | None:
+        chunks: list[tuple[int, list[int]]] = []  # (span occurrence or 0, tokens), in order
+        for token, k in zip(e["input_ids"][1:-1], e["span_ids"][1:-1]):
+            if chunks and chunks[-1][0] == k:
+                chunks[-1][1].append(token)
+            else:
+                chunks.append((k, [token]))
+        named = sorted({k for k, _ in chunks if k})
+        if len(named) < 2:
+            return None
+        if self.rng.random() < 0.5:
+            self.rng.shuffle(chunks)
+        ids, span_ids = [], []
+        for k, tokens in chunks:
+            for token in tokens:
+                if not k:
+                    r = self.rng.random()  # kept 1/2, another corpus character 1/6, [UNK] 1/6, dropped 1/6
+                    if r >= 5 / 6 or (r >= 4 / 6 and self.unk_id is None):
+                        continue
+                    token = token if r < 0.5 else self.rng.choice(self.pool) if r < 4 / 6 else self.unk_id
+                ids.append(token)
+                span_ids.append(k)
+        return {"input_ids": [e["input_ids"][0], *ids, e["input_ids"][-1]], "special_tokens_mask": [1] + [0] * len(ids) + [1],
+                "span_ids": [0, *span_ids, 0], "mask_span": self.rng.choice(named)}
 
 
 class ClozeCollator:
@@ -243,8 +302,9 @@ class ClozeCollator:
         return self.mlm(examples)
 
     def span_mask(self, examples: list[dict], width: int) -> dict:
-        """Each occurrence of a recurring span masked whole with --span-probability, other tokens with
-        --mlm-probability (80% [MASK] / 10% random / 10% kept); at least one masked token per example.
+        """One recurring span masked whole (or all but its first characters) in a --span-probability share
+        of examples and in every recombined view; other tokens with --mlm-probability (80% [MASK] / 10%
+        random / 10% kept; none in a recombined view); at least one masked token per example.
 
         Written by hand: the library collator picks tokens or words uniformly, so a name that carries
         a fact is masked as often as 的; masking the spans the text repeats (PMI-masking, Levine et
@@ -260,10 +320,18 @@ class ClozeCollator:
             row = torch.tensor(e["input_ids"])
             spans = torch.tensor(e["span_ids"])
             normal = torch.tensor(e["special_tokens_mask"]) == 0
-            whole = torch.zeros(n, dtype=torch.bool)  # spans chosen to be masked whole
-            for k in spans.unique().tolist():
-                if k and torch.rand((), generator=gen) < self.span_probability:
-                    whole |= spans == k
+            whole = torch.zeros(n, dtype=torch.bool)  # the span chosen to be masked whole (or from a prefix on)
+            target = e.get("mask_span")  # a recombined view names its span
+            if target is None:
+                present = [k for k in spans.unique().tolist() if k]
+                if present and torch.rand((), generator=gen) < self.span_probability:
+                    target = present[int(torch.randint(len(present), (1,), generator=gen))]
+            if target is not None:
+                where = (spans == target).nonzero().flatten()
+                # Half of the time the first characters stay: the app fills a run of masks left to right,
+                # so the model must also finish a name it has begun (巫马[MASK][MASK] -> 小满).
+                kept = int(torch.randint(len(where), (1,), generator=gen)) if torch.rand((), generator=gen) < 0.5 else 0
+                whole[where[kept:]] = True
             chosen = whole.clone()
             if "offset_mapping" in e:  # --whole-word-mask: the other tokens are masked by jieba word
                 words = [hash(tuple(o)) for o in e["offset_mapping"][:n]]
@@ -273,7 +341,8 @@ class ClozeCollator:
             else:
                 # tokens inside spans too: "林小[MASK]" -> 溪 (the rest of a name) is a fact as well; with
                 # span tokens left out of this, the sample prompts fell from 18/19 to 1/19
-                chosen |= torch.rand(n, generator=gen) < self.mlm_probability
+                if "mask_span" not in e:  # a recombined view has lost enough context already
+                    chosen |= torch.rand(n, generator=gen) < self.mlm_probability
                 in_word = torch.zeros(n, dtype=torch.bool)
             chosen &= normal
             if not chosen.any() and normal.any():
@@ -433,7 +502,9 @@ def print_quiz(before: list[dict], after: list[dict]) -> None:
 # Default amount of training (training/schedule.py). A fact corpus is learned by heart: many passes
 # over few lines. A pair file (masked-LM before training/similarity.py) is thousands of pairs, each
 # seen in both orders per pass.
-FACTS_RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
+# A fact asked in new words needs far more steps than the self-quiz suggests: island150 (150 lines)
+# answered 21% of its reworded prompts after 2,000 steps and 80% after 8,000 (3.9 min here).
+FACTS_RULE = Rule(min_steps=8000, min_passes=100, max_minutes=5, unit="lines")
 PRETRAINED_FACTS_RULE = Rule(min_steps=300, min_passes=30, max_minutes=15, unit="lines")
 PAIRS_RULE = Rule(min_steps=1000, min_passes=10, max_minutes=7.5, unit="pairs")  # more passes help; the cap decides
 
@@ -474,7 +545,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 
     # Only when something uses them (the self-quiz, span masking, jieba's dictionary), and from the first
     # SPAN_LINES lines: counting every 1-7 character n-gram of a large corpus would cost gigabytes.
-    wanted = not args.pairs and (not prompts or args.span_probability > 0 or args.whole_word_mask)
+    wanted = not args.pairs and (not prompts or args.span_probability > 0 or args.recombine_probability > 0 or args.whole_word_mask)
     spans = recurring_spans(corpus.passages[:SPAN_LINES]) if wanted else {}
     probes, held = [], []
     if spans and args.whole_word_mask:
@@ -511,8 +582,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         train_ds = encode_pairs(tokenizer, train_text + [(b, a) for a, b in train_text], args.max_len, args.whole_word_mask)
         valid_ds = collator.mask_once(encode_pairs(tokenizer, valid_text, args.max_len, args.whole_word_mask))
     else:
-        span_ids = spans if args.span_probability > 0 else None
-        train_ds = RandomCrops(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask, span_ids), runa.seed)
+        span_ids = spans if args.span_probability > 0 or args.recombine_probability > 0 else None
+        train_ds = TrainingViews(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask, span_ids), runa.seed,
+                                 recombine=args.recombine_probability, unk_id=tokenizer.unk_token_id)
         valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
     general_ds = collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
     train_tokens = sum(len(x["input_ids"]) for x in getattr(train_ds, "examples", train_ds))
@@ -585,6 +657,8 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 fill = pipeline("fill-mask", model="{plan.final}")
 print(fill("三国人物诸[MASK][MASK]"))""")
     summary = f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; " if "masked_accuracy" in best else ""
+    if quiz_items and after and _summary(after) == 1.0 and result.convergence and "still falling" in result.convergence:
+        result.convergence = None  # every quiz answer is right: "more training would help" would mislead
     report["convergence"] = result.convergence
     if probes:
         report["metrics_line"] = summary = (f"recalls {report['self_quiz']['recalled']} of {len(probes)} probed facts from your text "
@@ -620,7 +694,9 @@ def QuizProgress(tokenizer, items, ask, patience: int | None):
                 self.best, self.waited = score, 0
             else:
                 self.waited += 1
-            if patience and self.waited >= patience and state.global_step >= 0.3 * state.max_steps:
+            # Not before most of the run: the self-quiz fills up (9 of 9) long before the same facts are
+            # answered in new words (town15: 6/8 reworded at 1,200 steps, 8/8 at 3,000).
+            if patience and self.waited >= patience and state.global_step >= 0.6 * state.max_steps:
                 say(f"  the quiz has not improved for {patience} evaluations; stopping here")
                 control.should_training_stop = True
 

@@ -197,3 +197,28 @@ def test_help_shows_dashed_flags_and_one_default_each():
         blocks = re.split(r"\n  (?=-)", options)  # one block per option
         assert len(blocks) > 20 and all(b.count("(default") <= 1 for b in blocks), [b for b in blocks if b.count("(default") > 1]
         assert "(default: None)" not in out
+
+
+def test_step_time_is_probed_on_a_batch_of_typical_length():
+    """Training batches group similar lengths, so the probe must not pad a random batch to its longest item."""
+    import torch
+
+    from training.schedule import measure_step
+
+    widths = []
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, input_ids):
+            widths.append(input_ids.shape[1])
+            return type("Out", (), {"loss": (self.w * input_ids.float()).mean()})()
+
+    lengths = [8] * 180 + [120] * 20  # mostly short, a few long ones
+    dataset = [{"input_ids": [1] * n} for n in lengths]
+    collate = lambda items: {"input_ids": torch.tensor([e["input_ids"] + [0] * (max(len(x["input_ids"]) for x in items) - len(e["input_ids"]))
+                                                        for e in items])}  # noqa: E731
+    measure_step(Model(), collate, dataset, batch_size=8)
+    assert widths and set(widths) == {8}

@@ -247,3 +247,15 @@ def test_epoch_table_names_a_partial_last_epoch_by_its_fraction():
     rows = epoch_table(history)
     assert [r["epoch"] for r in rows] == [1, 1.6]
     assert rows[0]["train_loss"] == 1.5 and rows[1]["train_loss"] == 0.8 and rows[1]["valid_loss"] == 1.2
+
+
+@pytest.mark.slow
+def test_a_default_scratch_run_stops_when_validation_stops_improving(tmp_path):
+    """The default schedule from scratch keeps the best epoch and stops 4 evaluations after it (2,000 LCCC
+    dialogues: best at 7 of 24 passes); an explicit amount of training is left alone."""
+    from training.chat import SCRATCH_PATIENCE
+
+    code, out = train(tmp_path, "--max-minutes", "0.05", name="default")
+    assert code == 0 and report(out)["hyperparameters"]["patience"] == SCRATCH_PATIENCE
+    code, out = train(tmp_path, "--epochs", "1", name="explicit")
+    assert code == 0 and report(out)["hyperparameters"]["patience"] == 0

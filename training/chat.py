@@ -115,8 +115,8 @@ def chat_generation_config(tokenizer):
 
 # Default amount of training (training/schedule.py). From scratch a model needs thousands of steps
 # before replies stop being the commonest characters; 2,000 LCCC dialogues end in ~10 min on 2 cores.
-# 2,000 LCCC dialogues: 1,021 steps gave validation perplexity 207 and still falling; 3,000 steps is ~10 min here.
 SCRATCH_PATIENCE = 4  # evaluations without a better validation loss before a default scratch run stops
+# 2,000 LCCC dialogues: 1,021 steps gave validation perplexity 207 and still falling; 3,000 steps is ~10 min here.
 SCRATCH_RULE = Rule(min_steps=3000, min_passes=3, max_minutes=10, unit="dialogues")
 PRETRAINED_RULE = Rule(min_steps=100, min_passes=2, max_minutes=30, unit="dialogues", max_passes=5)
 

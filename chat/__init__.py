@@ -1,4 +1,4 @@
-"""Serving checkpoint folders: the chat engine (and, later, fill-mask and similarity predictors).
+"""Serving checkpoint folders: the chat engine, the fill-mask and similarity predictors, the task registry.
 
     from chat import ChatEngine
     engine = ChatEngine.from_pretrained("checkpoints/chat")
@@ -8,7 +8,17 @@
 Terminal chat: `python -m chat --model checkpoints/chat`.
 """
 
-from chat.engine import ChatEngine, GenerationSettings
-from chat.loading import load_chat_model
-
 __all__ = ["ChatEngine", "GenerationSettings", "load_chat_model"]
+
+
+def __getattr__(name: str):
+    # imported on first use, so the task registry (chat.tasks) can be read without loading torch
+    if name in ("ChatEngine", "GenerationSettings"):
+        from chat import engine
+
+        return getattr(engine, name)
+    if name == "load_chat_model":
+        from chat.loading import load_chat_model
+
+        return load_chat_model
+    raise AttributeError(f"module 'chat' has no attribute {name!r}")

@@ -17,8 +17,7 @@ import sys
 import time
 
 from data import InputError
-
-EXIT_BAD_INPUT = 2
+from data.errors import EXIT_BAD_INPUT
 
 
 def parse_args(argv):

@@ -6,7 +6,9 @@ import json
 import os
 
 from data.errors import InputError
+from data.encoder import CHAT_SAMPLING
 from data.hub import hub_reachable, looks_like_path
+from data.textio import read_json_dict
 
 # What a checkpoint folder needs; a Hub download fetches only these (safetensors only).
 FOLDER_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "adapter/*"]
@@ -34,11 +36,6 @@ def resolve_model(name: str, kind: str) -> str:
         return snapshot_download(name, allow_patterns=FOLDER_FILES)
     except Exception as e:  # RepositoryNotFoundError, HTTP errors: one line
         raise InputError(f"could not download {name!r} from the Hugging Face Hub: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
-
-
-def _read_json(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def check_weights(folder: str) -> None:
@@ -113,7 +110,7 @@ def load_chat_model(folder: str, dtype=None):
     has_weights = any(os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
     dtype = dtype or torch.float32
     if os.path.isfile(config_path) and has_weights:
-        model_type = _json_dict(config_path).get("model_type")
+        model_type = read_json_dict(config_path).get("model_type")
         if model_type != "gpt2":
             raise InputError(f"{folder} holds a {model_type} model, not a GPT-2 chat model")
         check_weights(folder)
@@ -122,16 +119,14 @@ def load_chat_model(folder: str, dtype=None):
         except (OSError, ValueError, RuntimeError) as e:
             raise InputError(f"{folder} could not be loaded: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
     elif adapter_dir:
-        from peft import PeftModel
+        from peft import AutoPeftModelForCausalLM
 
-        base = _read_json(os.path.join(adapter_dir, "adapter_config.json")).get("base_model_name_or_path")
-        if not base:
+        if not read_json_dict(os.path.join(adapter_dir, "adapter_config.json")).get("base_model_name_or_path"):
             raise InputError(f"{adapter_dir}/adapter_config.json does not name its base model")
-        try:
-            model = GPT2LMHeadModel.from_pretrained(base, dtype=dtype, use_safetensors=True)
-        except OSError as e:
-            raise InputError(f"cannot load the adapter's base model {base!r}: {str(e).splitlines()[0]}")
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        try:  # the base named in adapter_config.json, the adapter on it, merged into plain weights
+            model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=dtype, use_safetensors=True).merge_and_unload()
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot load the adapter in {adapter_dir} on its base model: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
     else:
         raise InputError(f"{folder} is not a chat model folder (no config.json with safetensors weights, no adapter)")
     try:
@@ -143,7 +138,7 @@ def load_chat_model(folder: str, dtype=None):
     try:
         generation_config = GenerationConfig.from_pretrained(folder)
     except OSError:
-        generation_config = GenerationConfig(do_sample=True, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2, max_new_tokens=64)
+        generation_config = GenerationConfig(**CHAT_SAMPLING)
     model.eval()
     return into_memory(model), tokenizer, generation_config
 
@@ -163,29 +158,18 @@ def load_auto_folder(folder: str, auto_model, kind: str, what: str):
     return into_memory(model), tokenizer
 
 
-TASKS = ("chat", "cloze", "similarity")
-
-
-def _json_dict(path: str) -> dict:
-    try:
-        value = _read_json(path)
-        return value if isinstance(value, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def task_of(folder: str) -> str | None:
-    """chat / cloze / similarity from the folder's training report or its config's architectures."""
-    task = _json_dict(os.path.join(folder, "training_report.json")).get("task")
+    """The registered task (chat.tasks) a folder belongs to: the task its training report records,
+    else the first task that accepts one of its config's architectures; None for anything else."""
+    from chat.tasks import TASKS
+
+    task = read_json_dict(os.path.join(folder, "training_report.json")).get("task")
     if task in TASKS:
         return task
-    for arch in _json_dict(os.path.join(folder, "config.json")).get("architectures") or []:
-        if arch == "GPT2LMHeadModel":
-            return "chat"
-        if arch.endswith("ForMaskedLM"):
-            return "cloze"
-        if arch.endswith("ForSequenceClassification"):
-            return "similarity"
+    for arch in read_json_dict(os.path.join(folder, "config.json")).get("architectures") or []:
+        for t in TASKS.values():
+            if isinstance(arch, str) and t.accepts(arch):
+                return t.name
     return None
 
 

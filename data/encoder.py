@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LOSS_ON = ("all", "replies", "last")
+# Sampling that reads well for short chit-chat: training/chat.py writes it into each checkpoint's
+# generation_config.json, chat/ uses it for a folder without one, and the app's sliders start here.
+CHAT_SAMPLING = dict(do_sample=True, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2, max_new_tokens=64)
 
 
 @dataclass

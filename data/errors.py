@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+EXIT_BAD_INPUT = 2  # the exit code of every command line (scripts, the app, the deploy) for input a person can fix
+
+
 class InputError(ValueError):
     """Bad input that a user can fix: the message is one plain sentence."""
 

@@ -19,15 +19,19 @@ def hub_offline_flag() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 
 
+def can_connect(host: str, port: int = 443, timeout: float = 3.0) -> bool:
+    """One short TCP connect: no retries, no multi-minute hang (the Hub, Gradio's share server)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """One short TCP connect to the Hub endpoint: no retries, no multi-minute hang."""
     if hub_offline_flag():
         return False
     from huggingface_hub import constants
 
     url = urlparse(constants.ENDPOINT)
-    try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return can_connect(url.hostname, url.port or 443, timeout)

@@ -60,6 +60,17 @@ def loads_json(text: str):
         raise ValueError("nested too deeply")
 
 
+def read_json_dict(path: str | os.PathLike) -> dict:
+    """A JSON object from a small file we wrote (a report, a config), or {} when it is missing,
+    unreadable, not JSON or not an object: callers treat those alike, as "nothing recorded"."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = loads_json(f.read())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def load_yaml(text: str):
     """`yaml.safe_load` without aliases (a few hundred bytes of `*a` references can expand to
     gigabytes) and without absurd nesting; raises `yaml.YAMLError` or ValueError."""

@@ -50,13 +50,14 @@ def main() -> int:
     a = p.parse_args()
     sys.path.insert(0, ROOT)
     import app
-    from app_demos import DemoBuilder
+    from webui.demos import DemoBuilder
+    from webui.store import missing_demos
     from playwright.sync_api import expect, sync_playwright
 
     building_shot(app, DemoBuilder, expect, sync_playwright, os.path.join(a.out, "screenshot-building.png"))
     settings = app.Settings(checkpoints=a.checkpoints)
     store = app.ModelStore()
-    builder = DemoBuilder(a.checkpoints, app.missing_demos(settings), on_ready=store.get).start()
+    builder = DemoBuilder(a.checkpoints, missing_demos(settings), on_ready=store.get).start()
     if not builder.wait(timeout=1800):
         print("error: the demo models were not ready in 30 minutes", file=sys.stderr)
         return 1

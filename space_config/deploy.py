@@ -3,7 +3,7 @@
     python space_config/deploy.py --space USER/NAME --checkpoints checkpoints/
     python space_config/deploy.py --space USER/NAME --dry-run space_bundle/   # build the bundle only
 
-The bundle is the app, chat/, training/, data/ (with its samples), the Space card
+The bundle is the app (app.py, webui/), chat/, training/, data/ (with its samples), the Space card
 (space_config/README.md), CPU-only requirements and the chosen checkpoint folders; no
 tests, caches, Trainer states or .git. It is uploaded with huggingface_hub
 (`create_repo(..., repo_type="space", space_sdk="gradio", exist_ok=True)`, `upload_folder`).
@@ -23,11 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from data.errors import InputError  # noqa: E402  (needs the repo root on sys.path first)
+from data.errors import EXIT_BAD_INPUT, InputError  # noqa: E402  (needs the repo root on sys.path first)
 
-EXIT_BAD_INPUT = 2
-PACKAGES = ("chat", "training", "data")
-TOP_FILES = ("app.py", "app_demos.py", "app_widgets.py", "LICENSE")
+PACKAGES = ("chat", "training", "data", "webui")
+TOP_FILES = ("app.py", "LICENSE")
 # CPU-only torch on Spaces: the default PyPI wheel pulls several GB of CUDA libraries.
 CPU_TORCH = ["--extra-index-url https://download.pytorch.org/whl/cpu"]
 # Free "CPU basic" Space: 2 vCPU, 16 GiB memory, 50 GB of (non-persistent) disk.

@@ -71,13 +71,13 @@ def test_import_is_cheap_and_loads_nothing():
 
 
 def test_checkpoints_are_found_per_task(checkpoints):
-    import app
+    from webui.store import find_checkpoints
 
-    found = app.find_checkpoints(str(checkpoints))
+    found = find_checkpoints(str(checkpoints))
     assert [c.label for c in found["chat"]] == ["chat"]
     assert [c.label for c in found["cloze"]] == [os.path.join("mine", "cloze")]
     assert [c.label for c in found["similarity"]] == ["similarity"]
-    assert app.find_checkpoints(str(checkpoints / "missing")) == {"chat": [], "cloze": [], "similarity": []}
+    assert find_checkpoints(str(checkpoints / "missing")) == {"chat": [], "cloze": [], "similarity": []}
 
 
 def test_each_tab_answers(served):
@@ -185,20 +185,20 @@ def test_a_broken_checkpoint_disables_only_its_tab(tmp_path, checkpoints):
         demo.close()
 
 
-def test_explicit_model_flag_comes_first_and_bad_flags_exit_2(checkpoints):
+def test_explicit_model_flag_comes_first_and_bad_flags_exit_2(checkpoints, monkeypatch):
     import app
+    from webui.store import catalogue
 
     s = app.parse_settings(["--checkpoints", str(checkpoints), "--chat-model", str(checkpoints / "chat"), "--no-demo"])
     assert not s.demo and s.models == {"chat": str(checkpoints / "chat")}
-    models = app.catalogue(s)
+    models = catalogue(s)
     assert [c.label for c in models["chat"]] == [str(checkpoints / "chat")]  # listed once, first
-    os.environ.update(APP_CONCURRENCY="8", APP_FAST="1")
-    try:
-        s = app.parse_settings([])
-        assert s.concurrency == 8 and s.fast
-    finally:
-        del os.environ["APP_CONCURRENCY"], os.environ["APP_FAST"]
-    assert app.ModelStore(chat_precision="int8").get("chat", str(checkpoints / "chat")).precision == "int8"
+    monkeypatch.setenv("APP_CONCURRENCY", "8")
+    monkeypatch.setenv("APP_FAST", "1")
+    monkeypatch.setenv("APP_CLOZE_MODEL", str(checkpoints / "mine" / "cloze"))
+    s = app.parse_settings([])
+    assert s.concurrency == 8 and s.fast and s.models == {"cloze": str(checkpoints / "mine" / "cloze")}
+    assert app.ModelStore({"chat": {"precision": "int8"}}).get("chat", str(checkpoints / "chat")).precision == "int8"
     for argv in (["--concurrency", "0"], ["--port", "70000"], ["--bogus"]):
         with pytest.raises(SystemExit) as e:
             app.parse_settings(argv)
@@ -264,28 +264,30 @@ def test_in_a_real_browser(served):
 def test_chat_sliders_start_at_the_checkpoint_generation_settings():
     from transformers import GenerationConfig
 
-    import app
+    from webui.tabs.chat import slider_values
 
     config = GenerationConfig(do_sample=True, temperature=0.5, top_k=20, top_p=0.7, repetition_penalty=1.1, max_new_tokens=100)
-    assert app.slider_values(config) == [0.5, 20, 0.7, 1.1, 100]
+    assert slider_values(config) == [0.5, 20, 0.7, 1.1, 100]
     greedy = GenerationConfig(do_sample=False, repetition_penalty=9.0, max_new_tokens=1000)
-    assert app.slider_values(greedy)[0] == 0 and app.slider_values(greedy)[3:] == [2, 256]  # clamped to the sliders
+    assert slider_values(greedy)[0] == 0 and slider_values(greedy)[3:] == [2, 256]  # clamped to the sliders
+    assert slider_values(GenerationConfig(do_sample=True)) == [0.8, 8, 0.9, 1.2, 64]  # unset: the project's defaults
 
 
 def test_about_line_warns_when_a_similarity_model_is_weak_or_no_better_than_the_majority():
-    import app
+    from webui.store import Checkpoint, about
+
     report = {"base_model": "scratch", "metric": "accuracy", "best": {"accuracy": 0.69}, "majority_baseline": 0.69,
               "data": {"train": {"path": "train.json", "rows": 100}}}
-    ok = app.about(app.Checkpoint("similarity", "p", "afqmc", False, dict(report, warning=None)), "similarity")
-    bad = app.about(app.Checkpoint("similarity", "p", "afqmc", False, dict(report, warning="warning: ...")), "similarity")
+    ok = about(Checkpoint("similarity", "p", "afqmc", False, dict(report, warning=None)), "similarity")
+    bad = about(Checkpoint("similarity", "p", "afqmc", False, dict(report, warning="warning: ...")), "similarity")
     assert "no better than always answering the commonest label (69%)" in bad and "rough guesses" not in bad
     assert "right 69% of the time: treat its answers as rough guesses" in ok and "commonest label" not in ok
-    good = app.about(app.Checkpoint("similarity", "p", "lcqmc", False, dict(report, best={"accuracy": 0.86}, warning=None)), "similarity")
+    good = about(Checkpoint("similarity", "p", "lcqmc", False, dict(report, best={"accuracy": 0.86}, warning=None)), "similarity")
     assert "⚠" not in good
 
 
 def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):
-    from app_demos import DemoBuilder
+    from webui.demos import DemoBuilder
 
     write(tmp_path / "demo-chat", "a file where the demo folder should go")
     lines = []
@@ -303,12 +305,14 @@ def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_pa
         pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
     import app
-    from app_demos import DemoBuilder
+    from webui.demos import DemoBuilder
 
     root = tmp_path / "checkpoints"
     shutil.copytree(checkpoints / "mine" / "cloze", root / "cloze")
+    from webui.store import missing_demos
+
     settings = app.Settings(checkpoints=str(root))
-    assert app.missing_demos(settings) == ["chat", "similarity"]
+    assert missing_demos(settings) == ["chat", "similarity"]
     store = app.ModelStore()
     builder = DemoBuilder(str(root), ["chat"], say=lambda line: None, on_ready=store.get, minutes=0.1)
     demo = app.build_demo(settings, store, builder)
@@ -348,3 +352,54 @@ def test_predictors_print_no_loading_bars(checkpoints):
                        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
     assert "Loading weights" not in r.stderr and "%|" not in r.stderr, r.stderr
+
+
+class ReversePredictor:
+    """The trivial predictor of a made-up fourth task: the text backwards, plus the folder's suffix."""
+
+    def __init__(self, suffix: str):
+        self.suffix = suffix
+
+    @classmethod
+    def from_pretrained(cls, folder: str, **options):
+        return cls((Path(folder) / "suffix.txt").read_text(encoding="utf-8").strip())
+
+    def predict(self, text: str) -> str:
+        return text[::-1] + self.suffix
+
+
+def test_a_fourth_task_is_one_declaration(tmp_path, monkeypatch):
+    """Registering a task is all it takes: its folders are found, the page gets its tab, the API answers."""
+    import gradio as gr
+
+    import app
+    from chat import tasks
+    from chat.loading import task_of
+    from webui.store import find_checkpoints
+
+    monkeypatch.setitem(tasks.TASKS, "reverse", tasks.Task(
+        name="reverse", title="倒读 Reverse", architectures=("ReverseModel",), predictor="tests.test_app:ReversePredictor"))
+    root = tmp_path / "checkpoints"
+    write(root / "backwards" / "config.json", json.dumps({"architectures": ["ReverseModel"]}))
+    write(root / "backwards" / "suffix.txt", "!")
+    assert task_of(str(root / "backwards")) == "reverse"
+    assert [c.label for c in find_checkpoints(str(root))["reverse"]] == ["backwards"]
+    demo = launch(app.Settings(checkpoints=str(root), demo=False))
+    try:
+        tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+        assert tabs == ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "倒读 Reverse"]
+        assert client(demo).predict("你好吗", api_name="/reverse") == "吗好你!"
+    finally:
+        demo.close()
+
+
+def test_a_recorded_task_wins_over_the_architecture(tmp_path, monkeypatch):
+    from chat import tasks
+    from chat.loading import task_of
+
+    write(tmp_path / "config.json", json.dumps({"architectures": ["BertForSequenceClassification"]}))
+    assert task_of(str(tmp_path)) == "similarity"
+    monkeypatch.setitem(tasks.TASKS, "intent", tasks.Task(name="intent", title="意图 Intent", architectures=("*ForSequenceClassification",),
+                                                          predictor="chat.similarity:SimilarityPredictor"))
+    write(tmp_path / "training_report.json", json.dumps({"task": "intent"}))
+    assert task_of(str(tmp_path)) == "intent"

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, write
 
 DEPLOY = ROOT / "space_config" / "deploy.py"
 # The project's tracked files of the app's folders: what a clean clone has, and all the Space gets.
-CODE = sorted(subprocess.run(["git", "ls-files", "app.py", "app_demos.py", "app_widgets.py", "LICENSE", "chat", "training", "data"], cwd=ROOT, capture_output=True,
+CODE = sorted(subprocess.run(["git", "ls-files", "app.py", "LICENSE", "chat", "training", "data", "webui"], cwd=ROOT, capture_output=True,
                              text=True, check=True).stdout.split())
 
 

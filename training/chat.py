@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from data import DialogueEncoder, InputError, build_char_vocab, make_tokenizer, read_dialogues
 from data.dialogue import DIALOGUE_FORMATS
-from data.encoder import LOSS_ON
+from data.encoder import CHAT_SAMPLING, LOSS_ON
 from training.args import LoraArguments, RunArguments, parse_args
 from training.cli import run, say
 from training.schedule import Rule
@@ -108,8 +108,7 @@ def chat_generation_config(tokenizer):
     from transformers import GenerationConfig
 
     banned = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id]
-    return GenerationConfig(do_sample=True, temperature=0.8, top_k=8, top_p=0.9, repetition_penalty=1.2,
-                            max_new_tokens=64, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+    return GenerationConfig(**CHAT_SAMPLING, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
                             pad_token_id=tokenizer.pad_token_id, suppress_tokens=[t for t in banned if t is not None])
 
 

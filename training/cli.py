@@ -8,7 +8,8 @@ import sys
 import warnings
 from typing import Callable
 
-EXIT_BAD_INPUT = 2
+from data.errors import EXIT_BAD_INPUT
+
 EXIT_INTERRUPTED = 130
 
 

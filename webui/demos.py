@@ -21,33 +21,20 @@ from dataclasses import dataclass
 
 from data.precision import cpu_bf16_support
 
-ROOT = os.path.dirname(os.path.abspath(__file__))
-SAMPLES = os.path.join(ROOT, "data", "samples")
+from chat.tasks import ROOT, TASKS, task_named
+
 DEMO_PREFIX = "demo-"
-DEMO_ORDER = ("chat", "cloze", "similarity")  # chat first: it is the first tab
-DEMO_DATA = {"chat": "data/samples/dialogs.txt", "cloze": "data/samples/cloze_corpus.txt", "similarity": "data/samples/pairs.tsv"}
-# Time budget per demo model on this CPU. On a 2-core AVX-512 machine, alone, the full recipes take
-# about 60 s (chat), 90 s (cloze) and 50 s (similarity); a slower or busier CPU trains fewer steps.
-BUDGET_MINUTES = {"chat": 1.5, "cloze": 2.0, "similarity": 1.0}
 LOWER_PRIORITY = 10  # `nice` increment of a build: chat replies stay responsive while a demo trains
 
 
 def demo_recipe(task: str, output: str, minutes: float | None = None) -> list[str]:
-    """Tiny seeded configs: each trains in a minute or two on 2 CPU cores, and stops at its time budget."""
-    minutes = BUDGET_MINUTES[task] if minutes is None else minutes
+    """The task's demo flags (chat.tasks: tiny seeded configs that train in a minute or two on 2 CPU
+    cores) plus the common ones: scratch, the output, the time budget."""
+    spec = task_named(task)
+    minutes = spec.demo_minutes if minutes is None else minutes
     common = ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0", "--max-minutes", f"{minutes:g}"]
     common += ["--bf16"] if cpu_bf16_support() else []  # emulated bf16 is slower: not even a note then
-    data = os.path.join(ROOT, DEMO_DATA[task])
-    if task == "chat":  # every dialogue trains (no hold-out): the demo should answer the sample openers
-        return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",
-                "--epochs", "30", "--lr", "2e-3", "--valid-ratio", "0", *common]
-    if task == "cloze":  # the default recipe and schedule, within the budget (the quiz stops it when it stops improving)
-        return ["--data", data, "--eval-prompts", os.path.join(SAMPLES, "cloze_prompts.txt"), *common]
-    # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order. A fifth
-    # is held out: the best epoch on it is kept and its probabilities are calibrated on it (with nothing
-    # held out the model memorised the pairs and said 0.00 or 1.00 about any two sentences).
-    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "30",
-            "--valid-ratio", "0.2", "--no-mlm-stage", *common]
+    return [*spec.demo_args(os.path.join(ROOT, spec.sample)), *common]
 
 
 @dataclass
@@ -76,7 +63,8 @@ class DemoBuilder:
 
     def __init__(self, checkpoints: str, tasks, say=print, on_ready=None, minutes: float | None = None,
                  python: str = sys.executable, poll_s: float = 0.5):
-        self.builds = {t: Build(t, os.path.join(checkpoints, DEMO_PREFIX + t)) for t in DEMO_ORDER if t in tasks}
+        # in tab order: chat, the first tab, first
+        self.builds = {t: Build(t, os.path.join(checkpoints, DEMO_PREFIX + t)) for t in TASKS if t in tasks and TASKS[t].demo_args}
         self.say, self.on_ready, self.minutes, self.python, self.poll_s = say, on_ready, minutes, python, poll_s
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
@@ -167,9 +155,10 @@ class DemoBuilder:
             b.state, b.reason = state, reason
 
     def _build(self, b: Build) -> None:
-        script = os.path.join(ROOT, "training", f"{b.task}.py")
-        minutes = self.minutes or BUDGET_MINUTES[b.task]
-        self.say(f"[app] building the {b.task} demo model from {DEMO_DATA[b.task]} in the background "
+        spec = task_named(b.task)
+        script = os.path.join(ROOT, spec.script)
+        minutes = self.minutes or spec.demo_minutes
+        self.say(f"[app] building the {b.task} demo model from {spec.sample} in the background "
                  f"(at most ~{minutes:g} min; the tab shows its progress) -> {b.output}")
         b.state, b.started = "preparing", time.time()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}

@@ -1,0 +1,154 @@
+"""The task registry: one declaration per task, read by everything that serves or ships models.
+
+    from chat.tasks import TASKS, task_named
+    for task in TASKS.values():
+        print(task.name, task.title, task.script)
+
+The app (one tab per task, built by the tab module a task names), `chat.loading.task_of` and
+`find_checkpoint_folders` (which folders belong to which task), the demo-model builder (the
+recipe) and `space_config/deploy.py` (which folders to ship) all loop over `TASKS`; no other
+module lists the tasks. A fourth task is one `register(Task(...))`: a predictor class with
+`from_pretrained(folder, **options)`, and either a tab module of its own or `webui.tabs.text`
+(a text box in, the predictor's `predict(text) -> str` out).
+
+Nothing heavy is imported here: predictors and tab modules are named by dotted path and
+imported when first used, so `import app` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SAMPLES = os.path.join(ROOT, "data", "samples")
+
+WEAK_ACCURACY = 0.75  # a similarity model below this on its dev pairs gets a "rough guesses" note
+
+
+def _nothing(report: dict) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # folder-safe id, recorded as "task" in training_report.json
+    title: str  # the tab's title, Chinese and English
+    architectures: tuple[str, ...]  # config.json "architectures" it serves; "*Suffix" matches any model family
+    predictor: str  # "module:Class" with from_pretrained(folder, **options)
+    tab: str = "webui.tabs.text"  # module with build(ctx, task) -> webui.blocks.TabParts
+    how_to_train: str = ""  # one command line, shown where a tab has no model
+    script: str | None = None  # training script, relative to the repo root
+    sample: str | None = None  # sample data file, relative to the repo root
+    # demo model: flags for `script` given the sample file's absolute path (None: no demo for this task)
+    demo_args: Callable[[str], list[str]] | None = None
+    demo_minutes: float = 1.0  # time budget of the demo build on this CPU
+    figures: Callable[[dict], str] = _nothing  # the score shown after "base · data" in the about line
+    notes: Callable[[dict], str] = _nothing  # warnings shown under it (empty: none)
+    options: dict = field(default_factory=dict)  # default keyword arguments of from_pretrained
+
+    def accepts(self, architecture: str) -> bool:
+        return any(architecture.endswith(a[1:]) if a.startswith("*") else architecture == a for a in self.architectures)
+
+    def load(self, folder: str, **options):
+        """The task's predictor over `folder` (raises data.InputError with one sentence when it cannot)."""
+        module, _, name = self.predictor.partition(":")
+        return getattr(importlib.import_module(module), name).from_pretrained(folder, **{**self.options, **options})
+
+    def tab_module(self):
+        return importlib.import_module(self.tab)
+
+
+TASKS: dict[str, Task] = {}  # in tab order
+
+
+def register(task: Task) -> Task:
+    """Add (or replace) a task; the app built afterwards gets its tab."""
+    TASKS[task.name] = task
+    return task
+
+
+def unregister(name: str) -> None:
+    TASKS.pop(name, None)
+
+
+def task_named(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise KeyError(f"no task {name!r}; known: {', '.join(TASKS)}") from None
+
+
+# -- the three tasks of this project ----------------------------------------------------------------
+
+def _perplexity(report: dict) -> str:
+    best = report.get("best") or {}
+    return f" · 困惑度 perplexity {best['valid_perplexity']:.1f}" if "valid_perplexity" in best else ""
+
+
+def _quiz(report: dict) -> str:
+    prompts, quiz = report.get("prompts") or {}, report.get("self_quiz") or {}
+    if prompts.get("top1_accuracy_after") is not None:
+        return f" · 测验命中 quiz top-1 {prompts['top1_accuracy_after']:.0%}"
+    if quiz.get("probes"):
+        return f" · 自测 self-quiz: 记住 recalls {quiz['recalled']}/{quiz['probes']} 个你文本里的事实 facts of your text"
+    return ""
+
+
+def _pair_metric(report: dict) -> str:
+    best = report.get("best") or {}
+    return f" · {report['metric']} {best[report['metric']]:.3f}" if report.get("metric") in best else ""
+
+
+def _pair_warnings(report: dict) -> str:
+    """training/similarity.py's `warning` (no better than the majority label), else a weak-model note."""
+    if report.get("warning") and report.get("majority_baseline") is not None:
+        share = report["majority_baseline"]
+        return (f"⚠ 这个模型在开发集上不比“总回答最常见的标签”({share:.0%})更准，还没学会这个任务。"
+                f"On dev it is no better than always answering the commonest label ({share:.0%}): it has not learned the task yet.")
+    accuracy = report.get("dev_accuracy_at_threshold") or (report.get("best") or {}).get("accuracy")
+    if not report.get("warning") and accuracy is not None and accuracy < WEAK_ACCURACY:
+        return (f"⚠ 它在留出的句对上只答对 {accuracy:.0%}，结果仅供参考。"
+                f"On held-out pairs it was right {accuracy:.0%} of the time: treat its answers as rough guesses.")
+    return ""
+
+
+def _chat_demo(data: str) -> list[str]:
+    # every dialogue trains (no hold-out): the demo should answer the sample openers
+    return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",
+            "--epochs", "30", "--lr", "2e-3", "--valid-ratio", "0"]
+
+
+def _cloze_demo(data: str) -> list[str]:
+    # the default recipe and schedule, within the budget (the quiz stops it when it stops improving)
+    return ["--data", data, "--eval-prompts", os.path.join(os.path.dirname(data), "cloze_prompts.txt")]
+
+
+def _similarity_demo(data: str) -> list[str]:
+    # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order. A fifth
+    # is held out: the best epoch on it is kept and its probabilities are calibrated on it (with nothing
+    # held out the model memorised the pairs and said 0.00 or 1.00 about any two sentences).
+    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "30",
+            "--valid-ratio", "0.2", "--no-mlm-stage"]
+
+
+# Demo budgets on this CPU: on a 2-core AVX-512 machine, alone, the full recipes take about 60 s
+# (chat), 90 s (cloze) and 50 s (similarity); a slower or busier CPU trains fewer steps.
+register(Task(
+    name="chat", title="聊天 Chat", architectures=("GPT2LMHeadModel",), predictor="chat.engine:ChatEngine",
+    tab="webui.tabs.chat", how_to_train="python training/chat.py --data 你的对话.txt --output checkpoints/chat",
+    script="training/chat.py", sample="data/samples/dialogs.txt", demo_args=_chat_demo, demo_minutes=1.5,
+    figures=_perplexity))
+register(Task(
+    name="cloze", title="完形填空 Fill-Mask", architectures=("*ForMaskedLM",), predictor="chat.fill_mask:FillMaskPredictor",
+    tab="webui.tabs.fill_mask", how_to_train="python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
+    script="training/cloze.py", sample="data/samples/cloze_corpus.txt", demo_args=_cloze_demo, demo_minutes=2.0,
+    figures=_quiz))
+register(Task(
+    name="similarity", title="语义相似度 Similarity", architectures=("*ForSequenceClassification",),
+    predictor="chat.similarity:SimilarityPredictor", tab="webui.tabs.similarity",
+    how_to_train="python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
+    script="training/similarity.py", sample="data/samples/pairs.tsv", demo_args=_similarity_demo, demo_minutes=1.0,
+    figures=_pair_metric, notes=_pair_warnings))

@@ -1,0 +1,207 @@
+"""Checkpoint folders per task, the "about this model" line, and the models loaded to serve them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from chat.tasks import TASKS, task_named
+from data.textio import read_json_dict
+from webui.demos import DEMO_PREFIX
+
+DEMO_SUFFIX = " (演示 demo)"
+RELOAD_FAILED_AFTER_S = 30.0  # a failed model load is tried again after this long, or at once when its folder changes
+
+
+@dataclass
+class Checkpoint:
+    task: str
+    path: str  # local folder or Hub id
+    label: str  # what the picker shows
+    demo: bool = False
+    report: dict = field(default_factory=dict)
+
+
+def find_checkpoints(root: str) -> dict[str, list[Checkpoint]]:
+    """Checkpoint folders under `root` (and one level below), per task; your models before demo ones."""
+    from chat.loading import find_checkpoint_folders
+
+    found: dict[str, list[Checkpoint]] = {t: [] for t in TASKS}
+    for task, path in find_checkpoint_folders(root):
+        demo = os.path.basename(path).startswith(DEMO_PREFIX)
+        label = os.path.relpath(path, root) + (DEMO_SUFFIX if demo else "")
+        found[task].append(Checkpoint(task, path, label, demo, read_json_dict(os.path.join(path, "training_report.json"))))
+    for items in found.values():
+        items.sort(key=lambda c: (c.demo, c.label))
+    return found
+
+
+def catalogue(settings) -> dict[str, list[Checkpoint]]:
+    """Models per tab: an explicit --<task>-model first, then what --checkpoints holds."""
+    found = find_checkpoints(settings.checkpoints)
+    for task, name in settings.models.items():
+        path = os.path.expanduser(name)
+        report = read_json_dict(os.path.join(path, "training_report.json")) if os.path.isdir(path) else {}
+        found[task] = [Checkpoint(task, name, name, False, report)] + [c for c in found[task] if os.path.abspath(c.path) != os.path.abspath(path)]
+    return found
+
+
+def missing_demos(settings) -> list[str]:
+    """Tasks with a demo recipe and neither an explicit model nor a checkpoint folder: their tabs get a demo model."""
+    found = find_checkpoints(settings.checkpoints)
+    return [t.name for t in TASKS.values() if t.demo_args and t.name not in settings.models and not found[t.name]]
+
+
+def about(ckpt: Checkpoint | None, task: str) -> str:
+    """The "about this model" line, from its training report and the task's figures and notes."""
+    spec = task_named(task)
+    if ckpt is None:
+        how = f"训练一个 Train one: `{spec.how_to_train}`, 然后重启 then restart" if spec.how_to_train else "加上 Add one with `--{task}-model`, 然后重启 then restart"
+        return f"⚠ 没有可用的模型 No {task} model yet. {how} `python app.py` (或去掉 or drop `--no-demo`)."
+    r = ckpt.report
+    if not r:
+        line = f"**{ckpt.label}** ({ckpt.path})"
+    else:
+        base = r.get("base_model")
+        base = "从零训练 trained from scratch" if base == "scratch" else (base or "?")
+        train = (r.get("data") or {}).get("train") or {}
+        data = f"{os.path.basename(str(train.get('path', '?')))} ({train.get('rows', '?')} rows)" if train else "?"
+        line = f"**{ckpt.label}** · 基座 base: {base} · 数据 data: {data}{spec.figures(r)}"
+    notes = spec.notes(r) if r else ""
+    if notes:
+        line += "\n\n" + notes
+    if ckpt.demo:
+        line += (f"\n\n这是用 `{spec.sample}` 训练的小型演示模型，只会样例里的内容。"
+                 f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{spec.how_to_train}`")
+    return line
+
+
+class _Gate:
+    """Many users of loaded models at once, or one load alone (writers first).
+
+    `from_pretrained` switches process-wide torch state while it loads (a meta default
+    device, the default dtype, patched `torch.nn.init`). A generation running in another
+    thread meanwhile failed with "Tensor on device meta" or NaN probabilities: 4 of 4
+    browser-test runs without this gate, 0 of 6 with it. So a load waits for running
+    requests and holds new ones back until it is done.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._waiting_writers = 0
+
+    @contextlib.contextmanager
+    def use(self):
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._waiting_writers)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def load(self):
+        with self._cond:
+            self._waiting_writers += 1
+            self._cond.wait_for(lambda: not self._writing and not self._readers)
+            self._waiting_writers -= 1
+            self._writing = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _folder_signature(path: str) -> tuple:
+    """Changes when a checkpoint folder is retrained, restored or replaced (new files, new inode)."""
+    out = []
+    for name in ("", "model.safetensors", "config.json", "adapter"):
+        try:
+            st = os.stat(os.path.join(path, name))
+            out.append((name, st.st_ino, st.st_mtime_ns, st.st_size))
+        except OSError:
+            out.append((name, None))
+    return tuple(out)
+
+
+class ModelStore:
+    """Predictors loaded on first use and kept; reloaded when their folder changes on disk (a
+    retrained model); a failed load is remembered with its reason for RELOAD_FAILED_AFTER_S, or
+    until the folder changes, then tried again.
+
+    Handlers call `get` first, then run the model inside `with store.serving():`. `options` are
+    per-task keyword arguments of the predictor's from_pretrained, e.g. {"chat": {"precision": "int8"}}.
+    """
+
+    def __init__(self, options: dict | None = None, retry_after_s: float = RELOAD_FAILED_AFTER_S):
+        self.options = options or {}
+        self.retry_after_s = retry_after_s
+        self._loaded: dict[tuple[str, str], tuple[object, tuple]] = {}
+        self._failed: dict[tuple[str, str], tuple[str, float, tuple]] = {}
+        self._gate = _Gate()
+
+    def serving(self):
+        return self._gate.use()
+
+    def _fresh(self, key) -> bool:
+        """Is what we hold for `key` (a model or a failure) still true of the folder?"""
+        signature = _folder_signature(key[1])
+        if key in self._loaded:
+            return self._loaded[key][1] == signature
+        if key in self._failed:
+            _, when, was = self._failed[key]
+            return was == signature and time.monotonic() - when < self.retry_after_s
+        return False
+
+    def get(self, task: str, path: str):
+        from data import InputError
+
+        key = (task, path)
+        if not self._fresh(key):
+            with self._gate.load():  # one load at a time, with no request running
+                if not self._fresh(key):
+                    self._loaded.pop(key, None)
+                    self._failed.pop(key, None)
+                    signature = _folder_signature(path)
+                    try:
+                        self._loaded[key] = (self._load(task, path), signature)
+                    except InputError as e:
+                        self._failed[key] = (str(e), time.monotonic(), signature)
+                    except Exception as e:  # a broken folder must disable its tab, not the app
+                        reason = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                        self._failed[key] = (reason, time.monotonic(), signature)
+        if key in self._failed:
+            raise InputError(self._failed[key][0])
+        return self._loaded[key][0]
+
+    def _load(self, task: str, path: str):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        return task_named(task).load(path, **self.options.get(task, {}))
+
+
+def warm_up(settings, store: ModelStore) -> threading.Thread:
+    """Load each tab's first model in the background so the first visitor does not wait."""
+    def work():
+        for task, items in catalogue(settings).items():
+            if items:
+                try:
+                    store.get(task, items[0].path)
+                except Exception as e:  # the tab shows the reason; the terminal gets one line
+                    print(f"[app] {task} tab disabled: {e}", file=sys.stderr)
+
+    thread = threading.Thread(target=work, name="warm-up", daemon=True)
+    thread.start()
+    return thread

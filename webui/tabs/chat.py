@@ -1,0 +1,98 @@
+"""聊天 Chat: streamed multi-turn replies, with the picked checkpoint's sampling settings."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from data.encoder import CHAT_SAMPLING
+from webui.blocks import MAX_MESSAGE_CHARS, TabParts
+from webui.widgets import CheckedSlider as Slider
+
+MAX_KEPT_MESSAGES = 40  # chat history kept per visitor (the model reads the last 6 turns anyway)
+MAX_KEPT_CHARS = 20_000
+OPENERS = ["你好", "早上好", "在吗？", "周末去哪儿玩？", "我今天好累"]
+
+
+def trim_history(turns: list) -> list:
+    """At most MAX_KEPT_MESSAGES messages and MAX_KEPT_CHARS characters per visitor, oldest dropped first."""
+    turns = turns[-MAX_KEPT_MESSAGES:]
+    while turns and sum(len(str(t.get("content", ""))) if isinstance(t, dict) else 0 for t in turns) > MAX_KEPT_CHARS:
+        turns = turns[2:] if len(turns) > 1 else []
+    return turns
+
+
+def slider_values(config) -> list[float]:
+    """Slider positions (temperature, top-k, top-p, repetition penalty, max new tokens) for a
+    checkpoint's GenerationConfig, clamped to the sliders' ranges; greedy configs get temperature 0."""
+    d = CHAT_SAMPLING
+
+    def clamp(v, lo, hi, default):
+        return min(hi, max(lo, v if v is not None else default))
+
+    temperature = clamp(config.temperature, 0, 2, d["temperature"]) if config.do_sample else 0
+    return [temperature, int(clamp(config.top_k, 0, 50, d["top_k"])), clamp(config.top_p, 0.05, 1, d["top_p"]),
+            clamp(config.repetition_penalty, 1, 2, d["repetition_penalty"]), int(clamp(config.max_new_tokens, 8, 256, d["max_new_tokens"]))]
+
+
+def build(ctx, task) -> TabParts:
+    name = task.name
+    picker, about = ctx.header(task)
+    chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
+    history = gr.State([])  # what the model sees; one per browser session
+    with gr.Row():
+        message = gr.Textbox(placeholder="说点什么… Say something…", show_label=False, max_length=MAX_MESSAGE_CHARS,
+                             scale=5, autofocus=True, elem_id="chat-input")
+        send = gr.Button("发送 Send", variant="primary", scale=1, elem_id="chat-send")
+        clear = gr.Button("清空 Clear", scale=1, elem_id="chat-clear")
+    d = CHAT_SAMPLING
+    with gr.Accordion("生成设置 Generation settings", open=False):
+        with gr.Row():
+            sliders = [Slider(0, 2, value=d["temperature"], step=0.05, label="温度 temperature (0 = greedy)"),
+                       Slider(0, 50, value=d["top_k"], step=1, label="top-k (0 = off)"),
+                       Slider(0.05, 1, value=d["top_p"], step=0.05, label="top-p"),
+                       Slider(1, 2, value=d["repetition_penalty"], step=0.05, label="重复惩罚 repetition penalty"),
+                       Slider(8, 256, value=d["max_new_tokens"], step=8, label="最长回复 max new tokens")]
+    gr.Examples([[x] for x in OPENERS], inputs=[message], label="试试 Try")
+
+    def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+        from chat import GenerationSettings
+        from data import InputError
+
+        turns = list(turns or [])
+        if not (message or "").strip():
+            gr.Warning("请先输入内容 Please type a message first.")
+            yield turns, turns, message
+            return
+        ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
+        turns = trim_history(turns)
+        engine = ctx.pick(name, model)
+        settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
+                                      top_p=float(top_p), repetition_penalty=float(repetition_penalty))
+        shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
+        yield shown, turns, ""
+        try:
+            with ctx.store.serving():
+                for piece in engine.stream(turns, message, settings):
+                    shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
+                    yield shown, turns, ""
+        except InputError as e:
+            raise gr.Error(str(e), print_exception=False)
+        if not shown[-1]["content"]:
+            shown[-1] = {"role": "assistant", "content": "……"}
+        yield shown, shown, ""
+
+    io = dict(fn=respond, inputs=[message, history, picker, *sliders], outputs=[chatbot, history, message])
+    message.submit(**io, api_visibility="private")
+    send.click(**io, api_name="chat")
+    clear.click(lambda: ([], []), outputs=[chatbot, history], api_name="clear", queue=False)
+    picker.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
+
+    def refresh(label):
+        """The about line, and the sliders set to the chosen model's generation_config.json."""
+        line, send_update = ctx.status(name, label)
+        ckpt = ctx.by_key[name].get(label or "")
+        if ckpt is None or not send_update.get("interactive"):
+            return line, send_update, *[gr.update() for _ in sliders]
+        return line, send_update, *[gr.update(value=v) for v in slider_values(ctx.store.get(name, ckpt.path).defaults)]
+
+    return TabParts(picker, refresh, [about, send, *sliders])

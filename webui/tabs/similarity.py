@@ -1,0 +1,48 @@
+"""语义相似度 Similarity: do two sentences mean the same? (or a 0-5 score for a regression model)"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from webui.blocks import MAX_SENTENCE_CHARS, TabParts
+from webui.tabs.fill_mask import sample_lines
+
+# text and CSS (webui.blocks.CSS), not emoji: Debian's Chromium without an emoji font showed empty boxes
+VERDICT_SAME = '<span class="verdict verdict-same">相同 Same meaning</span>'
+VERDICT_DIFFERENT = '<span class="verdict verdict-different">不同 Different meaning</span>'
+NAMES = {"0": "不同 different", "1": "相同 same"}
+
+
+def build(ctx, task) -> TabParts:
+    name = task.name
+    picker, about = ctx.header(task)
+    with gr.Row():
+        first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS, elem_id="sim-first")
+        second = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS, elem_id="sim-second")
+    compare = gr.Button("比较 Compare", variant="primary", elem_id="sim-compare")
+    verdict = gr.Markdown(elem_id="sim-verdict")
+    probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
+    rows = sample_lines("pairs.tsv", 1000)
+    same, different = ([r[:2] for r in rows if len(r) > 2 and r[2] == label][:4] for label in ("1", "0"))
+    gr.Examples([x for pair in zip(same, different) for x in pair], inputs=[first, second],
+                label="试试（含字面相近但意思不同的句子）Try, near-misses included")
+
+    def similarity(sentence1, sentence2, model):
+        if not (sentence1 or "").strip() or not (sentence2 or "").strip():
+            raise gr.Error("请输入两个句子 Please type both sentences.", print_exception=False)
+        ctx.too_long(sentence1, MAX_SENTENCE_CHARS, "句子一 Sentence 1 ")
+        ctx.too_long(sentence2, MAX_SENTENCE_CHARS, "句子二 Sentence 2 ")
+        judge = ctx.pick(name, model)
+        result = ctx.run(judge.score, sentence1, sentence2)
+        if "score" in result:
+            return f"**相似度 Similarity: {result['score']:.2f} / 5**", {"score / 5": max(0.0, min(1.0, result["score"] / 5))}
+        probs = {NAMES.get(k, k): v for k, v in result["probabilities"].items()}
+        if judge.labels != ["0", "1"]:
+            return f"**{result['label']}**", probs
+        text = VERDICT_SAME if result["label"] == "1" else VERDICT_DIFFERENT
+        return f"{text} · p(相同 same) = {result['probability']:.2f}", probs
+
+    io = dict(fn=similarity, inputs=[first, second, picker], outputs=[verdict, probabilities])
+    compare.click(**io, api_name="similarity")
+    second.submit(**io, api_visibility="private")
+    return TabParts(picker, lambda label: ctx.status(name, label), [about, compare])

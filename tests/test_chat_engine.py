@@ -112,13 +112,25 @@ def test_temperature_zero_means_greedy(engine):
     assert engine.reply([], "你好", temperature=0, max_new_tokens=12) == engine.reply([], "你好", do_sample=False, max_new_tokens=12)
 
 
-def test_repetition_penalty_pushes_negative_logits_down():
-    """GPT2-chitchat divided every logit by the penalty, making repeated tokens with negative
-    logits *more* likely; transformers' processor (used by generate) multiplies those instead."""
-    from transformers import RepetitionPenaltyLogitsProcessor
+def test_each_setting_reaches_generate_and_the_checkpoint_fills_the_rest(engine, monkeypatch):
+    """What the engine hands to model.generate: the caller's settings over the checkpoint's
+    generation_config.json (GPT2-chitchat's own penalty divided negative logits, making repeats more
+    likely; transformers' processor, which generate builds from this config, multiplies them)."""
+    seen = []
+    real = engine.model.generate
 
-    scores = RepetitionPenaltyLogitsProcessor(2.0)(torch.tensor([[0, 1]]), torch.tensor([[-2.0, 1.0, 0.5]]))
-    assert scores.tolist() == [[-4.0, 0.5, 0.5]]
+    def spy(**kwargs):
+        seen.append(kwargs["generation_config"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(engine.model, "generate", spy)
+    engine.reply([], "你好", repetition_penalty=2.0, top_k=3, max_new_tokens=5)
+    engine.reply([], "你好", temperature=0, max_new_tokens=5)
+    tuned, greedy = seen
+    assert (tuned.repetition_penalty, tuned.top_k, tuned.max_new_tokens, tuned.do_sample) == (2.0, 3, 5, True)
+    assert tuned.top_p == engine.defaults.top_p and tuned.temperature == engine.defaults.temperature  # not given: the checkpoint's
+    assert greedy.do_sample is False and greedy.repetition_penalty == engine.defaults.repetition_penalty
+    assert engine.defaults.repetition_penalty == 1.2  # training/chat.py wrote data.encoder.CHAT_SAMPLING
 
 
 def _next_token_choices(engine, texts):

@@ -186,6 +186,19 @@ def test_a_crash_before_the_new_folder_arrives_restores_the_old_one(tmp_path, tr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def test_resume_skips_a_checkpoint_killed_while_being_saved(tmp_path):
+    """Why training/runner.py keeps its own search: transformers' get_last_checkpoint takes the
+    highest checkpoint-N folder even without trainer_state.json (a save cut short), which cannot resume."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from training.runner import _latest_checkpoint
+
+    write(tmp_path / "checkpoint-10" / "trainer_state.json", "{}")
+    write(tmp_path / "checkpoint-20" / "model.safetensors", "half")  # killed while saving
+    assert _latest_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-20")  # the library differs
+
+
 def test_a_kill_while_writing_the_model_resumes_into_writing_it(tmp_path):
     out = tmp_path / "out"
     r = script("cloze", "--data", CORPUS, *TINY, "--epochs", "2", "--output", str(out), env={"TRAINING_TEST_CRASH_AT": "after_weights"})
@@ -352,11 +365,11 @@ def test_the_server_enforces_its_limits_and_answers_in_words(served):
 
 
 def test_history_kept_per_visitor_is_bounded():
-    import app
+    from webui.tabs.chat import MAX_KEPT_CHARS, MAX_KEPT_MESSAGES, trim_history
 
     turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": "话" * 900} for i in range(100)]
-    kept = app.trim_history(turns)
-    assert len(kept) <= app.MAX_KEPT_MESSAGES and sum(len(t["content"]) for t in kept) <= app.MAX_KEPT_CHARS
+    kept = trim_history(turns)
+    assert len(kept) <= MAX_KEPT_MESSAGES and sum(len(t["content"]) for t in kept) <= MAX_KEPT_CHARS
     assert kept[-1] is turns[-1] and kept[0]["role"] == "user"
 
 

@@ -69,13 +69,17 @@ def test_scratch_run_learns_and_reloads_with_plain_pipeline(tmp_path):
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["eos_token_id"] == pipe.tokenizer.sep_token_id
     assert pipe.tokenizer.unk_token_id in gen["suppress_tokens"]
-    card = (out / "README.md").read_text(encoding="utf-8")
-    assert card.startswith("---\n") and "pipeline_tag: text-generation" in card and "language:" in card
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md")  # the Hub's own parser reads the metadata
+    assert card.data.pipeline_tag == "text-generation" and card.data.language == ["zh"] and card.data.library_name == "transformers"
+    assert "valid_perplexity" in card.data.metrics and "base_model" not in card.data.to_dict()  # scratch: no base to name
+    assert "## 使用 Usage" in card.text
 
 
 @pytest.mark.slow
 def test_lora_run_saves_adapter_and_merged_weights(tmp_path):
-    from peft import PeftModel
+    from peft import PeftConfig, load_peft_weights
     from transformers import GPT2LMHeadModel
 
     cap = CaptureModel()
@@ -90,7 +94,12 @@ def test_lora_run_saves_adapter_and_merged_weights(tmp_path):
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert set(cfg["target_modules"]) == {"c_attn", "c_proj"} and cfg["r"] == 4
     assert report(out)["hyperparameters"]["lora"] is True
-    assert PeftModel  # the adapter folder is peft's own format
+    # the adapter folder is peft's own format: peft reads its config and rank-4 weights for both target modules
+    assert PeftConfig.from_pretrained(str(out / "adapter")).r == 4
+    weights = load_peft_weights(str(out / "adapter"))
+    assert {k.split(".")[-2] for k in weights} == {"lora_A", "lora_B"} and all(
+        min(w.shape) == 4 for w in weights.values())
+    assert any(".c_attn." in k for k in weights) and any(".c_proj." in k for k in weights)
 
 
 class InterruptAt(TrainerCallback):

@@ -35,7 +35,8 @@ def test_scratch_model_learns_the_sample_facts(cloze_checkpoint):
     assert prompts["top1_accuracy_before"] <= 0.2
     assert prompts["top1_accuracy_after"] >= 0.6  # runs on this seed clear ~0.9; the bar leaves room for CPU differences
     assert len(prompts["after"]) == 19 and len(prompts["after"][0]["top_k"][0]) == 5
-    assert 0 <= r["general"]["masked_accuracy_before"] <= 1 and 0 <= r["general"]["masked_accuracy_after"] <= 1
+    assert r["general"]["path"].endswith("general.txt")
+    assert r["general"]["masked_accuracy_before"] <= 0.1  # measured on the random-init model, before the first step
     assert all("masked_accuracy" in e for e in r["epochs"] if "valid_loss" in e)
     assert r["task"] == "cloze" and r["best"]["epoch"] == r["epochs"][-1]["epoch"]  # the last weights are kept
     card = (cloze_checkpoint / "README.md").read_text(encoding="utf-8")

@@ -21,6 +21,22 @@ def _f(default, help, **kw):
 
 
 @dataclass
+class ScratchArguments:
+    """The shape of a model built from scratch; each script's arguments extend it (cloze overrides the size)."""
+
+    min_freq: int = _f(1, "scratch: keep characters seen at least this often")
+    n_layer: int = _f(4, "scratch: transformer layers")
+    n_embd: int = _f(256, "scratch: hidden size")
+    n_head: int = _f(4, "scratch: attention heads")
+
+    def __post_init__(self):
+        if self.min_freq < 1:
+            raise InputError(f"--min-freq must be at least 1, got {self.min_freq}")
+        if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
+            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
+
+
+@dataclass
 class LoraArguments:
     lora: bool = _f(False, "train LoRA adapters instead of all weights (peft); the adapter goes to adapter/, merged weights to the top")
     lora_r: int = _f(8, "LoRA rank")
@@ -182,6 +198,10 @@ def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str
     parser = HfArgumentParser(types, prog=prog, description=description, formatter_class=_HelpFormatter)
     for action in parser._actions:  # `--max-len` first in usage and help (`--max_len` still works)
         action.option_strings.sort(key=lambda o: "_" in o)
+    # the inherited scratch-shape flags come first as fields; in usage and help they go after the script's own
+    shape = {f.name for f in fields(ScratchArguments)}
+    for actions in (parser._actions, *(g._group_actions for g in parser._action_groups)):
+        actions.sort(key=lambda a: a.dest in shape)
     known = {f.name for t in types for f in fields(t)}
     cfg_path = _config_path(argv)
     if cfg_path:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from data import DialogueEncoder, InputError, build_char_vocab, make_tokenizer, read_dialogues
 from data.dialogue import DIALOGUE_FORMATS
 from data.encoder import CHAT_SAMPLING, LOSS_ON
-from training.args import LoraArguments, RunArguments, parse_args
+from training.args import LoraArguments, RunArguments, ScratchArguments, parse_args
 from training.cli import run, say
 from training.schedule import Rule
 
@@ -34,27 +34,20 @@ LORA_TARGETS = ["c_attn", "c_proj"]
 
 
 @dataclass
-class ChatArguments:
+class ChatArguments(ScratchArguments):
     data: str = field(default=None, metadata={"help": "dialogue file: blank-line text, JSON Lines, LCCC JSON, TSV or chatterbot YAML"})
     valid_data: str = field(default=None, metadata={"help": "validation dialogues (default: a seeded --valid-ratio split of --data)"})
     format: str = field(default="auto", metadata={"help": "dialogue file format", "choices": list(DIALOGUE_FORMATS)})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"})
     loss_on: str = field(default="all", metadata={"help": "tokens that carry loss: all, replies (2nd speaker's turns), last (final turn)", "choices": list(LOSS_ON)})
     max_len: int = field(default=256, metadata={"help": "longest sequence in tokens; longer dialogues drop their earliest turns"})
-    min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
-    n_layer: int = field(default=4, metadata={"help": "scratch: transformer layers"})
-    n_embd: int = field(default=256, metadata={"help": "scratch: hidden size"})
-    n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.data:
             raise InputError("--data is required: a file of dialogues, e.g. --data data/samples/dialogs.txt")
         if self.max_len < 16:
             raise InputError(f"--max-len must be at least 16, got {self.max_len}")
-        if self.min_freq < 1:
-            raise InputError(f"--min-freq must be at least 1, got {self.min_freq}")
-        if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
-            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
 
 
 def _read(path: str, fmt: str, what: str):
@@ -124,9 +117,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     args, lora, runa = parse_args((ChatArguments, LoraArguments, RunArguments), argv, "python training/chat.py", __doc__.split("\n\n")[0])
     from transformers import DataCollatorForSeq2Seq
 
-    from training.models import SCRATCH, count_parameters, wrap_lora
+    from training.models import SCRATCH, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_lr, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import base_report, default_lr, fit_max_len, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     train_file = _read(args.data, args.format, "train")
     valid_file = None
@@ -148,10 +141,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         model, tokenizer = build_scratch(args, train, resumed_tokenizer(resume_from))
     else:
         model, tokenizer = loaded
-        limit = model.config.n_positions
-        if args.max_len > limit:
-            say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
-            args.max_len = limit
+        fit_max_len(args, model.config.n_positions, choice)
     scratch = choice.source == SCRATCH
     default_lr(runa, scratch, lora.lora)
     if scratch and valid and not (runa.patience or runa.epochs or runa.max_steps):
@@ -173,7 +163,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         if scratch:
             say("warning: --lora on a scratch model trains small adapters over random weights; expect poor replies")
         model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "CAUSAL_LM", fan_in_fan_out=True)
-    total, trainable = count_parameters(model)
+    total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
     say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
 
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8 if runa.bf16 else None)

@@ -77,20 +77,18 @@ def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
 
 def write_model_card(folder: str, *, title: str, pipeline_tag: str, base_model: str | None, tags: list[str],
                      metrics: dict, summary_zh: str, summary_en: str, usage: str, report: dict) -> None:
-    meta = {"language": ["zh"], "library_name": "transformers", "pipeline_tag": pipeline_tag, "tags": tags,
-            "metrics": sorted(metrics)}
-    if base_model:
-        meta["base_model"] = base_model
+    """README.md with the Hub's YAML metadata (huggingface_hub.ModelCardData) and a bilingual body."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    meta = ModelCardData(language=["zh"], library_name="transformers", pipeline_tag=pipeline_tag, tags=tags,
+                         metrics=sorted(metrics), base_model=base_model or None)
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
     data = report.get("data", {})
     data_lines = "\n".join(f"- {split}: `{os.path.basename(d['path'])}`, {d.get('rows', '?')} rows"
                            f" ({d.get('skipped', {}).get('count', 0)} skipped)" for split, d in data.items() if isinstance(d, dict) and d.get("path"))
     hp = report.get("hyperparameters", {})
     hp_line = ", ".join(f"{k}={hp[k]}" for k in ("epochs", "lr", "batch_size", "grad_accum", "max_len", "lora", "bf16", "seed") if k in hp)
-    body = f"""---
-{yaml.safe_dump(meta, allow_unicode=True, sort_keys=False).strip()}
----
-
+    body = f"""
 # {title}
 
 {summary_zh}
@@ -115,5 +113,4 @@ def write_model_card(folder: str, *, title: str, pipeline_tag: str, base_model: 
 
 Full figures: `training_report.json`; loss curve: `loss.png`.
 """
-    with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as f:
-        f.write(body)
+    ModelCard(f"---\n{meta.to_yaml()}\n---\n{body}").save(os.path.join(folder, "README.md"))

@@ -28,7 +28,7 @@ from data import InputError, build_char_vocab, make_tokenizer
 from data.corpus import MASK, ClozePrompt, jieba_word_offsets, read_corpus, read_prompts, windows
 from data.spans import recurring_spans, self_quiz
 from data.pairs import read_pairs
-from training.args import LoraArguments, RunArguments, parse_args
+from training.args import LoraArguments, RunArguments, ScratchArguments, parse_args
 from training.cli import run, say
 from training.schedule import Rule
 
@@ -37,7 +37,7 @@ LORA_TARGETS = ["query", "value"]
 
 
 @dataclass
-class ClozeArguments:
+class ClozeArguments(ScratchArguments):
     data: str = field(default=None, metadata={"help": "corpus: one passage per line, or JSON Lines with a 'text' field"})
     pairs: bool = field(default=False, metadata={
         "help": "read --data as sentence pairs (any file training/similarity.py reads; labels ignored) and train on "
@@ -59,16 +59,15 @@ class ClozeArguments:
                 "time), the words between them kept, replaced or dropped, one span masked; teaches the facts apart from "
                 "the sentences that state them (0: off)"})
     user_dict: str = field(default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"})
-    min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
-    n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})
+    n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})  # smaller than ScratchArguments': a fact corpus is small
     n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
-    n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
     scratch_architecture: str = field(default=None, metadata={
         "help": "scratch: 'roformer' (rotary, relative positions: a fact asked in new words sits at new positions; the "
                 "default for a fact corpus) or 'bert' (absolute positions; the default with --pairs, which "
                 "training/similarity.py builds on)"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.data:
             raise InputError("--data is required: a text file of passages, e.g. --data data/samples/cloze_corpus.txt")
         if self.max_len < 16:
@@ -94,8 +93,6 @@ class ClozeArguments:
             self.mask_replace_prob, self.random_replace_prob = 1.0, 0.0
         if self.user_dict and not os.path.isfile(self.user_dict):
             raise InputError(f"file not found: {self.user_dict}")
-        if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
-            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
 
 
 def load_pretrained(name: str, **kw):
@@ -513,9 +510,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     args, lora, runa = parse_args((ClozeArguments, LoraArguments, RunArguments), argv, "python training/cloze.py", __doc__.split("\n\n")[0])
     import jieba
 
-    from training.models import SCRATCH, count_parameters, wrap_lora
+    from training.models import SCRATCH, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_lr, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import base_report, default_lr, fit_max_len, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     jieba.setLogLevel(logging.WARNING)
     if args.whole_word_mask:
@@ -569,10 +566,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         model, tokenizer = build_scratch(args, sentences + general, resumed_tokenizer(resume_from))
     else:
         model, tokenizer = loaded
-        limit = model.config.max_position_embeddings
-        if args.max_len > limit:
-            say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
-            args.max_len = limit
+        fit_max_len(args, model.config.max_position_embeddings, choice)
     scratch = choice.source == SCRATCH
     default_lr(runa, scratch, lora.lora, scratch_lr=5e-4 if args.pairs else 1e-3)
 
@@ -599,7 +593,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         if scratch:
             say("warning: --lora on a scratch model trains small adapters over random weights; expect poor answers")
         model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, None)
-    total, trainable = count_parameters(model)
+    total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
     say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
 
     result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from,

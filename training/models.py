@@ -79,8 +79,3 @@ def wrap_lora(model, r: int, alpha: int, dropout: float, targets: list[str], tas
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type, **extra)
     return get_peft_model(model, config)
 
-
-def count_parameters(model) -> tuple[int, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return total, trainable

@@ -32,6 +32,9 @@ STATE_DIR = "resume_state"
 
 
 def _latest_checkpoint(folder: str) -> str | None:
+    # Not transformers.trainer_utils.get_last_checkpoint: that takes the highest checkpoint-N folder
+    # even when a kill during its save left it without trainer_state.json, and resuming from it fails
+    # (tests/test_reliability.py shows the two differ). Only complete states count here.
     found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "checkpoint-*")) if (m := re.search(r"checkpoint-(\d+)$", p))]
     found = [(n, p) for n, p in found if os.path.isfile(os.path.join(p, "trainer_state.json"))]
     return max(found)[1] if found else None

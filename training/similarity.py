@@ -26,7 +26,7 @@ import numpy as np
 
 from data import InputError, build_char_vocab, make_tokenizer
 from data.pairs import PAIR_FORMATS, TASKS, read_pairs
-from training.args import LoraArguments, RunArguments, parse_args
+from training.args import LoraArguments, RunArguments, ScratchArguments, parse_args
 from training.cli import run, say
 from training.schedule import Rule
 
@@ -35,7 +35,7 @@ LORA_TARGETS = ["query", "value"]
 
 
 @dataclass
-class SimilarityArguments:
+class SimilarityArguments(ScratchArguments):
     train: str = field(default=None, metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"})
     dev: str = field(default=None, metadata={"help": "dev pairs (default: a seeded --valid-ratio split of --train)"})
     format: str = field(default="auto", metadata={"help": "pair file format", "choices": list(PAIR_FORMATS)})
@@ -48,22 +48,17 @@ class SimilarityArguments:
                 "classes (entailment-style labels are not symmetric)"})
     predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
     output_file: str = field(default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"})
-    min_freq: int = field(default=1, metadata={"help": "scratch: keep characters seen at least this often"})
-    n_layer: int = field(default=4, metadata={"help": "scratch: transformer layers"})
-    n_embd: int = field(default=256, metadata={"help": "scratch: hidden size"})
-    n_head: int = field(default=4, metadata={"help": "scratch: attention heads"})
     no_mlm_stage: bool = field(default=False, metadata={
         "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs first by default"})
 
     def __post_init__(self):
+        super().__post_init__()
         if not self.train:
             raise InputError("--train is required: a file of sentence pairs, e.g. --train data/samples/pairs.tsv")
         if self.max_len < 8:
             raise InputError(f"--max-len must be at least 8, got {self.max_len}")
         if self.metric not in (None, "accuracy", "f1", "pearson", "spearman", "loss"):
             raise InputError(f"--metric must be accuracy, f1, pearson, spearman or loss, got {self.metric}")
-        if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
-            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
@@ -187,9 +182,9 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     import torch
     from transformers import DataCollatorWithPadding
 
-    from training.models import SCRATCH, count_parameters, wrap_lora
+    from training.models import SCRATCH, wrap_lora
     from training.runner import predict_in_order, run_training
-    from training.task import base_report, default_lr, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import base_report, default_lr, fit_max_len, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
 
     train_file = read_pairs(args.train, args.format, args.task)
     task = train_file.task
@@ -264,10 +259,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         model = BertForSequenceClassification(config)
     else:
         model, tokenizer = loaded
-        limit = getattr(model.config, "max_position_embeddings", args.max_len)
-        if args.max_len > limit:
-            say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
-            args.max_len = limit
+        fit_max_len(args, getattr(model.config, "max_position_embeddings", args.max_len), choice)
     if mlm_stage:
         import shutil
 
@@ -292,7 +284,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     say(f"base: {choice.name} | {len(train_ds)} train{' (both orders)' if symmetric else ''} / {len(dev_ds)} dev pairs, {train_tokens} train tokens")
     if lora.lora:
         model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "SEQ_CLS")  # peft keeps the head trainable
-    total, trainable = count_parameters(model)
+    total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
 
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if runa.bf16 else None)
     result = run_training(model, tokenizer, train_ds, dev_ds or None, collator, runa, plan, resume_from,

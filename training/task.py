@@ -102,6 +102,13 @@ def resumed_tokenizer(resume_from: str | None):
     return None
 
 
+def fit_max_len(args, limit: int, choice) -> None:
+    """A pretrained base reads at most `limit` positions: a longer --max-len is cut to it, with a warning."""
+    if args.max_len > limit:
+        say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
+        args.max_len = limit
+
+
 def default_lr(runa, scratch: bool, lora: bool, scratch_lr: float = 1e-3) -> None:
     """The learning rate when --lr is not given; the amount of training comes from training.schedule."""
     runa.lr = runa.lr or (scratch_lr if scratch else 2e-4 if lora else 5e-5)

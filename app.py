@@ -40,32 +40,53 @@ def main(argv: list[str] | None = None) -> int:
     try:
         store = ModelStore({"chat": {"precision": "int8"}} if settings.fast else None)
         # Tabs without a model get a demo model, trained in the background while the page already answers.
-        builder = DemoBuilder(settings.checkpoints, missing_demos(settings) if settings.demo else [], on_ready=store.get,
-                              minutes=settings.demo_minutes)
+        builder = DemoBuilder(
+            settings.checkpoints,
+            missing_demos(settings) if settings.demo else [],
+            on_ready=store.get,
+            minutes=settings.demo_minutes,
+        )
         demo = build_demo(settings, store, builder)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     share = settings.share and not os.environ.get("SPACE_ID")
     if share and not share_server_reachable():
-        print("note: Gradio's share server cannot be reached (offline?), so there is no public link; serving locally only.", file=sys.stderr)
+        print(
+            "note: Gradio's share server cannot be reached (offline?), so there is no public link; serving locally "
+            "only.",
+            file=sys.stderr,
+        )
         share = False
     try:
         # quiet: Gradio's own lines advise `launch(share=True)`; the app prints its own address and link
-        demo.launch(server_name=settings.host, server_port=settings.port or None, share=share, prevent_thread_lock=True,
-                    quiet=True, **SERVE_OPTIONS)
+        demo.launch(
+            server_name=settings.host,
+            server_port=settings.port or None,
+            share=share,
+            prevent_thread_lock=True,
+            quiet=True,
+            **SERVE_OPTIONS,
+        )
     except OSError as e:
         busy = "port" in str(e).lower()
         reason = "the port is in use" if busy else (str(e).splitlines() or [""])[0].split(". You can")[0]
-        print(f"error: cannot serve on {settings.host}:{settings.port}: {reason} (try --port {settings.port + 1}, "
-              "or --port 0 for the first free one)", file=sys.stderr)
+        print(
+            f"error: cannot serve on {settings.host}:{settings.port}: {reason} (try --port {settings.port + 1}, "
+            "or --port 0 for the first free one)",
+            file=sys.stderr,
+        )
         return EXIT_BAD_INPUT
     if share and demo.share_url:
         print(f"[app] public link: {demo.share_url} (works while this app runs, up to a week)", flush=True)
     elif share:
         print("note: no public link: Gradio's share server did not answer; serving locally only.", file=sys.stderr)
-    print(f"[app] serving at http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{demo.server_port} "
-          f"({time.perf_counter() - started:.0f} s after start); Ctrl-C stops it", flush=True)
+    print(
+        "[app] serving at "
+        f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{demo.server_port} "
+        f"({time.perf_counter() - started:.0f} s after start); Ctrl-C stops it",
+        flush=True,
+    )
     warm_up(settings, store)
     builder.start()
     try:

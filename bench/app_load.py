@@ -29,8 +29,22 @@ def start_app(checkpoints: str, concurrency: int, log_path: str):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t = time.perf_counter()
     log = open(log_path, "w")
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "app.py"), "--checkpoints", checkpoints, "--port", "0",
-                             "--concurrency", str(concurrency)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            os.path.join(ROOT, "app.py"),
+            "--checkpoints",
+            checkpoints,
+            "--port",
+            "0",
+            "--concurrency",
+            str(concurrency),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     while proc.poll() is None:
         with open(log_path, errors="replace") as f:
             text = f.read()
@@ -74,7 +88,13 @@ def user(url: str, seconds: float, k: int, ttft: list, total: list, errors: list
         try:
             job = client.submit(message, api_name="/chat")
             for chatbot, _ in job:
-                if first is None and chatbot and chatbot[-1]["role"] == "assistant" and chatbot[-1]["content"] and chatbot[-1]["content"][0].get("text"):
+                if (
+                    first is None
+                    and chatbot
+                    and chatbot[-1]["role"] == "assistant"
+                    and chatbot[-1]["content"]
+                    and chatbot[-1]["content"][0].get("text")
+                ):
                     first = time.perf_counter() - t
             job.result()
         except Exception as e:  # counted, and the first few printed in the JSON line
@@ -93,7 +113,11 @@ def main() -> None:
     p.add_argument("--users", type=int, default=16)
     p.add_argument("--seconds", type=float, default=120)
     p.add_argument("--concurrency", type=int, default=16, help="the app's --concurrency")
-    p.add_argument("--fresh", action="store_true", help="start from an empty checkpoints folder (times serving and the chat demo build)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start from an empty checkpoints folder (times serving and the chat demo build)",
+    )
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="app_load_")
     checkpoints = os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints")
@@ -105,7 +129,10 @@ def main() -> None:
     errors: list[str] = []
     try:
         stop_at = time.time() + a.seconds
-        threads = [threading.Thread(target=user, args=(url, a.seconds, k, ttft, total, errors, stop_at)) for k in range(a.users)]
+        threads = [
+            threading.Thread(target=user, args=(url, a.seconds, k, ttft, total, errors, stop_at))
+            for k in range(a.users)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -114,12 +141,18 @@ def main() -> None:
         proc.terminate()
         proc.wait(timeout=30)
     result = {
-        "bench": "app_load", "users": a.users, "seconds": a.seconds, "concurrency": a.concurrency,
-        "requests_served": len(total), "errors": len(errors), "error_examples": errors[:3],
+        "bench": "app_load",
+        "users": a.users,
+        "seconds": a.seconds,
+        "concurrency": a.concurrency,
+        "requests_served": len(total),
+        "errors": len(errors),
+        "error_examples": errors[:3],
         "ttft_p50_s": round(statistics.median(ttft), 3) if ttft else None,
         "ttft_p95_s": round(percentile(ttft, 0.95), 3) if ttft else None,
         "reply_p50_s": round(statistics.median(total), 3) if total else None,
-        "start_to_serving_s": round(start_s, 1), "start_to_chat_demo_ready_s": None if chat_ready_s is None else round(chat_ready_s, 1),
+        "start_to_serving_s": round(start_s, 1),
+        "start_to_chat_demo_ready_s": None if chat_ready_s is None else round(chat_ready_s, 1),
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result, ensure_ascii=False))

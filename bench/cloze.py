@@ -35,7 +35,20 @@ from training.cli import quiet_libraries  # noqa: E402
 
 SAMPLES = ROOT / "data" / "samples"
 LCQMC = ROOT.parent / "shared" / "data" / "lcqmc"
-RECIPE = ["--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--batch-size", "16", "--lr", "1e-3", "--mlm-probability", "0.3"]
+RECIPE = [
+    "--n-layer",
+    "2",
+    "--n-embd",
+    "128",
+    "--n-head",
+    "4",
+    "--batch-size",
+    "16",
+    "--lr",
+    "1e-3",
+    "--mlm-probability",
+    "0.3",
+]
 
 
 def train(argv: list[str]) -> dict:
@@ -93,13 +106,26 @@ def defaults_table(tmp: Path, only: list[str] | None) -> dict:
             r = train(["--data", str(corpus), "--output", str(out), *(["--whole-word-mask"] if wwm else [])])
             top1, n = reworded_top1(out, corpus.with_name(corpus.stem + ".prompts.txt"))
             quiz = r.get("self_quiz") or {}
-            rows.append({"corpus": corpus.stem, "lines": len(corpus.read_text(encoding="utf-8").splitlines()), "whole_word_mask": wwm,
-                         "reworded_top1": round(top1, 4), "prompts": n, "self_quiz": f"{quiz.get('recalled')}/{quiz.get('probes')}",
-                         "minutes": round(r["wall_time_s"] / 60, 2), "steps": r["global_step"]})
+            rows.append(
+                {
+                    "corpus": corpus.stem,
+                    "lines": len(corpus.read_text(encoding="utf-8").splitlines()),
+                    "whole_word_mask": wwm,
+                    "reworded_top1": round(top1, 4),
+                    "prompts": n,
+                    "self_quiz": f"{quiz.get('recalled')}/{quiz.get('probes')}",
+                    "minutes": round(r["wall_time_s"] / 60, 2),
+                    "steps": r["global_step"],
+                }
+            )
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
     tops = [row["reworded_top1"] for row in rows]
-    return {"rows": rows, "mean_reworded_top1": round(statistics.mean(tops), 4), "min_reworded_top1": min(tops),
-            "max_minutes_up_to_150_lines": max(row["minutes"] for row in rows if row["lines"] <= 150)}
+    return {
+        "rows": rows,
+        "mean_reworded_top1": round(statistics.mean(tops), 4),
+        "min_reworded_top1": min(tops),
+        "max_minutes_up_to_150_lines": max(row["minutes"] for row in rows if row["lines"] <= 150),
+    }
 
 
 def main() -> None:
@@ -112,7 +138,10 @@ def main() -> None:
     quiet_libraries()
     if a.defaults:
         with tempfile.TemporaryDirectory() as tmp:
-            result = {"bench": "cloze.defaults", **defaults_table(Path(tmp), a.corpora.split(",") if a.corpora else None)}
+            result = {
+                "bench": "cloze.defaults",
+                **defaults_table(Path(tmp), a.corpora.split(",") if a.corpora else None),
+            }
         print(json.dumps(result, ensure_ascii=False))
         return
     corpus, prompts = str(SAMPLES / "cloze_corpus.txt"), str(SAMPLES / "cloze_prompts.txt")
@@ -121,11 +150,29 @@ def main() -> None:
         tmp = Path(tmp)
         accs = []
         for seed in range(a.seeds):
-            r = train(["--data", corpus, "--eval-prompts", prompts, "--model", "scratch", "--output", str(tmp / f"s{seed}"),
-                       "--epochs", str(a.epochs), "--seed", str(seed), *RECIPE])
+            r = train(
+                [
+                    "--data",
+                    corpus,
+                    "--eval-prompts",
+                    prompts,
+                    "--model",
+                    "scratch",
+                    "--output",
+                    str(tmp / f"s{seed}"),
+                    "--epochs",
+                    str(a.epochs),
+                    "--seed",
+                    str(seed),
+                    *RECIPE,
+                ]
+            )
             accs.append(r["prompts"]["top1_accuracy_after"])
-        result["taught_facts_top1_from_scratch"] = {"per_seed": accs, "mean": round(statistics.mean(accs), 4),
-                                                    "train_seconds_per_run": r["wall_time_s"]}
+        result["taught_facts_top1_from_scratch"] = {
+            "per_seed": accs,
+            "mean": round(statistics.mean(accs), 4),
+            "train_seconds_per_run": r["wall_time_s"],
+        }
         if LCQMC.is_dir():
             general_train = tmp / "general_train.txt"
             general_train.write_text("\n".join(sentences(LCQMC / "test.txt", 8000)), encoding="utf-8")
@@ -133,11 +180,42 @@ def main() -> None:
             general_eval.write_text("\n".join(sentences(LCQMC / "dev.txt", 600)), encoding="utf-8")
             # --general-text here only adds the sample corpus's characters to the vocab, so the
             # later fine-tune can learn names such as 林小溪 (its accuracy figure is not used).
-            base = train(["--data", str(general_train), "--general-text", corpus, "--model", "scratch", "--output", str(tmp / "general"),
-                          "--epochs", "15", "--seed", "0", *RECIPE])
-            taught = train(["--data", corpus, "--eval-prompts", prompts, "--general-text", str(general_eval),
-                            "--model", str(tmp / "general"), "--output", str(tmp / "taught"), "--epochs", str(a.epochs),
-                            "--seed", "0", *RECIPE])
+            base = train(
+                [
+                    "--data",
+                    str(general_train),
+                    "--general-text",
+                    corpus,
+                    "--model",
+                    "scratch",
+                    "--output",
+                    str(tmp / "general"),
+                    "--epochs",
+                    "15",
+                    "--seed",
+                    "0",
+                    *RECIPE,
+                ]
+            )
+            taught = train(
+                [
+                    "--data",
+                    corpus,
+                    "--eval-prompts",
+                    prompts,
+                    "--general-text",
+                    str(general_eval),
+                    "--model",
+                    str(tmp / "general"),
+                    "--output",
+                    str(tmp / "taught"),
+                    "--epochs",
+                    str(a.epochs),
+                    "--seed",
+                    "0",
+                    *RECIPE,
+                ]
+            )
             result["forgetting"] = {
                 "general_pretraining": {"sentences": 8000, "epochs": 15, "seconds": base["wall_time_s"]},
                 "general_masked_accuracy_before": taught["general"]["masked_accuracy_before"],
@@ -148,11 +226,17 @@ def main() -> None:
         else:
             result["forgetting"] = f"skipped: {LCQMC} not found"
         predictor = FillMaskPredictor.from_pretrained(str(tmp / "s0"))
-        lines = [ln.split("\t")[0] for ln in Path(prompts).read_text(encoding="utf-8").splitlines() if "\t" in ln and not ln.startswith("#")]
+        lines = [
+            ln.split("\t")[0]
+            for ln in Path(prompts).read_text(encoding="utf-8").splitlines()
+            if "\t" in ln and not ln.startswith("#")
+        ]
         texts = (lines * 20)[:200]
         latency(predictor, texts[:10])  # warm-up
-        result["latency_demo_size"] = {"single_or_independent": latency(predictor, texts, joint=False),
-                                       "joint": latency(predictor, [t for t in texts if "[MASK][MASK]" in t] * 10)}
+        result["latency_demo_size"] = {
+            "single_or_independent": latency(predictor, texts, joint=False),
+            "joint": latency(predictor, [t for t in texts if "[MASK][MASK]" in t] * 10),
+        }
     print(json.dumps(result, ensure_ascii=False))
 
 

@@ -55,7 +55,9 @@ def make_folder(n_layer: int, n_embd: int, n_head: int, vocab: int, folder: Path
     chars = [chr(0x4E00 + i) for i in range(vocab - len(SPECIAL_TOKENS))]
     tok = make_tokenizer(SPECIAL_TOKENS + chars)
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=n_embd, n_layer=n_layer, n_head=n_head))
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
+    )
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS).save_pretrained(folder)
@@ -124,7 +126,13 @@ def step_ms(engine: ChatEngine, history: list[str], reps: int) -> float:
 def top1_agreement(a: ChatEngine, b: ChatEngine, prompt: list[int]) -> float:
     ids = torch.tensor([prompt])
     with torch.inference_mode():
-        return round((a.model(input_ids=ids).logits.argmax(-1) == b.model(input_ids=ids).logits.argmax(-1)).float().mean().item(), 3)
+        return round(
+            (a.model(input_ids=ids).logits.argmax(-1) == b.model(input_ids=ids).logits.argmax(-1))
+            .float()
+            .mean()
+            .item(),
+            3,
+        )
 
 
 def median_ms(fn, reps: int) -> float:
@@ -138,27 +146,42 @@ def main() -> None:
     bandwidth = read_bandwidth()
     out = {"bench": "decode", "new_tokens": NEW_TOKENS, "read_bandwidth_GBps": round(bandwidth / 1e9, 2)}
     with tempfile.TemporaryDirectory() as tmp:
-        for label, (layers, hidden, heads, vocab), reps in (("chitchat_12x768", (12, 768, 12, 13317), 5), ("demo_4x256", (4, 256, 4, 2000), 7)):
+        for label, (layers, hidden, heads, vocab), reps in (
+            ("chitchat_12x768", (12, 768, 12, 13317), 5),
+            ("demo_4x256", (4, 256, 4, 2000), 7),
+        ):
             make_folder(layers, hidden, heads, vocab, Path(tmp) / label)
-            engines = {p: ChatEngine.from_pretrained(str(Path(tmp) / label), precision=p, max_history=100) for p in ("fp32", "bf16", "int8")}
+            engines = {
+                p: ChatEngine.from_pretrained(str(Path(tmp) / label), precision=p, max_history=100)
+                for p in ("fp32", "bf16", "int8")
+            }
             fp32 = engines["fp32"]
             weight_bytes = sum(p.numel() * p.element_size() for p in fp32.model.parameters())
             floor_ms = weight_bytes / bandwidth * 1000
-            row = {"params_M": round(sum(p.numel() for p in fp32.model.parameters()) / 1e6, 1), "floor_ms_per_token_fp32": round(floor_ms, 2)}
+            row = {
+                "params_M": round(sum(p.numel() for p in fp32.model.parameters()) / 1e6, 1),
+                "floor_ms_per_token_fp32": round(floor_ms, 2),
+            }
             for h in HISTORIES:
                 history = history_of(h)
                 prompt = fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS)
                 naive = median_ms(lambda: chitchat_loop(fp32.model, prompt, NEW_TOKENS), max(3, reps // 2))
                 ms = {p: median_ms(lambda e=e: engine_time(e, history, NEW_TOKENS), reps) for p, e in engines.items()}
                 step = {p: step_ms(engines[p], history, reps) for p in ("fp32", "int8")}
-                row[f"h{h}"] = {"prompt_tokens": len(prompt), "chitchat_loop_ms": naive,
-                                **{f"engine_{p}_ms": v for p, v in ms.items()},
-                                "speedup_vs_loop": round(naive / ms["fp32"], 2), "fp32_vs_floor": round(ms["fp32"] / floor_ms, 2),
-                                "fp32_step_ms": step["fp32"], "fp32_step_vs_floor": round(step["fp32"] / floor_ms, 2),
-                                "int8_step_ms": step["int8"],
-                                "bf16_speedup": round(ms["fp32"] / ms["bf16"], 2), "int8_speedup": round(ms["fp32"] / ms["int8"], 2),
-                                "int8_top1_agreement": top1_agreement(fp32, engines["int8"], prompt),
-                                "bf16_top1_agreement": top1_agreement(fp32, engines["bf16"], prompt)}
+                row[f"h{h}"] = {
+                    "prompt_tokens": len(prompt),
+                    "chitchat_loop_ms": naive,
+                    **{f"engine_{p}_ms": v for p, v in ms.items()},
+                    "speedup_vs_loop": round(naive / ms["fp32"], 2),
+                    "fp32_vs_floor": round(ms["fp32"] / floor_ms, 2),
+                    "fp32_step_ms": step["fp32"],
+                    "fp32_step_vs_floor": round(step["fp32"] / floor_ms, 2),
+                    "int8_step_ms": step["int8"],
+                    "bf16_speedup": round(ms["fp32"] / ms["bf16"], 2),
+                    "int8_speedup": round(ms["fp32"] / ms["int8"], 2),
+                    "int8_top1_agreement": top1_agreement(fp32, engines["int8"], prompt),
+                    "bf16_top1_agreement": top1_agreement(fp32, engines["bf16"], prompt),
+                }
             out[label] = row
     print(json.dumps(out))
 

@@ -36,12 +36,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "data" / "samples"
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--batch-size", "16",
-        "--seed", "0", "--valid-ratio", "0.1"]
+TINY = [
+    "--model",
+    "scratch",
+    "--n-layer",
+    "1",
+    "--n-embd",
+    "32",
+    "--n-head",
+    "2",
+    "--max-len",
+    "32",
+    "--batch-size",
+    "16",
+    "--seed",
+    "0",
+    "--valid-ratio",
+    "0.1",
+]
 
 
 def variants(tmp: Path) -> dict[str, tuple[list[str], list[str]]]:
     """Per script: the data flags of variant A (the whole sample) and B (a part: another vocabulary)."""
+
     def head(name: str, n: int, sep: str = "\n") -> Path:
         text = (SAMPLES / name).read_text(encoding="utf-8")
         path = tmp / f"part-{name}"
@@ -59,13 +76,28 @@ EPOCHS = {"chat": "6", "cloze": "20", "similarity": "6"}
 
 
 def command(script: str, data: list[str], out: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "training" / f"{script}.py"), *data, *TINY, "--epochs", EPOCHS[script], "--output", str(out), *extra]
+    return [
+        sys.executable,
+        str(ROOT / "training" / f"{script}.py"),
+        *data,
+        *TINY,
+        "--epochs",
+        EPOCHS[script],
+        "--output",
+        str(out),
+        *extra,
+    ]
 
 
 def loads(script: str, folder: Path) -> bool:
-    code = {"chat": "from chat import ChatEngine as P", "cloze": "from chat.fill_mask import FillMaskPredictor as P",
-            "similarity": "from chat.similarity import SimilarityPredictor as P"}[script]
-    r = subprocess.run([sys.executable, "-c", f"{code}; P.from_pretrained({str(folder)!r})"], env=ENV, capture_output=True, timeout=120)
+    code = {
+        "chat": "from chat import ChatEngine as P",
+        "cloze": "from chat.fill_mask import FillMaskPredictor as P",
+        "similarity": "from chat.similarity import SimilarityPredictor as P",
+    }[script]
+    r = subprocess.run(
+        [sys.executable, "-c", f"{code}; P.from_pretrained({str(folder)!r})"], env=ENV, capture_output=True, timeout=120
+    )
     return r.returncode == 0
 
 
@@ -83,20 +115,37 @@ def kills(script: str, n: int, rng: random.Random, tmp: Path) -> dict:
     reference = {}
     for name, data in (("A", a), ("B", b)):  # clean runs: their duration and their vocabulary
         t = time.perf_counter()
-        r = subprocess.run(command(script, data, work / f"ref-{name}"), env=ENV, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            command(script, data, work / f"ref-{name}"), env=ENV, capture_output=True, text=True, timeout=600
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         reference[name] = (time.perf_counter() - t, vocab(work / f"ref-{name}"))
     out = work / "out"
     shutil.copytree(work / "ref-A", out)
-    counts = {"bench": "faults.kills", "script": script, "cases": 0, "recovered": 0, "tracebacks": 0, "folders_lost": 0,
-              "wrong_model_resumes": 0, "resumed": 0, "refused_in_one_line": 0, "ways": {}}
+    counts = {
+        "bench": "faults.kills",
+        "script": script,
+        "cases": 0,
+        "recovered": 0,
+        "tracebacks": 0,
+        "folders_lost": 0,
+        "wrong_model_resumes": 0,
+        "resumed": 0,
+        "refused_in_one_line": 0,
+        "ways": {},
+    }
     for _ in range(n):
         name = rng.choice("AB")
         data = a if name == "A" else b
         how = rng.choice(["SIGKILL"] * 5 + ["SIGTERM", "SIGINT", "after_weights", "between_renames"])
         env = {**ENV, "TRAINING_TEST_CRASH_AT": how} if how in ("after_weights", "between_renames") else ENV
-        proc = subprocess.Popen(command(script, data, out, "--overwrite"), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            command(script, data, out, "--overwrite"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         if how.startswith("SIG"):
             time.sleep(rng.uniform(0.3, 1.1) * reference[name][0])
             proc.send_signal(getattr(signal, how))
@@ -111,7 +160,9 @@ def kills(script: str, n: int, rng: random.Random, tmp: Path) -> dict:
         for stage, text in (("killed run", err), ("resume", r.stderr)):
             if "Traceback" in text:
                 counts["tracebacks"] += 1
-                counts.setdefault("traceback_tails", []).append(f"{how}, {stage}: {text.strip().splitlines()[-1][:200]}")
+                counts.setdefault("traceback_tails", []).append(
+                    f"{how}, {stage}: {text.strip().splitlines()[-1][:200]}"
+                )
         if r.returncode == 0:
             counts["resumed"] += 1
             counts["wrong_model_resumes"] += vocab(out) != reference[name][1]
@@ -138,7 +189,9 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
         return str(path)
 
     deep = "[" * 200_000 + "\n"
-    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh"))
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefg", "bcdefgh")
+    )
     folder = d / "a-folder"
     folder.mkdir()
     out = str(d / "out")
@@ -150,13 +203,31 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
         ("cloze deep jsonl", [py, cloze, "--data", f("deep2.jsonl", deep)]),
         ("cloze --pairs deep", [py, cloze, "--pairs", "--data", f("deep3.jsonl", deep)]),
         ("similarity deep", [py, sim, "--train", f("deep4.jsonl", deep)]),
-        ("similarity --predict deep", [py, sim, "--train", str(SAMPLES / "pairs.tsv"), "--predict", f("deep5.jsonl", deep)]),
-        ("config alias bomb", [py, cloze, "--config", f("bomb.yaml", bomb), "--data", str(SAMPLES / "cloze_corpus.txt")]),
+        (
+            "similarity --predict deep",
+            [py, sim, "--train", str(SAMPLES / "pairs.tsv"), "--predict", f("deep5.jsonl", deep)],
+        ),
+        (
+            "config alias bomb",
+            [py, cloze, "--config", f("bomb.yaml", bomb), "--data", str(SAMPLES / "cloze_corpus.txt")],
+        ),
         ("config data list", [py, cloze, "--config", f("t1.yaml", "data: [1, 2]\n")]),
-        ("config seed list", [py, chat, "--config", f("t2.yaml", "seed: [1, 2]\n"), "--data", str(SAMPLES / "dialogs.txt")]),
-        ("config epochs dict", [py, sim, "--config", f("t3.json", '{"epochs": {"a": 1}}'), "--train", str(SAMPLES / "pairs.tsv")]),
-        ("config deep yaml", [py, cloze, "--config", f("deep.yaml", deep), "--data", str(SAMPLES / "cloze_corpus.txt")]),
-        ("config not a mapping", [py, cloze, "--config", f("list.yaml", "- 1\n- 2\n"), "--data", str(SAMPLES / "cloze_corpus.txt")]),
+        (
+            "config seed list",
+            [py, chat, "--config", f("t2.yaml", "seed: [1, 2]\n"), "--data", str(SAMPLES / "dialogs.txt")],
+        ),
+        (
+            "config epochs dict",
+            [py, sim, "--config", f("t3.json", '{"epochs": {"a": 1}}'), "--train", str(SAMPLES / "pairs.tsv")],
+        ),
+        (
+            "config deep yaml",
+            [py, cloze, "--config", f("deep.yaml", deep), "--data", str(SAMPLES / "cloze_corpus.txt")],
+        ),
+        (
+            "config not a mapping",
+            [py, cloze, "--config", f("list.yaml", "- 1\n- 2\n"), "--data", str(SAMPLES / "cloze_corpus.txt")],
+        ),
         ("labels nan/inf/1e400", [py, sim, "--train", f("nan.tsv", "a\tb\tnan\nc\td\tinf\ne\tf\t1e400\n")]),
         ("label 2000000000", [py, sim, "--train", f("huge.tsv", "今天\t明天\t2000000000\n今天\t昨天\t0\n")]),
         ("chat /dev/zero", [py, chat, "--data", "/dev/zero"]),
@@ -170,18 +241,36 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
         ("one-utterance dialogues", [py, chat, "--data", f("one.txt", "你好\n\n在吗\n")]),
         ("bad yaml corpus", [py, chat, "--data", f("bad.yaml", "conversations: [[a, b]\n")]),
         ("yaml bomb corpus", [py, chat, "--data", f("bomb2.yaml", bomb)]),
-        ("output under a file", [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--output", f("afile", "x") + "/m"]),
+        (
+            "output under a file",
+            [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--output", f("afile", "x") + "/m"],
+        ),
         ("negative epochs", [py, chat, "--data", str(SAMPLES / "dialogs.txt"), "--epochs", "-1"]),
         ("truncated model for chat", [py, "-m", "chat", "--model", str(d / "trunc")]),
-        ("prompts without masks", [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--eval-prompts", f("p.txt", "没有空位\t答\n")]),
+        (
+            "prompts without masks",
+            [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--eval-prompts", f("p.txt", "没有空位\t答\n")],
+        ),
         ("GBK dialogue file", [py, chat, "--data", f("gbk.txt", "你好\n你好呀\n\n在吗\n在的\n".encode("gb18030"))]),
     ]
     trunc = d / "trunc"
     trunc.mkdir()
     (trunc / "config.json").write_text('{"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"]}')
-    (trunc / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
-    return [(name, [*cmd, *(["--output", out, "--overwrite", *TINY, "--epochs", "1"] if cmd[1] != "-m" and "--output" not in cmd else [])])
-            for name, cmd in cases]
+    (trunc / "model.safetensors").write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a":')
+    return [
+        (
+            name,
+            [
+                *cmd,
+                *(
+                    ["--output", out, "--overwrite", *TINY, "--epochs", "1"]
+                    if cmd[1] != "-m" and "--output" not in cmd
+                    else []
+                ),
+            ],
+        )
+        for name, cmd in cases
+    ]
 
 
 def _limit_memory():
@@ -189,12 +278,21 @@ def _limit_memory():
 
 
 def run_bad(tmp: Path) -> dict:
-    counts = {"bench": "faults.bad_inputs", "cases": 0, "refused_in_one_line": 0, "trained_skipping_bad_rows": 0, "tracebacks": 0,
-              "runaways": 0, "other": []}
+    counts = {
+        "bench": "faults.bad_inputs",
+        "cases": 0,
+        "refused_in_one_line": 0,
+        "trained_skipping_bad_rows": 0,
+        "tracebacks": 0,
+        "runaways": 0,
+        "other": [],
+    }
     for name, cmd in bad_inputs(tmp):
         counts["cases"] += 1
         try:
-            r = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120, input="你好\n", preexec_fn=_limit_memory)
+            r = subprocess.run(
+                cmd, env=ENV, capture_output=True, text=True, timeout=120, input="你好\n", preexec_fn=_limit_memory
+            )
         except subprocess.TimeoutExpired:
             counts["runaways"] += 1
             counts["other"].append(f"{name}: over 120 s")

@@ -37,22 +37,44 @@ from training.cli import quiet_libraries  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SETS = {"lcqmc": ("lcqmc/test.txt", "lcqmc/dev.txt"), "afqmc": ("afqmc/train.txt", "afqmc/dev.txt")}
-MODEL = ["--n-layer", "4", "--n-embd", "256", "--n-head", "4", "--max-len", "64", "--batch-size", "32", "--bf16", "--seed", "0"]
+MODEL = [
+    "--n-layer",
+    "4",
+    "--n-embd",
+    "256",
+    "--n-head",
+    "4",
+    "--max-len",
+    "64",
+    "--batch-size",
+    "32",
+    "--bf16",
+    "--seed",
+    "0",
+]
 
 
 # -- baselines -----------------------------------------------------------------------------
+
 
 def overlap_features(a: str, b: str) -> list[float]:
     sa, sb = set(a), set(b)
     inter = len(sa & sb)
     bigrams = lambda s: {s[i : i + 2] for i in range(len(s) - 1)}  # noqa: E731
     ba, bb = bigrams(a), bigrams(b)
-    return [inter / max(1, len(sa | sb)), inter / max(1, min(len(sa), len(sb))), difflib.SequenceMatcher(None, a, b).ratio(),
-            abs(len(a) - len(b)) / max(1, len(a) + len(b)), len(ba & bb) / max(1, len(ba | bb)), float(a == b)]
+    return [
+        inter / max(1, len(sa | sb)),
+        inter / max(1, min(len(sa), len(sb))),
+        difflib.SequenceMatcher(None, a, b).ratio(),
+        abs(len(a) - len(b)) / max(1, len(a) + len(b)),
+        len(ba & bb) / max(1, len(ba | bb)),
+        float(a == b),
+    ]
 
 
 def logistic_baseline(train, dev) -> float:
     """Character-overlap logistic regression (hand-written: numpy only, no sklearn dependency)."""
+
     def xy(f):
         x = np.array([overlap_features(a, b) for a, b in f.pairs], dtype=np.float64)
         return x, np.array(f.labels, dtype=np.float64)
@@ -73,6 +95,7 @@ def logistic_baseline(train, dev) -> float:
 # at 1e-4 it learns in the first epoch (66% dev on a 4,000-pair subset).
 
 # -- runs --------------------------------------------------------------------------------------
+
 
 def time_cap(seconds: float):
     from transformers import TrainerCallback
@@ -107,10 +130,41 @@ def calibrate(train_path: str, tmp: Path, name: str) -> tuple[float, float]:
     lines = Path(train_path).read_text(encoding="utf-8").splitlines()[:2000]
     small = tmp / "calibrate.tsv"
     small.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    pairs = run(sim_script, ["--train", str(small), "--output", str(tmp / f"calibrate-{name}"), "--model", "scratch", "--epochs", "1",
-                             "--valid-ratio", "0", *MODEL], 600)
-    mlm = run(cloze_script, ["--data", str(small), "--pairs", "--output", str(tmp / f"calibrate-mlm-{name}"), "--model", "scratch",
-                             "--epochs", "1", "--valid-ratio", "0", *MODEL], 600)
+    pairs = run(
+        sim_script,
+        [
+            "--train",
+            str(small),
+            "--output",
+            str(tmp / f"calibrate-{name}"),
+            "--model",
+            "scratch",
+            "--epochs",
+            "1",
+            "--valid-ratio",
+            "0",
+            *MODEL,
+        ],
+        600,
+    )
+    mlm = run(
+        cloze_script,
+        [
+            "--data",
+            str(small),
+            "--pairs",
+            "--output",
+            str(tmp / f"calibrate-mlm-{name}"),
+            "--model",
+            "scratch",
+            "--epochs",
+            "1",
+            "--valid-ratio",
+            "0",
+            *MODEL,
+        ],
+        600,
+    )
     return pairs["tokens_per_s"], mlm["tokens_per_s"]
 
 
@@ -121,29 +175,100 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     _, majority = sim_script.majority_class(dev.labels)
     t = time.perf_counter()
     lr_acc = logistic_baseline(train, dev)
-    result = {"train_pairs": len(train.pairs), "dev_pairs": len(dev.pairs), "majority": round(majority, 4),
-              "char_overlap_logreg": round(lr_acc, 4), "logreg_seconds": round(time.perf_counter() - t, 1)}
+    result = {
+        "train_pairs": len(train.pairs),
+        "dev_pairs": len(dev.pairs),
+        "majority": round(majority, 4),
+        "char_overlap_logreg": round(lr_acc, 4),
+        "logreg_seconds": round(time.perf_counter() - t, 1),
+    }
     speed, mlm_speed = calibrate(train_path, tmp, name)
     # char vocab: about one token per character; every pair is trained in both orders
     tokens = 2 * sum(len(a) + len(b) + 3 for a, b in train.pairs)
     cap = minutes * 60
 
-    r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-scratch"), "--model", "scratch",
-                         "--epochs", epochs_for(cap * 0.9, tokens, speed), "--lr", "1e-4", "--patience", "3", *MODEL], cap)
-    result["scratch"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
-                         "epochs_trained": r["epochs_trained"], "minutes": round(r["wall_time_s"] / 60, 1)}
+    r = run(
+        sim_script,
+        [
+            "--train",
+            train_path,
+            "--dev",
+            dev_path,
+            "--output",
+            str(tmp / f"{name}-scratch"),
+            "--model",
+            "scratch",
+            "--epochs",
+            epochs_for(cap * 0.9, tokens, speed),
+            "--lr",
+            "1e-4",
+            "--patience",
+            "3",
+            *MODEL,
+        ],
+        cap,
+    )
+    result["scratch"] = {
+        "accuracy": round(r["best"]["accuracy"], 4),
+        "f1": round(r["best"]["f1"], 4),
+        "best_epoch": r["best"]["epoch"],
+        "epochs_trained": r["epochs_trained"],
+        "minutes": round(r["wall_time_s"] / 60, 1),
+    }
 
     # MLM on the training pairs as the pair task encodes them (`cloze.py --pairs`: [CLS] a [SEP] b [SEP]
     # with token types, both orders): predicting a masked character of one sentence from its
     # partner is the cross-sentence matching the pair task needs.
-    m = run(cloze_script, ["--data", train_path, "--pairs", "--output", str(tmp / f"{name}-mlm"), "--model", "scratch", "--valid-ratio", "0.01",
-                           "--epochs", epochs_for(cap * 0.45, tokens, mlm_speed), "--lr", "5e-4", "--mlm-probability", "0.15",
-                           *MODEL], cap / 2)
-    r = run(sim_script, ["--train", train_path, "--dev", dev_path, "--output", str(tmp / f"{name}-mlm-sim"), "--model", str(tmp / f"{name}-mlm"),
-                         "--epochs", epochs_for(cap * 0.45, tokens, speed), "--lr", "1e-4", "--patience", "3", *MODEL[6:]], cap / 2)
-    result["mlm_then_pairs"] = {"accuracy": round(r["best"]["accuracy"], 4), "f1": round(r["best"]["f1"], 4), "best_epoch": r["best"]["epoch"],
-                                "mlm_masked_accuracy": round((m.get("best") or {}).get("masked_accuracy") or 0, 4),
-                                "minutes": round((m["wall_time_s"] + r["wall_time_s"]) / 60, 1)}
+    m = run(
+        cloze_script,
+        [
+            "--data",
+            train_path,
+            "--pairs",
+            "--output",
+            str(tmp / f"{name}-mlm"),
+            "--model",
+            "scratch",
+            "--valid-ratio",
+            "0.01",
+            "--epochs",
+            epochs_for(cap * 0.45, tokens, mlm_speed),
+            "--lr",
+            "5e-4",
+            "--mlm-probability",
+            "0.15",
+            *MODEL,
+        ],
+        cap / 2,
+    )
+    r = run(
+        sim_script,
+        [
+            "--train",
+            train_path,
+            "--dev",
+            dev_path,
+            "--output",
+            str(tmp / f"{name}-mlm-sim"),
+            "--model",
+            str(tmp / f"{name}-mlm"),
+            "--epochs",
+            epochs_for(cap * 0.45, tokens, speed),
+            "--lr",
+            "1e-4",
+            "--patience",
+            "3",
+            *MODEL[6:],
+        ],
+        cap / 2,
+    )
+    result["mlm_then_pairs"] = {
+        "accuracy": round(r["best"]["accuracy"], 4),
+        "f1": round(r["best"]["f1"], 4),
+        "best_epoch": r["best"]["epoch"],
+        "mlm_masked_accuracy": round((m.get("best") or {}).get("masked_accuracy") or 0, 4),
+        "minutes": round((m["wall_time_s"] + r["wall_time_s"]) / 60, 1),
+    }
     return result
 
 
@@ -152,10 +277,34 @@ def predictor_throughput(tmp: Path) -> dict:
     from chat.similarity import SimilarityPredictor
 
     out = tmp / "demo-similarity"
-    run(sim_script, ["--train", str(ROOT / "data" / "samples" / "pairs.tsv"), "--output", str(out), "--model", "scratch",
-                     "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--epochs", "1", "--valid-ratio", "0"], 600)
+    run(
+        sim_script,
+        [
+            "--train",
+            str(ROOT / "data" / "samples" / "pairs.tsv"),
+            "--output",
+            str(out),
+            "--model",
+            "scratch",
+            "--n-layer",
+            "2",
+            "--n-embd",
+            "128",
+            "--n-head",
+            "4",
+            "--epochs",
+            "1",
+            "--valid-ratio",
+            "0",
+        ],
+        600,
+    )
     judge = SimilarityPredictor.from_pretrained(str(out))
-    pairs = read_pairs(str(SHARED / "lcqmc" / "dev.txt")).pairs[:2000] if SHARED.is_dir() else [("今天天气怎么样", "明天天气怎么样")] * 2000
+    pairs = (
+        read_pairs(str(SHARED / "lcqmc" / "dev.txt")).pairs[:2000]
+        if SHARED.is_dir()
+        else [("今天天气怎么样", "明天天气怎么样")] * 2000
+    )
     judge.score_batch(pairs[:64])
     t = time.perf_counter()
     judge.score_batch(pairs, batch_size=64)

@@ -113,9 +113,32 @@ class EpochTimer(TrainerCallback):
 
 
 def ours(out: Path, epochs: float, extra: list[str], timer: EpochTimer) -> dict:
-    argv = ["--data", str(LCCC), "--output", str(out), "--model", "scratch", "--max-len", str(MAX_LEN),
-            "--n-layer", str(SIZE["n_layer"]), "--n-embd", str(SIZE["n_embd"]), "--n-head", str(SIZE["n_head"]),
-            "--batch-size", str(BATCH), "--lr", str(LR), "--epochs", str(epochs), "--seed", "0", "--overwrite", *extra]
+    argv = [
+        "--data",
+        str(LCCC),
+        "--output",
+        str(out),
+        "--model",
+        "scratch",
+        "--max-len",
+        str(MAX_LEN),
+        "--n-layer",
+        str(SIZE["n_layer"]),
+        "--n-embd",
+        str(SIZE["n_embd"]),
+        "--n-head",
+        str(SIZE["n_head"]),
+        "--batch-size",
+        str(BATCH),
+        "--lr",
+        str(LR),
+        "--epochs",
+        str(epochs),
+        "--seed",
+        "0",
+        "--overwrite",
+        *extra,
+    ]
     code = chat_script.main(argv, callbacks=[timer])
     if code:
         raise SystemExit(f"training/chat.py exited with {code}")
@@ -150,13 +173,22 @@ def main() -> None:
         r = ours(Path(tmp) / "ours", a.epochs, ["--bf16", "--valid-ratio", "0"], timer)
         ours_tps = r["sequences"]["train_tokens"] * a.epochs / timer.seconds
         result = {
-            "bench": "train_throughput", "data": "lccc/multi_turn.json train", "dialogues": len(seqs),
-            "model": {**SIZE, "vocab": len(tok), "params_M": round(sum(p.numel() for p in GPT2LMHeadModel(config).parameters()) / 1e6, 2)},
-            "mean_seq_len": round(mean_len, 1), "batch_size": BATCH, "epochs": a.epochs,
+            "bench": "train_throughput",
+            "data": "lccc/multi_turn.json train",
+            "dialogues": len(seqs),
+            "model": {
+                **SIZE,
+                "vocab": len(tok),
+                "params_M": round(sum(p.numel() for p in GPT2LMHeadModel(config).parameters()) / 1e6, 2),
+            },
+            "mean_seq_len": round(mean_len, 1),
+            "batch_size": BATCH,
+            "epochs": a.epochs,
             "baseline_fp32_padded_tokens_per_s": round(base_tps, 1),
             "ours_bf16_grouped_tokens_per_s": round(ours_tps, 1),
             "ratio": round(ours_tps / base_tps, 2),
-            "peak_fp32_gflops": round(peak32 / 1e9, 1), "peak_bf16_gflops": round(peak16 / 1e9, 1),
+            "peak_fp32_gflops": round(peak32 / 1e9, 1),
+            "peak_bf16_gflops": round(peak16 / 1e9, 1),
             "mfu_baseline_vs_fp32_peak": round(base_tps * fpt / peak32, 3),
             "mfu_ours_vs_bf16_peak": round(ours_tps * fpt / peak16, 3),
         }
@@ -167,9 +199,15 @@ def main() -> None:
             timer = EpochTimer(limit_s=a.ppl_minutes * 60)
             rp = ours(Path(tmp) / "ppl", epochs, ["--bf16"], timer)  # validation: the file's `valid` split
             best = rp["best"] or {}
-            result.update({"ppl_run_minutes": a.ppl_minutes, "ppl_run_epochs": rp["epochs_trained"],
-                           "valid_dialogues": rp["data"]["valid"]["rows"], "valid_perplexity": best.get("valid_perplexity"),
-                           "valid_perplexity_epoch": best.get("epoch")})
+            result.update(
+                {
+                    "ppl_run_minutes": a.ppl_minutes,
+                    "ppl_run_epochs": rp["epochs_trained"],
+                    "valid_dialogues": rp["data"]["valid"]["rows"],
+                    "valid_perplexity": best.get("valid_perplexity"),
+                    "valid_perplexity_epoch": best.get("epoch"),
+                }
+            )
     print(json.dumps(result, ensure_ascii=False))
 
 

@@ -21,8 +21,14 @@ from data.errors import EXIT_BAD_INPUT
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m chat", description="Chat with a trained model in the terminal. 终端聊天。")
-    p.add_argument("--model", default=os.path.join("checkpoints", "chat"), help="chat checkpoint folder (default: checkpoints/chat)")
+    p = argparse.ArgumentParser(
+        prog="python -m chat", description="Chat with a trained model in the terminal. 终端聊天。"
+    )
+    p.add_argument(
+        "--model",
+        default=os.path.join("checkpoints", "chat"),
+        help="chat checkpoint folder (default: checkpoints/chat)",
+    )
     p.add_argument("--max-new-tokens", type=int, help="longest reply in tokens")
     p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
     p.add_argument("--top-k", type=int, help="sample from the k likeliest tokens (0: off)")
@@ -32,11 +38,18 @@ def parse_args(argv):
     p.add_argument("--greedy", action="store_true", help="always pick the likeliest token (no sampling)")
     p.add_argument("--seed", type=int, help="seed for reproducible sampling")
     p.add_argument("--max-history", type=int, default=6, help="turns of history the model sees")
-    p.add_argument("--precision", choices=("fp32", "bf16", "bf16-force", "int8"), default="fp32",
-                   help="weights: fp32 (exact), bf16 (where it is fast: GPU, CPU with AMX or AVX512-BF16; else fp32 with a note; "
-                        "bf16-force insists), or int8 (about 3x faster replies on CPU)")
-    p.add_argument("--transcripts", default="transcripts",
-                   help="folder where an interactive chat is saved when it ends (default: transcripts/, git-ignored)")
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "bf16-force", "int8"),
+        default="fp32",
+        help="weights: fp32 (exact), bf16 (where it is fast: GPU, CPU with AMX or AVX512-BF16; else fp32 with a note; "
+        "bf16-force insists), or int8 (about 3x faster replies on CPU)",
+    )
+    p.add_argument(
+        "--transcripts",
+        default="transcripts",
+        help="folder where an interactive chat is saved when it ends (default: transcripts/, git-ignored)",
+    )
     p.add_argument("--fast", dest="precision", action="store_const", const="int8", help="same as --precision int8")
     return p.parse_args(argv)
 
@@ -71,10 +84,16 @@ def main(argv=None) -> int:
     from chat.engine import ChatEngine, GenerationSettings
 
     try:
-        settings = GenerationSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                      top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-                                      no_repeat_ngram_size=args.no_repeat_ngram_size, do_sample=False if args.greedy else None,
-                                      seed=args.seed)
+        settings = GenerationSettings(
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            repetition_penalty=args.repetition_penalty,
+            no_repeat_ngram_size=args.no_repeat_ngram_size,
+            do_sample=False if args.greedy else None,
+            seed=args.seed,
+        )
         settings.check()
         precision = args.precision
         if precision == "bf16":
@@ -82,15 +101,22 @@ def main(argv=None) -> int:
 
             fast, why = bf16_fast_here()
             if not fast:  # measured without bf16 instructions: 626 vs 39 ms per token (bench/decode.py, 12x768)
-                print(f"note: --precision bf16 ignored: {why}; using fp32 (--precision bf16-force to insist)", file=sys.stderr)
+                print(
+                    f"note: --precision bf16 ignored: {why}; using fp32 (--precision bf16-force to insist)",
+                    file=sys.stderr,
+                )
                 precision = "fp32"
-        engine = ChatEngine.from_pretrained(args.model, precision=precision.replace("-force", ""), max_history=args.max_history)
+        engine = ChatEngine.from_pretrained(
+            args.model, precision=precision.replace("-force", ""), max_history=args.max_history
+        )
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"已加载 loaded {args.model}. 输入消息开始聊天；/reset 清空，/save 文件 保存，/exit 退出。", file=sys.stderr)
+        print(
+            f"已加载 loaded {args.model}. 输入消息开始聊天；/reset 清空，/save 文件 保存，/exit 退出。", file=sys.stderr
+        )
     history: list[str] = []
     try:
         while True:

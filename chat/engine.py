@@ -105,7 +105,11 @@ class _Streamer:
         text = self.engine.decode(self.ids)
         if text.startswith(self.sent) and len(text) > len(self.sent):
             # hold back a trailing ASCII word: it may still grow ("hel" -> "hello")
-            cut = len(text) if final or not text[-1].isascii() else len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+            cut = (
+                len(text)
+                if final or not text[-1].isascii()
+                else len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+            )
             if cut > len(self.sent):
                 self.queue.put(text[len(self.sent) : cut])
                 self.sent = text[:cut]
@@ -130,7 +134,9 @@ class ChatEngine:
         self.precision = "bf16" if model.dtype == torch.bfloat16 else "fp32"  # from_pretrained says "int8"
         self.max_len = int(model.config.n_positions)
         self.encoder = DialogueEncoder(tokenizer, self.max_len)
-        banned = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id} - {None}
+        banned = {tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id} - {
+            None
+        }
         self.defaults = generation_config
         # Whatever the folder says, [SEP] ends a reply and special tokens are never written.
         self.defaults.eos_token_id = tokenizer.sep_token_id
@@ -191,12 +197,19 @@ class ChatEngine:
             config.max_new_tokens = room
         return config, s.seed
 
-    def _generate(self, ids: list[int], config, seed: int | None, streamer=None, cancel: threading.Event | None = None) -> list[int]:
+    def _generate(
+        self, ids: list[int], config, seed: int | None, streamer=None, cancel: threading.Event | None = None
+    ) -> list[int]:
         from transformers import StoppingCriteriaList
 
         input_ids = torch.tensor([ids], device=self.model.device)
-        kwargs = dict(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), generation_config=config, streamer=streamer,
-                      stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)] if cancel else []))
+        kwargs = dict(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_Cancelled(cancel)] if cancel else []),
+        )
         with torch.inference_mode():
             if seed is None:
                 out = self.model.generate(**kwargs)

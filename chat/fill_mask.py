@@ -97,7 +97,16 @@ class FillMaskPredictor:
             else:
                 for k, pos in enumerate(run):
                     p, idx = probs[pos].topk(top_k)
-                    slots.append(Slot(first + k, 1, [Candidate(self._token_text(i), round(float(q), 5)) for q, i in zip(p.tolist(), idx.tolist())]))
+                    slots.append(
+                        Slot(
+                            first + k,
+                            1,
+                            [
+                                Candidate(self._token_text(i), round(float(q), 5))
+                                for q, i in zip(p.tolist(), idx.tolist())
+                            ],
+                        )
+                    )
         return slots
 
     def _beam(self, ids: list[int], run: list[int], top_k: int, width: int, banned: torch.Tensor) -> list[Candidate]:
@@ -115,7 +124,10 @@ class FillMaskPredictor:
                         new[pos] = t
                         grown.append((score + math.log(q), new, chosen + [t]))
             beams = sorted(grown, key=lambda b: -b[0])[:width]
-        return [Candidate("".join(self._token_text(t) for t in chosen), round(math.exp(score), 5)) for score, _, chosen in beams[:top_k]]
+        return [
+            Candidate("".join(self._token_text(t) for t in chosen), round(math.exp(score), 5))
+            for score, _, chosen in beams[:top_k]
+        ]
 
 
 def _runs(positions: list[int]) -> list[tuple[int, list[int]]]:
@@ -127,5 +139,3 @@ def _runs(positions: list[int]) -> list[tuple[int, list[int]]]:
         else:
             runs.append((k, [pos]))
     return runs
-
-

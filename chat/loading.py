@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 
-from data.errors import InputError
 from data.encoder import CHAT_SAMPLING
+from data.errors import InputError
 from data.hub import hub_reachable, looks_like_path
 from data.textio import read_json_dict
 
@@ -31,11 +31,16 @@ def resolve_model(name: str, kind: str) -> str:
     except Exception:  # not cached: LocalEntryNotFoundError, or an id the cache cannot hold
         pass
     if not hub_reachable():
-        raise InputError(f"{name!r} is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached (offline)")
+        raise InputError(
+            f"{name!r} is neither a local folder nor in the Hugging Face cache, and the Hub cannot be reached (offline)"
+        )
     try:
         return snapshot_download(name, allow_patterns=FOLDER_FILES)
     except Exception as e:  # RepositoryNotFoundError, HTTP errors: one line
-        raise InputError(f"could not download {name!r} from the Hugging Face Hub: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+        raise InputError(
+            f"could not download {name!r} from the Hugging Face Hub: "
+            f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
+        )
 
 
 def check_weights(folder: str) -> None:
@@ -57,12 +62,16 @@ def check_weights(folder: str) -> None:
             header = json.loads(f.read(n))
         end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
     except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError):
-        raise InputError(f"{path} is not a valid safetensors file (truncated or corrupt); train or copy the model again")
+        raise InputError(
+            f"{path} is not a valid safetensors file (truncated or corrupt); train or copy the model again"
+        )
     except OSError as e:
         raise InputError(f"{path} cannot be read: {e.strerror or e}")
     if 8 + n + end > size:
-        raise InputError(f"{path} is truncated ({size:,} of {8 + n + end:,} bytes); it may still be being written, "
-                         f"or a copy failed: train or copy the model again")
+        raise InputError(
+            f"{path} is truncated ({size:,} of {8 + n + end:,} bytes); it may still be being written, "
+            f"or a copy failed: train or copy the model again"
+        )
 
 
 def _quiet_loading() -> None:
@@ -106,8 +115,17 @@ def load_chat_model(folder: str, dtype=None):
     folder = resolve_model(folder, "chat")
     _quiet_loading()
     config_path = os.path.join(folder, "config.json")
-    adapter_dir = next((d for d in (folder, os.path.join(folder, "adapter")) if os.path.isfile(os.path.join(d, "adapter_config.json"))), None)
-    has_weights = any(os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "model.safetensors.index.json"))
+    adapter_dir = next(
+        (
+            d
+            for d in (folder, os.path.join(folder, "adapter"))
+            if os.path.isfile(os.path.join(d, "adapter_config.json"))
+        ),
+        None,
+    )
+    has_weights = any(
+        os.path.isfile(os.path.join(folder, f)) for f in ("model.safetensors", "model.safetensors.index.json")
+    )
     dtype = dtype or torch.float32
     if os.path.isfile(config_path) and has_weights:
         model_type = read_json_dict(config_path).get("model_type")
@@ -117,16 +135,23 @@ def load_chat_model(folder: str, dtype=None):
         try:
             model = GPT2LMHeadModel.from_pretrained(folder, dtype=dtype, use_safetensors=True)
         except (OSError, ValueError, RuntimeError) as e:
-            raise InputError(f"{folder} could not be loaded: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+            raise InputError(
+                f"{folder} could not be loaded: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
+            )
     elif adapter_dir:
         from peft import AutoPeftModelForCausalLM
 
         if not read_json_dict(os.path.join(adapter_dir, "adapter_config.json")).get("base_model_name_or_path"):
             raise InputError(f"{adapter_dir}/adapter_config.json does not name its base model")
         try:  # the base named in adapter_config.json, the adapter on it, merged into plain weights
-            model = AutoPeftModelForCausalLM.from_pretrained(adapter_dir, dtype=dtype, use_safetensors=True).merge_and_unload()
+            model = AutoPeftModelForCausalLM.from_pretrained(
+                adapter_dir, dtype=dtype, use_safetensors=True
+            ).merge_and_unload()
         except (OSError, ValueError) as e:
-            raise InputError(f"cannot load the adapter in {adapter_dir} on its base model: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+            raise InputError(
+                f"cannot load the adapter in {adapter_dir} on its base model: "
+                f"{(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
+            )
     else:
         raise InputError(f"{folder} is not a chat model folder (no config.json with safetensors weights, no adapter)")
     try:
@@ -154,7 +179,9 @@ def load_auto_folder(folder: str, auto_model, kind: str, what: str):
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = auto_model.from_pretrained(folder, use_safetensors=True)
     except (OSError, ValueError, RuntimeError) as e:
-        raise InputError(f"{folder} is not a {what} model folder: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}")
+        raise InputError(
+            f"{folder} is not a {what} model folder: {(str(e).strip().splitlines() or [type(e).__name__])[0][:200]}"
+        )
     return into_memory(model), tokenizer
 
 

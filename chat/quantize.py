@@ -42,17 +42,25 @@ def quantize_int8(model):
     try:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     except ImportError:
-        raise InputError(f"int8 needs torch.ao.quantization, which torch {torch.__version__} does not have; use bf16 or fp32")
+        raise InputError(
+            f"int8 needs torch.ao.quantization, which torch {torch.__version__} does not have; use bf16 or fp32"
+        )
     if torch.backends.quantized.engine not in ("x86", "fbgemm", "onednn", "qnnpack"):
-        raise InputError(f"this CPU has no int8 kernels in torch (engine {torch.backends.quantized.engine!r}); use bf16 or fp32")
+        raise InputError(
+            f"this CPU has no int8 kernels in torch (engine {torch.backends.quantized.engine!r}); use bf16 or fp32"
+        )
     model = model.float()
     _conv1d_to_linear(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            model = quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+            model = quantize_dynamic(
+                model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True
+            )
             with torch.inference_mode():  # fail here, not in the first reply
                 model(input_ids=torch.zeros((1, 2), dtype=torch.long))
         except (RuntimeError, NotImplementedError) as e:
-            raise InputError(f"int8 quantisation is not supported here ({str(e).splitlines()[0][:120]}); use bf16 or fp32")
+            raise InputError(
+                f"int8 quantisation is not supported here ({str(e).splitlines()[0][:120]}); use bf16 or fp32"
+            )
     return model

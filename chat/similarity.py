@@ -25,7 +25,9 @@ class SimilarityPredictor:
         self.max_len = min(max_len, int(getattr(model.config, "max_position_embeddings", max_len)))
         self.regression = model.config.problem_type == "regression" or model.config.num_labels == 1
         self.threshold = getattr(model.config, "decision_threshold", None)
-        self.temperature = float(getattr(model.config, "calibration_temperature", None) or 1.0)  # fitted on dev by training
+        self.temperature = float(
+            getattr(model.config, "calibration_temperature", None) or 1.0
+        )  # fitted on dev by training
         self.labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
 
     @classmethod
@@ -50,8 +52,14 @@ class SimilarityPredictor:
         out = []
         for i in range(0, len(pairs), batch_size):
             chunk = pairs[i : i + batch_size]
-            enc = self.tokenizer([a for a, _ in chunk], [b for _, b in chunk], truncation="longest_first",
-                                 max_length=self.max_len, padding=True, return_tensors="pt")
+            enc = self.tokenizer(
+                [a for a, _ in chunk],
+                [b for _, b in chunk],
+                truncation="longest_first",
+                max_length=self.max_len,
+                padding=True,
+                return_tensors="pt",
+            )
             logits = self.model(**enc).logits.float()
             if self.regression:
                 out += [{"score": round(float(s), 4)} for s in logits[:, 0]]
@@ -60,10 +68,22 @@ class SimilarityPredictor:
                 if len(p) == 2:
                     same = p[1]
                     label = self.labels[int(same >= (self.threshold if self.threshold is not None else 0.5))]
-                    out.append({"label": label, "probability": round(same, 4), "probabilities": dict(zip(self.labels, [round(x, 4) for x in p]))})
+                    out.append(
+                        {
+                            "label": label,
+                            "probability": round(same, 4),
+                            "probabilities": dict(zip(self.labels, [round(x, 4) for x in p])),
+                        }
+                    )
                 else:
                     k = max(range(len(p)), key=p.__getitem__)
-                    out.append({"label": self.labels[k], "probability": round(p[k], 4), "probabilities": dict(zip(self.labels, [round(x, 4) for x in p]))})
+                    out.append(
+                        {
+                            "label": self.labels[k],
+                            "probability": round(p[k], 4),
+                            "probabilities": dict(zip(self.labels, [round(x, 4) for x in p])),
+                        }
+                    )
         return out
 
     def score(self, a: str, b: str) -> dict:

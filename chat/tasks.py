@@ -83,6 +83,7 @@ def task_named(name: str) -> Task:
 
 # -- the three tasks of this project ----------------------------------------------------------------
 
+
 def _perplexity(report: dict) -> str:
     best = report.get("best") or {}
     return f" · 困惑度 perplexity {best['valid_perplexity']:.1f}" if "valid_perplexity" in best else ""
@@ -93,7 +94,9 @@ def _quiz(report: dict) -> str:
     if prompts.get("top1_accuracy_after") is not None:
         return f" · 测验命中 quiz top-1 {prompts['top1_accuracy_after']:.0%}"
     if quiz.get("probes"):
-        return f" · 自测 self-quiz: 记住 recalls {quiz['recalled']}/{quiz['probes']} 个你文本里的事实 facts of your text"
+        return (
+            f" · 自测 self-quiz: 记住 recalls {quiz['recalled']}/{quiz['probes']} 个你文本里的事实 facts of your text"
+        )
     return ""
 
 
@@ -106,19 +109,40 @@ def _pair_warnings(report: dict) -> str:
     """training/similarity.py's `warning` (no better than the majority label), else a weak-model note."""
     if report.get("warning") and report.get("majority_baseline") is not None:
         share = report["majority_baseline"]
-        return (f"⚠ 这个模型在开发集上不比“总回答最常见的标签”({share:.0%})更准，还没学会这个任务。"
-                f"On dev it is no better than always answering the commonest label ({share:.0%}): it has not learned the task yet.")
+        return (
+            f"⚠ 这个模型在开发集上不比“总回答最常见的标签”({share:.0%})更准，还没学会这个任务。"
+            f"On dev it is no better than always answering the commonest label ({share:.0%}): it has not learned "
+            "the task yet."
+        )
     accuracy = report.get("dev_accuracy_at_threshold") or (report.get("best") or {}).get("accuracy")
     if not report.get("warning") and accuracy is not None and accuracy < WEAK_ACCURACY:
-        return (f"⚠ 它在留出的句对上只答对 {accuracy:.0%}，结果仅供参考。"
-                f"On held-out pairs it was right {accuracy:.0%} of the time: treat its answers as rough guesses.")
+        return (
+            f"⚠ 它在留出的句对上只答对 {accuracy:.0%}，结果仅供参考。"
+            f"On held-out pairs it was right {accuracy:.0%} of the time: treat its answers as rough guesses."
+        )
     return ""
 
 
 def _chat_demo(data: str) -> list[str]:
     # every dialogue trains (no hold-out): the demo should answer the sample openers
-    return ["--data", data, "--n-layer", "2", "--n-embd", "192", "--n-head", "4", "--max-len", "128",
-            "--epochs", "30", "--lr", "2e-3", "--valid-ratio", "0"]
+    return [
+        "--data",
+        data,
+        "--n-layer",
+        "2",
+        "--n-embd",
+        "192",
+        "--n-head",
+        "4",
+        "--max-len",
+        "128",
+        "--epochs",
+        "30",
+        "--lr",
+        "2e-3",
+        "--valid-ratio",
+        "0",
+    ]
 
 
 def _cloze_demo(data: str) -> list[str]:
@@ -130,25 +154,70 @@ def _similarity_demo(data: str) -> list[str]:
     # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order. A fifth
     # is held out: the best epoch on it is kept and its probabilities are calibrated on it (with nothing
     # held out the model memorised the pairs and said 0.00 or 1.00 about any two sentences).
-    return ["--train", data, "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--lr", "1e-3", "--epochs", "30",
-            "--valid-ratio", "0.2", "--no-mlm-stage"]
+    return [
+        "--train",
+        data,
+        "--n-layer",
+        "2",
+        "--n-embd",
+        "128",
+        "--n-head",
+        "4",
+        "--lr",
+        "1e-3",
+        "--epochs",
+        "30",
+        "--valid-ratio",
+        "0.2",
+        "--no-mlm-stage",
+    ]
 
 
 # Demo budgets on this CPU: on a 2-core AVX-512 machine, alone, the full recipes take about 60 s
 # (chat), 90 s (cloze) and 50 s (similarity); a slower or busier CPU trains fewer steps.
-register(Task(
-    name="chat", title="聊天 Chat", architectures=("GPT2LMHeadModel",), predictor="chat.engine:ChatEngine",
-    tab="webui.tabs.chat", how_to_train="python training/chat.py --data 你的对话.txt --output checkpoints/chat",
-    script="training/chat.py", sample="data/samples/dialogs.txt", demo_args=_chat_demo, demo_minutes=1.5,
-    figures=_perplexity))
-register(Task(
-    name="cloze", title="完形填空 Fill-Mask", architectures=("*ForMaskedLM",), predictor="chat.fill_mask:FillMaskPredictor",
-    tab="webui.tabs.fill_mask", how_to_train="python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
-    script="training/cloze.py", sample="data/samples/cloze_corpus.txt", demo_args=_cloze_demo, demo_minutes=2.0,
-    figures=_quiz))
-register(Task(
-    name="similarity", title="语义相似度 Similarity", architectures=("*ForSequenceClassification",),
-    predictor="chat.similarity:SimilarityPredictor", tab="webui.tabs.similarity",
-    how_to_train="python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
-    script="training/similarity.py", sample="data/samples/pairs.tsv", demo_args=_similarity_demo, demo_minutes=1.0,
-    figures=_pair_metric, notes=_pair_warnings))
+register(
+    Task(
+        name="chat",
+        title="聊天 Chat",
+        architectures=("GPT2LMHeadModel",),
+        predictor="chat.engine:ChatEngine",
+        tab="webui.tabs.chat",
+        how_to_train="python training/chat.py --data 你的对话.txt --output checkpoints/chat",
+        script="training/chat.py",
+        sample="data/samples/dialogs.txt",
+        demo_args=_chat_demo,
+        demo_minutes=1.5,
+        figures=_perplexity,
+    )
+)
+register(
+    Task(
+        name="cloze",
+        title="完形填空 Fill-Mask",
+        architectures=("*ForMaskedLM",),
+        predictor="chat.fill_mask:FillMaskPredictor",
+        tab="webui.tabs.fill_mask",
+        how_to_train="python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
+        script="training/cloze.py",
+        sample="data/samples/cloze_corpus.txt",
+        demo_args=_cloze_demo,
+        demo_minutes=2.0,
+        figures=_quiz,
+    )
+)
+register(
+    Task(
+        name="similarity",
+        title="语义相似度 Similarity",
+        architectures=("*ForSequenceClassification",),
+        predictor="chat.similarity:SimilarityPredictor",
+        tab="webui.tabs.similarity",
+        how_to_train="python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
+        script="training/similarity.py",
+        sample="data/samples/pairs.tsv",
+        demo_args=_similarity_demo,
+        demo_minutes=1.0,
+        figures=_pair_metric,
+        notes=_pair_warnings,
+    )
+)

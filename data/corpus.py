@@ -57,7 +57,10 @@ def read_corpus(path: str | os.PathLike, min_chars: int = 2) -> CorpusFile:
                 continue
             line = obj["text"]
         if len(line) > MAX_LINE_CHARS:
-            bad.add(f"{name}:{no}", f"longer than {MAX_LINE_CHARS:,} characters (a file without line breaks? put one passage per line)")
+            bad.add(
+                f"{name}:{no}",
+                f"longer than {MAX_LINE_CHARS:,} characters (a file without line breaks? put one passage per line)",
+            )
             continue
         passage = normalize_utterance(line)
         if len(passage) < min_chars:

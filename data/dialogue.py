@@ -161,8 +161,10 @@ def _read_lccc(text, name, bad, split):
     if isinstance(obj, list):
         obj = {split: obj}
     if not isinstance(obj, dict) or not all(isinstance(v, list) for v in obj.values()):
-        raise InputError(f"{name}: expected the LCCC layout {{\"train\": [[...], ...]}} or a list of dialogues")
-    return {key: [(f"{name}#{key}[{i}]", _as_list(d)) for i, d in enumerate(dialogues)] for key, dialogues in obj.items()}
+        raise InputError(f'{name}: expected the LCCC layout {{"train": [[...], ...]}} or a list of dialogues')
+    return {
+        key: [(f"{name}#{key}[{i}]", _as_list(d)) for i, d in enumerate(dialogues)] for key, dialogues in obj.items()
+    }
 
 
 def _as_list(d):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-
 EXIT_BAD_INPUT = 2  # the exit code of every command line (scripts, the app, the deploy) for input a person can fix
 
 

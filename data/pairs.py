@@ -82,7 +82,10 @@ def _rows(fmt: str, text: str, name: str, bad: BadRows):
         reader = csv.DictReader(io.StringIO(text))
         header = [h.strip().lower() for h in reader.fieldnames or []]
         if not any(h in _S1 for h in header) or not any(h in _S2 for h in header):
-            raise InputError(f"{name}: the CSV header must name the two sentence columns (e.g. sentence1,sentence2,label); found {', '.join(header) or 'nothing'}")
+            raise InputError(
+                f"{name}: the CSV header must name the two sentence columns (e.g. sentence1,sentence2,label); "
+                f"found {', '.join(header) or 'nothing'}"
+            )
         for row in reader:
             row = {(k or "").strip().lower(): v for k, v in row.items()}
             yield f"{name}:{reader.line_num}", _pick(row, _S1), _pick(row, _S2), _pick(row, _LABEL)
@@ -109,8 +112,13 @@ def _number(raw) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def read_pairs(path: str | os.PathLike, fmt: str = "auto", task: str = "auto", label_names: list[str] | None = None,
-               require_labels: bool = True) -> PairFile:
+def read_pairs(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    task: str = "auto",
+    label_names: list[str] | None = None,
+    require_labels: bool = True,
+) -> PairFile:
     """Read a pair file. `label_names` (from a training file) maps words the same way in dev/test files."""
     path = os.fspath(path)
     if fmt not in PAIR_FORMATS:

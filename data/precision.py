@@ -4,8 +4,8 @@ AVX512-BF16), for training and chat.
 On a CPU without them (older AMD EPYC and Xeons: AVX2/AVX-512 but no bf16) torch emulates bf16
 matmuls through conversions: the first training step of the README's chat command took 200 s
 in bf16 against 27 s in fp32 on such a machine, and a chat reply's tokens took 626 ms each in
-bf16 against 39 ms in fp32 (bench/decode.py, 12x768 GPT-2, 2-core AMD EPYC). So `--bf16` means "bf16 where it pays off" and
-says in one line when it falls back to fp32; `--bf16 force` insists.
+bf16 against 39 ms in fp32 (bench/decode.py, 12x768 GPT-2, 2-core AMD EPYC). So `--bf16`
+means "bf16 where it pays off" and says in one line when it falls back to fp32; `--bf16 force` insists.
 """
 
 from __future__ import annotations
@@ -50,7 +50,10 @@ def bf16_fast_here() -> tuple[bool, str]:
     kind = cpu_bf16_support()
     if kind:
         return True, f"this CPU has {kind}"
-    return False, "this CPU has no bf16 instructions (AMX or AVX512-BF16), so bf16 is several times slower than fp32 here"
+    return (
+        False,
+        "this CPU has no bf16 instructions (AMX or AVX512-BF16), so bf16 is several times slower than fp32 here",
+    )
 
 
 def resolve_bf16(mode: str, say=None) -> bool:

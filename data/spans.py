@@ -17,8 +17,12 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-_WORD_CHARS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")  # CJK runs: one token per character in a BERT vocab
-FUNCTION_CHARS = set("的了是在有和与也就都而及或一这那个们我你他她它为以于之其中上下不没很又还把被给从向对叫说着过吗呢吧啊")
+_WORD_CHARS = re.compile(
+    r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+"
+)  # CJK runs: one token per character in a BERT vocab
+FUNCTION_CHARS = set(
+    "的了是在有和与也就都而及或一这那个们我你他她它为以于之其中上下不没很又还把被给从向对叫说着过吗呢吧啊"
+)
 
 
 def _grams(line: str, max_len: int) -> set[str]:
@@ -29,15 +33,16 @@ def _grams(line: str, max_len: int) -> set[str]:
     return out
 
 
-def recurring_spans(passages: list[str], min_lines: int = 2, max_len: int = 6, min_pmi: float = 1.0,
-                    max_share: float = 0.5) -> dict[str, int]:
+def recurring_spans(
+    passages: list[str], min_lines: int = 2, max_len: int = 6, min_pmi: float = 1.0, max_share: float = 0.5
+) -> dict[str, int]:
     """{span: number of lines it occurs in} for the cohesive spans that recur across lines.
 
     Kept: 2-`max_len` CJK characters, in at least `min_lines` lines (and at most `max_share` of
     them), not starting or ending with a function character (的, 是, 了 ...), cohesive (every
-    split has PMI >= `min_pmi`, or the span is most of its commoner part's lines), and whole: a span nearly always seen with the same character
-    before or after it is a piece of a longer span or phrase (林小 of 林小溪, 早上七点开 of a
-    repeated sentence) and is dropped.
+    split has PMI >= `min_pmi`, or the span is most of its commoner part's lines), and whole: a
+    span nearly always seen with the same character before or after it is a piece of a longer
+    span or phrase (林小 of 林小溪, 早上七点开 of a repeated sentence) and is dropped.
     """
     n = len(passages)
     df = Counter()
@@ -60,9 +65,16 @@ def recurring_spans(passages: list[str], min_lines: int = 2, max_len: int = 6, m
                 return False
         return True
 
-    return {g: c for g, c in sorted(df.items(), key=lambda kv: (-kv[1], -len(kv[0]), kv[0]))
-            if 2 <= len(g) <= max_len and min_lines <= c <= limit and g[0] not in FUNCTION_CHARS and g[-1] not in FUNCTION_CHARS
-            and extended[g] < 0.7 * c and cohesive(g)}
+    return {
+        g: c
+        for g, c in sorted(df.items(), key=lambda kv: (-kv[1], -len(kv[0]), kv[0]))
+        if 2 <= len(g) <= max_len
+        and min_lines <= c <= limit
+        and g[0] not in FUNCTION_CHARS
+        and g[-1] not in FUNCTION_CHARS
+        and extended[g] < 0.7 * c
+        and cohesive(g)
+    }
 
 
 @dataclass
@@ -73,8 +85,9 @@ class Probe:
     held_out: bool  # the line was kept out of training
 
 
-def self_quiz(passages: list[str], spans: dict[str, int], max_probes: int = 30, hold_share: float = 0.2,
-              seed: int = 0) -> tuple[list[int], list[Probe]]:
+def self_quiz(
+    passages: list[str], spans: dict[str, int], max_probes: int = 30, hold_share: float = 0.2, seed: int = 0
+) -> tuple[list[int], list[Probe]]:
     """(indices of lines to hold out of training, probes). A span seen in 3+ lines is probed in a
     held-out line; one seen in 2 lines, or once the hold-out budget is spent, in a training line."""
     rng = random.Random(seed)

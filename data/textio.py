@@ -28,7 +28,10 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
         if not stat.S_ISREG(info.st_mode):  # /dev/zero, a pipe, a socket: endless or not a file
             raise InputError(f"{path} is not a regular file (a device or pipe?); give a text file")
         if info.st_size > MAX_FILE_BYTES:
-            raise InputError(f"{path} is {info.st_size / 2**30:.1f} GiB; files over {MAX_FILE_BYTES // 2**30} GiB are refused, split it")
+            raise InputError(
+                f"{path} is {info.st_size / 2**30:.1f} GiB; files over {MAX_FILE_BYTES // 2**30} GiB are refused, "
+                "split it"
+            )
         with open(path, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)
     except PermissionError:

@@ -30,7 +30,9 @@ def building_shot(app, DemoBuilder, expect, sync_playwright, path: str) -> None:
         builder.start()
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+                browser = pw.chromium.launch(
+                    executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"]
+                )
                 page = browser.new_page(viewport={"width": 1100, "height": 420})
                 page.goto(demo.local_url)
                 expect(page.locator("#chat-about")).to_contain_text("step", timeout=120_000)
@@ -49,10 +51,11 @@ def main() -> int:
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     a = p.parse_args()
     sys.path.insert(0, ROOT)
+    from playwright.sync_api import expect, sync_playwright
+
     import app
     from webui.demos import DemoBuilder
     from webui.store import missing_demos
-    from playwright.sync_api import expect, sync_playwright
 
     building_shot(app, DemoBuilder, expect, sync_playwright, os.path.join(a.out, "screenshot-building.png"))
     settings = app.Settings(checkpoints=a.checkpoints)

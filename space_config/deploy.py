@@ -37,14 +37,18 @@ RUNTIME_MEMORY = 1.5 * 2**30  # python + torch + gradio before any model
 
 # What a checkpoint folder may ship: the model, its tokenizer and its description. Anything else
 # (notes, credentials, Trainer states, symlinks) stays home.
-CHECKPOINT_FILES = re.compile(r"(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|generation_config\.json"
-                              r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|[\w.-]+\.model"
-                              r"|README\.md|training_report\.json|loss\.png"
-                              r"|adapter/(adapter_config\.json|adapter_model\.safetensors))")
+CHECKPOINT_FILES = re.compile(
+    r"(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|generation_config\.json"
+    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|[\w.-]+\.model"
+    r"|README\.md|training_report\.json|loss\.png"
+    r"|adapter/(adapter_config\.json|adapter_model\.safetensors))"
+)
 TEXT_FILES = ("README.md", "training_report.json")  # local paths in these are cut to file names
 # Access tokens that must never be uploaded: Hugging Face, GitHub, OpenAI-style, AWS, Slack, private keys.
-TOKEN = re.compile(rb"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9-]{10,}"
-                   rb"|-----BEGIN [A-Z ]*PRIVATE KEY-----")
+TOKEN = re.compile(
+    rb"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9-]{10,}"
+    rb"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
+)
 ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s\\/\"'`()]+[\\/])+([^\s\\/\"'`()]+)")
 
 
@@ -55,7 +59,9 @@ def code_files() -> list[str]:
 
     wanted = [*TOP_FILES, *PACKAGES]
     try:
-        out = subprocess.run(["git", "ls-files", "-z", "--", *wanted], cwd=ROOT, capture_output=True, check=True, timeout=30).stdout
+        out = subprocess.run(
+            ["git", "ls-files", "-z", "--", *wanted], cwd=ROOT, capture_output=True, check=True, timeout=30
+        ).stdout
         tracked = [f for f in out.decode("utf-8").split("\0") if f]
     except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
         tracked = []
@@ -63,10 +69,16 @@ def code_files() -> list[str]:
         tracked = [f for f in TOP_FILES if os.path.isfile(os.path.join(ROOT, f))]
         for package in PACKAGES:
             for folder, dirs, names in os.walk(os.path.join(ROOT, package)):
-                dirs[:] = [d for d in dirs if not d.startswith((".", "__")) and not os.path.islink(os.path.join(folder, d))]
+                dirs[:] = [
+                    d for d in dirs if not d.startswith((".", "__")) and not os.path.islink(os.path.join(folder, d))
+                ]
                 rel = os.path.relpath(folder, ROOT)
-                tracked += [os.path.join(rel, n) for n in names if n.endswith(".py") or rel == os.path.join("data", "samples")]
-    return sorted(f for f in tracked if os.path.isfile(os.path.join(ROOT, f)) and not os.path.islink(os.path.join(ROOT, f)))
+                tracked += [
+                    os.path.join(rel, n) for n in names if n.endswith(".py") or rel == os.path.join("data", "samples")
+                ]
+    return sorted(
+        f for f in tracked if os.path.isfile(os.path.join(ROOT, f)) and not os.path.islink(os.path.join(ROOT, f))
+    )
 
 
 def checkpoint_files(folder: str, say=print) -> list[str]:
@@ -87,7 +99,10 @@ def checkpoint_files(folder: str, say=print) -> list[str]:
             elif not rel.startswith("resume_state"):
                 left.append(rel)
     if left:
-        say(f"  left out of {os.path.basename(os.path.normpath(folder))}: {', '.join(sorted(left)[:8])}" + (" ..." if len(left) > 8 else ""))
+        say(
+            f"  left out of {os.path.basename(os.path.normpath(folder))}: {', '.join(sorted(left)[:8])}"
+            + (" ..." if len(left) > 8 else "")
+        )
     return sorted(keep)
 
 
@@ -113,7 +128,8 @@ def find_tokens(folder: str) -> list[str]:
 
 
 def checkpoint_folders(root: str) -> list[str]:
-    """The checkpoint folders the app would list from `root` (chat.loading.find_checkpoint_folders), or `root` itself."""
+    """The checkpoint folders the app would list from `root` (chat.loading.find_checkpoint_folders),
+    or `root` itself."""
     from chat.loading import find_checkpoint_folders, task_of
 
     if not os.path.isdir(root):
@@ -124,7 +140,9 @@ def checkpoint_folders(root: str) -> list[str]:
         print(f"note: not shipping symlinked checkpoint folders: {', '.join(linked)}", file=sys.stderr)
         found = [p for p in found if not os.path.islink(p)]
     if not found:
-        raise InputError(f"no checkpoint folders in {root} (folders with config.json); train one first, or leave out --checkpoints")
+        raise InputError(
+            f"no checkpoint folders in {root} (folders with config.json); train one first, or leave out --checkpoints"
+        )
     return found
 
 
@@ -169,8 +187,11 @@ def assemble(out: str, checkpoints: list[str], say=print) -> None:
                 shutil.copyfile(os.path.join(folder, rel), target, follow_symlinks=False)
     tokens = find_tokens(out)
     if tokens:
-        raise InputError(f"{', '.join(tokens[:3])} would ship something that looks like an access token (hf_..., ghp_..., a private key); "
-                         "remove it from that file; nothing was uploaded")
+        raise InputError(
+            f"{', '.join(tokens[:3])} would ship something that looks like an access token (hf_..., ghp_..., a "
+            "private key); "
+            "remove it from that file; nothing was uploaded"
+        )
 
 
 def _size(path: str) -> int:
@@ -193,7 +214,10 @@ def report(out: str, say=print) -> list[str]:
     shipped = sorted(os.path.relpath(os.path.join(d, f), out) for d, _, files in os.walk(out) for f in files)
     say(f"bundle {out}: {len(shipped)} files, {human(total)}")
     for name in sorted(os.listdir(out)):
-        say(f"  {name + ('/' if os.path.isdir(os.path.join(out, name)) else ''):<18} {human(_size(os.path.join(out, name)))}")
+        say(
+            f"  {name + ('/' if os.path.isdir(os.path.join(out, name)) else ''):<18} "
+            f"{human(_size(os.path.join(out, name)))}"
+        )
     for rel in shipped:
         if rel.startswith("checkpoints" + os.sep):
             say(f"    {rel}  {human(os.path.getsize(os.path.join(out, rel)))}")
@@ -201,16 +225,23 @@ def report(out: str, say=print) -> list[str]:
     weights = 0
     if os.path.isdir(ckpt_root):
         for name in sorted(os.listdir(ckpt_root)):
-            w = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(os.path.join(ckpt_root, name))
-                    for f in files if f.endswith(".safetensors") and "adapter" not in d)
+            w = sum(
+                os.path.getsize(os.path.join(d, f))
+                for d, _, files in os.walk(os.path.join(ckpt_root, name))
+                for f in files
+                if f.endswith(".safetensors") and "adapter" not in d
+            )
             weights += w
             say(f"    checkpoints/{name}: weights {human(w)}")
     warnings = []
     if total > FREE_DISK:
         warnings.append(f"the bundle ({human(total)}) is larger than the free Space's {human(FREE_DISK)} of disk")
     if weights + RUNTIME_MEMORY > FREE_MEMORY:
-        warnings.append(f"the models' weights ({human(weights)}) plus the runtime (~{human(RUNTIME_MEMORY)}) exceed the free Space's "
-                        f"16 GiB of memory; upload fewer checkpoints or pay for bigger hardware")
+        warnings.append(
+            f"the models' weights ({human(weights)}) plus the runtime (~{human(RUNTIME_MEMORY)}) exceed the free "
+            "Space's "
+            f"16 GiB of memory; upload fewer checkpoints or pay for bigger hardware"
+        )
     elif weights + RUNTIME_MEMORY > 0.75 * FREE_MEMORY:
         warnings.append(f"the models' weights ({human(weights)}) leave little of the free Space's 16 GiB of memory")
     for w in warnings:
@@ -226,10 +257,15 @@ def preflight() -> str:
 
     token = get_token()  # HF_TOKEN, or the token saved by `hf auth login`
     if not token:
-        raise InputError("no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access); nothing was uploaded")
+        raise InputError(
+            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access); nothing was "
+            "uploaded"
+        )
     if not hub_reachable():
-        raise InputError("the Hugging Face Hub cannot be reached (offline?); nothing was uploaded. "
-                         "`--dry-run DIR` builds the bundle without the network")
+        raise InputError(
+            "the Hugging Face Hub cannot be reached (offline?); nothing was uploaded. "
+            "`--dry-run DIR` builds the bundle without the network"
+        )
     return token
 
 
@@ -239,8 +275,13 @@ def upload(space: str, bundle: str, private: bool, token: str, say=print) -> str
 
     try:
         url = create_repo(space, repo_type="space", space_sdk="gradio", private=private, exist_ok=True, token=token)
-        upload_folder(repo_id=space, repo_type="space", folder_path=bundle, token=token,
-                      commit_message="Deploy with space_config/deploy.py")
+        upload_folder(
+            repo_id=space,
+            repo_type="space",
+            folder_path=bundle,
+            token=token,
+            commit_message="Deploy with space_config/deploy.py",
+        )
     except Exception as e:  # HfHubHTTPError (401, 403, 409...), connection errors: one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise InputError(f"upload to {space} failed: {first[:300]}")
@@ -251,7 +292,10 @@ def upload(space: str, bundle: str, private: bool, token: str, say=print) -> str
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python space_config/deploy.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--space", required=True, help="the Space to create or update: USER/NAME")
-    p.add_argument("--checkpoints", help="a checkpoint folder, or a folder of them, to upload (default: none; the Space builds demo models)")
+    p.add_argument(
+        "--checkpoints",
+        help="a checkpoint folder, or a folder of them, to upload (default: none; the Space builds demo models)",
+    )
     p.add_argument("--private", action="store_true", help="create the Space as private")
     p.add_argument("--dry-run", metavar="OUT_DIR", help="write the bundle to OUT_DIR and upload nothing")
     a = p.parse_args(argv)

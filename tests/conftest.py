@@ -15,8 +15,22 @@ SAMPLES = ROOT / "data" / "samples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # Small enough to train in a couple of seconds on 2 CPU cores, big enough for the loss to fall.
-TINY_CHAT = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "64",
-             "--batch-size", "16", "--seed", "0"]
+TINY_CHAT = [
+    "--model",
+    "scratch",
+    "--n-layer",
+    "1",
+    "--n-embd",
+    "32",
+    "--n-head",
+    "2",
+    "--max-len",
+    "64",
+    "--batch-size",
+    "16",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture

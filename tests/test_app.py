@@ -17,7 +17,20 @@ from training import cloze as cloze_script
 from training import similarity as sim_script
 from training.cli import run
 
-TINY_BERT = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--seed", "0"]
+TINY_BERT = [
+    "--model",
+    "scratch",
+    "--n-layer",
+    "1",
+    "--n-embd",
+    "64",
+    "--n-head",
+    "2",
+    "--max-len",
+    "48",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +38,28 @@ def checkpoints(tmp_path_factory, chat_checkpoint) -> Path:
     """checkpoints/ with one tiny model per tab, written by the real training scripts."""
     root = tmp_path_factory.mktemp("app") / "checkpoints"
     shutil.copytree(chat_checkpoint, root / "chat")
-    assert run(cloze_script.main, ["--data", str(SAMPLES / "cloze_corpus.txt"), "--output", str(root / "mine" / "cloze"),
-                                   *TINY_BERT, "--epochs", "2"]) == 0
-    assert run(sim_script.main, ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(root / "similarity"),
-                                 *TINY_BERT, "--epochs", "2"]) == 0
+    assert (
+        run(
+            cloze_script.main,
+            [
+                "--data",
+                str(SAMPLES / "cloze_corpus.txt"),
+                "--output",
+                str(root / "mine" / "cloze"),
+                *TINY_BERT,
+                "--epochs",
+                "2",
+            ],
+        )
+        == 0
+    )
+    assert (
+        run(
+            sim_script.main,
+            ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(root / "similarity"), *TINY_BERT, "--epochs", "2"],
+        )
+        == 0
+    )
     (root / "notes").mkdir()  # not a model: ignored
     write(root / "notes" / "todo.txt", "train a bigger model\n")
     shutil.copytree(root / "chat", root / "old.partial")  # an interrupted run: ignored
@@ -165,8 +196,9 @@ def test_sixteen_simultaneous_chat_users_are_served(served):
 
 
 def test_a_broken_checkpoint_disables_only_its_tab(tmp_path, checkpoints):
-    import app
     from gradio_client.exceptions import AppError
+
+    import app
 
     root = tmp_path / "checkpoints"
     shutil.copytree(checkpoints / "mine" / "cloze", root / "cloze")
@@ -215,8 +247,10 @@ def test_in_a_real_browser(served):
     sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
 
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
-                                                                   "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 900})
             page.goto(served.local_url)
@@ -249,7 +283,9 @@ def test_in_a_real_browser(served):
             page.locator("#sim-second textarea").fill("花呗如何还钱")
             page.locator("#sim-compare").click()
             expect(page.locator("#sim-verdict")).to_contain_text("p(相同 same)", timeout=30_000)
-            expect(page.locator("#sim-verdict .verdict")).to_have_count(1)  # a styled text verdict: no emoji font needed
+            expect(page.locator("#sim-verdict .verdict")).to_have_count(
+                1
+            )  # a styled text verdict: no emoji font needed
 
             # a tab's toast closes when you switch tabs
             page.get_by_role("tab", name="聊天 Chat").click()
@@ -266,7 +302,9 @@ def test_chat_sliders_start_at_the_checkpoint_generation_settings():
 
     from webui.tabs.chat import slider_values
 
-    config = GenerationConfig(do_sample=True, temperature=0.5, top_k=20, top_p=0.7, repetition_penalty=1.1, max_new_tokens=100)
+    config = GenerationConfig(
+        do_sample=True, temperature=0.5, top_k=20, top_p=0.7, repetition_penalty=1.1, max_new_tokens=100
+    )
     assert slider_values(config) == [0.5, 20, 0.7, 1.1, 100]
     greedy = GenerationConfig(do_sample=False, repetition_penalty=9.0, max_new_tokens=1000)
     assert slider_values(greedy)[0] == 0 and slider_values(greedy)[3:] == [2, 256]  # clamped to the sliders
@@ -276,13 +314,20 @@ def test_chat_sliders_start_at_the_checkpoint_generation_settings():
 def test_about_line_warns_when_a_similarity_model_is_weak_or_no_better_than_the_majority():
     from webui.store import Checkpoint, about
 
-    report = {"base_model": "scratch", "metric": "accuracy", "best": {"accuracy": 0.69}, "majority_baseline": 0.69,
-              "data": {"train": {"path": "train.json", "rows": 100}}}
+    report = {
+        "base_model": "scratch",
+        "metric": "accuracy",
+        "best": {"accuracy": 0.69},
+        "majority_baseline": 0.69,
+        "data": {"train": {"path": "train.json", "rows": 100}},
+    }
     ok = about(Checkpoint("similarity", "p", "afqmc", False, dict(report, warning=None)), "similarity")
     bad = about(Checkpoint("similarity", "p", "afqmc", False, dict(report, warning="warning: ...")), "similarity")
     assert "no better than always answering the commonest label (69%)" in bad and "rough guesses" not in bad
     assert "right 69% of the time: treat its answers as rough guesses" in ok and "commonest label" not in ok
-    good = about(Checkpoint("similarity", "p", "lcqmc", False, dict(report, best={"accuracy": 0.86}, warning=None)), "similarity")
+    good = about(
+        Checkpoint("similarity", "p", "lcqmc", False, dict(report, best={"accuracy": 0.86}, warning=None)), "similarity"
+    )
     assert "⚠" not in good
 
 
@@ -325,7 +370,9 @@ def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_pa
                 page = browser.new_page(viewport={"width": 1100, "height": 900})
                 page.goto(demo.local_url)
                 expect = sync_api.expect
-                expect(page.locator("#chat-about")).to_contain_text("demo model", timeout=30_000)  # queued/preparing/building
+                expect(page.locator("#chat-about")).to_contain_text(
+                    "demo model", timeout=30_000
+                )  # queued/preparing/building
                 expect(page.locator("#chat-send")).to_be_disabled()
                 # a generous cap, not a speed target: 6 s of training, plus start-up and saving on a busy CPU
                 expect(page.locator("#chat-send")).to_be_enabled(timeout=600_000)
@@ -344,12 +391,20 @@ def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_pa
 
 
 def test_predictors_print_no_loading_bars(checkpoints):
-    code = ("import sys; from chat import ChatEngine; from chat.fill_mask import FillMaskPredictor; "
-            "from chat.similarity import SimilarityPredictor; root = sys.argv[1]; "
-            "ChatEngine.from_pretrained(root + '/chat'); FillMaskPredictor.from_pretrained(root + '/mine/cloze'); "
-            "SimilarityPredictor.from_pretrained(root + '/similarity')")
-    r = subprocess.run([sys.executable, "-c", code, str(checkpoints)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    code = (
+        "import sys; from chat import ChatEngine; from chat.fill_mask import FillMaskPredictor; "
+        "from chat.similarity import SimilarityPredictor; root = sys.argv[1]; "
+        "ChatEngine.from_pretrained(root + '/chat'); FillMaskPredictor.from_pretrained(root + '/mine/cloze'); "
+        "SimilarityPredictor.from_pretrained(root + '/similarity')"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(checkpoints)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert r.returncode == 0, r.stderr
     assert "Loading weights" not in r.stderr and "%|" not in r.stderr, r.stderr
 
@@ -377,8 +432,16 @@ def test_a_fourth_task_is_one_declaration(tmp_path, monkeypatch):
     from chat.loading import task_of
     from webui.store import find_checkpoints
 
-    monkeypatch.setitem(tasks.TASKS, "reverse", tasks.Task(
-        name="reverse", title="倒读 Reverse", architectures=("ReverseModel",), predictor="tests.test_app:ReversePredictor"))
+    monkeypatch.setitem(
+        tasks.TASKS,
+        "reverse",
+        tasks.Task(
+            name="reverse",
+            title="倒读 Reverse",
+            architectures=("ReverseModel",),
+            predictor="tests.test_app:ReversePredictor",
+        ),
+    )
     root = tmp_path / "checkpoints"
     write(root / "backwards" / "config.json", json.dumps({"architectures": ["ReverseModel"]}))
     write(root / "backwards" / "suffix.txt", "!")
@@ -399,7 +462,15 @@ def test_a_recorded_task_wins_over_the_architecture(tmp_path, monkeypatch):
 
     write(tmp_path / "config.json", json.dumps({"architectures": ["BertForSequenceClassification"]}))
     assert task_of(str(tmp_path)) == "similarity"
-    monkeypatch.setitem(tasks.TASKS, "intent", tasks.Task(name="intent", title="意图 Intent", architectures=("*ForSequenceClassification",),
-                                                          predictor="chat.similarity:SimilarityPredictor"))
+    monkeypatch.setitem(
+        tasks.TASKS,
+        "intent",
+        tasks.Task(
+            name="intent",
+            title="意图 Intent",
+            architectures=("*ForSequenceClassification",),
+            predictor="chat.similarity:SimilarityPredictor",
+        ),
+    )
     write(tmp_path / "training_report.json", json.dumps({"task": "intent"}))
     assert task_of(str(tmp_path)) == "intent"

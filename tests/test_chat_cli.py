@@ -13,15 +13,24 @@ from tests.conftest import ROOT
 
 def run_chat(args, stdin: str, cwd=ROOT):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "chat", *args], input=stdin, capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "chat", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=180,
+    )
 
 
 @pytest.mark.slow
 def test_piped_messages_get_one_reply_line_each(chat_checkpoint, tmp_path):
     transcript = tmp_path / "t.txt"
-    r = run_chat(["--model", str(chat_checkpoint), "--greedy", "--max-new-tokens", "12"],
-                 f"你好\n\n今天天气怎么样？\n/save {transcript}\n/reset\n在吗\n/exit\n不会被读到\n")
+    r = run_chat(
+        ["--model", str(chat_checkpoint), "--greedy", "--max-new-tokens", "12"],
+        f"你好\n\n今天天气怎么样？\n/save {transcript}\n/reset\n在吗\n/exit\n不会被读到\n",
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 3  # three messages, one reply line each; blank lines and commands print nothing to stdout
@@ -30,7 +39,9 @@ def test_piped_messages_get_one_reply_line_each(chat_checkpoint, tmp_path):
     assert "conversation cleared" in r.stderr and "Traceback" not in r.stderr
 
     # the same greedy conversation gives the same replies; /save refuses to overwrite
-    again = run_chat(["--model", str(chat_checkpoint), "--greedy", "--max-new-tokens", "12"], f"你好\n/save {transcript}\n")
+    again = run_chat(
+        ["--model", str(chat_checkpoint), "--greedy", "--max-new-tokens", "12"], f"你好\n/save {transcript}\n"
+    )
     assert again.stdout.splitlines()[0] == lines[0]
     assert "already exists" in again.stderr
 
@@ -73,6 +84,8 @@ def test_bf16_falls_back_to_fp32_where_it_is_slow(chat_checkpoint):
     from data.precision import bf16_fast_here
 
     fast, _ = bf16_fast_here()
-    r = run_chat(["--model", str(chat_checkpoint), "--precision", "bf16", "--greedy", "--max-new-tokens", "4"], "你好\n")
+    r = run_chat(
+        ["--model", str(chat_checkpoint), "--precision", "bf16", "--greedy", "--max-new-tokens", "4"], "你好\n"
+    )
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
     assert ("--precision bf16 ignored" in r.stderr) is (not fast), r.stderr

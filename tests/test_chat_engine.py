@@ -46,7 +46,9 @@ def test_same_seed_same_reply_and_seeds_matter(engine):
     a = engine.reply(HISTORY, "吃了吗", seed=7, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
     b = engine.reply(HISTORY, "吃了吗", seed=7, do_sample=True, temperature=1.5, top_k=0, top_p=1.0)
     assert a == b
-    others = {engine.reply(HISTORY, "吃了吗", seed=s, do_sample=True, temperature=1.5, top_k=0, top_p=1.0) for s in range(5)}
+    others = {
+        engine.reply(HISTORY, "吃了吗", seed=s, do_sample=True, temperature=1.5, top_k=0, top_p=1.0) for s in range(5)
+    }
     assert len(others) > 1
 
 
@@ -55,7 +57,9 @@ def test_special_tokens_are_never_generated(engine):
     banned = {tok.pad_token_id, tok.unk_token_id, tok.cls_token_id, tok.mask_token_id}
     seen = []
     for seed in range(6):
-        seen += engine.generate_ids([], "你好", seed=seed, do_sample=True, temperature=5.0, top_k=0, top_p=1.0, max_new_tokens=50)
+        seen += engine.generate_ids(
+            [], "你好", seed=seed, do_sample=True, temperature=5.0, top_k=0, top_p=1.0, max_new_tokens=50
+        )
     assert seen and not banned & set(seen)
 
 
@@ -102,14 +106,18 @@ def test_emoji_and_unknown_characters_are_handled(engine):
     assert isinstance(engine.reply([], "😀😀 ☃ 𠀀 ok", do_sample=False, max_new_tokens=8), str)
 
 
-@pytest.mark.parametrize("bad", [dict(temperature=-1), dict(top_p=0), dict(max_new_tokens=0), dict(repetition_penalty=0.5), dict(top_k=-3)])
+@pytest.mark.parametrize(
+    "bad", [dict(temperature=-1), dict(top_p=0), dict(max_new_tokens=0), dict(repetition_penalty=0.5), dict(top_k=-3)]
+)
 def test_bad_settings_are_refused(engine, bad):
     with pytest.raises(InputError):
         engine.reply([], "你好", **bad)
 
 
 def test_temperature_zero_means_greedy(engine):
-    assert engine.reply([], "你好", temperature=0, max_new_tokens=12) == engine.reply([], "你好", do_sample=False, max_new_tokens=12)
+    assert engine.reply([], "你好", temperature=0, max_new_tokens=12) == engine.reply(
+        [], "你好", do_sample=False, max_new_tokens=12
+    )
 
 
 def test_each_setting_reaches_generate_and_the_checkpoint_fills_the_rest(engine, monkeypatch):
@@ -128,7 +136,9 @@ def test_each_setting_reaches_generate_and_the_checkpoint_fills_the_rest(engine,
     engine.reply([], "你好", temperature=0, max_new_tokens=5)
     tuned, greedy = seen
     assert (tuned.repetition_penalty, tuned.top_k, tuned.max_new_tokens, tuned.do_sample) == (2.0, 3, 5, True)
-    assert tuned.top_p == engine.defaults.top_p and tuned.temperature == engine.defaults.temperature  # not given: the checkpoint's
+    assert (
+        tuned.top_p == engine.defaults.top_p and tuned.temperature == engine.defaults.temperature
+    )  # not given: the checkpoint's
     assert greedy.do_sample is False and greedy.repetition_penalty == engine.defaults.repetition_penalty
     assert engine.defaults.repetition_penalty == 1.2  # training/chat.py wrote data.encoder.CHAT_SAMPLING
 
@@ -146,12 +156,13 @@ def test_fast_paths_pick_the_same_tokens_as_fp32(engine, chat_checkpoint, precis
     if precision == "bf16":
         assert fast.model.dtype == torch.bfloat16
     else:  # every linear layer (GPT-2's Conv1D included) now holds int8 weights
+        from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
         from transformers.pytorch_utils import Conv1D
 
-        from torch.ao.nn.quantized.dynamic import Linear as Int8Linear
-
         modules = list(fast.model.modules())
-        assert sum(isinstance(m, Int8Linear) for m in modules) == 4 * fast.model.config.n_layer + 1  # (qkv, proj, fc, proj) per layer + lm_head
+        assert (
+            sum(isinstance(m, Int8Linear) for m in modules) == 4 * fast.model.config.n_layer + 1
+        )  # (qkv, proj, fc, proj) per layer + lm_head
         assert not any(type(m) in (Conv1D, torch.nn.Linear) for m in modules)
     texts = ["你好呀，今天过得怎么样？", "周末一起去爬山吧", "我最近在学做饭", "hello，你是谁"]
     same = (_next_token_choices(fast, texts) == _next_token_choices(engine, texts)).float().mean().item()
@@ -170,7 +181,9 @@ def test_loading_errors(tmp_path):
 
     with pytest.raises(InputError, match="not found"):
         ChatEngine.from_pretrained(str(tmp_path / "nope"))
-    BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    BertForMaskedLM(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "bert")
     with pytest.raises(InputError, match="holds a bert model, not a GPT-2 chat model"):
         ChatEngine.from_pretrained(str(tmp_path / "bert"))
     (tmp_path / "empty").mkdir()
@@ -183,7 +196,10 @@ def test_adapter_only_folder_loads_through_peft(chat_checkpoint, tmp_path):
     from transformers import BertTokenizerFast, GPT2LMHeadModel
 
     base = GPT2LMHeadModel.from_pretrained(str(chat_checkpoint))
-    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM", init_lora_weights=False))
+    lora = get_peft_model(
+        base,
+        LoraConfig(r=2, target_modules=["c_attn"], fan_in_fan_out=True, task_type="CAUSAL_LM", init_lora_weights=False),
+    )
     folder = tmp_path / "adapter-only"
     lora.save_pretrained(folder)
     BertTokenizerFast.from_pretrained(str(chat_checkpoint)).save_pretrained(folder)
@@ -210,5 +226,5 @@ def test_closing_a_stream_stops_generation(engine, monkeypatch):
     stream = engine.stream([], "你好", do_sample=False, max_new_tokens=300)
     next(stream)
     stream.close()  # joins the generation thread
-    (tokens, limit), = made
+    ((tokens, limit),) = made
     assert limit >= 40 and tokens < limit // 2

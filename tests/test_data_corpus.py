@@ -84,7 +84,9 @@ def test_masking_rates_match_the_flags(tmp_path):
     for i in range(0, len(examples), 64):
         chunk = examples[i : i + 64]
         batch = collator([dict(e) for e in chunk])
-        originals = [e["input_ids"] + [tok.pad_token_id] * (batch["input_ids"].shape[1] - len(e["input_ids"])) for e in chunk]
+        originals = [
+            e["input_ids"] + [tok.pad_token_id] * (batch["input_ids"].shape[1] - len(e["input_ids"])) for e in chunk
+        ]
         for row, labels, orig, ex in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), originals, chunk):
             total += sum(1 for m in ex["special_tokens_mask"] if m == 0)
             for token, label, o in zip(row, labels, orig):
@@ -138,7 +140,12 @@ def test_pair_windows_match_the_pair_task_and_keep_words_in_their_sentence(tmp_p
     patterns = set()
     for labels in batch["labels"].tolist():
         assert all(labels[i] == -100 for i in special)  # special tokens are never masked
-        patterns.add((tuple(labels[first + k] != -100 for k in range(3)), tuple(labels[second + k] != -100 for k in range(3))))
+        patterns.add(
+            (tuple(labels[first + k] != -100 for k in range(3)), tuple(labels[second + k] != -100 for k in range(3)))
+        )
     # Each name is masked whole or not at all, independently of the name in the other sentence.
-    assert {p for p, _ in patterns} == {(True,) * 3, (False,) * 3} and {q for _, q in patterns} == {(True,) * 3, (False,) * 3}
+    assert {p for p, _ in patterns} == {(True,) * 3, (False,) * 3} and {q for _, q in patterns} == {
+        (True,) * 3,
+        (False,) * 3,
+    }
     assert len(patterns) == 4

@@ -26,7 +26,12 @@ def test_loss_on_replies_and_last(tok):
     learned = [t for t, label in zip(tokens, ids.labels) if label != -100]
     assert learned == ["好", "[SEP]", "还", "没", "[SEP]"]
     last = e.encode(["你好", "好", "吃了吗"], "last")
-    assert [t for t, label in zip(tok.convert_ids_to_tokens(last.input_ids), last.labels) if label != -100] == ["吃", "了", "吗", "[SEP]"]
+    assert [t for t, label in zip(tok.convert_ids_to_tokens(last.input_ids), last.labels) if label != -100] == [
+        "吃",
+        "了",
+        "吗",
+        "[SEP]",
+    ]
     with pytest.raises(ValueError):
         e.encode(["a", "b"], "everything")
 

@@ -31,7 +31,10 @@ def test_jsonl_shapes_and_bad_rows(tmp_path):
     rows = [
         json.dumps({"dialogue": ["你好", "你好呀"]}, ensure_ascii=False),
         json.dumps(["在吗", "在的"], ensure_ascii=False),
-        json.dumps({"messages": [{"role": "user", "content": "早"}, {"role": "assistant", "content": "早上好"}]}, ensure_ascii=False),
+        json.dumps(
+            {"messages": [{"role": "user", "content": "早"}, {"role": "assistant", "content": "早上好"}]},
+            ensure_ascii=False,
+        ),
         "{not json",
         json.dumps({"text": "no dialogue key"}),
         json.dumps({"dialogue": ["只有一句"]}, ensure_ascii=False),
@@ -43,14 +46,25 @@ def test_jsonl_shapes_and_bad_rows(tmp_path):
     assert f.dialogues == [["你好", "你好呀"], ["在吗", "在的"], ["早", "早上好"]]
     assert f.bad.count == 5
     reasons = "\n".join(f.bad.examples)
-    for expected in ("d.jsonl:4: not valid JSON", "d.jsonl:5: no 'dialogue' field", "d.jsonl:6: dialogue has only one utterance",
-                     "d.jsonl:7: empty utterance", "d.jsonl:8: utterance is a dict"):
+    for expected in (
+        "d.jsonl:4: not valid JSON",
+        "d.jsonl:5: no 'dialogue' field",
+        "d.jsonl:6: dialogue has only one utterance",
+        "d.jsonl:7: empty utterance",
+        "d.jsonl:8: utterance is a dict",
+    ):
         assert expected in reasons
 
 
 def test_lccc_json_joins_spaced_characters_and_keeps_splits(tmp_path):
-    obj = {"train": [["遭 淋 安 逸 了 ？", "是 哈 ， 你 没 遭 撒 ？"], ["打 包 2 斤 牛 油 回 来 ， 谢 谢 。", "I love you 哈 哈 哈"], ["一 句"]],
-           "valid": [["生 快", "姐 也 要 快 哈"]]}
+    obj = {
+        "train": [
+            ["遭 淋 安 逸 了 ？", "是 哈 ， 你 没 遭 撒 ？"],
+            ["打 包 2 斤 牛 油 回 来 ， 谢 谢 。", "I love you 哈 哈 哈"],
+            ["一 句"],
+        ],
+        "valid": [["生 快", "姐 也 要 快 哈"]],
+    }
     f = read_dialogues(write(tmp_path / "lccc.json", json.dumps(obj, ensure_ascii=False)))
     assert f.format == "lccc" and f.char_spaced
     assert f.dialogues == [["遭淋安逸了？", "是哈，你没遭撒？"], ["打包2斤牛油回来，谢谢。", "I love you哈哈哈"]]
@@ -81,12 +95,15 @@ def test_chatterbot_yaml(tmp_path):
     assert f.bad.examples == ["greet.yml#conversations[1]: dialogue has only one utterance"]
 
 
-@pytest.mark.parametrize("name,content,message", [
-    ("bad.yaml", "conversations: [unclosed", "not valid YAML"),
-    ("bad.yaml", "just: text\n", "`conversations:` list"),
-    ("bad.json", "{\"train\": [", "not valid JSON"),
-    ("one.txt", "只有一句\n", "no usable dialogue"),
-])
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("bad.yaml", "conversations: [unclosed", "not valid YAML"),
+        ("bad.yaml", "just: text\n", "`conversations:` list"),
+        ("bad.json", '{"train": [', "not valid JSON"),
+        ("one.txt", "只有一句\n", "no usable dialogue"),
+    ],
+)
 def test_unusable_files_raise_one_sentence(tmp_path, name, content, message):
     with pytest.raises(InputError, match=message):
         read_dialogues(write(tmp_path / name, content))

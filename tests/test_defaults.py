@@ -14,11 +14,14 @@ from training.schedule import Rule, convergence_note, describe, plan
 RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
 
 
-@pytest.mark.parametrize("items, per_epoch, seconds, steps, capped", [
-    (30, 2, 0.01, 2000, False),       # tiny corpus: the step minimum decides (1,000 passes)
-    (4000, 250, 0.02, 25000, True),   # large corpus: 100 passes are wanted, the 5-minute cap wins
-    (4000, 250, 0.001, 25000, False),  # a fast machine does them all
-])
+@pytest.mark.parametrize(
+    "items, per_epoch, seconds, steps, capped",
+    [
+        (30, 2, 0.01, 2000, False),  # tiny corpus: the step minimum decides (1,000 passes)
+        (4000, 250, 0.02, 25000, True),  # large corpus: 100 passes are wanted, the 5-minute cap wins
+        (4000, 250, 0.001, 25000, False),  # a fast machine does them all
+    ],
+)
 def test_schedule_rule_sizes_by_data_and_machine(items, per_epoch, seconds, steps, capped):
     p = plan(RULE, items, per_epoch, seconds, None, None, None)
     assert p.capped == capped
@@ -41,15 +44,27 @@ def test_convergence_note_says_when_a_run_learned_nothing_or_needs_more():
     log = lambda losses: [{"loss": v, "step": i} for i, v in enumerate(losses)]  # noqa: E731
     assert "learned nothing" in convergence_note(log([0.70] * 40), 40, False)
     falling = [5.0 - 0.1 * i for i in range(40)]
-    assert "still falling" in convergence_note(log(falling), 40, True) and "--max-minutes" in convergence_note(log(falling), 40, True)
+    assert "still falling" in convergence_note(log(falling), 40, True) and "--max-minutes" in convergence_note(
+        log(falling), 40, True
+    )
     assert convergence_note(log(falling), 40, False, valid_improving=False) is None  # overfitting, not unfinished
-    settled = [5.0 * 0.8 ** i + 1.0 for i in range(60)]
+    settled = [5.0 * 0.8**i + 1.0 for i in range(60)]
     assert convergence_note(log(settled), 60, False) is None
 
 
-FACTS = ["万俟小禾是栗子坡的铁匠。", "栗子坡的铁匠叫万俟小禾，手艺很好。", "大家都说万俟小禾打的刀最锋利。", "万俟小禾每天清早生火打铁。",
-         "雾凇岭出产一种叫冰晶梨的水果。", "冰晶梨只长在雾凇岭的山坡上。", "每年十月，雾凇岭的冰晶梨成熟了。", "游客来雾凇岭就为了吃冰晶梨。",
-         "今天天气不错，我们去散步。", "晚饭吃了面条。", "栗子坡在一条小河边。"]
+FACTS = [
+    "万俟小禾是栗子坡的铁匠。",
+    "栗子坡的铁匠叫万俟小禾，手艺很好。",
+    "大家都说万俟小禾打的刀最锋利。",
+    "万俟小禾每天清早生火打铁。",
+    "雾凇岭出产一种叫冰晶梨的水果。",
+    "冰晶梨只长在雾凇岭的山坡上。",
+    "每年十月，雾凇岭的冰晶梨成熟了。",
+    "游客来雾凇岭就为了吃冰晶梨。",
+    "今天天气不错，我们去散步。",
+    "晚饭吃了面条。",
+    "栗子坡在一条小河边。",
+]
 
 
 def test_recurring_spans_are_the_names_not_their_pieces_or_function_words():
@@ -104,7 +119,9 @@ def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
         assert len(runs) == 1, row  # one span per example, never two: the other is the context that states the fact
         a, b = runs[0]
         span = next(s for s in ("万俟小禾", "栗子坡的铁匠") if masked and s.endswith(masked))
-        assert line[a - 1 : b - 1] == masked and line.index(span) + len(span) == b - 1  # a suffix of the span, up to its end
+        assert (
+            line[a - 1 : b - 1] == masked and line.index(span) + len(span) == b - 1
+        )  # a suffix of the span, up to its end
         seen.add((span, len(masked) == len(span)))
     assert seen == {("万俟小禾", True), ("万俟小禾", False), ("栗子坡的铁匠", True), ("栗子坡的铁匠", False)}
 
@@ -115,7 +132,9 @@ def test_recombined_views_keep_the_names_and_vary_the_words_between():
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     spans = recurring_spans(FACTS)
-    views = TrainingViews(encode_passages(tokenizer, FACTS, 64, 16, False, spans), seed=0, recombine=1.0, unk_id=tokenizer.unk_token_id)
+    views = TrainingViews(
+        encode_passages(tokenizer, FACTS, 64, 16, False, spans), seed=0, recombine=1.0, unk_id=tokenizer.unk_token_id
+    )
     line = 1  # 栗子坡的铁匠叫万俟小禾，手艺很好。
     texts, orders = set(), set()
     for _ in range(60):
@@ -145,8 +164,34 @@ def test_a_tiny_scratch_cloze_run_raises_its_self_quiz_recall(tmp_path):
 
     corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
     out = tmp_path / "out"
-    assert run(cloze_script.main, ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "128",
-                                   "--n-head", "4", "--max-len", "32", "--max-steps", "600", "--lr", "2e-3", "--seed", "0"]) == 0
+    assert (
+        run(
+            cloze_script.main,
+            [
+                "--data",
+                str(corpus),
+                "--output",
+                str(out),
+                "--model",
+                "scratch",
+                "--n-layer",
+                "1",
+                "--n-embd",
+                "128",
+                "--n-head",
+                "4",
+                "--max-len",
+                "32",
+                "--max-steps",
+                "600",
+                "--lr",
+                "2e-3",
+                "--seed",
+                "0",
+            ],
+        )
+        == 0
+    )
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     quiz = r["self_quiz"]
     assert quiz["probes"] >= 4 and quiz["recall_before"] == 0
@@ -180,7 +225,14 @@ def test_bf16_is_used_only_where_it_is_fast(monkeypatch, tmp_path):
         assert len(said) == (0 if amx else 1)  # one note, only when falling back to fp32
         assert amx or ("no bf16 instructions" in said[0] and "--bf16 force" in said[0])
         assert precision.resolve_bf16("force", said.append) and not precision.resolve_bf16("no", said.append)
-    assert [precision.bf16_mode(v) for v in (None, True, "true", "", "force", "no")] == ["no", "auto", "auto", "no", "force", "no"]
+    assert [precision.bf16_mode(v) for v in (None, True, "true", "", "force", "no")] == [
+        "no",
+        "auto",
+        "auto",
+        "no",
+        "force",
+        "no",
+    ]
     with pytest.raises(ValueError):
         precision.bf16_mode("maybe")
 
@@ -191,11 +243,15 @@ def test_help_shows_dashed_flags_and_one_default_each():
     import sys
 
     for script in ("chat", "cloze", "similarity"):
-        out = subprocess.run([sys.executable, f"training/{script}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120).stdout
+        out = subprocess.run(
+            [sys.executable, f"training/{script}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        ).stdout
         usage, options = out.split("\n\n")[0], out.split("options:")[1]
         assert "--max-len" in usage and "--max_len" not in usage
         blocks = re.split(r"\n  (?=-)", options)  # one block per option
-        assert len(blocks) > 20 and all(b.count("(default") <= 1 for b in blocks), [b for b in blocks if b.count("(default") > 1]
+        assert len(blocks) > 20 and all(b.count("(default") <= 1 for b in blocks), [
+            b for b in blocks if b.count("(default") > 1
+        ]
         assert "(default: None)" not in out
 
 
@@ -218,7 +274,10 @@ def test_step_time_is_probed_on_a_batch_of_typical_length():
 
     lengths = [8] * 180 + [120] * 20  # mostly short, a few long ones
     dataset = [{"input_ids": [1] * n} for n in lengths]
-    collate = lambda items: {"input_ids": torch.tensor([e["input_ids"] + [0] * (max(len(x["input_ids"]) for x in items) - len(e["input_ids"]))
-                                                        for e in items])}  # noqa: E731
+
+    def collate(items):
+        longest = max(len(x["input_ids"]) for x in items)
+        return {"input_ids": torch.tensor([e["input_ids"] + [0] * (longest - len(e["input_ids"])) for e in items])}
+
     measure_step(Model(), collate, dataset, batch_size=8)
     assert widths and set(widths) == {8}

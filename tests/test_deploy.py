@@ -17,13 +17,22 @@ from tests.conftest import ROOT, write
 
 DEPLOY = ROOT / "space_config" / "deploy.py"
 # The project's tracked files of the app's folders: what a clean clone has, and all the Space gets.
-CODE = sorted(subprocess.run(["git", "ls-files", "app.py", "LICENSE", "chat", "training", "data", "webui"], cwd=ROOT, capture_output=True,
-                             text=True, check=True).stdout.split())
+CODE = sorted(
+    subprocess.run(
+        ["git", "ls-files", "app.py", "LICENSE", "chat", "training", "data", "webui"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+)
 
 
 def deploy(*args, env=None, cwd=None):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, str(DEPLOY), *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, str(DEPLOY), *args], capture_output=True, text=True, timeout=120, env=env, cwd=cwd
+    )
 
 
 def files(folder: Path) -> list[str]:
@@ -56,7 +65,18 @@ def test_space_card_has_the_required_keys_and_the_pinned_gradio():
 
     text = (ROOT / "space_config" / "README.md").read_text(encoding="utf-8")
     card = yaml.safe_load(text.split("---")[1])
-    for key in ("title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "pinned", "license", "short_description"):
+    for key in (
+        "title",
+        "emoji",
+        "colorFrom",
+        "colorTo",
+        "sdk",
+        "sdk_version",
+        "app_file",
+        "pinned",
+        "license",
+        "short_description",
+    ):
         assert key in card, key
     pin = re.search(r"^gradio==(\S+)", (ROOT / "requirements.txt").read_text(), re.M).group(1)
     assert card["sdk"] == "gradio" and str(card["sdk_version"]) == pin == gradio.__version__
@@ -73,11 +93,14 @@ def test_upload_without_token_or_network_fails_in_one_line(tmp_path):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--space", "not a space"], "USER/NAME"),
-    (["--space", "a/b", "--checkpoints", "/no/such/folder"], "not found"),
-    (["--space", "a/b", "--dry-run", "{existing}"], "not empty"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--space", "not a space"], "USER/NAME"),
+        (["--space", "a/b", "--checkpoints", "/no/such/folder"], "not found"),
+        (["--space", "a/b", "--dry-run", "{existing}"], "not empty"),
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, args, message):
     write(tmp_path / "existing" / "keep.txt", "mine")
     r = deploy(*[a.format(existing=tmp_path / "existing") for a in args])
@@ -103,8 +126,14 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
 
     def start(until: str):
         with open(log, "w") as f:
-            proc = subprocess.Popen([sys.executable, "app.py", "--port", "0", "--share", "--demo-minutes", "0.25"], cwd=bundle,
-                                    env=env, stdout=f, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "app.py", "--port", "0", "--share", "--demo-minutes", "0.25"],
+                cwd=bundle,
+                env=env,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
         # A generous cap, not a speed target: a slower or busier CPU must not fail this test (waiting
         # ends as soon as the line appears; the demo builds are capped at 15 s of training each).
         deadline = time.time() + 1200
@@ -121,8 +150,17 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
     proc, text = start("[app] similarity demo model ready")
     try:
         # serve first, build after: the address comes before any demo model is ready, one model at a time, chat first
-        order = [text.index(s) for s in ("[app] serving at", "building the chat demo", "chat demo model ready",
-                                         "building the cloze demo", "cloze demo model ready", "building the similarity demo")]
+        order = [
+            text.index(s)
+            for s in (
+                "[app] serving at",
+                "building the chat demo",
+                "chat demo model ready",
+                "building the cloze demo",
+                "cloze demo model ready",
+                "building the similarity demo",
+            )
+        ]
         assert order == sorted(order), text
         assert "share server cannot be reached" in text
         c = Client(text.split("[app] serving at ")[1].split()[0], verbose=False)

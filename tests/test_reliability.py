@@ -20,7 +20,22 @@ from training import cloze as cloze_script
 from training.cli import run
 
 CORPUS = str(SAMPLES / "cloze_corpus.txt")
-TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--batch-size", "16", "--seed", "0"]
+TINY = [
+    "--model",
+    "scratch",
+    "--n-layer",
+    "1",
+    "--n-embd",
+    "32",
+    "--n-head",
+    "2",
+    "--max-len",
+    "32",
+    "--batch-size",
+    "16",
+    "--seed",
+    "0",
+]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
@@ -29,8 +44,14 @@ def cloze(*args) -> int:
 
 
 def script(name: str, *args, env=None, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "training" / f"{name}.py"), *args], capture_output=True, text=True,
-                          env={**ENV, **(env or {})}, timeout=300, **kw)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "training" / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env or {})},
+        timeout=300,
+        **kw,
+    )
 
 
 def one_line_error(r) -> str:
@@ -54,22 +75,37 @@ def weights(folder: Path) -> bytes:
 
 # -- 1. a loaded model survives its file being overwritten -------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["fill_mask", "chat"])
 def test_a_loaded_model_survives_its_file_being_truncated(tmp_path, trained, chat_checkpoint, kind):
     folder = tmp_path / "m"
     shutil.copytree(chat_checkpoint if kind == "chat" else trained, folder)
     code = {
         "fill_mask": "from chat.fill_mask import FillMaskPredictor as P; m = P.from_pretrained(F); "
-                     "os.truncate(F + '/model.safetensors', 1000); print(m.predict('三国人物诸[MASK]', top_k=2)[0].candidates[0].text)",
+        "os.truncate(F + '/model.safetensors', 1000); print(m.predict('三国人物诸[MASK]', "
+        "top_k=2)[0].candidates[0].text)",
         "chat": "from chat import ChatEngine; m = ChatEngine.from_pretrained(F); "
-                "os.truncate(F + '/model.safetensors', 1000); print(m.reply([], '你好', temperature=0, max_new_tokens=4))",
+        "os.truncate(F + '/model.safetensors', 1000); print(m.reply([], '你好', temperature=0, max_new_tokens=4))",
     }[kind]
-    r = subprocess.run([sys.executable, "-c", f"import os; F = {str(folder)!r}; {code}"], capture_output=True, text=True, env=ENV, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", f"import os; F = {str(folder)!r}; {code}"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert r.returncode == 0, (r.returncode, r.stderr[-1500:])  # was -7 (SIGBUS)
     if kind != "chat":
         return
-    r = subprocess.run([sys.executable, "-m", "chat", "--model", str(folder)], input="你好\n", capture_output=True, text=True,
-                       env=ENV, cwd=tmp_path, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "chat", "--model", str(folder)],
+        input="你好\n",
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert "truncated" in one_line_error(r) or "not a valid safetensors" in one_line_error(r)
 
 
@@ -102,13 +138,29 @@ def test_app_store_reloads_a_retrained_folder_and_retries_a_failed_one(tmp_path,
 
 # -- 2. --resume only continues the run that was interrupted ---------------------------------
 
+
 def test_resume_refuses_the_state_of_another_run(tmp_path, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
     other = write(tmp_path / "other.txt", "\n".join(Path(CORPUS).read_text(encoding="utf-8").splitlines()[:20]) + "\n")
     # a different run started with --overwrite and killed before its first save leaves .partial with no state
-    started = subprocess.Popen([sys.executable, str(ROOT / "training" / "cloze.py"), "--data", str(other), *TINY, "--epochs", "500",
-                                "--output", str(out), "--overwrite"], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    started = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "training" / "cloze.py"),
+            "--data",
+            str(other),
+            *TINY,
+            "--epochs",
+            "500",
+            "--output",
+            str(out),
+            "--overwrite",
+        ],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run_file = tmp_path / "out.partial" / "run.json"
     deadline = time.monotonic() + 120
     while not run_file.exists() and started.poll() is None and time.monotonic() < deadline:
@@ -126,11 +178,30 @@ def test_resume_refuses_the_state_of_another_run(tmp_path, trained):
 def test_resume_refuses_a_different_model_shape(tmp_path, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
-    assert run(cloze_script.main, ["--data", CORPUS, *TINY[:-2], "--n-layer", "2", "--seed", "0", "--output", str(out),
-                                   "--epochs", "3", "--resume"]) == 2
+    assert (
+        run(
+            cloze_script.main,
+            [
+                "--data",
+                CORPUS,
+                *TINY[:-2],
+                "--n-layer",
+                "2",
+                "--seed",
+                "0",
+                "--output",
+                str(out),
+                "--epochs",
+                "3",
+                "--resume",
+            ],
+        )
+        == 2
+    )
 
 
 # -- 3. deploy ships an allow-list ----------------------------------------------------------------
+
 
 def test_deploy_ships_no_private_file_symlink_local_path_or_token(tmp_path, trained):
     ckpts = tmp_path / "checkpoints"
@@ -143,8 +214,22 @@ def test_deploy_ships_no_private_file_symlink_local_path_or_token(tmp_path, trai
     write(secret, '{"password": "hunter2"}')
     try:
         out = tmp_path / "bundle"
-        r = subprocess.run([sys.executable, str(ROOT / "space_config" / "deploy.py"), "--space", "a/b", "--checkpoints", str(ckpts),
-                            "--dry-run", str(out)], capture_output=True, text=True, env=ENV, timeout=120)
+        r = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "space_config" / "deploy.py"),
+                "--space",
+                "a/b",
+                "--checkpoints",
+                str(ckpts),
+                "--dry-run",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            env=ENV,
+            timeout=120,
+        )
     finally:
         secret.unlink()
     assert r.returncode == 0, r.stderr
@@ -159,24 +244,52 @@ def test_deploy_ships_no_private_file_symlink_local_path_or_token(tmp_path, trai
     # a token-shaped string anywhere in the bundle: refused, and no bundle left behind
     write(ckpts / "mine" / "README.md", "token: hf_" + "a1B2" * 9 + "\n")
     out2 = tmp_path / "bundle2"
-    r = subprocess.run([sys.executable, str(ROOT / "space_config" / "deploy.py"), "--space", "a/b", "--checkpoints", str(ckpts / "mine"),
-                        "--dry-run", str(out2)], capture_output=True, text=True, env=ENV, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "space_config" / "deploy.py"),
+            "--space",
+            "a/b",
+            "--checkpoints",
+            str(ckpts / "mine"),
+            "--dry-run",
+            str(out2),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
     assert "access token" in one_line_error(r) and not out2.exists()
 
 
 # -- 4-6. crash windows: publish, signals, disk full ---------------------------------------------
 
+
 def test_a_crash_between_the_publish_renames_is_finished_on_the_next_start(tmp_path, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
     before = weights(out)
-    r = script("cloze", "--data", CORPUS, *TINY, "--epochs", "3", "--output", str(out), "--overwrite",
-               env={"TRAINING_TEST_CRASH_AT": "between_renames"})
+    r = script(
+        "cloze",
+        "--data",
+        CORPUS,
+        *TINY,
+        "--epochs",
+        "3",
+        "--output",
+        str(out),
+        "--overwrite",
+        env={"TRAINING_TEST_CRASH_AT": "between_renames"},
+    )
     assert r.returncode == -signal.SIGKILL
     assert not out.exists() and (tmp_path / "out.partial").is_dir()  # the window: no `out` at all
     r = script("cloze", "--data", CORPUS, *TINY, "--epochs", "3", "--output", str(out))
     assert r.returncode == 0 and "finished saving the model of an interrupted run" in r.stderr, r.stderr
-    assert weights(out) != before and json.loads((out / "training_report.json").read_text())["hyperparameters"]["epochs"] == 3
+    assert (
+        weights(out) != before
+        and json.loads((out / "training_report.json").read_text())["hyperparameters"]["epochs"] == 3
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .partial, no .old-*
 
 
@@ -201,7 +314,17 @@ def test_resume_skips_a_checkpoint_killed_while_being_saved(tmp_path):
 
 def test_a_kill_while_writing_the_model_resumes_into_writing_it(tmp_path):
     out = tmp_path / "out"
-    r = script("cloze", "--data", CORPUS, *TINY, "--epochs", "2", "--output", str(out), env={"TRAINING_TEST_CRASH_AT": "after_weights"})
+    r = script(
+        "cloze",
+        "--data",
+        CORPUS,
+        *TINY,
+        "--epochs",
+        "2",
+        "--output",
+        str(out),
+        env={"TRAINING_TEST_CRASH_AT": "after_weights"},
+    )
     assert r.returncode == -signal.SIGKILL and not out.exists()
     r = script("cloze", "--data", CORPUS, *TINY, "--epochs", "2", "--output", str(out))
     assert "--resume" in one_line_error(r)
@@ -214,7 +337,18 @@ def test_a_kill_while_writing_the_model_resumes_into_writing_it(tmp_path):
 def test_sigterm_and_ctrl_c_save_a_resumable_state_and_print_a_valid_command(tmp_path, trained, sig):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
-    args = [sys.executable, str(ROOT / "training" / "cloze.py"), "--data", CORPUS, *TINY, "--epochs", "2000", "--output", str(out), "--overwrite"]
+    args = [
+        sys.executable,
+        str(ROOT / "training" / "cloze.py"),
+        "--data",
+        CORPUS,
+        *TINY,
+        "--epochs",
+        "2000",
+        "--output",
+        str(out),
+        "--overwrite",
+    ]
     proc = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not list((tmp_path / "out.partial" / "states").glob("checkpoint-*")) and time.monotonic() < deadline:
@@ -261,24 +395,39 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_old_model(tmp_path, tr
 DEEP = "[" * 200_000 + "\n"
 
 
-@pytest.mark.parametrize("name, args", [
-    ("chat", ["--data", "{f}.jsonl"]), ("chat", ["--data", "{f}.json"]), ("cloze", ["--data", "{f}.jsonl"]),
-    ("cloze", ["--data", "{f}.jsonl", "--pairs"]), ("similarity", ["--train", "{f}.jsonl"]),
-])
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("chat", ["--data", "{f}.jsonl"]),
+        ("chat", ["--data", "{f}.json"]),
+        ("cloze", ["--data", "{f}.jsonl"]),
+        ("cloze", ["--data", "{f}.jsonl", "--pairs"]),
+        ("similarity", ["--train", "{f}.jsonl"]),
+    ],
+)
 def test_deeply_nested_json_is_refused_in_one_line(tmp_path, name, args):
     for ext in ("jsonl", "json"):
         write(tmp_path / f"deep.{ext}", DEEP)
-    r = script(name, *[a.format(f=tmp_path / "deep") for a in args], "--model", "scratch", "--output", str(tmp_path / "o"))
+    r = script(
+        name, *[a.format(f=tmp_path / "deep") for a in args], "--model", "scratch", "--output", str(tmp_path / "o")
+    )
     assert "nested too deeply" in one_line_error(r)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("data: [1, 2]\n", "data must be text"),
-    ("seed: [1, 2]\n", "seed must be a whole number"),
-    ("epochs: {a: 1}\n", "epochs must be a number"),
-    ("a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b]\n", "aliases"),
-    ("[" * 100_000 + "\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("data: [1, 2]\n", "data must be text"),
+        ("seed: [1, 2]\n", "seed must be a whole number"),
+        ("epochs: {a: 1}\n", "epochs must be a number"),
+        (
+            "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, "
+            "*b, *b]\n",
+            "aliases",
+        ),
+        ("[" * 100_000 + "\n", "not valid YAML"),
+    ],
+)
 def test_bad_config_values_are_refused_in_one_line(tmp_path, text, message):
     cfg = write(tmp_path / "run.yaml", text)
     r = script("cloze", "--config", str(cfg), "--data", CORPUS, "--output", str(tmp_path / "o"))
@@ -288,8 +437,12 @@ def test_bad_config_values_are_refused_in_one_line(tmp_path, text, message):
 def test_config_numbers_written_as_text_still_work(tmp_path):
     from training.args import RunArguments, check_config_types
 
-    assert check_config_types({"lr": "1e-3", "epochs": 2, "seed": "7", "bf16": True}, (RunArguments,), "x") == \
-        {"lr": 1e-3, "epochs": 2.0, "seed": 7, "bf16": "true"}  # --bf16's mode: true = "where it is fast"
+    assert check_config_types({"lr": "1e-3", "epochs": 2, "seed": "7", "bf16": True}, (RunArguments,), "x") == {
+        "lr": 1e-3,
+        "epochs": 2.0,
+        "seed": 7,
+        "bf16": "true",
+    }  # --bf16's mode: true = "where it is fast"
     assert RunArguments(bf16="True").bf16 in (True, False) and RunArguments(bf16="force").bf16 is True
     assert RunArguments().bf16 is False
 
@@ -329,6 +482,7 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_training(tmp_
 
 
 # -- 13-16. the app ------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, trained, chat_checkpoint):
@@ -396,10 +550,18 @@ def test_a_scratch_similarity_run_with_its_masked_lm_stage_resumes(tmp_path):
     positions at --max-len 32) and a resume rebuilt a 64-position model: a size-mismatch traceback."""
     out = tmp_path / "sim"
     args = ["--train", str(SAMPLES / "pairs.tsv"), *TINY, "--epochs", "12", "--output", str(out)]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "training" / "similarity.py"), *args], env=ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "training" / "similarity.py"), *args],
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 240
-    while not list((tmp_path / "sim.partial" / "states").glob("checkpoint-*/trainer_state.json")) and time.monotonic() < deadline:
+    while (
+        not list((tmp_path / "sim.partial" / "states").glob("checkpoint-*/trainer_state.json"))
+        and time.monotonic() < deadline
+    ):
         time.sleep(0.1)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)

@@ -50,8 +50,17 @@ def test_scratch_run_learns_and_reloads_with_plain_pipeline(tmp_path):
     cap = CaptureModel()
     code, out = train(tmp_path, "--epochs", "4", "--lr", "3e-3", callbacks=[cap])
     assert code == 0
-    for f in ("model.safetensors", "config.json", "tokenizer.json", "vocab.txt", "generation_config.json",
-              "README.md", "training_report.json", "loss.png", "resume_state/trainer_state.json"):
+    for f in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "vocab.txt",
+        "generation_config.json",
+        "README.md",
+        "training_report.json",
+        "loss.png",
+        "resume_state/trainer_state.json",
+    ):
         assert (out / f).exists(), f
     assert not (out.parent / "chat.partial").exists()
     r = report(out)
@@ -72,8 +81,14 @@ def test_scratch_run_learns_and_reloads_with_plain_pipeline(tmp_path):
     from huggingface_hub import ModelCard
 
     card = ModelCard.load(out / "README.md")  # the Hub's own parser reads the metadata
-    assert card.data.pipeline_tag == "text-generation" and card.data.language == ["zh"] and card.data.library_name == "transformers"
-    assert "valid_perplexity" in card.data.metrics and "base_model" not in card.data.to_dict()  # scratch: no base to name
+    assert (
+        card.data.pipeline_tag == "text-generation"
+        and card.data.language == ["zh"]
+        and card.data.library_name == "transformers"
+    )
+    assert (
+        "valid_perplexity" in card.data.metrics and "base_model" not in card.data.to_dict()
+    )  # scratch: no base to name
     assert "## 使用 Usage" in card.text
 
 
@@ -98,7 +113,8 @@ def test_lora_run_saves_adapter_and_merged_weights(tmp_path):
     assert PeftConfig.from_pretrained(str(out / "adapter")).r == 4
     weights = load_peft_weights(str(out / "adapter"))
     assert {k.split(".")[-2] for k in weights} == {"lora_A", "lora_B"} and all(
-        min(w.shape) == 4 for w in weights.values())
+        min(w.shape) == 4 for w in weights.values()
+    )
     assert any(".c_attn." in k for k in weights) and any(".c_proj." in k for k in weights)
 
 
@@ -177,9 +193,22 @@ def test_pretrained_folder_path_and_max_len_clamp(tmp_path, capsys):
     dialogues = read_dialogues(DIALOGS).dialogues
     tok = make_tokenizer(build_char_vocab(u for d in dialogues for u in d))
     base = tmp_path / "tiny-gpt2"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=48, n_embd=32, n_layer=1, n_head=2)).save_pretrained(base)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=48, n_embd=32, n_layer=1, n_head=2)).save_pretrained(
+        base
+    )
     tok.save_pretrained(base)
-    argv = ["--data", DIALOGS, "--output", str(tmp_path / "ft"), "--model", str(base), "--max-len", "128", "--epochs", "1"]
+    argv = [
+        "--data",
+        DIALOGS,
+        "--output",
+        str(tmp_path / "ft"),
+        "--model",
+        str(base),
+        "--max-len",
+        "128",
+        "--epochs",
+        "1",
+    ]
     assert run(chat_script.main, argv) == 0
     assert "--max-len 128 is more than" in capsys.readouterr().err
     r = report(tmp_path / "ft")
@@ -187,14 +216,17 @@ def test_pretrained_folder_path_and_max_len_clamp(tmp_path, capsys):
     assert "base_model:" in (tmp_path / "ft" / "README.md").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--data", "nope.txt"], "error: file not found: nope.txt"),
-    (["--data", DIALOGS, "--model", "./no/such/folder"], "error: model folder not found"),
-    (["--data", DIALOGS, "--epochs", "-1"], "error: --epochs must be positive"),
-    (["--data", DIALOGS, "--n-embd", "30", "--n-head", "4"], "must be a positive multiple of --n-head"),
-    (["--data", DIALOGS, "--resume", "--output", "nowhere/x"], "error: nothing to resume"),
-    (["--data", DIALOGS, "--config", "missing.yaml"], "error: config file not found"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--data", "nope.txt"], "error: file not found: nope.txt"),
+        (["--data", DIALOGS, "--model", "./no/such/folder"], "error: model folder not found"),
+        (["--data", DIALOGS, "--epochs", "-1"], "error: --epochs must be positive"),
+        (["--data", DIALOGS, "--n-embd", "30", "--n-head", "4"], "must be a positive multiple of --n-head"),
+        (["--data", DIALOGS, "--resume", "--output", "nowhere/x"], "error: nothing to resume"),
+        (["--data", DIALOGS, "--config", "missing.yaml"], "error: config file not found"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert run(chat_script.main, argv) == 2
@@ -205,8 +237,13 @@ def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, mo
 def test_folder_of_another_architecture_is_refused(tmp_path, capsys):
     from transformers import BertConfig, BertForMaskedLM
 
-    BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
-    assert run(chat_script.main, ["--data", DIALOGS, "--model", str(tmp_path / "bert"), "--output", str(tmp_path / "o")]) == 2
+    BertForMaskedLM(
+        BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "bert")
+    assert (
+        run(chat_script.main, ["--data", DIALOGS, "--model", str(tmp_path / "bert"), "--output", str(tmp_path / "o")])
+        == 2
+    )
     assert "holds a bert model, not a GPT-2 chat model" in capsys.readouterr().err
 
 
@@ -214,7 +251,9 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
     from training.args import LoraArguments, RunArguments, parse_args
 
     cfg = write(tmp_path / "run.yaml", "data: d.txt\nepochs: 7\nbatch-size: 4\nloss_on: replies\n")
-    args, lora, runa = parse_args((chat_script.ChatArguments, LoraArguments, RunArguments), ["--config", str(cfg), "--epochs", "2"], "t", "")
+    args, lora, runa = parse_args(
+        (chat_script.ChatArguments, LoraArguments, RunArguments), ["--config", str(cfg), "--epochs", "2"], "t", ""
+    )
     assert (args.data, args.loss_on, runa.batch_size, runa.epochs) == ("d.txt", "replies", 4, 2)
     bad = write(tmp_path / "bad.json", json.dumps({"data": "d.txt", "epochz": 3}))
     from data import InputError
@@ -226,7 +265,10 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
 def test_bad_rows_and_gbk_are_reported(tmp_path, capsys):
     text = "你好\n你好呀\n\n一句话\n\n" + "\n\n".join(["吃了吗\n吃了"] * 30) + "\n\n长文\n" + "长" * 10_000 + "\n"
     data = write(tmp_path / "gbk.txt", text, encoding="gb18030")
-    code = run(chat_script.main, ["--data", str(data), "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1", "--valid-ratio", "0"])
+    code = run(
+        chat_script.main,
+        ["--data", str(data), "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1", "--valid-ratio", "0"],
+    )
     assert code == 0
     err = capsys.readouterr().err
     assert "read as GB18030" in err and "gbk.txt:4: dialogue has only one utterance" in err
@@ -239,20 +281,38 @@ def test_bad_rows_and_gbk_are_reported(tmp_path, capsys):
 @pytest.mark.parametrize("entry", [["training/chat.py"], ["-m", "training.chat"]])
 def test_documented_commands_run_as_script_and_module(entry, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    bad = subprocess.run([sys.executable, *entry, "--data", str(tmp_path / "missing.txt")], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, *entry, "--data", str(tmp_path / "missing.txt")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("error: file not found")
     assert "Traceback" not in bad.stderr
-    ok = subprocess.run([sys.executable, *entry, "--data", DIALOGS, "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1"],
-                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    ok = subprocess.run(
+        [sys.executable, *entry, "--data", DIALOGS, "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert (tmp_path / "o" / "model.safetensors").exists()
 
 
 def test_epoch_table_names_a_partial_last_epoch_by_its_fraction():
     from training.runner import epoch_table
-    history = [{"epoch": 0.5, "loss": 2.0}, {"epoch": 1.0, "loss": 1.0}, {"epoch": 1.0, "eval_loss": 1.5},
-               {"epoch": 1.6, "loss": 0.8}, {"epoch": 1.6, "eval_loss": 1.2}]
+
+    history = [
+        {"epoch": 0.5, "loss": 2.0},
+        {"epoch": 1.0, "loss": 1.0},
+        {"epoch": 1.0, "eval_loss": 1.5},
+        {"epoch": 1.6, "loss": 0.8},
+        {"epoch": 1.6, "eval_loss": 1.2},
+    ]
     rows = epoch_table(history)
     assert [r["epoch"] for r in rows] == [1, 1.6]
     assert rows[0]["train_loss"] == 1.5 and rows[1]["train_loss"] == 0.8 and rows[1]["valid_loss"] == 1.2

@@ -14,16 +14,45 @@ from training.cli import run
 
 CORPUS = str(SAMPLES / "cloze_corpus.txt")
 PROMPTS = str(SAMPLES / "cloze_prompts.txt")
-TINY = ["--model", "scratch", "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--max-len", "64",
-        "--batch-size", "16", "--lr", "2e-3", "--mlm-probability", "0.3", "--seed", "0"]
+TINY = [
+    "--model",
+    "scratch",
+    "--n-layer",
+    "2",
+    "--n-embd",
+    "128",
+    "--n-head",
+    "4",
+    "--max-len",
+    "64",
+    "--batch-size",
+    "16",
+    "--lr",
+    "2e-3",
+    "--mlm-probability",
+    "0.3",
+    "--seed",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
 def cloze_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("cloze") / "cloze"
     general = write(out.parent / "general.txt", "今天天气很好，我们去公园散步。\n他每天早上跑步，身体很健康。\n")
-    argv = ["--data", CORPUS, "--eval-prompts", PROMPTS, "--general-text", str(general), "--output", str(out),
-            *TINY, "--epochs", "400"]
+    argv = [
+        "--data",
+        CORPUS,
+        "--eval-prompts",
+        PROMPTS,
+        "--general-text",
+        str(general),
+        "--output",
+        str(out),
+        *TINY,
+        "--epochs",
+        "400",
+    ]
     assert run(cloze_script.main, argv) == 0
     return out
 
@@ -33,7 +62,9 @@ def test_scratch_model_learns_the_sample_facts(cloze_checkpoint):
     r = json.loads((cloze_checkpoint / "training_report.json").read_text(encoding="utf-8"))
     prompts = r["prompts"]
     assert prompts["top1_accuracy_before"] <= 0.2
-    assert prompts["top1_accuracy_after"] >= 0.6  # runs on this seed clear ~0.9; the bar leaves room for CPU differences
+    assert (
+        prompts["top1_accuracy_after"] >= 0.6
+    )  # runs on this seed clear ~0.9; the bar leaves room for CPU differences
     assert len(prompts["after"]) == 19 and len(prompts["after"][0]["top_k"][0]) == 5
     assert r["general"]["path"].endswith("general.txt")
     assert r["general"]["masked_accuracy_before"] <= 0.1  # measured on the random-init model, before the first step
@@ -71,9 +102,15 @@ def test_joint_mode_ranks_whole_words(cloze_checkpoint):
     assert [(s.start, s.length) for s in mixed] == [(0, 2), (2, 1)]
 
 
-@pytest.mark.parametrize("text,message", [
-    ("没有掩码", r"no \[MASK\]"), ("   ", "empty"), ("[MASK]" * 11, "at most 10"), ("字" * 1200 + "[MASK]", "under 1000"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("没有掩码", r"no \[MASK\]"),
+        ("   ", "empty"),
+        ("[MASK]" * 11, "at most 10"),
+        ("字" * 1200 + "[MASK]", "under 1000"),
+    ],
+)
 def test_predictor_edge_cases(cloze_checkpoint, text, message):
     predictor = FillMaskPredictor.from_pretrained(str(cloze_checkpoint))
     with pytest.raises(InputError, match=message):
@@ -94,14 +131,17 @@ def test_predictor_loading_errors(tmp_path):
         FillMaskPredictor.from_pretrained(str(tmp_path / "empty"))
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--data", "nope.txt"], "error: file not found: nope.txt"),
-    (["--data", "one.txt"], "holds no passage long enough"),
-    (["--data", "tiny.txt"], "a cloze corpus needs at least a few sentences"),
-    (["--data", "ok.txt", "--eval-prompts", "noprompt.tsv"], "holds no usable prompt"),
-    (["--data", "ok.txt", "--mlm-probability", "1.5"], "--mlm-probability must be between 0 and 1"),
-    (["--data", "ok.txt", "--user-dict", "nodict.txt"], "file not found: nodict.txt"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--data", "nope.txt"], "error: file not found: nope.txt"),
+        (["--data", "one.txt"], "holds no passage long enough"),
+        (["--data", "tiny.txt"], "a cloze corpus needs at least a few sentences"),
+        (["--data", "ok.txt", "--eval-prompts", "noprompt.tsv"], "holds no usable prompt"),
+        (["--data", "ok.txt", "--mlm-probability", "1.5"], "--mlm-probability must be between 0 and 1"),
+        (["--data", "ok.txt", "--user-dict", "nodict.txt"], "file not found: nodict.txt"),
+    ],
+)
 def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     write(tmp_path / "one.txt", "字\n")
@@ -119,14 +159,20 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     from transformers import BertConfig, BertForMaskedLM, TrainingArguments
 
     torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    model = BertForMaskedLM(
+        BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    )
     ids = torch.randint(5, 50, (4, 10))
     labels = torch.full_like(ids, -100)
     labels[:, ::3] = ids[:, ::3]
-    trainer = cloze_script.masked_lm_trainer()(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
+    trainer = cloze_script.masked_lm_trainer()(
+        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
+    )
     model.train()
     torch.manual_seed(1)  # same dropout masks for both forwards
-    mine = trainer.compute_loss(model, {"input_ids": ids, "labels": labels.clone()}, num_items_in_batch=(labels != -100).sum())
+    mine = trainer.compute_loss(
+        model, {"input_ids": ids, "labels": labels.clone()}, num_items_in_batch=(labels != -100).sum()
+    )
     mine.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -141,8 +187,14 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
 def test_whole_word_mask_trains_end_to_end(tmp_path):
     # The Trainer used to drop the collator's offset_mapping before it reached the collator.
     out = tmp_path / "wwm"
-    assert run(cloze_script.main, ["--data", CORPUS, "--whole-word-mask", "--output", str(out), *TINY, "--epochs", "1"]) == 0
-    assert json.loads((out / "training_report.json").read_text(encoding="utf-8"))["hyperparameters"]["whole_word_mask"] is True
+    assert (
+        run(cloze_script.main, ["--data", CORPUS, "--whole-word-mask", "--output", str(out), *TINY, "--epochs", "1"])
+        == 0
+    )
+    assert (
+        json.loads((out / "training_report.json").read_text(encoding="utf-8"))["hyperparameters"]["whole_word_mask"]
+        is True
+    )
 
 
 @pytest.mark.slow
@@ -164,7 +216,13 @@ def test_documented_commands_fail_cleanly(entry, tmp_path):
 
     from tests.conftest import ROOT
 
-    r = subprocess.run([sys.executable, *entry, "--data", str(tmp_path / "missing.txt")], cwd=ROOT,
-                       env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, *entry, "--data", str(tmp_path / "missing.txt")],
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: file not found")
     assert "Traceback" not in r.stderr

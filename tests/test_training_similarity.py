@@ -20,9 +20,24 @@ TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2
 def sim_checkpoint(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "similarity"
     # lengths vary on purpose: predictions must come back in file order, not grouped by length
-    predict = write(out.parent / "q.tsv", "花呗怎么还款\t花呗如何还钱\n你几点下班\t你几点上班\n"
-                                         "周末我们一起去公园散步然后吃晚饭好吗\t周末一起去公园走走再吃饭吧\n好\t行\n")
-    argv = ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0.2", "--epochs", "3", "--predict", str(predict), *TINY]
+    predict = write(
+        out.parent / "q.tsv",
+        "花呗怎么还款\t花呗如何还钱\n你几点下班\t你几点上班\n"
+        "周末我们一起去公园散步然后吃晚饭好吗\t周末一起去公园走走再吃饭吧\n好\t行\n",
+    )
+    argv = [
+        "--train",
+        PAIRS,
+        "--output",
+        str(out),
+        "--valid-ratio",
+        "0.2",
+        "--epochs",
+        "3",
+        "--predict",
+        str(predict),
+        *TINY,
+    ]
     assert run(sim_script.main, argv) == 0
     return out
 
@@ -40,19 +55,42 @@ def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkp
     config = json.loads((sim_checkpoint / "config.json").read_text())
     assert config["decision_threshold"] == r["decision_threshold"] and config["id2label"] == {"0": "0", "1": "1"}
     assert config["calibration_temperature"] == r["calibration_temperature"] > 0  # fitted on the 53 dev pairs
-    rows = [json.loads(line) for line in (sim_checkpoint / "predictions.jsonl").read_text(encoding="utf-8").splitlines()]
+    rows = [
+        json.loads(line) for line in (sim_checkpoint / "predictions.jsonl").read_text(encoding="utf-8").splitlines()
+    ]
     assert len(rows) == 4 and set(rows[0]["probabilities"]) == {"0", "1"}
     judge = SimilarityPredictor.from_pretrained(str(sim_checkpoint))  # the saved model, one pair at a time
     for row in rows:
-        assert row["probabilities"]["1"] == pytest.approx(judge.score(row["sentence1"], row["sentence2"])["probability"], abs=2e-3)
+        assert row["probabilities"]["1"] == pytest.approx(
+            judge.score(row["sentence1"], row["sentence2"])["probability"], abs=2e-3
+        )
 
 
 def test_both_orders_double_the_training_steps_unless_turned_off(tmp_path):
     steps = {}
     for flag in ("true", "false"):
         out = tmp_path / flag
-        assert run(sim_script.main, ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0", "--epochs", "1", "--batch-size", "16",
-                                     "--symmetric", flag, *TINY]) == 0
+        assert (
+            run(
+                sim_script.main,
+                [
+                    "--train",
+                    PAIRS,
+                    "--output",
+                    str(out),
+                    "--valid-ratio",
+                    "0",
+                    "--epochs",
+                    "1",
+                    "--batch-size",
+                    "16",
+                    "--symmetric",
+                    flag,
+                    *TINY,
+                ],
+            )
+            == 0
+        )
         r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
         assert r["data"]["train"]["both_orders"] is (flag == "true")
         steps[flag] = r["global_step"]
@@ -60,11 +98,17 @@ def test_both_orders_double_the_training_steps_unless_turned_off(tmp_path):
 
 
 def test_entailment_labels_keep_one_order_and_their_names(tmp_path):
-    rows = [("一个人在弹吉他", "有人在演奏乐器", "entailment"), ("一个人在弹吉他", "房间里没有人", "contradiction"),
-            ("一个人在弹吉他", "他在为朋友演出", "neutral")] * 10
+    rows = [
+        ("一个人在弹吉他", "有人在演奏乐器", "entailment"),
+        ("一个人在弹吉他", "房间里没有人", "contradiction"),
+        ("一个人在弹吉他", "他在为朋友演出", "neutral"),
+    ] * 10
     data = write(tmp_path / "nli.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
     out = tmp_path / "nli"
-    assert run(sim_script.main, ["--train", str(data), "--output", str(out), "--valid-ratio", "0", "--epochs", "1", *TINY]) == 0
+    assert (
+        run(sim_script.main, ["--train", str(data), "--output", str(out), "--valid-ratio", "0", "--epochs", "1", *TINY])
+        == 0
+    )
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["data"]["train"]["both_orders"] is False  # "a entails b" does not mean "b entails a"
     assert r["labels"] == ["contradiction", "entailment", "neutral"]
@@ -74,19 +118,38 @@ def test_predictions_come_back_in_input_order(tmp_path):
     """Our Trainer batches by length; transformers 5 applies that to evaluation too. Dev
     predictions (threshold tuning) and --predict rows must still line up with their inputs."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
 
     from data import make_tokenizer
     from training.runner import predict_in_order
 
     tok = make_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list("天气今明好坏你我他她"))
     torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                     intermediate_size=64, num_labels=2)).eval()
+    model = BertForSequenceClassification(
+        BertConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=2,
+        )
+    ).eval()
     texts = ["天" * n + "气你我"[: n % 3] for n in (3, 17, 1, 9, 25, 5, 12, 2, 20, 7)]  # lengths out of order
     rows = [dict(tok(t, "明天好")) for t in texts]
-    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], per_device_eval_batch_size=4,
-                             train_sampling_strategy="group_by_length", use_cpu=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path),
+        report_to=[],
+        per_device_eval_batch_size=4,
+        train_sampling_strategy="group_by_length",
+        use_cpu=True,
+    )
     trainer = Trainer(model=model, args=args, data_collator=DataCollatorWithPadding(tok))
     with torch.no_grad():
         expected = torch.cat([model(**{k: torch.tensor([v]) for k, v in r.items()}).logits for r in rows]).numpy()
@@ -117,8 +180,14 @@ def test_predictor_matches_plain_pipeline(sim_checkpoint):
 
 @pytest.mark.slow
 def test_regression_on_sts_like_scores(tmp_path):
-    rows = [("一个男人在跳舞", "一个男人在跳舞", 5), ("一个小孩在骑马", "孩子在骑马", 4), ("女人在弹吉他", "一个人在弹吉他", 2),
-            ("猫在睡觉", "狗在跑步", 0), ("男人在切洋葱", "男人在切土豆", 1), ("两个人在说话", "他们在聊天", 3)] * 8
+    rows = [
+        ("一个男人在跳舞", "一个男人在跳舞", 5),
+        ("一个小孩在骑马", "孩子在骑马", 4),
+        ("女人在弹吉他", "一个人在弹吉他", 2),
+        ("猫在睡觉", "狗在跑步", 0),
+        ("男人在切洋葱", "男人在切土豆", 1),
+        ("两个人在说话", "他们在聊天", 3),
+    ] * 8
     data = write(tmp_path / "sts.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
     out = tmp_path / "sts"
     assert run(sim_script.main, ["--train", str(data), "--output", str(out), "--epochs", "2", *TINY]) == 0
@@ -136,23 +205,58 @@ def test_cloze_checkpoint_continues_into_similarity(tmp_path, mode):
     if mode == "pairs":  # the recommended path: masked-LM on the pair file itself, then the pair task
         data, extra = PAIRS, ["--pairs"]
     else:
-        data, extra = write(tmp_path / "texts.txt", "\n".join(line.split("\t")[0] for line in open(PAIRS, encoding="utf-8"))), []
+        data, extra = (
+            write(tmp_path / "texts.txt", "\n".join(line.split("\t")[0] for line in open(PAIRS, encoding="utf-8"))),
+            [],
+        )
     cloze = tmp_path / "cloze"
-    assert run(cloze_script.main, ["--data", str(data), *extra, "--output", str(cloze), "--model", "scratch", "--n-layer", "1",
-                                   "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--epochs", "2"]) == 0
+    assert (
+        run(
+            cloze_script.main,
+            [
+                "--data",
+                str(data),
+                *extra,
+                "--output",
+                str(cloze),
+                "--model",
+                "scratch",
+                "--n-layer",
+                "1",
+                "--n-embd",
+                "64",
+                "--n-head",
+                "2",
+                "--max-len",
+                "48",
+                "--epochs",
+                "2",
+            ],
+        )
+        == 0
+    )
     report = json.loads((cloze / "training_report.json").read_text(encoding="utf-8"))
     rows = report["data"]["train"]["rows"]
     assert report["windows"]["train"] == (2 * rows if mode == "pairs" else rows)  # pairs: both orders
     out = tmp_path / "sim"
-    assert run(sim_script.main, ["--train", PAIRS, "--output", str(out), "--model", str(cloze), "--epochs", "1", "--max-len", "48"]) == 0
+    assert (
+        run(
+            sim_script.main,
+            ["--train", PAIRS, "--output", str(out), "--model", str(cloze), "--epochs", "1", "--max-len", "48"],
+        )
+        == 0
+    )
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["base_model_source"] == "folder" and r["base_model"] == str(cloze)
 
 
-@pytest.mark.parametrize("content,message", [
-    ("甲\t乙\t1\n丙\t丁\t1\n", "has only one class"),
-    ("只有一句\t\t1\n", "no usable sentence pair"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("甲\t乙\t1\n丙\t丁\t1\n", "has only one class"),
+        ("只有一句\t\t1\n", "no usable sentence pair"),
+    ],
+)
 def test_bad_training_files_exit_2(tmp_path, capsys, content, message):
     data = write(tmp_path / "bad.tsv", content)
     assert run(sim_script.main, ["--train", str(data), "--output", str(tmp_path / "o"), *TINY]) == 2
@@ -181,26 +285,53 @@ def test_majority_warning_only_when_accuracy_does_not_beat_always_answering_the_
     top, majority = sim_script.majority_class([0] * 69 + [1] * 31)
     assert (top, majority) == (0, 0.69)
     warning = sim_script.no_better_than_majority(0.69, majority, "different")
-    assert warning.startswith("warning: dev accuracy 69.0%") and '"different" (69.0%)' in warning and "cloze.py --pairs" in warning
+    assert (
+        warning.startswith("warning: dev accuracy 69.0%")
+        and '"different" (69.0%)' in warning
+        and "cloze.py --pairs" in warning
+    )
     assert sim_script.no_better_than_majority(0.60, majority, "different")  # below it: also no good
     assert sim_script.no_better_than_majority(0.71, majority, "different") is None
 
 
 def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
     """A skewed dev set and a learning rate too small to move: the run ends with the one-line warning."""
-    rows = "".join(f"{'天地人山水火木金土日'[i % 10]}{i}\t{'月星风云雨雪花草树林'[i % 7]}{i}\t{int(i % 4 == 0)}\n" for i in range(48))
+    rows = "".join(
+        f"{'天地人山水火木金土日'[i % 10]}{i}\t{'月星风云雨雪花草树林'[i % 7]}{i}\t{int(i % 4 == 0)}\n"
+        for i in range(48)
+    )
     train, dev = write(tmp_path / "train.tsv", rows), write(tmp_path / "dev.tsv", rows)
     argv = ["--train", str(train), "--dev", str(dev), "--output", str(tmp_path / "o"), "--lr", "1e-7", *TINY]
     assert run(sim_script.main, argv) == 0
-    assert '\nwarning: dev accuracy' in capsys.readouterr().err
+    assert "\nwarning: dev accuracy" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_scratch_run_on_the_sample_pairs_beats_the_majority_class(tmp_path, capsys):
     """Dev pairs have sentences never seen in training (grouped split), so this is generalisation."""
     out = tmp_path / "sim"
-    argv = ["--train", PAIRS, "--output", str(out), "--valid-ratio", "0.25", "--epochs", "20", "--lr", "1e-3",
-            "--model", "scratch", "--n-layer", "2", "--n-embd", "128", "--n-head", "4", "--seed", "0"]
+    argv = [
+        "--train",
+        PAIRS,
+        "--output",
+        str(out),
+        "--valid-ratio",
+        "0.25",
+        "--epochs",
+        "20",
+        "--lr",
+        "1e-3",
+        "--model",
+        "scratch",
+        "--n-layer",
+        "2",
+        "--n-embd",
+        "128",
+        "--n-head",
+        "4",
+        "--seed",
+        "0",
+    ]
     assert run(sim_script.main, argv) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["data"]["valid"]["rows"] >= 30
@@ -215,8 +346,29 @@ def test_lora_run_writes_adapter_and_merged_weights_that_load_plainly(tmp_path):
     base = tmp_path / "base"
     assert run(sim_script.main, ["--train", PAIRS, "--output", str(base), "--epochs", "1", *TINY]) == 0
     out = tmp_path / "lora"
-    assert run(sim_script.main, ["--train", PAIRS, "--output", str(out), "--model", str(base), "--lora", "--epochs", "2",
-                                 "--lr", "5e-3", "--max-len", "48", "--valid-ratio", "0.2"]) == 0
+    assert (
+        run(
+            sim_script.main,
+            [
+                "--train",
+                PAIRS,
+                "--output",
+                str(out),
+                "--model",
+                str(base),
+                "--lora",
+                "--epochs",
+                "2",
+                "--lr",
+                "5e-3",
+                "--max-len",
+                "48",
+                "--valid-ratio",
+                "0.2",
+            ],
+        )
+        == 0
+    )
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["model"]["trainable_parameters"] < r["model"]["parameters"] / 2
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "model.safetensors").is_file()
@@ -224,7 +376,9 @@ def test_lora_run_writes_adapter_and_merged_weights_that_load_plainly(tmp_path):
     assert not any("lora" in name for name in merged.state_dict())
     pair = ("花呗怎么还款", "花呗如何还钱")
     tuned, before = SimilarityPredictor.from_pretrained(str(out)), SimilarityPredictor.from_pretrained(str(base))
-    assert tuned.score(*pair)["probabilities"] != before.score(*pair)["probabilities"]  # the merged adapter changed the model
+    assert (
+        tuned.score(*pair)["probabilities"] != before.score(*pair)["probabilities"]
+    )  # the merged adapter changed the model
 
 
 def test_temperature_scaling_softens_an_overconfident_model_and_the_predictor_uses_it(tmp_path):

@@ -1,10 +1,10 @@
 """Fine-tuning scripts (one per task) over shared pieces.
 
-  chat.py        GPT-2 on multi-turn dialogues      python training/chat.py --data dialogs.txt
-  args.py        argument dataclasses, --config files
-  models.py      base-model loading (pretrained, cached, or scratch), LoRA wrapping and merging
-  runner.py      the Trainer run: output folder, resume, Ctrl-C, per-epoch metrics
-  checkpoint.py  the checkpoint folder: weights, tokenizer, model card, report, loss plot
-  cli.py         one-line errors and exit codes for every entry point
-  schedule.py    how long to train by default (sized by the data and this machine)
+chat.py        GPT-2 on multi-turn dialogues      python training/chat.py --data dialogs.txt
+args.py        argument dataclasses, --config files
+models.py      base-model loading (pretrained, cached, or scratch), LoRA wrapping and merging
+runner.py      the Trainer run: output folder, resume, Ctrl-C, per-epoch metrics
+checkpoint.py  the checkpoint folder: weights, tokenizer, model card, report, loss plot
+cli.py         one-line errors and exit codes for every entry point
+schedule.py    how long to train by default (sized by the data and this machine)
 """

@@ -33,12 +33,17 @@ class ScratchArguments:
         if self.min_freq < 1:
             raise InputError(f"--min-freq must be at least 1, got {self.min_freq}")
         if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
-            raise InputError(f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1")
+            raise InputError(
+                f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1"
+            )
 
 
 @dataclass
 class LoraArguments:
-    lora: bool = _f(False, "train LoRA adapters instead of all weights (peft); the adapter goes to adapter/, merged weights to the top")
+    lora: bool = _f(
+        False,
+        "train LoRA adapters instead of all weights (peft); the adapter goes to adapter/, merged weights to the top",
+    )
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA scaling alpha")
     lora_dropout: float = _f(0.05, "dropout on the LoRA path")
@@ -55,17 +60,28 @@ class RunArguments:
     output: str = _f(None, "output checkpoint folder (default: checkpoints/<task>)")
     overwrite: bool = _f(False, "replace an existing output folder")
     resume: bool = _f(False, "continue the interrupted or finished run in --output (optimizer state included)")
-    epochs: float = _f(None, "passes over the training data (default: sized by the data and this machine; see the start line)")
+    epochs: float = _f(
+        None, "passes over the training data (default: sized by the data and this machine; see the start line)"
+    )
     max_steps: int = _f(None, "optimizer steps instead of --epochs")
-    max_minutes: float = _f(None, "time cap: the default schedule is sized to end within it, and any run stops (saving) at it "
-                                  "(default: chat 10, cloze 5, similarity 15 minutes)")
+    max_minutes: float = _f(
+        None,
+        "time cap: the default schedule is sized to end within it, and any run stops (saving) at it "
+        "(default: chat 10, cloze 5, similarity 15 minutes)",
+    )
     lr: float = _f(None, "peak learning rate (default: 5e-5 pretrained, 2e-4 with LoRA, 1e-3 from scratch)")
     batch_size: int = _f(16, "sequences per device per step")
     grad_accum: int = _f(1, "gradient accumulation steps")
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming up the learning rate")
     weight_decay: float = _f(0.01, "AdamW weight decay")
-    bf16: str = _f("no", "bf16 mixed precision where it is fast (GPUs with bf16, CPUs with AMX or AVX512-BF16), else fp32 with a note; "
-                         "--bf16 force: always", nargs="?", const="auto", metavar="force")
+    bf16: str = _f(
+        "no",
+        "bf16 mixed precision where it is fast (GPUs with bf16, CPUs with AMX or AVX512-BF16), else fp32 with a note; "
+        "--bf16 force: always",
+        nargs="?",
+        const="auto",
+        metavar="force",
+    )
     seed: int = _f(42, "random seed (data split, initialisation, sampling order)")
     patience: int = _f(0, "stop after this many epochs without a better validation loss (0: never)")
     valid_ratio: float = _f(0.05, "fraction held out for validation when --valid-data is not given")
@@ -77,7 +93,10 @@ class RunArguments:
         checks = [
             (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
-            (self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be positive, got {self.max_minutes}"),
+            (
+                self.max_minutes is None or self.max_minutes > 0,
+                f"--max-minutes must be positive, got {self.max_minutes}",
+            ),
             (self.epochs is None or self.max_steps is None, "give --epochs or --max-steps, not both"),
             (self.lr is None or 0 < self.lr < 1, f"--lr must be between 0 and 1, got {self.lr}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
@@ -92,8 +111,8 @@ class RunArguments:
             if not ok:
                 raise InputError(message)
         if not isinstance(self.bf16, bool):  # from here on a plain yes/no: is this run in bf16?
-            from training.cli import say
             from data.precision import bf16_mode, resolve_bf16
+            from training.cli import say
 
             try:
                 self.bf16 = resolve_bf16(bf16_mode(self.bf16), say)
@@ -159,9 +178,15 @@ def check_config_types(cfg: dict, types: tuple, path: str) -> dict:
     for key, value in cfg.items():
         f = by_name[key]
         kinds = [a for a in (typing.get_args(f.type) or (f.type,)) if a is not type(None)]
-        kinds = [{"str": str, "int": int, "float": float, "bool": bool}.get(k, k) if isinstance(k, str) else k for k in kinds]
+        kinds = [
+            {"str": str, "int": int, "float": float, "bool": bool}.get(k, k) if isinstance(k, str) else k for k in kinds
+        ]
         if isinstance(f.type, str):  # `from __future__ import annotations`: "int", "str | None", "bool | None"
-            kinds = [{"str": str, "int": int, "float": float, "bool": bool}[k.strip()] for k in f.type.split("|") if k.strip() != "None"]
+            kinds = [
+                {"str": str, "int": int, "float": float, "bool": bool}[k.strip()]
+                for k in f.type.split("|")
+                if k.strip() != "None"
+            ]
         if value is None:
             out[key] = value
             continue
@@ -176,7 +201,9 @@ def check_config_types(cfg: dict, types: tuple, path: str) -> dict:
             raise InputError(f"{path}: {key.replace('_', '-')} must be {want}, got {str(value)[:40]!r}")
         choices = f.metadata.get("choices")
         if choices and out[key] not in choices:
-            raise InputError(f"{path}: {key.replace('_', '-')} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise InputError(
+                f"{path}: {key.replace('_', '-')} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            )
     return out
 
 

@@ -35,12 +35,24 @@ LORA_TARGETS = ["c_attn", "c_proj"]
 
 @dataclass
 class ChatArguments(ScratchArguments):
-    data: str = field(default=None, metadata={"help": "dialogue file: blank-line text, JSON Lines, LCCC JSON, TSV or chatterbot YAML"})
-    valid_data: str = field(default=None, metadata={"help": "validation dialogues (default: a seeded --valid-ratio split of --data)"})
+    data: str = field(
+        default=None, metadata={"help": "dialogue file: blank-line text, JSON Lines, LCCC JSON, TSV or chatterbot YAML"}
+    )
+    valid_data: str = field(
+        default=None, metadata={"help": "validation dialogues (default: a seeded --valid-ratio split of --data)"}
+    )
     format: str = field(default="auto", metadata={"help": "dialogue file format", "choices": list(DIALOGUE_FORMATS)})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"})
-    loss_on: str = field(default="all", metadata={"help": "tokens that carry loss: all, replies (2nd speaker's turns), last (final turn)", "choices": list(LOSS_ON)})
-    max_len: int = field(default=256, metadata={"help": "longest sequence in tokens; longer dialogues drop their earliest turns"})
+    loss_on: str = field(
+        default="all",
+        metadata={
+            "help": "tokens that carry loss: all, replies (2nd speaker's turns), last (final turn)",
+            "choices": list(LOSS_ON),
+        },
+    )
+    max_len: int = field(
+        default=256, metadata={"help": "longest sequence in tokens; longer dialogues drop their earliest turns"}
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -81,7 +93,9 @@ def load_pretrained(name: str, **kw):
     check_model_type(name, ("gpt2",), "GPT-2 chat model", **kw)
     tokenizer = BertTokenizerFast.from_pretrained(name, **kw)
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
-        raise InputError(f"the tokenizer of {name} has no [CLS]/[SEP]; chat models here need a BERT-style Chinese vocab")
+        raise InputError(
+            f"the tokenizer of {name} has no [CLS]/[SEP]; chat models here need a BERT-style Chinese vocab"
+        )
     return GPT2LMHeadModel.from_pretrained(name, **kw), tokenizer
 
 
@@ -90,9 +104,16 @@ def build_scratch(args: ChatArguments, dialogues, tokenizer=None):
 
     if tokenizer is None:
         tokenizer = make_tokenizer(build_char_vocab((u for d in dialogues for u in d), min_freq=args.min_freq))
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=args.max_len, n_embd=args.n_embd, n_layer=args.n_layer,
-                        n_head=args.n_head, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=args.max_len,
+        n_embd=args.n_embd,
+        n_layer=args.n_layer,
+        n_head=args.n_head,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     return GPT2LMHeadModel(config), tokenizer
 
 
@@ -101,8 +122,13 @@ def chat_generation_config(tokenizer):
     from transformers import GenerationConfig
 
     banned = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id]
-    return GenerationConfig(**CHAT_SAMPLING, bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
-                            pad_token_id=tokenizer.pad_token_id, suppress_tokens=[t for t in banned if t is not None])
+    return GenerationConfig(
+        **CHAT_SAMPLING,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=[t for t in banned if t is not None],
+    )
 
 
 # Default amount of training (training/schedule.py). From scratch a model needs thousands of steps
@@ -114,12 +140,24 @@ PRETRAINED_RULE = Rule(min_steps=100, min_passes=2, max_minutes=30, unit="dialog
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
-    args, lora, runa = parse_args((ChatArguments, LoraArguments, RunArguments), argv, "python training/chat.py", __doc__.split("\n\n")[0])
+    args, lora, runa = parse_args(
+        (ChatArguments, LoraArguments, RunArguments), argv, "python training/chat.py", __doc__.split("\n\n")[0]
+    )
     from transformers import DataCollatorForSeq2Seq
 
     from training.models import SCRATCH, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_lr, fit_max_len, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import (
+        base_report,
+        default_lr,
+        fit_max_len,
+        open_output,
+        pick_base,
+        publish,
+        resumed_tokenizer,
+        split_holdout,
+        stop_if_interrupted,
+    )
 
     train_file = _read(args.data, args.format, "train")
     valid_file = None
@@ -154,51 +192,87 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if not train_ds:
         raise InputError(f"no training sequence has a token to learn from with --loss-on {args.loss_on}")
     if train_stats["dialogues_shortened"] or train_stats["utterances_cut"]:
-        say(f"note: {train_stats['dialogues_shortened']} dialogues lost early turns and {train_stats['utterances_cut']} "
-            f"utterances were cut to fit --max-len {args.max_len}")
+        say(
+            f"note: {train_stats['dialogues_shortened']} dialogues lost early turns and "
+            f"{train_stats['utterances_cut']} "
+            f"utterances were cut to fit --max-len {args.max_len}"
+        )
     train_tokens = sum(len(x["input_ids"]) for x in train_ds)
     say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid sequences, {train_tokens} train tokens")
 
     if lora.lora:
         if scratch:
             say("warning: --lora on a scratch model trains small adapters over random weights; expect poor replies")
-        model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "CAUSAL_LM", fan_in_fan_out=True)
+        model = wrap_lora(
+            model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "CAUSAL_LM", fan_in_fan_out=True
+        )
     total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
     say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
 
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, pad_to_multiple_of=8 if runa.bf16 else None)
-    result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from, callbacks=callbacks,
-                          rule=SCRATCH_RULE if scratch else PRETRAINED_RULE, items=len(train))
+    result = run_training(
+        model,
+        tokenizer,
+        train_ds,
+        valid_ds or None,
+        collator,
+        runa,
+        plan,
+        resume_from,
+        callbacks=callbacks,
+        rule=SCRATCH_RULE if scratch else PRETRAINED_RULE,
+        items=len(train),
+    )
     code = stop_if_interrupted(result, plan, "training/chat.py", argv)
     if code is not None:
         return code
     samples = sample_replies(result.trainer.model, tokenizer)
 
-    report = base_report("chat", choice, result, plan, (args, lora, runa), model, tokenizer, train_tokens, total, trainable)
+    report = base_report(
+        "chat", choice, result, plan, (args, lora, runa), model, tokenizer, train_tokens, total, trainable
+    )
     report["data"] = {
-        "train": {"path": os.path.abspath(args.data), "format": train_file.format, "encoding": train_file.encoding,
-                  "rows": len(train), "skipped": train_file.bad.to_dict()},
-        "valid": {"path": valid_source, "rows": len(valid), **({"skipped": valid_file.bad.to_dict()} if valid_file else {})},
+        "train": {
+            "path": os.path.abspath(args.data),
+            "format": train_file.format,
+            "encoding": train_file.encoding,
+            "rows": len(train),
+            "skipped": train_file.bad.to_dict(),
+        },
+        "valid": {
+            "path": valid_source,
+            "rows": len(valid),
+            **({"skipped": valid_file.bad.to_dict()} if valid_file else {}),
+        },
     }
     report["sequences"] = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": train_tokens, **train_stats}
     report["sample_replies"] = samples
     report["convergence"] = result.convergence
     config = model.config
-    report["model"].update(n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, n_positions=config.n_positions)
+    report["model"].update(
+        n_layer=config.n_layer, n_embd=config.n_embd, n_head=config.n_head, n_positions=config.n_positions
+    )
     best = result.best or {}
     card = dict(
-        title=f"Chinese chit-chat GPT-2 ({os.path.basename(plan.final)})", pipeline_tag="text-generation",
+        title=f"Chinese chit-chat GPT-2 ({os.path.basename(plan.final)})",
+        pipeline_tag="text-generation",
         tags=["gpt2", "chinese", "chitchat", "dialogue"] + (["lora"] if lora.lora else []),
         metrics={k: best[k] for k in ("valid_loss", "valid_perplexity") if k in best},
         summary_zh="中文闲聊模型：输入格式为 `[CLS]第一句[SEP]第二句[SEP]...`，模型接着写出下一句，遇到 `[SEP]` 停止。",
-        summary_en="A Chinese chit-chat model: the input is `[CLS]u1[SEP]u2[SEP]...` and the model writes the next turn, stopping at `[SEP]`.",
+        summary_en="A Chinese chit-chat model: the input is `[CLS]u1[SEP]u2[SEP]...` and the model writes the next "
+        "turn, stopping at `[SEP]`.",
         usage=f"""from chat import ChatEngine  # this project; or plain transformers:
 engine = ChatEngine.from_pretrained("{plan.final}")
 print(engine.reply([], "你好"))
 
 from transformers import pipeline
-generate = pipeline("text-generation", model="{plan.final}")""")
-    summary = f"best epoch {best['epoch']}: valid loss {best['valid_loss']:.4f}, perplexity {best['valid_perplexity']:.2f}; " if best else ""
+generate = pipeline("text-generation", model="{plan.final}")""",
+    )
+    summary = (
+        f"best epoch {best['epoch']}: valid loss {best['valid_loss']:.4f}, perplexity {best['valid_perplexity']:.2f}; "
+        if best
+        else ""
+    )
     publish(plan, result, tokenizer, report, card, summary, chat_generation_config(tokenizer))
     if result.convergence:
         say(result.convergence)

@@ -12,9 +12,6 @@ import os
 import platform
 import time
 
-import yaml
-
-
 
 def save_model(model, tokenizer, folder: str, generation_config=None) -> None:
     """Save weights and tokenizer; a peft model saves its adapter to adapter/ and merged weights on top."""
@@ -41,8 +38,13 @@ def versions() -> dict:
     import torch
     import transformers
 
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "accelerate": accelerate.__version__, "peft": peft.__version__}
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "accelerate": accelerate.__version__,
+        "peft": peft.__version__,
+    }
 
 
 def write_report(folder: str, report: dict) -> None:
@@ -75,19 +77,44 @@ def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
     plt.close(fig)
 
 
-def write_model_card(folder: str, *, title: str, pipeline_tag: str, base_model: str | None, tags: list[str],
-                     metrics: dict, summary_zh: str, summary_en: str, usage: str, report: dict) -> None:
+def write_model_card(
+    folder: str,
+    *,
+    title: str,
+    pipeline_tag: str,
+    base_model: str | None,
+    tags: list[str],
+    metrics: dict,
+    summary_zh: str,
+    summary_en: str,
+    usage: str,
+    report: dict,
+) -> None:
     """README.md with the Hub's YAML metadata (huggingface_hub.ModelCardData) and a bilingual body."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    meta = ModelCardData(language=["zh"], library_name="transformers", pipeline_tag=pipeline_tag, tags=tags,
-                         metrics=sorted(metrics), base_model=base_model or None)
+    meta = ModelCardData(
+        language=["zh"],
+        library_name="transformers",
+        pipeline_tag=pipeline_tag,
+        tags=tags,
+        metrics=sorted(metrics),
+        base_model=base_model or None,
+    )
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
     data = report.get("data", {})
-    data_lines = "\n".join(f"- {split}: `{os.path.basename(d['path'])}`, {d.get('rows', '?')} rows"
-                           f" ({d.get('skipped', {}).get('count', 0)} skipped)" for split, d in data.items() if isinstance(d, dict) and d.get("path"))
+    data_lines = "\n".join(
+        f"- {split}: `{os.path.basename(d['path'])}`, {d.get('rows', '?')} rows"
+        f" ({d.get('skipped', {}).get('count', 0)} skipped)"
+        for split, d in data.items()
+        if isinstance(d, dict) and d.get("path")
+    )
     hp = report.get("hyperparameters", {})
-    hp_line = ", ".join(f"{k}={hp[k]}" for k in ("epochs", "lr", "batch_size", "grad_accum", "max_len", "lora", "bf16", "seed") if k in hp)
+    hp_line = ", ".join(
+        f"{k}={hp[k]}"
+        for k in ("epochs", "lr", "batch_size", "grad_accum", "max_len", "lora", "bf16", "seed")
+        if k in hp
+    )
     body = f"""
 # {title}
 
@@ -95,11 +122,11 @@ def write_model_card(folder: str, *, title: str, pipeline_tag: str, base_model: 
 
 {summary_en}
 
-- 基础模型 Base model: `{base_model or 'scratch (trained from random initialisation)'}`
+- 基础模型 Base model: `{base_model or "scratch (trained from random initialisation)"}`
 - 训练数据 Training data:
-{data_lines or '- (see training_report.json)'}
+{data_lines or "- (see training_report.json)"}
 - 超参数 Hyperparameters: {hp_line}
-- 训练时间 Wall time: {report.get('wall_time_s', 0):.0f} s
+- 训练时间 Wall time: {report.get("wall_time_s", 0):.0f} s
 
 | metric | value |
 |---|---|

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
 from data.corpus import MASK, ClozePrompt, jieba_word_offsets, read_corpus, read_prompts, windows
-from data.spans import recurring_spans, self_quiz
 from data.pairs import read_pairs
+from data.spans import recurring_spans, self_quiz
 from training.args import LoraArguments, RunArguments, ScratchArguments, parse_args
 from training.cli import run, say
 from training.schedule import Rule
@@ -38,33 +38,80 @@ LORA_TARGETS = ["query", "value"]
 
 @dataclass
 class ClozeArguments(ScratchArguments):
-    data: str = field(default=None, metadata={"help": "corpus: one passage per line, or JSON Lines with a 'text' field"})
-    pairs: bool = field(default=False, metadata={
-        "help": "read --data as sentence pairs (any file training/similarity.py reads; labels ignored) and train on "
-                "`[CLS] a [SEP] b [SEP]` with token types, in both orders: masked-LM pre-training for training/similarity.py"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base masked-LM: a Hub id (any *ForMaskedLM), a local folder, or 'scratch'"})
-    eval_prompts: str = field(default=None, metadata={"help": "quiz file: `text with [MASK]<TAB>answer` per line; top-5 before/after training"})
-    general_text: str = field(default=None, metadata={"help": "general text to measure how much ordinary cloze accuracy is lost"})
-    max_len: int = field(default=128, metadata={"help": "window length in tokens; longer passages become overlapping windows"})
-    overlap: int = field(default=None, metadata={"help": "tokens shared by consecutive windows of a long passage (default: a quarter of --max-len)"})
-    mlm_probability: float = field(default=None, metadata={"help": "fraction of tokens (or words) masked (default: 0.3 for a fact corpus, 0.15 with --pairs)"})
+    data: str = field(
+        default=None, metadata={"help": "corpus: one passage per line, or JSON Lines with a 'text' field"}
+    )
+    pairs: bool = field(
+        default=False,
+        metadata={
+            "help": "read --data as sentence pairs (any file training/similarity.py reads; labels ignored) and "
+            "train on "
+            "`[CLS] a [SEP] b [SEP]` with token types, in both orders: masked-LM pre-training for "
+            "training/similarity.py"
+        },
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "base masked-LM: a Hub id (any *ForMaskedLM), a local folder, or 'scratch'"},
+    )
+    eval_prompts: str = field(
+        default=None,
+        metadata={"help": "quiz file: `text with [MASK]<TAB>answer` per line; top-5 before/after training"},
+    )
+    general_text: str = field(
+        default=None, metadata={"help": "general text to measure how much ordinary cloze accuracy is lost"}
+    )
+    max_len: int = field(
+        default=128, metadata={"help": "window length in tokens; longer passages become overlapping windows"}
+    )
+    overlap: int = field(
+        default=None,
+        metadata={"help": "tokens shared by consecutive windows of a long passage (default: a quarter of --max-len)"},
+    )
+    mlm_probability: float = field(
+        default=None,
+        metadata={"help": "fraction of tokens (or words) masked (default: 0.3 for a fact corpus, 0.15 with --pairs)"},
+    )
     mask_replace_prob: float = field(default=0.8, metadata={"help": "of masked tokens: fraction replaced by [MASK]"})
-    random_replace_prob: float = field(default=0.1, metadata={"help": "of masked tokens: fraction replaced by a random token"})
-    whole_word_mask: bool = field(default=False, metadata={"help": "mask whole jieba words instead of single characters"})
-    span_probability: float = field(default=0.5, metadata={
-        "help": "fraction of training lines in which one recurring span of your text (a name, a place, an object, found "
-                "by data/spans.py) is masked whole, or all but its first characters, on top of --mlm-probability"})
-    recombine_probability: float = field(default=0.5, metadata={
-        "help": "fraction of training lines seen recombined: their recurring spans kept (in another order half of the "
-                "time), the words between them kept, replaced or dropped, one span masked; teaches the facts apart from "
-                "the sentences that state them (0: off)"})
-    user_dict: str = field(default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"})
-    n_layer: int = field(default=2, metadata={"help": "scratch: transformer layers"})  # smaller than ScratchArguments': a fact corpus is small
+    random_replace_prob: float = field(
+        default=0.1, metadata={"help": "of masked tokens: fraction replaced by a random token"}
+    )
+    whole_word_mask: bool = field(
+        default=False, metadata={"help": "mask whole jieba words instead of single characters"}
+    )
+    span_probability: float = field(
+        default=0.5,
+        metadata={
+            "help": "fraction of training lines in which one recurring span of your text (a name, a place, an "
+            "object, found "
+            "by data/spans.py) is masked whole, or all but its first characters, on top of --mlm-probability"
+        },
+    )
+    recombine_probability: float = field(
+        default=0.5,
+        metadata={
+            "help": "fraction of training lines seen recombined: their recurring spans kept (in another order half "
+            "of the "
+            "time), the words between them kept, replaced or dropped, one span masked; teaches the facts apart from "
+            "the sentences that state them (0: off)"
+        },
+    )
+    user_dict: str = field(
+        default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"}
+    )
+    n_layer: int = field(
+        default=2, metadata={"help": "scratch: transformer layers"}
+    )  # smaller than ScratchArguments': a fact corpus is small
     n_embd: int = field(default=128, metadata={"help": "scratch: hidden size"})
-    scratch_architecture: str = field(default=None, metadata={
-        "help": "scratch: 'roformer' (rotary, relative positions: a fact asked in new words sits at new positions; the "
-                "default for a fact corpus) or 'bert' (absolute positions; the default with --pairs, which "
-                "training/similarity.py builds on)"})
+    scratch_architecture: str = field(
+        default=None,
+        metadata={
+            "help": "scratch: 'roformer' (rotary, relative positions: a fact asked in new words sits at new "
+            "positions; the "
+            "default for a fact corpus) or 'bert' (absolute positions; the default with --pairs, which "
+            "training/similarity.py builds on)"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -76,18 +123,28 @@ class ClozeArguments(ScratchArguments):
             self.overlap = self.max_len // 4
         if not 0 <= self.overlap < self.max_len // 2:
             raise InputError(f"--overlap must be between 0 and half of --max-len, got {self.overlap}")
-        for flag, value in (("--span-probability", self.span_probability), ("--recombine-probability", self.recombine_probability)):
+        for flag, value in (
+            ("--span-probability", self.span_probability),
+            ("--recombine-probability", self.recombine_probability),
+        ):
             if not 0 <= value <= 1:
                 raise InputError(f"{flag} must be between 0 and 1, got {value}")
         if self.scratch_architecture is None:
             self.scratch_architecture = "bert" if self.pairs else "roformer"
         if self.scratch_architecture not in SCRATCH_ARCHITECTURES:
-            raise InputError(f"--scratch-architecture must be one of {', '.join(SCRATCH_ARCHITECTURES)}, got {self.scratch_architecture!r}")
+            raise InputError(
+                f"--scratch-architecture must be one of {', '.join(SCRATCH_ARCHITECTURES)}, got "
+                f"{self.scratch_architecture!r}"
+            )
         if self.mlm_probability is None:  # a small fact corpus is learned faster with more masked per pass
             self.mlm_probability = 0.15 if self.pairs else 0.3
         if not 0 < self.mlm_probability < 1:
             raise InputError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
-        if self.mask_replace_prob < 0 or self.random_replace_prob < 0 or self.mask_replace_prob + self.random_replace_prob > 1:
+        if (
+            self.mask_replace_prob < 0
+            or self.random_replace_prob < 0
+            or self.mask_replace_prob + self.random_replace_prob > 1
+        ):
             raise InputError("--mask-replace-prob and --random-replace-prob must be >= 0 and add up to at most 1")
         if self.whole_word_mask:  # the library collator only masks whole words with [MASK]
             self.mask_replace_prob, self.random_replace_prob = 1.0, 0.0
@@ -114,20 +171,30 @@ def build_scratch(args: ClozeArguments, texts: list[str], tokenizer=None):
     tokenizer = tokenizer or make_tokenizer(build_char_vocab(texts, min_freq=args.min_freq))
     config_class, model_class = SCRATCH_ARCHITECTURES[args.scratch_architecture]
     config = getattr(transformers, config_class)(
-        vocab_size=len(tokenizer), hidden_size=args.n_embd, num_hidden_layers=args.n_layer, num_attention_heads=args.n_head,
-        intermediate_size=4 * args.n_embd, max_position_embeddings=args.max_len, pad_token_id=tokenizer.pad_token_id,
-        **({"embedding_size": args.n_embd} if args.scratch_architecture == "roformer" else {}))
+        vocab_size=len(tokenizer),
+        hidden_size=args.n_embd,
+        num_hidden_layers=args.n_layer,
+        num_attention_heads=args.n_head,
+        intermediate_size=4 * args.n_embd,
+        max_position_embeddings=args.max_len,
+        pad_token_id=tokenizer.pad_token_id,
+        **({"embedding_size": args.n_embd} if args.scratch_architecture == "roformer" else {}),
+    )
     return getattr(transformers, model_class)(config), tokenizer
 
 
 # Measured on bench/corpora (reworded prompts, 3,000 steps, same recipe otherwise): town15 8/8, shop30 13/14,
 # friends60 21/26 with rotary positions; 4/8, 6/14, 8/26 with BERT's absolute ones. A masked name in a new
 # sentence sits at new positions, and the model has to tell which character of the name each [MASK] is.
-SCRATCH_ARCHITECTURES = {"roformer": ("RoFormerConfig", "RoFormerForMaskedLM"), "bert": ("BertConfig", "BertForMaskedLM")}
+SCRATCH_ARCHITECTURES = {
+    "roformer": ("RoFormerConfig", "RoFormerForMaskedLM"),
+    "bert": ("BertConfig", "BertForMaskedLM"),
+}
 
 
-def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, word_offsets: bool,
-                    spans: dict | None = None) -> list[dict]:
+def encode_passages(
+    tokenizer, passages: list[str], max_len: int, overlap: int, word_offsets: bool, spans: dict | None = None
+) -> list[dict]:
     """Windows of `[CLS] ... [SEP]` with special-token masks (and jieba word offsets for whole-word
     masking; with `spans`, a `span_ids` list: the occurrence of a recurring span each token is in, 0 for none)."""
     enc = tokenizer(passages, add_special_tokens=False, return_offsets_mapping=True)
@@ -141,8 +208,10 @@ def encode_passages(tokenizer, passages: list[str], max_len: int, overlap: int, 
         offsets = jieba_word_offsets(text, offsets) if word_offsets else offsets
         for start in _window_starts(len(ids), body, overlap):
             piece = ids[start : start + body]
-            ex = {"input_ids": [tokenizer.cls_token_id, *piece, tokenizer.sep_token_id],
-                  "special_tokens_mask": [1] + [0] * len(piece) + [1]}
+            ex = {
+                "input_ids": [tokenizer.cls_token_id, *piece, tokenizer.sep_token_id],
+                "special_tokens_mask": [1] + [0] * len(piece) + [1],
+            }
             if word_offsets:
                 ex["offset_mapping"] = [(0, 0), *offsets[start : start + body], (0, 0)]
             if token_spans is not None:
@@ -166,11 +235,18 @@ def span_occurrences(text: str, spans: dict) -> list[int]:
 
 
 def encode_pairs(tokenizer, pairs: list[tuple[str, str]], max_len: int, word_offsets: bool) -> list[dict]:
-    """`[CLS] a [SEP] b [SEP]` with token type ids, as training/similarity.py encodes pairs (longer sentence cut first)."""
+    """`[CLS] a [SEP] b [SEP]` with token type ids, as training/similarity.py encodes pairs (longer
+    sentence cut first)."""
     if not pairs:
         return []
-    enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_len,
-                    return_special_tokens_mask=True, return_offsets_mapping=word_offsets)
+    enc = tokenizer(
+        [a for a, _ in pairs],
+        [b for _, b in pairs],
+        truncation="longest_first",
+        max_length=max_len,
+        return_special_tokens_mask=True,
+        return_offsets_mapping=word_offsets,
+    )
     out = []
     for i, (a, b) in enumerate(pairs):
         ex = {k: enc[k][i] for k in ("input_ids", "token_type_ids", "special_tokens_mask") if k in enc}
@@ -211,9 +287,13 @@ class TrainingViews:
     spans masked whole or from a prefix, and [UNK] noise (see README).
     """
 
-    def __init__(self, examples: list[dict], seed: int, crop: float = 0.5, recombine: float = 0.0, unk_id: int | None = None):
+    def __init__(
+        self, examples: list[dict], seed: int, crop: float = 0.5, recombine: float = 0.0, unk_id: int | None = None
+    ):
         self.examples, self.crop, self.recombine, self.unk_id = examples, crop, recombine, unk_id
-        self.pool = sorted({t for e in examples for t, special in zip(e["input_ids"], e["special_tokens_mask"]) if not special})
+        self.pool = sorted(
+            {t for e in examples for t, special in zip(e["input_ids"], e["special_tokens_mask"]) if not special}
+        )
         self.rng = random.Random(seed)
 
     def __len__(self):
@@ -255,8 +335,12 @@ class TrainingViews:
                     token = token if r < 0.5 else self.rng.choice(self.pool) if r < 4 / 6 else self.unk_id
                 ids.append(token)
                 span_ids.append(k)
-        return {"input_ids": [e["input_ids"][0], *ids, e["input_ids"][-1]], "special_tokens_mask": [1] + [0] * len(ids) + [1],
-                "span_ids": [0, *span_ids, 0], "mask_span": self.rng.choice(named)}
+        return {
+            "input_ids": [e["input_ids"][0], *ids, e["input_ids"][-1]],
+            "special_tokens_mask": [1] + [0] * len(ids) + [1],
+            "span_ids": [0, *span_ids, 0],
+            "mask_span": self.rng.choice(named),
+        }
 
 
 class ClozeCollator:
@@ -264,18 +348,22 @@ class ClozeCollator:
     evaluation examples (masked once, seeded) so per-epoch accuracy compares like with like."""
 
     def __init__(self, tokenizer, args: ClozeArguments, seed: int, pad_to_multiple_of=None):
-        from transformers import DataCollatorForLanguageModeling
-
         import torch
+        from transformers import DataCollatorForLanguageModeling
 
         self.tokenizer, self.pad_to = tokenizer, pad_to_multiple_of
         self.span_probability, self.mlm_probability = args.span_probability, args.mlm_probability
         self.mask_replace_prob, self.random_replace_prob = args.mask_replace_prob, args.random_replace_prob
         self.generator = torch.Generator().manual_seed(seed)
         self.mlm = DataCollatorForLanguageModeling(
-            tokenizer, whole_word_mask=args.whole_word_mask, mlm_probability=args.mlm_probability,
-            mask_replace_prob=args.mask_replace_prob, random_replace_prob=args.random_replace_prob,
-            pad_to_multiple_of=pad_to_multiple_of, seed=seed)
+            tokenizer,
+            whole_word_mask=args.whole_word_mask,
+            mlm_probability=args.mlm_probability,
+            mask_replace_prob=args.mask_replace_prob,
+            random_replace_prob=args.random_replace_prob,
+            pad_to_multiple_of=pad_to_multiple_of,
+            seed=seed,
+        )
 
     def __call__(self, examples: list[dict]) -> dict:
         import torch
@@ -289,13 +377,18 @@ class ClozeCollator:
             labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in examples])
             batch = {"input_ids": ids, "attention_mask": (ids != pad).long(), "labels": labels}
             if "token_type_ids" in examples[0]:
-                batch["token_type_ids"] = torch.tensor([e["token_type_ids"] + [0] * (width - len(e["token_type_ids"])) for e in examples])
+                batch["token_type_ids"] = torch.tensor(
+                    [e["token_type_ids"] + [0] * (width - len(e["token_type_ids"])) for e in examples]
+                )
             return batch
         if "span_ids" in examples[0]:
             return self.span_mask(examples, width)
         if "offset_mapping" in examples[0]:
             # The library collator does not pad offsets: pad them here so it can stack them.
-            examples = [{**e, "offset_mapping": e["offset_mapping"] + [(0, 0)] * (width - len(e["offset_mapping"]))} for e in examples]
+            examples = [
+                {**e, "offset_mapping": e["offset_mapping"] + [(0, 0)] * (width - len(e["offset_mapping"]))}
+                for e in examples
+            ]
         return self.mlm(examples)
 
     def span_mask(self, examples: list[dict], width: int) -> dict:
@@ -348,12 +441,22 @@ class ClozeCollator:
             draw = torch.rand(n, generator=gen)
             in_span = whole | in_word
             as_mask = chosen & (in_span | (draw < self.mask_replace_prob))
-            as_random = chosen & ~in_span & (draw >= self.mask_replace_prob) & (draw < self.mask_replace_prob + self.random_replace_prob)
+            as_random = (
+                chosen
+                & ~in_span
+                & (draw >= self.mask_replace_prob)
+                & (draw < self.mask_replace_prob + self.random_replace_prob)
+            )
             row = torch.where(as_mask, torch.full_like(row, self.tokenizer.mask_token_id), row)
             row = torch.where(as_random, torch.randint(len(self.tokenizer), (n,), generator=gen), row)
             ids[r, :n] = row
-        return {"input_ids": ids, "attention_mask": (torch.arange(width)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]).long(),
-                "labels": labels}
+        return {
+            "input_ids": ids,
+            "attention_mask": (
+                torch.arange(width)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]
+            ).long(),
+            "labels": labels,
+        }
 
     def mask_once(self, examples: list[dict]) -> list[dict]:
         """Fixed masks for an evaluation set (the collator's seeded generator makes them reproducible)."""
@@ -362,7 +465,13 @@ class ClozeCollator:
             batch = self(([e]))
             ids, labels = batch["input_ids"][0].tolist(), batch["labels"][0].tolist()
             n = len(e["input_ids"])
-            out.append({"input_ids": ids[:n], "labels": labels[:n], **({"token_type_ids": e["token_type_ids"]} if "token_type_ids" in e else {})})
+            out.append(
+                {
+                    "input_ids": ids[:n],
+                    "labels": labels[:n],
+                    **({"token_type_ids": e["token_type_ids"]} if "token_type_ids" in e else {}),
+                }
+            )
         return out
 
 
@@ -459,9 +568,13 @@ def quiz(model, tokenizer, prompts, top_k: int = 5) -> list[dict]:
         text = p.text.replace(MASK, tokenizer.mask_token)
         result = fill(text)
         per_mask = result if p.text.count(MASK) > 1 else [result]
-        candidates = [[(c["token_str"].replace(" ", ""), round(float(c["score"]), 4)) for c in mask] for mask in per_mask]
+        candidates = [
+            [(c["token_str"].replace(" ", ""), round(float(c["score"]), 4)) for c in mask] for mask in per_mask
+        ]
         top1 = "".join(c[0][0] for c in candidates)
-        rows.append({"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer, "top_k": candidates})
+        rows.append(
+            {"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer, "top_k": candidates}
+        )
     return rows
 
 
@@ -475,7 +588,9 @@ def joint_quiz(model, tokenizer, prompts) -> list[dict]:
     rows = []
     for p in prompts:
         try:
-            top1 = "".join(slot.candidates[0].text if slot.candidates else "?" for slot in fill.predict(p.text, top_k=1))
+            top1 = "".join(
+                slot.candidates[0].text if slot.candidates else "?" for slot in fill.predict(p.text, top_k=1)
+            )
         except InputError:  # longer than the model reads
             top1 = ""
         rows.append({"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer})
@@ -488,6 +603,7 @@ def _summary(rows: list[dict]) -> float:
 
 def print_quiz(before: list[dict], after: list[dict]) -> None:
     say(f"{'prompt':<28} {'answer':<6} {'before':<18} {'after':<18}")
+
     def cell(r: dict) -> str:  # mark, the top-1 answer, then runners-up for the first mask
         return f"{'✓' if r['hit'] else '✗'} {r['top1']} / {','.join(c[0] for c in r['top_k'][0][1:4])}"
 
@@ -507,12 +623,24 @@ PAIRS_RULE = Rule(min_steps=1000, min_passes=10, max_minutes=7.5, unit="pairs") 
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
-    args, lora, runa = parse_args((ClozeArguments, LoraArguments, RunArguments), argv, "python training/cloze.py", __doc__.split("\n\n")[0])
+    args, lora, runa = parse_args(
+        (ClozeArguments, LoraArguments, RunArguments), argv, "python training/cloze.py", __doc__.split("\n\n")[0]
+    )
     import jieba
 
     from training.models import SCRATCH, wrap_lora
     from training.runner import run_training
-    from training.task import base_report, default_lr, fit_max_len, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import (
+        base_report,
+        default_lr,
+        fit_max_len,
+        open_output,
+        pick_base,
+        publish,
+        resumed_tokenizer,
+        split_holdout,
+        stop_if_interrupted,
+    )
 
     jieba.setLogLevel(logging.WARNING)
     if args.whole_word_mask:
@@ -538,11 +666,16 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         say(prompt_bad.summary("prompts"))
     general = read_corpus(args.general_text).passages if args.general_text else []
     if sum(len(p) for p in sentences) < 20:
-        raise InputError(f"{args.data} has only {sum(len(p) for p in sentences)} characters; a cloze corpus needs at least a few sentences")
+        raise InputError(
+            f"{args.data} has only {sum(len(p) for p in sentences)} characters; a cloze corpus needs at least a "
+            "few sentences"
+        )
 
     # Only when something uses them (the self-quiz, span masking, jieba's dictionary), and from the first
     # SPAN_LINES lines: counting every 1-7 character n-gram of a large corpus would cost gigabytes.
-    wanted = not args.pairs and (not prompts or args.span_probability > 0 or args.recombine_probability > 0 or args.whole_word_mask)
+    wanted = not args.pairs and (
+        not prompts or args.span_probability > 0 or args.recombine_probability > 0 or args.whole_word_mask
+    )
     spans = recurring_spans(corpus.passages[:SPAN_LINES]) if wanted else {}
     probes, held = [], []
     if spans and args.whole_word_mask:
@@ -555,8 +688,11 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         keep = set(held)
         train_text = [p for i, p in enumerate(items) if i not in keep]
         valid_text = [items[i] for i in held]
-        say(f"self-quiz: {len(probes)} recurring names and words of your text ({', '.join(p.answer for p in probes[:6])}"
-            f"{' ...' if len(probes) > 6 else ''}); {len(held)} lines held out to test them")
+        say(
+            f"self-quiz: {len(probes)} recurring names and words of your text "
+            f"({', '.join(p.answer for p in probes[:6])}"
+            f"{' ...' if len(probes) > 6 else ''}); {len(held)} lines held out to test them"
+        )
     else:
         train_text, valid_text = split_holdout(items, runa.valid_ratio, runa.seed)
 
@@ -573,14 +709,24 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     collator = ClozeCollator(tokenizer, args, runa.seed, pad_to_multiple_of=8 if runa.bf16 else None)
     if args.pairs:
         # Both orders, as a symmetric pair task sees them; no random crops: a crop would cut the pair.
-        train_ds = encode_pairs(tokenizer, train_text + [(b, a) for a, b in train_text], args.max_len, args.whole_word_mask)
+        train_ds = encode_pairs(
+            tokenizer, train_text + [(b, a) for a, b in train_text], args.max_len, args.whole_word_mask
+        )
         valid_ds = collator.mask_once(encode_pairs(tokenizer, valid_text, args.max_len, args.whole_word_mask))
     else:
         span_ids = spans if args.span_probability > 0 or args.recombine_probability > 0 else None
-        train_ds = TrainingViews(encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask, span_ids), runa.seed,
-                                 recombine=args.recombine_probability, unk_id=tokenizer.unk_token_id)
-        valid_ds = collator.mask_once(encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask))
-    general_ds = collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
+        train_ds = TrainingViews(
+            encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask, span_ids),
+            runa.seed,
+            recombine=args.recombine_probability,
+            unk_id=tokenizer.unk_token_id,
+        )
+        valid_ds = collator.mask_once(
+            encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask)
+        )
+    general_ds = (
+        collator.mask_once(encode_passages(tokenizer, general, args.max_len, args.overlap, False)) if general else []
+    )
     train_tokens = sum(len(x["input_ids"]) for x in getattr(train_ds, "examples", train_ds))
     unit = "pairs (both orders in training)" if args.pairs else "windows"
     say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid {unit}, {train_tokens} train tokens")
@@ -588,7 +734,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     quiz_items = prompts or [ClozePrompt(p.text, p.answer, p.where) for p in probes]
     ask = quiz if prompts else joint_quiz
     before = ask(model, tokenizer, quiz_items) if quiz_items else []
-    quizzer = QuizProgress(tokenizer, quiz_items, ask, patience=QUIZ_PATIENCE if not (runa.epochs or runa.max_steps) else None) if quiz_items else None
+    quizzer = (
+        QuizProgress(
+            tokenizer, quiz_items, ask, patience=QUIZ_PATIENCE if not (runa.epochs or runa.max_steps) else None
+        )
+        if quiz_items
+        else None
+    )
     if lora.lora:
         if scratch:
             say("warning: --lora on a scratch model trains small adapters over random weights; expect poor answers")
@@ -596,15 +748,26 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
     say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
 
-    result = run_training(model, tokenizer, train_ds, valid_ds or None, collator, runa, plan, resume_from,
-                          compute_metrics=masked_accuracy, preprocess_logits=argmax_logits,
-                          callbacks=[*callbacks, *([quizzer] if quizzer else [])],
-                          trainer_class=masked_lm_trainer(), items=len(items),
-                          rule=(PAIRS_RULE if args.pairs else FACTS_RULE if scratch else PRETRAINED_FACTS_RULE),
-                          before_train=(lambda trainer: _general(trainer, general_ds)) if general_ds else None,
-                          # The point is to memorise the corpus: held-out loss rises as its facts are
-                          # learned, so the last weights are kept rather than the "best" held-out epoch.
-                          keep_best=False)
+    result = run_training(
+        model,
+        tokenizer,
+        train_ds,
+        valid_ds or None,
+        collator,
+        runa,
+        plan,
+        resume_from,
+        compute_metrics=masked_accuracy,
+        preprocess_logits=argmax_logits,
+        callbacks=[*callbacks, *([quizzer] if quizzer else [])],
+        trainer_class=masked_lm_trainer(),
+        items=len(items),
+        rule=(PAIRS_RULE if args.pairs else FACTS_RULE if scratch else PRETRAINED_FACTS_RULE),
+        before_train=(lambda trainer: _general(trainer, general_ds)) if general_ds else None,
+        # The point is to memorise the corpus: held-out loss rises as its facts are
+        # learned, so the last weights are kept rather than the "best" held-out epoch.
+        keep_best=False,
+    )
     code = stop_if_interrupted(result, plan, "training/cloze.py", argv)
     if code is not None:
         return code
@@ -612,51 +775,86 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     general_before = result.before_train
     general_after = _general(trainer, general_ds) if general_ds else None
     # With LoRA the adapters sit inside the base model's layers: quiz it as it is, unmerged.
-    after = ask(trainer.model.get_base_model() if lora.lora else trainer.model, tokenizer, quiz_items) if quiz_items else []
+    after = (
+        ask(trainer.model.get_base_model() if lora.lora else trainer.model, tokenizer, quiz_items) if quiz_items else []
+    )
     if prompts:
         print_quiz(before, after)
     if general_ds:
         say(f"general cloze accuracy: before {general_before:.1%}, after {general_after:.1%}")
 
-    report = base_report("cloze", choice, result, plan, (args, lora, runa), model, tokenizer, train_tokens, total, trainable)
+    report = base_report(
+        "cloze", choice, result, plan, (args, lora, runa), model, tokenizer, train_tokens, total, trainable
+    )
     report["data"] = {
-        "train": {"path": os.path.abspath(args.data), "format": corpus.format, "encoding": corpus.encoding,
-                  "rows": len(train_text), "skipped": corpus.bad.to_dict()},
-        "valid": {"path": f"{runa.valid_ratio:.0%} of {args.data} (seed {runa.seed})" if valid_text else None, "rows": len(valid_text)},
+        "train": {
+            "path": os.path.abspath(args.data),
+            "format": corpus.format,
+            "encoding": corpus.encoding,
+            "rows": len(train_text),
+            "skipped": corpus.bad.to_dict(),
+        },
+        "valid": {
+            "path": f"{runa.valid_ratio:.0%} of {args.data} (seed {runa.seed})" if valid_text else None,
+            "rows": len(valid_text),
+        },
     }
     report["windows"] = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": train_tokens}
     if prompts:
-        report["prompts"] = {"path": os.path.abspath(args.eval_prompts), "skipped": prompt_bad.to_dict(),
-                             "top1_accuracy_before": _summary(before), "top1_accuracy_after": _summary(after),
-                             "before": before, "after": after}
+        report["prompts"] = {
+            "path": os.path.abspath(args.eval_prompts),
+            "skipped": prompt_bad.to_dict(),
+            "top1_accuracy_before": _summary(before),
+            "top1_accuracy_after": _summary(after),
+            "before": before,
+            "after": after,
+        }
     if probes:
         hits = sum(r["hit"] for r in after)
-        report["self_quiz"] = {"probes": len(probes), "held_out_lines": len(held), "recall_before": _summary(before),
-                               "recall_after": _summary(after), "recalled": hits, "curve": quizzer.curve if quizzer else [],
-                               "spans": dict(list(spans.items())[:100]),
-                               "after": [{**r, "held_out": p.held_out} for r, p in zip(after, probes)]}
+        report["self_quiz"] = {
+            "probes": len(probes),
+            "held_out_lines": len(held),
+            "recall_before": _summary(before),
+            "recall_after": _summary(after),
+            "recalled": hits,
+            "curve": quizzer.curve if quizzer else [],
+            "spans": dict(list(spans.items())[:100]),
+            "after": [{**r, "held_out": p.held_out} for r, p in zip(after, probes)],
+        }
     if general_ds:
-        report["general"] = {"path": os.path.abspath(args.general_text), "masked_accuracy_before": general_before,
-                             "masked_accuracy_after": general_after}
+        report["general"] = {
+            "path": os.path.abspath(args.general_text),
+            "masked_accuracy_before": general_before,
+            "masked_accuracy_after": general_after,
+        }
     best = result.best or {}
     metrics = {k: best[k] for k in ("valid_loss", "masked_accuracy") if k in best}
     if prompts:
         metrics["prompt_top1_accuracy"] = _summary(after)
     card = dict(
-        title=f"Chinese cloze BERT ({os.path.basename(plan.final)})", pipeline_tag="fill-mask",
-        tags=["bert", "chinese", "fill-mask", "cloze"] + (["lora"] if lora.lora else []), metrics=metrics,
+        title=f"Chinese cloze BERT ({os.path.basename(plan.final)})",
+        pipeline_tag="fill-mask",
+        tags=["bert", "chinese", "fill-mask", "cloze"] + (["lora"] if lora.lora else []),
+        metrics=metrics,
         summary_zh="完形填空模型：在你自己的文本上继续做掩码语言模型训练，让模型记住其中的事实。",
         summary_en="A masked-LM further trained on your own text, so it fills in the facts it states.",
         usage=f"""from transformers import pipeline
 fill = pipeline("fill-mask", model="{plan.final}")
-print(fill("三国人物诸[MASK][MASK]"))""")
-    summary = f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; " if "masked_accuracy" in best else ""
+print(fill("三国人物诸[MASK][MASK]"))""",
+    )
+    summary = (
+        f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; "
+        if "masked_accuracy" in best
+        else ""
+    )
     if quiz_items and after and _summary(after) == 1.0 and result.convergence and "still falling" in result.convergence:
         result.convergence = None  # every quiz answer is right: "more training would help" would mislead
     report["convergence"] = result.convergence
     if probes:
-        report["metrics_line"] = summary = (f"recalls {report['self_quiz']['recalled']} of {len(probes)} probed facts from your text "
-                                            f"(before training {sum(r['hit'] for r in before)}); ")
+        report["metrics_line"] = summary = (
+            f"recalls {report['self_quiz']['recalled']} of {len(probes)} probed facts from your text "
+            f"(before training {sum(r['hit'] for r in before)}); "
+        )
     publish(plan, result, tokenizer, report, card, summary)
     if result.convergence:
         say(result.convergence)

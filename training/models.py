@@ -76,6 +76,7 @@ def check_model_type(path_or_id: str, expected: tuple[str, ...], what: str, **kw
 def wrap_lora(model, r: int, alpha: int, dropout: float, targets: list[str], task_type: str, **extra):
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type, **extra)
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type, **extra
+    )
     return get_peft_model(model, config)
-

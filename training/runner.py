@@ -35,7 +35,11 @@ def _latest_checkpoint(folder: str) -> str | None:
     # Not transformers.trainer_utils.get_last_checkpoint: that takes the highest checkpoint-N folder
     # even when a kill during its save left it without trainer_state.json, and resuming from it fails
     # (tests/test_reliability.py shows the two differ). Only complete states count here.
-    found = [(int(m.group(1)), p) for p in glob.glob(os.path.join(folder, "checkpoint-*")) if (m := re.search(r"checkpoint-(\d+)$", p))]
+    found = [
+        (int(m.group(1)), p)
+        for p in glob.glob(os.path.join(folder, "checkpoint-*"))
+        if (m := re.search(r"checkpoint-(\d+)$", p))
+    ]
     found = [(n, p) for n, p in found if os.path.isfile(os.path.join(p, "trainer_state.json"))]
     return max(found)[1] if found else None
 
@@ -45,7 +49,9 @@ def _is_checkpoint_folder(path: str) -> bool:
 
 
 RUN_FILE = "run.json"  # the identity of the run that a working folder or a resume_state/ belongs to
-READY_FILE = "PUBLISH_READY"  # written once every model file is in .partial/: from then on the publish is finished, not redone
+READY_FILE = (
+    "PUBLISH_READY"  # written once every model file is in .partial/: from then on the publish is finished, not redone
+)
 PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a watcher (the app) shows
 
 
@@ -72,7 +78,9 @@ def identity_difference(saved: dict | None, current: dict | None) -> str | None:
     if not keys:
         return None
     words = {"data": "the data files' contents", "task": "the task"}
-    return ", ".join(words.get(k, f"--{k.replace('_', '-')} ({saved.get(k)!r} then, {current.get(k)!r} now)") for k in keys[:3])
+    return ", ".join(
+        words.get(k, f"--{k.replace('_', '-')} ({saved.get(k)!r} then, {current.get(k)!r} now)") for k in keys[:3]
+    )
 
 
 class NothingToDo(Exception):
@@ -137,7 +145,9 @@ class OutputPlan:
             if done:
                 say(f"note: {done}")
                 if done.startswith("finished") and not (self.overwrite or self.resume):
-                    raise NothingToDo(f"{self.final} is ready; --resume --epochs N trains it further, --overwrite starts over")
+                    raise NothingToDo(
+                        f"{self.final} is ready; --resume --epochs N trains it further, --overwrite starts over"
+                    )
             return self._prepare()
         except OSError as e:
             raise InputError(f"cannot prepare {self.work}: {e.strerror or e}")
@@ -150,17 +160,25 @@ class OutputPlan:
             if interrupted:
                 differs = identity_difference(_read_identity(self.work), self.identity)
                 if differs:
-                    raise InputError(f"the interrupted run in {self.work} was another run ({differs} differ); "
-                                     f"run the command it was started with, or --overwrite to start this one afresh")
+                    raise InputError(
+                        f"the interrupted run in {self.work} was another run ({differs} differ); "
+                        f"run the command it was started with, or --overwrite to start this one afresh"
+                    )
                 self.resumed_from = interrupted
                 return interrupted
             saved = os.path.join(self.final, STATE_DIR)
             if os.path.isfile(os.path.join(saved, "trainer_state.json")):
                 differs = identity_difference(_read_identity(saved), self.identity)
                 if differs:
-                    started = " (the run started in .partial saved no state before it stopped)" if os.path.exists(self.work) else ""
-                    raise InputError(f"the saved state in {self.final} belongs to another run{started}: {differs} differ; "
-                                     f"use --overwrite to train this one from the start")
+                    started = (
+                        " (the run started in .partial saved no state before it stopped)"
+                        if os.path.exists(self.work)
+                        else ""
+                    )
+                    raise InputError(
+                        f"the saved state in {self.final} belongs to another run{started}: {differs} differ; "
+                        f"use --overwrite to train this one from the start"
+                    )
                 with open(os.path.join(saved, "trainer_state.json")) as f:
                     step = json.load(f)["global_step"]
                 if os.path.exists(self.work):
@@ -172,9 +190,13 @@ class OutputPlan:
                 return target
             raise InputError(f"nothing to resume: no interrupted run at {self.work} and no saved state in {self.final}")
         if os.path.exists(self.work) and not self.overwrite:
-            raise InputError(f"{self.work} holds an interrupted run; pass --resume to continue it or --overwrite to start over")
+            raise InputError(
+                f"{self.work} holds an interrupted run; pass --resume to continue it or --overwrite to start over"
+            )
         if os.path.isdir(self.final) and os.listdir(self.final) and not self.overwrite:
-            raise InputError(f"{self.final} already exists; pass --overwrite to replace it or --resume to continue training it")
+            raise InputError(
+                f"{self.final} already exists; pass --overwrite to replace it or --resume to continue training it"
+            )
         if os.path.exists(self.work):
             shutil.rmtree(self.work)
         os.makedirs(self.work)
@@ -278,9 +300,16 @@ class ProgressFile(TrainerCallback):
         done = state.global_step - self.first_step
         left = max(0, state.max_steps - state.global_step)
         eta = (now - self.started) / done * left if done > 0 else None
-        value = {"pid": os.getpid(), "phase": phase, "step": state.global_step, "max_steps": state.max_steps,
-                 "elapsed_s": round(now - self.started, 1), "eta_s": None if eta is None else round(eta, 1),
-                 "loss": self.loss, "updated": now}
+        value = {
+            "pid": os.getpid(),
+            "phase": phase,
+            "step": state.global_step,
+            "max_steps": state.max_steps,
+            "elapsed_s": round(now - self.started, 1),
+            "eta_s": None if eta is None else round(eta, 1),
+            "loss": self.loss,
+            "updated": now,
+        }
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "w", encoding="utf-8") as f:
@@ -324,11 +353,23 @@ class EpochPrinter(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.is_world_process_zero and metrics and "eval_loss" in metrics:
-            train = [e["loss"] for e in state.log_history if "loss" in e and e.get("epoch", 0) > (state.epoch or 0) - 1 + 1e-9]
+            train = [
+                e["loss"]
+                for e in state.log_history
+                if "loss" in e and e.get("epoch", 0) > (state.epoch or 0) - 1 + 1e-9
+            ]
             tl = f"train loss {sum(train) / len(train):.4f}, " if train else ""
-            extra = "".join(f", {k[5:].replace('_', ' ')} {v:.4f}" for k, v in metrics.items()
-                            if k.startswith("eval_") and k != "eval_loss" and isinstance(v, float) and not k.endswith(("runtime", "per_second")))
-            ppl = "" if extra else f", perplexity {_ppl(metrics['eval_loss']):.2f}"  # perplexity means something for LMs only
+            extra = "".join(
+                f", {k[5:].replace('_', ' ')} {v:.4f}"
+                for k, v in metrics.items()
+                if k.startswith("eval_")
+                and k != "eval_loss"
+                and isinstance(v, float)
+                and not k.endswith(("runtime", "per_second"))
+            )
+            ppl = (
+                "" if extra else f", perplexity {_ppl(metrics['eval_loss']):.2f}"
+            )  # perplexity means something for LMs only
             say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}{ppl}{extra}")
 
 
@@ -348,11 +389,19 @@ def epoch_table(log_history: list[dict]) -> list[dict]:
         if "loss" in e:
             row["_train"].append(e["loss"])
         if "eval_loss" in e:
-            if abs(e["epoch"] - n) > 1e-6:  # a run stopped part-way through its last epoch (--epochs 2.6): say 2.6, not 3
+            if (
+                abs(e["epoch"] - n) > 1e-6
+            ):  # a run stopped part-way through its last epoch (--epochs 2.6): say 2.6, not 3
                 row["epoch"] = round(e["epoch"], 2)
             row["valid_loss"] = round(e["eval_loss"], 5)
             row["valid_perplexity"] = round(_ppl(e["eval_loss"]), 3)
-            row.update({k[5:]: v for k, v in e.items() if k.startswith("eval_") and k not in ("eval_loss",) and not k.endswith(("runtime", "per_second"))})
+            row.update(
+                {
+                    k[5:]: v
+                    for k, v in e.items()
+                    if k.startswith("eval_") and k not in ("eval_loss",) and not k.endswith(("runtime", "per_second"))
+                }
+            )
     out = []
     for n in sorted(rows):
         row = rows[n]
@@ -383,8 +432,15 @@ class RunResult:
 MAX_EVALS = 20  # long runs (many short epochs on a small corpus) evaluate and save ~20 times, not every epoch
 
 
-def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: int, metric: str = "loss",
-                       greater_is_better: bool = False, keep_best: bool = True) -> TrainingArguments:
+def training_arguments(
+    run,
+    plan: OutputPlan,
+    has_eval: bool,
+    steps_per_epoch: int,
+    metric: str = "loss",
+    greater_is_better: bool = False,
+    keep_best: bool = True,
+) -> TrainingArguments:
     total_steps = math.ceil(steps_per_epoch * run.epochs)
     per_epoch = run.epochs <= MAX_EVALS
     strategy = "epoch" if per_epoch else "steps"
@@ -427,10 +483,26 @@ def training_arguments(run, plan: OutputPlan, has_eval: bool, steps_per_epoch: i
     )
 
 
-def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: OutputPlan, resume_from: str | None,
-                 metric: str = "loss", greater_is_better: bool = False, compute_metrics=None, callbacks=(),
-                 preprocess_logits=None, before_train=None, keep_best: bool = True, trainer_class=Trainer,
-                 rule=None, items: int | None = None) -> RunResult:
+def run_training(
+    model,
+    tokenizer,
+    train_ds,
+    eval_ds,
+    collator,
+    run,
+    plan: OutputPlan,
+    resume_from: str | None,
+    metric: str = "loss",
+    greater_is_better: bool = False,
+    compute_metrics=None,
+    callbacks=(),
+    preprocess_logits=None,
+    before_train=None,
+    keep_best: bool = True,
+    trainer_class=Trainer,
+    rule=None,
+    items: int | None = None,
+) -> RunResult:
     """Wire the datasets into a Trainer, train (resuming if asked), and report per-epoch figures.
 
     keep_best: end with the best evaluation's weights (else the last ones, and best = last).
@@ -445,9 +517,17 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     cbs = [stopper, EpochPrinter(), ProgressFile(plan.work), *callbacks, *([cap] if cap else [])]
     if run.patience and has_eval and keep_best:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
-    trainer = trainer_class(model=model, args=args, data_collator=collator, train_dataset=train_ds,
-                      eval_dataset=eval_ds if has_eval else None, processing_class=tokenizer,
-                      compute_metrics=compute_metrics, preprocess_logits_for_metrics=preprocess_logits, callbacks=cbs)
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        data_collator=collator,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds if has_eval else None,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+        preprocess_logits_for_metrics=preprocess_logits,
+        callbacks=cbs,
+    )
     if trainer.pop_callback(ProgressCallback):
         trainer.add_callback(QuietProgress)
     start_epoch = 0.0
@@ -456,7 +536,10 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
             done = json.load(f)
         finished = done.get("epoch", 0) >= run.epochs - 1e-6
         if finished and plan.resumed_from and os.path.basename(plan.resumed_from) == STATE_DIR:
-            raise InputError(f"the run in {plan.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs to continue it")
+            raise InputError(
+                f"the run in {plan.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs "
+                "to continue it"
+            )
         start_epoch = float(done.get("epoch", 0.0))
         if finished:  # killed or stopped while its model was being written: write it now
             plan.finished_state = True
@@ -469,8 +552,10 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
     try:
         output = trainer.train(resume_from_checkpoint=resume_from)
     except OSError as e:  # disk full while the Trainer saved a state: one line; the previous model is untouched
-        raise InputError(f"could not save a training state in {plan.work}: {e.strerror or e}; "
-                         f"the previous model in {plan.final} is untouched")
+        raise InputError(
+            f"could not save a training state in {plan.work}: {e.strerror or e}; "
+            f"the previous model in {plan.final} is untouched"
+        )
     finally:
         stopper.uninstall()
     wall = time.time() - start
@@ -482,15 +567,31 @@ def run_training(model, tokenizer, train_ds, eval_ds, collator, run, plan: Outpu
         pick = max if greater_is_better else min
         best = dict(pick(scored, key=lambda e: e[key]) if keep_best else scored[-1])
     improving = None if not scored or not keep_best else scored[-1][key] == best[key]
-    note = convergence_note(trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.hit), improving)
-    return RunResult(trainer, stopper.requested, epochs, best, float(output.metrics.get("train_runtime", wall)), wall,
-                     trainer.state.global_step, start_epoch, measured_before, note, bool(cap and cap.hit))
+    note = convergence_note(
+        trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.hit), improving
+    )
+    return RunResult(
+        trainer,
+        stopper.requested,
+        epochs,
+        best,
+        float(output.metrics.get("train_runtime", wall)),
+        wall,
+        trainer.state.global_step,
+        start_epoch,
+        measured_before,
+        note,
+        bool(cap and cap.hit),
+    )
 
 
-def schedule_run(run, rule, model, collator, train_ds, steps_per_epoch: int, resume_from: str | None, items: int | None):
+def schedule_run(
+    run, rule, model, collator, train_ds, steps_per_epoch: int, resume_from: str | None, items: int | None
+):
     """Set `run.epochs` from --epochs, --max-steps, the resumed run's plan, or the task's rule;
     return the TimeCap callback that enforces --max-minutes (None when nothing caps the run)."""
-    from training.schedule import describe, measure_step, plan as plan_steps, time_cap
+    from training.schedule import describe, measure_step, time_cap
+    from training.schedule import plan as plan_steps
 
     if resume_from and run.epochs is None and run.max_steps is None:  # a resume keeps the plan it started with
         with open(os.path.join(resume_from, "trainer_state.json")) as f:
@@ -501,7 +602,11 @@ def schedule_run(run, rule, model, collator, train_ds, steps_per_epoch: int, res
         run.epochs = run.epochs or (run.max_steps / steps_per_epoch if run.max_steps else 3.0)
         return time_cap(run.max_minutes * 60) if run.max_minutes else None
     explicit = run.epochs is not None or run.max_steps is not None
-    per = None if explicit and not run.max_minutes else measure_step(model, collator, train_ds, run.batch_size, run.grad_accum, run.bf16)
+    per = (
+        None
+        if explicit and not run.max_minutes
+        else measure_step(model, collator, train_ds, run.batch_size, run.grad_accum, run.bf16)
+    )
     p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, run.max_minutes, run.epochs, run.max_steps)
     run.epochs = p.epochs
     if not resume_from:

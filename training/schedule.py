@@ -3,8 +3,8 @@
 The rule: at least `min_steps` optimizer steps and at least `min_passes` passes over the
 training examples, whichever is more, capped by `--max-minutes` using the time per step
 measured on this machine before training starts. `--epochs` or `--max-steps` replace the
-rule (and a `--max-minutes` given with them caps them the same way). A `TimeCap` callback also stops a run that overruns the cap (a slower second half,
-another program taking the CPU) and keeps what it learned.
+rule (and a `--max-minutes` given with them caps them the same way). A `TimeCap` callback also
+stops a run that overruns the cap (a slower second half, another program taking the CPU) and keeps what it learned.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ class Plan:
     capped: bool = False
 
 
-def measure_step(model, collator, dataset, batch_size: int, grad_accum: int = 1, bf16: bool = False, trials: int = 3) -> float:
+def measure_step(
+    model, collator, dataset, batch_size: int, grad_accum: int = 1, bf16: bool = False, trials: int = 3
+) -> float:
     """Seconds per optimizer step: forward and backward on real batches, no weight update (the
     model is left as it was). The optimizer's own work is a small share and is added as 15%."""
     import random
@@ -45,8 +47,10 @@ def measure_step(model, collator, dataset, batch_size: int, grad_accum: int = 1,
 
     # Training batches hold similar lengths (group_by_length), so time a batch of the middle length, not a
     # random one padded to its longest item: a random batch over-estimated 2,000 LCCC dialogues 3x.
-    sample = sorted(random.Random(0).sample(range(len(dataset)), min(len(dataset), 16 * batch_size)),
-                    key=lambda i: len(dataset[i]["input_ids"]))
+    sample = sorted(
+        random.Random(0).sample(range(len(dataset)), min(len(dataset), 16 * batch_size)),
+        key=lambda i: len(dataset[i]["input_ids"]),
+    )
     middle = max(0, len(sample) // 2 - batch_size // 2)
     items = [dataset[i] for i in sample[middle : middle + batch_size]]
     batch = {k: v for k, v in collator(items).items() if isinstance(v, torch.Tensor) and k != "offset_mapping"}
@@ -70,8 +74,15 @@ def measure_step(model, collator, dataset, batch_size: int, grad_accum: int = 1,
     return 1.15 * best * grad_accum
 
 
-def plan(rule: Rule, items: int, steps_per_epoch: int, seconds_per_step: float | None, max_minutes: float | None,
-         epochs: float | None, max_steps: int | None) -> Plan:
+def plan(
+    rule: Rule,
+    items: int,
+    steps_per_epoch: int,
+    seconds_per_step: float | None,
+    max_minutes: float | None,
+    epochs: float | None,
+    max_steps: int | None,
+) -> Plan:
     """Steps and (fractional) epochs for a run; `reason` is the start line's explanation."""
     per = seconds_per_step
     if epochs is not None or max_steps is not None:  # the user's amount, capped only by a --max-minutes they also gave
@@ -96,8 +107,10 @@ def plan(rule: Rule, items: int, steps_per_epoch: int, seconds_per_step: float |
 
 def describe(p: Plan, items: int, unit: str) -> str:
     eta = f", ~{_minutes(p.steps * p.seconds_per_step)} on this machine" if p.seconds_per_step else ""
-    return (f"{items:,} {unit} -> {p.steps:,} steps ({p.epochs:.1f} passes{eta}; {p.reason}); "
-            f"--max-steps/--epochs/--max-minutes to change")
+    return (
+        f"{items:,} {unit} -> {p.steps:,} steps ({p.epochs:.1f} passes{eta}; {p.reason}); "
+        f"--max-steps/--epochs/--max-minutes to change"
+    )
 
 
 def _minutes(seconds: float) -> str:
@@ -117,7 +130,11 @@ def time_cap(seconds: float):
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            if self.start is not None and time.perf_counter() - self.start > seconds and not control.should_training_stop:
+            if (
+                self.start is not None
+                and time.perf_counter() - self.start > seconds
+                and not control.should_training_stop
+            ):
                 self.hit = True
                 control.should_training_stop = True
                 control.should_evaluate = args.eval_strategy != "no"
@@ -127,7 +144,9 @@ def time_cap(seconds: float):
     return TimeCap()
 
 
-def convergence_note(log_history: list[dict], steps_planned: int, time_capped: bool, valid_improving: bool | None = None) -> str | None:
+def convergence_note(
+    log_history: list[dict], steps_planned: int, time_capped: bool, valid_improving: bool | None = None
+) -> str | None:
     """One line when the training loss was still falling steeply at the end (more training would
     help), or never fell at all (nothing was learned); None when it levelled off. `valid_improving`
     False (the best validation score came before the end) means a falling training loss is
@@ -138,10 +157,16 @@ def convergence_note(log_history: list[dict], steps_planned: int, time_capped: b
     k = max(2, len(losses) // 5)
     first, before, last = sum(losses[:k]) / k, sum(losses[-2 * k : -k]) / k, sum(losses[-k:]) / k
     if first - last < 0.02 * first:
-        return (f"warning: the training loss did not fall ({first:.3f} at the start, {last:.3f} at the end): the model learned "
-                "nothing; try a lower --lr or more data")
+        return (
+            f"warning: the training loss did not fall ({first:.3f} at the start, {last:.3f} at the end): the model "
+            "learned "
+            "nothing; try a lower --lr or more data"
+        )
     if before - last > 0.05 * before and valid_improving is not False:
         flag = "--max-minutes" if time_capped else "--epochs (or --max-minutes)"
-        return (f"note: the training loss was still falling at the end ({before:.3f} -> {last:.3f} over the last fifth of the run): "
-                f"more training would help; raise {flag}")
+        return (
+            f"note: the training loss was still falling at the end ({before:.3f} -> {last:.3f} over the last fifth "
+            "of the run): "
+            f"more training would help; raise {flag}"
+        )
     return None

@@ -36,20 +36,43 @@ LORA_TARGETS = ["query", "value"]
 
 @dataclass
 class SimilarityArguments(ScratchArguments):
-    train: str = field(default=None, metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"})
+    train: str = field(
+        default=None,
+        metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"},
+    )
     dev: str = field(default=None, metadata={"help": "dev pairs (default: a seeded --valid-ratio split of --train)"})
     format: str = field(default="auto", metadata={"help": "pair file format", "choices": list(PAIR_FORMATS)})
-    task: str = field(default="auto", metadata={"help": "classification or regression (auto: from the labels)", "choices": list(TASKS)})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"})
+    task: str = field(
+        default="auto",
+        metadata={"help": "classification or regression (auto: from the labels)", "choices": list(TASKS)},
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"},
+    )
     max_len: int = field(default=64, metadata={"help": "tokens per pair; the longer sentence is cut first"})
-    metric: str = field(default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"})
-    symmetric: bool | None = field(default=None, metadata={
-        "help": "also train on every pair in the other order (b, a); default: on for two classes or scores, off for 3+ "
-                "classes (entailment-style labels are not symmetric)"})
+    metric: str = field(
+        default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"}
+    )
+    symmetric: bool | None = field(
+        default=None,
+        metadata={
+            "help": "also train on every pair in the other order (b, a); default: on for two classes or scores, "
+            "off for 3+ "
+            "classes (entailment-style labels are not symmetric)"
+        },
+    )
     predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
-    output_file: str = field(default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"})
-    no_mlm_stage: bool = field(default=False, metadata={
-        "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs first by default"})
+    output_file: str = field(
+        default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"}
+    )
+    no_mlm_stage: bool = field(
+        default=False,
+        metadata={
+            "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs "
+            "first by default"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -137,9 +160,11 @@ def no_better_than_majority(accuracy: float, majority: float, label: str) -> str
     dev label (what a from-scratch model on a small or skewed set such as AFQMC does), else None."""
     if accuracy > majority + 0.005:
         return None
-    return (f"warning: dev accuracy {accuracy:.1%} is no better than always answering \"{label}\" ({majority:.1%}): "
-            "the model has not learned this task yet; train longer, run training/cloze.py --pairs on the pairs first, "
-            "or start from a pretrained model (--model bert-base-chinese)")
+    return (
+        f'warning: dev accuracy {accuracy:.1%} is no better than always answering "{label}" ({majority:.1%}): '
+        "the model has not learned this task yet; train longer, run training/cloze.py --pairs on the pairs first, "
+        "or start from a pretrained model (--model bert-base-chinese)"
+    )
 
 
 def sentence_groups(pairs: list[tuple[str, str]]) -> list[int]:
@@ -178,13 +203,28 @@ PRETRAINED_RULE = Rule(min_steps=100, min_passes=3, max_minutes=30, unit="pairs"
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
-    args, lora, runa = parse_args((SimilarityArguments, LoraArguments, RunArguments), argv, "python training/similarity.py", __doc__.split("\n\n")[0])
+    args, lora, runa = parse_args(
+        (SimilarityArguments, LoraArguments, RunArguments),
+        argv,
+        "python training/similarity.py",
+        __doc__.split("\n\n")[0],
+    )
     import torch
     from transformers import DataCollatorWithPadding
 
     from training.models import SCRATCH, wrap_lora
     from training.runner import predict_in_order, run_training
-    from training.task import base_report, default_lr, fit_max_len, open_output, pick_base, publish, resumed_tokenizer, split_holdout, stop_if_interrupted
+    from training.task import (
+        base_report,
+        default_lr,
+        fit_max_len,
+        open_output,
+        pick_base,
+        publish,
+        resumed_tokenizer,
+        split_holdout,
+        stop_if_interrupted,
+    )
 
     train_file = read_pairs(args.train, args.format, args.task)
     task = train_file.task
@@ -194,7 +234,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if task == "classification":
         counts = train_file.class_counts()
         if len(counts) < 2:
-            raise InputError(f"{args.train} has only one class ({train_file.label_names[next(iter(counts))]}); a classifier needs examples of at least two")
+            raise InputError(
+                f"{args.train} has only one class ({train_file.label_names[next(iter(counts))]}); a classifier "
+                "needs examples of at least two"
+            )
     if args.dev:
         dev_file = read_pairs(args.dev, args.format, task, train_file.label_names)
         if dev_file.bad.count:
@@ -205,8 +248,12 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         # Pairs that share a sentence stay on one side: otherwise a dev pair (anchor, near-miss)
         # is judged by a model that memorised (anchor, paraphrase) = same, and dev accuracy
         # fell well below chance on the sample pairs.
-        train_rows, dev_rows = split_holdout(list(zip(train_file.pairs, train_file.labels)), runa.valid_ratio, runa.seed,
-                                             groups=sentence_groups(train_file.pairs))
+        train_rows, dev_rows = split_holdout(
+            list(zip(train_file.pairs, train_file.labels)),
+            runa.valid_ratio,
+            runa.seed,
+            groups=sentence_groups(train_file.pairs),
+        )
         train_pairs, train_labels = [p for p, _ in train_rows], [y for _, y in train_rows]
         dev_pairs, dev_labels = [p for p, _ in dev_rows], [y for _, y in dev_rows]
         if not dev_pairs:
@@ -225,9 +272,14 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         tokenizer = AutoTokenizer.from_pretrained(name, **kw)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                name, num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
+                name,
+                num_labels=num_labels,
+                id2label=id2label,
+                label2id={v: k for k, v in id2label.items()},
                 problem_type="single_label_classification" if task == "classification" else "regression",
-                ignore_mismatched_sizes=True, **kw)
+                ignore_mismatched_sizes=True,
+                **kw,
+            )
         except ValueError as e:  # e.g. a GPT-2 folder
             raise InputError(f"{name} cannot be used as a sentence-pair encoder ({str(e).splitlines()[0][:120]})")
         return model, tokenizer
@@ -247,12 +299,21 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         from transformers import BertConfig, BertForSequenceClassification
 
         tokenizer = resumed_tokenizer(resume_from) or make_tokenizer(
-            build_char_vocab((s for p in train_file.pairs for s in p), min_freq=args.min_freq))
-        config = BertConfig(vocab_size=len(tokenizer), hidden_size=args.n_embd, num_hidden_layers=args.n_layer,
-                            num_attention_heads=args.n_head, intermediate_size=4 * args.n_embd, max_position_embeddings=max(args.max_len, 64),
-                            num_labels=num_labels, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-                            problem_type="single_label_classification" if task == "classification" else "regression",
-                            pad_token_id=tokenizer.pad_token_id)
+            build_char_vocab((s for p in train_file.pairs for s in p), min_freq=args.min_freq)
+        )
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=args.n_embd,
+            num_hidden_layers=args.n_layer,
+            num_attention_heads=args.n_head,
+            intermediate_size=4 * args.n_embd,
+            max_position_embeddings=max(args.max_len, 64),
+            num_labels=num_labels,
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            problem_type="single_label_classification" if task == "classification" else "regression",
+            pad_token_id=tokenizer.pad_token_id,
+        )
         if resume_from and os.path.isfile(os.path.join(resume_from, "config.json")):
             # the interrupted run's own shape: after the masked-LM stage it has that model's positions
             config = BertConfig.from_pretrained(resume_from)
@@ -281,16 +342,33 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     train_ds = encode(tokenizer, fit_pairs, fit_labels, args.max_len)
     dev_ds = encode(tokenizer, dev_pairs, dev_labels, args.max_len)
     train_tokens = sum(len(r["input_ids"]) for r in train_ds)
-    say(f"base: {choice.name} | {len(train_ds)} train{' (both orders)' if symmetric else ''} / {len(dev_ds)} dev pairs, {train_tokens} train tokens")
+    say(
+        f"base: {choice.name} | {len(train_ds)} train{' (both orders)' if symmetric else ''} / {len(dev_ds)} dev "
+        f"pairs, {train_tokens} train tokens"
+    )
     if lora.lora:
-        model = wrap_lora(model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "SEQ_CLS")  # peft keeps the head trainable
+        model = wrap_lora(
+            model, lora.lora_r, lora.lora_alpha, lora.lora_dropout, LORA_TARGETS, "SEQ_CLS"
+        )  # peft keeps the head trainable
     total, trainable = model.num_parameters(), model.num_parameters(only_trainable=True)
 
     collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if runa.bf16 else None)
-    result = run_training(model, tokenizer, train_ds, dev_ds or None, collator, runa, plan, resume_from,
-                          metric=metric, greater_is_better=metric != "loss",
-                          compute_metrics=classification_metrics if task == "classification" else regression_metrics,
-                          callbacks=callbacks, rule=SCRATCH_RULE if scratch else PRETRAINED_RULE, items=len(train_pairs))
+    result = run_training(
+        model,
+        tokenizer,
+        train_ds,
+        dev_ds or None,
+        collator,
+        runa,
+        plan,
+        resume_from,
+        metric=metric,
+        greater_is_better=metric != "loss",
+        compute_metrics=classification_metrics if task == "classification" else regression_metrics,
+        callbacks=callbacks,
+        rule=SCRATCH_RULE if scratch else PRETRAINED_RULE,
+        items=len(train_pairs),
+    )
     code = stop_if_interrupted(result, plan, "training/similarity.py", argv)
     if code is not None:
         return code
@@ -311,34 +389,69 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             final.config.decision_threshold = threshold
     top, majority = majority_class(dev_labels) if task == "classification" and dev_labels else (None, None)
     warning = None
-    if majority is not None and "accuracy" in (result.best or {}):  # judged by what the saved model gives: tuned threshold if any
-        warning = no_better_than_majority(dev_acc if dev_acc is not None else result.best["accuracy"], majority, train_file.label_names[top])
+    if majority is not None and "accuracy" in (
+        result.best or {}
+    ):  # judged by what the saved model gives: tuned threshold if any
+        warning = no_better_than_majority(
+            dev_acc if dev_acc is not None else result.best["accuracy"], majority, train_file.label_names[top]
+        )
     counts = train_file.class_counts() if task == "classification" else {}
-    report = base_report("similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable)
+    report = base_report(
+        "similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable
+    )
     report["data"] = {
-        "train": {"path": os.path.abspath(args.train), "format": train_file.format, "encoding": train_file.encoding,
-                  "rows": len(train_pairs), "skipped": train_file.bad.to_dict(), "both_orders": symmetric},
-        "valid": {"path": os.path.abspath(args.dev) if args.dev else f"{runa.valid_ratio:.0%} of {args.train} (seed {runa.seed})" if dev_pairs else None,
-                  "rows": len(dev_pairs)},
+        "train": {
+            "path": os.path.abspath(args.train),
+            "format": train_file.format,
+            "encoding": train_file.encoding,
+            "rows": len(train_pairs),
+            "skipped": train_file.bad.to_dict(),
+            "both_orders": symmetric,
+        },
+        "valid": {
+            "path": os.path.abspath(args.dev)
+            if args.dev
+            else f"{runa.valid_ratio:.0%} of {args.train} (seed {runa.seed})"
+            if dev_pairs
+            else None,
+            "rows": len(dev_pairs),
+        },
     }
-    report.update({"problem": task, "labels": train_file.label_names, "metric": metric, "decision_threshold": threshold,
-                   "calibration_temperature": temperature, "dev_accuracy_at_threshold": None if dev_acc is None else round(dev_acc, 4),
-                   "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
-                   "majority_baseline": round(majority, 4) if majority is not None else None, "warning": warning,
-                   "mlm_stage": mlm_report if mlm_stage else None, "convergence": result.convergence})
+    report.update(
+        {
+            "problem": task,
+            "labels": train_file.label_names,
+            "metric": metric,
+            "decision_threshold": threshold,
+            "calibration_temperature": temperature,
+            "dev_accuracy_at_threshold": None if dev_acc is None else round(dev_acc, 4),
+            "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
+            "majority_baseline": round(majority, 4) if majority is not None else None,
+            "warning": warning,
+            "mlm_stage": mlm_report if mlm_stage else None,
+            "convergence": result.convergence,
+        }
+    )
     best = result.best or {}
     card = dict(
-        title=f"Chinese sentence similarity ({os.path.basename(plan.final)})", pipeline_tag="text-classification",
+        title=f"Chinese sentence similarity ({os.path.basename(plan.final)})",
+        pipeline_tag="text-classification",
         tags=["bert", "chinese", "sentence-similarity", task] + (["lora"] if lora.lora else []),
         metrics={k: round(best[k], 4) for k in ("accuracy", "f1", "pearson", "spearman") if k in best},
         summary_zh="语义相似度模型：输入两句话，判断它们意思是否相同（或给出 0–5 的相似度分数）。",
         summary_en="Sentence-pair model: are the two sentences the same in meaning (or a 0-5 similarity score)?",
         usage=f"""from transformers import pipeline
 judge = pipeline("text-classification", model="{plan.final}", top_k=None)
-print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""")
+print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""",
+    )
     summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
-    predictions = predict_pairs(trainer, tokenizer, predict_file, args.max_len, task, train_file.label_names, threshold,
-                                temperature) if predict_file else None
+    predictions = (
+        predict_pairs(
+            trainer, tokenizer, predict_file, args.max_len, task, train_file.label_names, threshold, temperature
+        )
+        if predict_file
+        else None
+    )
     publish(plan, result, tokenizer, report, card, summary)
     if predictions is not None:
         out = args.output_file or os.path.join(plan.final, "predictions.jsonl")
@@ -360,13 +473,43 @@ def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
     from training import cloze as cloze_script
 
     folder = os.path.join(plan.work, "mlm_stage")
-    say(f"stage 1 of 2: masked-LM on the pair text (training/cloze.py --pairs, up to {minutes:.1f} min; --no-mlm-stage skips it)")
-    argv = ["--data", args.train, "--pairs", "--model", "scratch", "--output", folder, "--overwrite", "--valid-ratio", "0.01",
-            "--max-len", str(args.max_len), "--min-freq", str(args.min_freq), "--n-layer", str(args.n_layer), "--n-embd", str(args.n_embd),
-            "--n-head", str(args.n_head), "--batch-size", str(runa.batch_size), "--seed", str(runa.seed), "--max-minutes", f"{minutes:g}",
-            # an explicit amount of training applies to both stages
-            *(["--epochs", f"{runa.epochs:g}"] if runa.epochs else []), *(["--max-steps", str(runa.max_steps)] if runa.max_steps else []),
-            *(["--format", args.format] if args.format != "auto" else []), *(["--bf16", "force"] if runa.bf16 else [])]  # already checked for this device
+    say(
+        f"stage 1 of 2: masked-LM on the pair text (training/cloze.py --pairs, up to {minutes:.1f} min; "
+        "--no-mlm-stage skips it)"
+    )
+    argv = [
+        "--data",
+        args.train,
+        "--pairs",
+        "--model",
+        "scratch",
+        "--output",
+        folder,
+        "--overwrite",
+        "--valid-ratio",
+        "0.01",
+        "--max-len",
+        str(args.max_len),
+        "--min-freq",
+        str(args.min_freq),
+        "--n-layer",
+        str(args.n_layer),
+        "--n-embd",
+        str(args.n_embd),
+        "--n-head",
+        str(args.n_head),
+        "--batch-size",
+        str(runa.batch_size),
+        "--seed",
+        str(runa.seed),
+        "--max-minutes",
+        f"{minutes:g}",
+        # an explicit amount of training applies to both stages
+        *(["--epochs", f"{runa.epochs:g}"] if runa.epochs else []),
+        *(["--max-steps", str(runa.max_steps)] if runa.max_steps else []),
+        *(["--format", args.format] if args.format != "auto" else []),
+        *(["--bf16", "force"] if runa.bf16 else []),
+    ]  # already checked for this device
     try:
         code = cloze_script.main(argv)
     except KeyboardInterrupt:
@@ -379,11 +522,17 @@ def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
         report = json.load(f)
     best = report.get("best") or {}
     say(f"stage 2 of 2: the pair task on the masked-LM model (masked accuracy {best.get('masked_accuracy', 0):.1%})")
-    return folder, {"minutes": round(report["wall_time_s"] / 60, 2), "wall_time_s": report["wall_time_s"], "steps": report["global_step"],
-                    "masked_accuracy": best.get("masked_accuracy")}
+    return folder, {
+        "minutes": round(report["wall_time_s"] / 60, 2),
+        "wall_time_s": report["wall_time_s"],
+        "steps": report["global_step"],
+        "masked_accuracy": best.get("masked_accuracy"),
+    }
 
 
-def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names, threshold, temperature: float | None = None) -> list[dict]:
+def predict_pairs(
+    trainer, tokenizer, file, max_len: int, task: str, label_names, threshold, temperature: float | None = None
+) -> list[dict]:
     """Score --predict pairs with the trained model (labels in the file are ignored)."""
     import torch
 
@@ -398,8 +547,14 @@ def predict_pairs(trainer, tokenizer, file, max_len: int, task: str, label_names
     probs = (torch.tensor(output).double() / (temperature or 1.0)).softmax(-1).tolist()
     for (a, b), p in zip(file.pairs, probs):
         k = int(np.argmax(p)) if threshold is None else int(p[1] >= threshold)
-        rows.append({"sentence1": a, "sentence2": b, "label": label_names[k],
-                     "probabilities": {name: round(q, 4) for name, q in zip(label_names, p)}})
+        rows.append(
+            {
+                "sentence1": a,
+                "sentence2": b,
+                "label": label_names[k],
+                "probabilities": {name: round(q, 4) for name, q in zip(label_names, p)},
+            }
+        )
     return rows
 
 

@@ -14,7 +14,6 @@ from training.cli import EXIT_INTERRUPTED, say
 from training.models import SCRATCH, load_base
 from training.runner import OutputPlan, RunResult, _test_hook
 
-
 # Options that do not change what is trained: a resume may change them freely.
 NOT_IDENTITY = {"eval_prompts", "general_text", "predict", "output_file"}
 DATA_FIELDS = {"data", "valid_data", "train", "dev", "user_dict"}
@@ -119,7 +118,9 @@ def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) 
     if result.interrupted:
         import shlex
 
-        words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"]  # --overwrite with --resume is refused
+        words = [
+            w for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"
+        ]  # --overwrite with --resume is refused
         cmd = shlex.join(["python", script, *words])
         cmd = cmd if "--resume" in words else cmd + " --resume"
         say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
@@ -129,8 +130,18 @@ def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) 
     return None
 
 
-def base_report(task: str, choice, result: RunResult, plan: OutputPlan, arg_groups, model, tokenizer,
-                train_tokens: int, total: int, trainable: int) -> dict:
+def base_report(
+    task: str,
+    choice,
+    result: RunResult,
+    plan: OutputPlan,
+    arg_groups,
+    model,
+    tokenizer,
+    train_tokens: int,
+    total: int,
+    trainable: int,
+) -> dict:
     """The fields every training_report.json has; scripts add their data and metrics."""
     epochs_done = result.trainer.state.epoch or 0
     hyper = {}
@@ -142,7 +153,12 @@ def base_report(task: str, choice, result: RunResult, plan: OutputPlan, arg_grou
         "base_model_source": choice.source,
         "fallback_reason": choice.fallback_reason,
         "hyperparameters": hyper,
-        "model": {"model_type": model.config.model_type, "parameters": total, "trainable_parameters": trainable, "vocab_size": len(tokenizer)},
+        "model": {
+            "model_type": model.config.model_type,
+            "parameters": total,
+            "trainable_parameters": trainable,
+            "vocab_size": len(tokenizer),
+        },
         "epochs": result.epochs,
         "best": result.best,
         "epochs_trained": round(epochs_done, 3),
@@ -154,12 +170,12 @@ def base_report(task: str, choice, result: RunResult, plan: OutputPlan, arg_grou
     }
 
 
-def publish(plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: dict, summary: str,
-            generation_config=None) -> None:
+def publish(
+    plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: dict, summary: str, generation_config=None
+) -> None:
     """Write the checkpoint folder (weights, tokenizer, report, card, plot) and move it into place."""
-    from training.checkpoint import plot_loss, save_model, write_model_card, write_report
-
     from data.errors import InputError
+    from training.checkpoint import plot_loss, save_model, write_model_card, write_report
 
     folder, trainer = plan.work, result.trainer
     resume = "free some space, then run the same command with --resume to write it"
@@ -168,18 +184,27 @@ def publish(plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: 
         _test_hook("after_weights")
         write_report(folder, report)
         plot_loss(folder, trainer.state.log_history, f"{report['task']}: {os.path.basename(plan.final)}")
-        write_model_card(folder, report=report, base_model=None if report["base_model_source"] == SCRATCH else report["base_model"], **card)
+        write_model_card(
+            folder,
+            report=report,
+            base_model=None if report["base_model_source"] == SCRATCH else report["base_model"],
+            **card,
+        )
     except KeyboardInterrupt:
         plan.discard_model_files()
-        say(f"interrupted while writing the model; the finished training state is in {plan.work}: "
-            f"run the same command with --resume to write it")
+        say(
+            f"interrupted while writing the model; the finished training state is in {plan.work}: "
+            f"run the same command with --resume to write it"
+        )
         raise SystemExit(EXIT_INTERRUPTED)
     except Exception as e:  # OSError (disk full, no permission) or safetensors' SafetensorError: one line
         if not isinstance(e, OSError) and type(e).__name__ != "SafetensorError":
             raise
         plan.discard_model_files()
         reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
-        raise InputError(f"could not write the model to {plan.work}: {reason}; the previous model in {plan.final} is untouched "
-                         f"and the training state is kept: {resume}")
+        raise InputError(
+            f"could not write the model to {plan.work}: {reason}; the previous model in {plan.final} is untouched "
+            f"and the training state is kept: {resume}"
+        )
     plan.finalize()
     say(f"{summary}saved to {plan.final} in {result.wall_time_s:.0f} s")

@@ -74,10 +74,17 @@ class TabContext:
         from webui.widgets import ModelPicker
 
         items = self.models[task.name]
-        names = [c.label for c in items] or self.building(task.name)  # a demo being built: API clients get it as the default
+        names = [c.label for c in items] or self.building(
+            task.name
+        )  # a demo being built: API clients get it as the default
         with gr.Row():
-            picker = ModelPicker(choices=names, value=names[0] if names else None, label="模型 Model",
-                                 interactive=len(names) > 1, scale=1)
+            picker = ModelPicker(
+                choices=names,
+                value=names[0] if names else None,
+                label="模型 Model",
+                interactive=len(names) > 1,
+                scale=1,
+            )
             line = about(items[0], task.name) if items else self.no_model(task.name)
             about_md = gr.Markdown(line, elem_id=f"{task.name}-about", elem_classes="model-about", height=ABOUT_HEIGHT)
         return picker, about_md
@@ -87,7 +94,9 @@ class TabContext:
         import gradio as gr
 
         if len(text or "") > limit:
-            raise gr.Error(f"{what}太长 too long: {len(text):,} 字 characters, 最多 at most {limit:,}", print_exception=False)
+            raise gr.Error(
+                f"{what}太长 too long: {len(text):,} 字 characters, 最多 at most {limit:,}", print_exception=False
+            )
 
     def pick(self, task: str, label: str | None):
         """The loaded predictor of the picked model, or a gr.Error with the reason."""
@@ -100,8 +109,10 @@ class TabContext:
             self.rescan()
             ckpt = self.by_key[task].get(label)
         if ckpt is None:
-            raise gr.Error(self.no_model(task) if not self.by_key[task] else "没有这个模型 Unknown model; reload the page.",
-                           print_exception=False)
+            raise gr.Error(
+                self.no_model(task) if not self.by_key[task] else "没有这个模型 Unknown model; reload the page.",
+                print_exception=False,
+            )
         try:
             return self.store.get(task, ckpt.path)
         except InputError as e:
@@ -152,9 +163,12 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
     ctx = TabContext(settings or Settings(), store or ModelStore(), builder)
     titles = "、".join(t.title.split(" ", 1)[0] for t in TASKS.values())
     with gr.Blocks(title="小模型微调工坊 · Chinese small-model demo") as demo:
-        gr.Markdown("# 小模型微调工坊 · Small-model fine-tuning for Chinese text\n"
-                    f"用你自己的文本训练的小模型：{titles}。Models trained on your own text: "
-                    + ", ".join(t.title.split(" ", 1)[-1].lower() for t in TASKS.values()) + ".")
+        gr.Markdown(
+            "# 小模型微调工坊 · Small-model fine-tuning for Chinese text\n"
+            f"用你自己的文本训练的小模型：{titles}。Models trained on your own text: "
+            + ", ".join(t.title.split(" ", 1)[-1].lower() for t in TASKS.values())
+            + "."
+        )
         parts: dict[str, TabParts] = {}
         for task in TASKS.values():
             with gr.Tab(task.title) as tab:
@@ -162,10 +176,16 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
                 parts[task.name] = task.tab_module().build(ctx, task)
         for name, p in parts.items():
             # each page load lists the checkpoint folders anew: a model trained after the start appears
-            demo.load(lambda label, name=name: ctx.picker_update(name, label)[0], inputs=[p.picker], outputs=[p.picker],
-                      api_visibility="private", show_progress="hidden").then(
-                p.refresh, inputs=[p.picker], outputs=p.outputs, api_visibility="private", show_progress="hidden")
-            p.picker.change(p.refresh, inputs=[p.picker], outputs=p.outputs, api_visibility="private", show_progress="hidden")
+            demo.load(
+                lambda label, name=name: ctx.picker_update(name, label)[0],
+                inputs=[p.picker],
+                outputs=[p.picker],
+                api_visibility="private",
+                show_progress="hidden",
+            ).then(p.refresh, inputs=[p.picker], outputs=p.outputs, api_visibility="private", show_progress="hidden")
+            p.picker.change(
+                p.refresh, inputs=[p.picker], outputs=p.outputs, api_visibility="private", show_progress="hidden"
+            )
         if builder is not None and builder.builds:
             _follow_builds(ctx, parts)
     demo.queue(default_concurrency_limit=ctx.settings.concurrency, max_size=256)
@@ -192,9 +212,16 @@ def _follow_builds(ctx: TabContext, parts: dict[str, TabParts]) -> None:
                 update, value = ctx.picker_update(task, label, fresh)
                 out += [update, *p.refresh(value)]
             else:  # the about line shows the build; the action button stays off
-                out += [gr.update(), ctx.builder.message(task), gr.update(interactive=False)] + [gr.update()] * (width - 2)
+                out += [gr.update(), ctx.builder.message(task), gr.update(interactive=False)] + [gr.update()] * (
+                    width - 2
+                )
         return *out, gr.Timer(active=ctx.builder.pending())
 
-    timer.tick(progress, inputs=[p.picker for p in parts.values()],
-               outputs=[x for p in parts.values() for x in (p.picker, *p.outputs)] + [timer],
-               api_visibility="private", show_progress="hidden", queue=False)
+    timer.tick(
+        progress,
+        inputs=[p.picker for p in parts.values()],
+        outputs=[x for p in parts.values() for x in (p.picker, *p.outputs)] + [timer],
+        api_visibility="private",
+        show_progress="hidden",
+        queue=False,
+    )

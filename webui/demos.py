@@ -19,9 +19,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from data.precision import cpu_bf16_support
-
 from chat.tasks import ROOT, TASKS, task_named
+from data.precision import cpu_bf16_support
 
 DEMO_PREFIX = "demo-"
 LOWER_PRIORITY = 10  # `nice` increment of a build: chat replies stay responsive while a demo trains
@@ -61,10 +60,20 @@ class DemoBuilder:
     bilingual line a tab shows; `on_ready(task, path)` is called when a model is published.
     """
 
-    def __init__(self, checkpoints: str, tasks, say=print, on_ready=None, minutes: float | None = None,
-                 python: str = sys.executable, poll_s: float = 0.5):
+    def __init__(
+        self,
+        checkpoints: str,
+        tasks,
+        say=print,
+        on_ready=None,
+        minutes: float | None = None,
+        python: str = sys.executable,
+        poll_s: float = 0.5,
+    ):
         # in tab order: chat, the first tab, first
-        self.builds = {t: Build(t, os.path.join(checkpoints, DEMO_PREFIX + t)) for t in TASKS if t in tasks and TASKS[t].demo_args}
+        self.builds = {
+            t: Build(t, os.path.join(checkpoints, DEMO_PREFIX + t)) for t in TASKS if t in tasks and TASKS[t].demo_args
+        }
         self.say, self.on_ready, self.minutes, self.python, self.poll_s = say, on_ready, minutes, python, poll_s
         self._proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
@@ -114,14 +123,20 @@ class DemoBuilder:
             return None
         if b.state == "queued":
             ahead = [x.task for x in self.builds.values() if x.state not in ("ready", "failed") and x.task != task]
-            return (f"演示模型排队中 The demo model is queued: 先训练 first {', '.join(ahead)}（一次训练一个 one at a time）。"
-                    if ahead else "演示模型即将开始训练 The demo model is about to start training.")
+            return (
+                f"演示模型排队中 The demo model is queued: 先训练 first {', '.join(ahead)}（一次训练一个 one at a "
+                "time）。"
+                if ahead
+                else "演示模型即将开始训练 The demo model is about to start training."
+            )
         if b.state == "preparing":
             return "正在准备演示模型 Preparing the demo model: 读取数据、建立模型 reading the data, building the model…"
         if b.state == "training":
             left = f"，约 {b.eta_s:.0f} 秒 about {b.eta_s:.0f} s left" if b.eta_s is not None else ""
-            return (f"正在训练演示模型 Building the demo model: 第 step {b.step}/{b.max_steps} 步{left}。"
-                    "训练完成后此页自动可用 This tab works as soon as it is ready.")
+            return (
+                f"正在训练演示模型 Building the demo model: 第 step {b.step}/{b.max_steps} 步{left}。"
+                "训练完成后此页自动可用 This tab works as soon as it is ready."
+            )
         if b.state == "saving":
             return "正在保存演示模型 Saving the demo model…"
         if b.state == "failed":
@@ -158,17 +173,25 @@ class DemoBuilder:
         spec = task_named(b.task)
         script = os.path.join(ROOT, spec.script)
         minutes = self.minutes or spec.demo_minutes
-        self.say(f"[app] building the {b.task} demo model from {spec.sample} in the background "
-                 f"(at most ~{minutes:g} min; the tab shows its progress) -> {b.output}")
+        self.say(
+            f"[app] building the {b.task} demo model from {spec.sample} in the background "
+            f"(at most ~{minutes:g} min; the tab shows its progress) -> {b.output}"
+        )
         b.state, b.started = "preparing", time.time()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         try:
             os.makedirs(os.path.dirname(os.path.abspath(b.output)), exist_ok=True)
             with open(b.log, "w", encoding="utf-8") as log:
                 with self._lock:
-                    self._proc = subprocess.Popen([self.python, script, *demo_recipe(b.task, b.output, minutes)], cwd=ROOT, env=env,
-                                                  stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                                  start_new_session=True)  # the app's Ctrl-C is the app's to pass on
+                    self._proc = subprocess.Popen(
+                        [self.python, script, *demo_recipe(b.task, b.output, minutes)],
+                        cwd=ROOT,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )  # the app's Ctrl-C is the app's to pass on
                 proc = self._proc
             if hasattr(os, "setpriority"):
                 try:
@@ -215,4 +238,3 @@ def _last_error(log: str) -> str:
         return "the training script failed"
     errors = [line for line in lines if line.startswith("error:")]
     return (errors or lines or ["the training script failed"])[-1][:300]
-

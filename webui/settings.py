@@ -24,9 +24,17 @@ class Settings:
 
 def env_names() -> dict[str, str]:
     """flag -> environment variable (Spaces sets variables, not flags); one --<task>-model per task."""
-    return {"checkpoints": "APP_CHECKPOINTS", **{f"{t}_model": f"APP_{t.upper()}_MODEL" for t in TASKS}, "host": "APP_HOST",
-            "port": "APP_PORT", "share": "APP_SHARE", "concurrency": "APP_CONCURRENCY", "no_demo": "APP_NO_DEMO",
-            "demo_minutes": "APP_DEMO_MINUTES", "fast": "APP_FAST"}
+    return {
+        "checkpoints": "APP_CHECKPOINTS",
+        **{f"{t}_model": f"APP_{t.upper()}_MODEL" for t in TASKS},
+        "host": "APP_HOST",
+        "port": "APP_PORT",
+        "share": "APP_SHARE",
+        "concurrency": "APP_CONCURRENCY",
+        "no_demo": "APP_NO_DEMO",
+        "demo_minutes": "APP_DEMO_MINUTES",
+        "fast": "APP_FAST",
+    }
 
 
 def _env_bool(name: str) -> bool:
@@ -36,22 +44,66 @@ def _env_bool(name: str) -> bool:
 def parse_settings(argv: list[str] | None = None) -> Settings:
     env = os.environ.get
     titles = ", ".join(t.title.split(" ", 1)[-1] for t in TASKS.values())
-    p = argparse.ArgumentParser(prog="python app.py", description=f"网页演示 Web demo: {titles} over your checkpoints.",
-                                epilog="Every flag can also come from an environment variable: "
-                                       + ", ".join(f"--{k.replace('_', '-')}={v}" for k, v in env_names().items()))
-    p.add_argument("--checkpoints", default=env("APP_CHECKPOINTS", "checkpoints"), help="folder searched for checkpoint folders (default: checkpoints)")
+    p = argparse.ArgumentParser(
+        prog="python app.py",
+        description=f"网页演示 Web demo: {titles} over your checkpoints.",
+        epilog="Every flag can also come from an environment variable: "
+        + ", ".join(f"--{k.replace('_', '-')}={v}" for k, v in env_names().items()),
+    )
+    p.add_argument(
+        "--checkpoints",
+        default=env("APP_CHECKPOINTS", "checkpoints"),
+        help="folder searched for checkpoint folders (default: checkpoints)",
+    )
     for t in TASKS.values():
-        p.add_argument(f"--{t.name}-model", dest=f"{t.name}_model", default=env(f"APP_{t.name.upper()}_MODEL"),
-                       help=f"{t.title} model folder or Hub id (default: found under --checkpoints)")
-    p.add_argument("--host", default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860), help="port (default 7860; 0: the first free one from 7860)")
-    p.add_argument("--share", action="store_true", default=_env_bool("APP_SHARE"), help="ask Gradio's share server for a public link")
-    p.add_argument("--concurrency", type=int, default=int(env("APP_CONCURRENCY") or 16), help="requests a tab runs at once; the rest wait in the queue (default 16)")
-    p.add_argument("--no-demo", action="store_true", default=_env_bool("APP_NO_DEMO"), help="do not build demo models for tabs without a checkpoint")
+        p.add_argument(
+            f"--{t.name}-model",
+            dest=f"{t.name}_model",
+            default=env(f"APP_{t.name.upper()}_MODEL"),
+            help=f"{t.title} model folder or Hub id (default: found under --checkpoints)",
+        )
+    p.add_argument(
+        "--host",
+        default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
+        help="address to listen on (0.0.0.0: every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860),
+        help="port (default 7860; 0: the first free one from 7860)",
+    )
+    p.add_argument(
+        "--share",
+        action="store_true",
+        default=_env_bool("APP_SHARE"),
+        help="ask Gradio's share server for a public link",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=int(env("APP_CONCURRENCY") or 16),
+        help="requests a tab runs at once; the rest wait in the queue (default 16)",
+    )
+    p.add_argument(
+        "--no-demo",
+        action="store_true",
+        default=_env_bool("APP_NO_DEMO"),
+        help="do not build demo models for tabs without a checkpoint",
+    )
     budgets = ", ".join(f"{t.demo_minutes:g} {t.name}" for t in TASKS.values() if t.demo_args)
-    p.add_argument("--demo-minutes", type=float, default=float(env("APP_DEMO_MINUTES") or 0) or None,
-                   help=f"time budget per demo model on this CPU (default: {budgets}); smaller trains a weaker demo sooner")
-    p.add_argument("--fast", action="store_true", default=_env_bool("APP_FAST"), help="chat model with int8 weights: about 3x faster replies on CPU")
+    p.add_argument(
+        "--demo-minutes",
+        type=float,
+        default=float(env("APP_DEMO_MINUTES") or 0) or None,
+        help=f"time budget per demo model on this CPU (default: {budgets}); smaller trains a weaker demo sooner",
+    )
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        default=_env_bool("APP_FAST"),
+        help="chat model with int8 weights: about 3x faster replies on CPU",
+    )
     a = p.parse_args(argv)
     if not 1 <= a.concurrency <= 64:
         p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
@@ -62,4 +114,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
     if os.path.exists(a.checkpoints) and not os.path.isdir(a.checkpoints):
         p.error(f"--checkpoints {a.checkpoints} is a file, not a folder")
     models = {t: getattr(a, f"{t}_model") for t in TASKS if getattr(a, f"{t}_model")}
-    return Settings(a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo, a.fast, a.demo_minutes)
+    return Settings(
+        a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo, a.fast, a.demo_minutes
+    )

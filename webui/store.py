@@ -34,7 +34,9 @@ def find_checkpoints(root: str) -> dict[str, list[Checkpoint]]:
     for task, path in find_checkpoint_folders(root):
         demo = os.path.basename(path).startswith(DEMO_PREFIX)
         label = os.path.relpath(path, root) + (DEMO_SUFFIX if demo else "")
-        found[task].append(Checkpoint(task, path, label, demo, read_json_dict(os.path.join(path, "training_report.json"))))
+        found[task].append(
+            Checkpoint(task, path, label, demo, read_json_dict(os.path.join(path, "training_report.json")))
+        )
     for items in found.values():
         items.sort(key=lambda c: (c.demo, c.label))
     return found
@@ -46,7 +48,9 @@ def catalogue(settings) -> dict[str, list[Checkpoint]]:
     for task, name in settings.models.items():
         path = os.path.expanduser(name)
         report = read_json_dict(os.path.join(path, "training_report.json")) if os.path.isdir(path) else {}
-        found[task] = [Checkpoint(task, name, name, False, report)] + [c for c in found[task] if os.path.abspath(c.path) != os.path.abspath(path)]
+        found[task] = [Checkpoint(task, name, name, False, report)] + [
+            c for c in found[task] if os.path.abspath(c.path) != os.path.abspath(path)
+        ]
     return found
 
 
@@ -60,7 +64,11 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
     """The "about this model" line, from its training report and the task's figures and notes."""
     spec = task_named(task)
     if ckpt is None:
-        how = f"训练一个 Train one: `{spec.how_to_train}`, 然后重启 then restart" if spec.how_to_train else "加上 Add one with `--{task}-model`, 然后重启 then restart"
+        how = (
+            f"训练一个 Train one: `{spec.how_to_train}`, 然后重启 then restart"
+            if spec.how_to_train
+            else "加上 Add one with `--{task}-model`, 然后重启 then restart"
+        )
         return f"⚠ 没有可用的模型 No {task} model yet. {how} `python app.py` (或去掉 or drop `--no-demo`)."
     r = ckpt.report
     if not r:
@@ -75,8 +83,10 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
     if notes:
         line += "\n\n" + notes
     if ckpt.demo:
-        line += (f"\n\n这是用 `{spec.sample}` 训练的小型演示模型，只会样例里的内容。"
-                 f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{spec.how_to_train}`")
+        line += (
+            f"\n\n这是用 `{spec.sample}` 训练的小型演示模型，只会样例里的内容。"
+            f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{spec.how_to_train}`"
+        )
     return line
 
 
@@ -179,7 +189,9 @@ class ModelStore:
                     except InputError as e:
                         self._failed[key] = (str(e), time.monotonic(), signature)
                     except Exception as e:  # a broken folder must disable its tab, not the app
-                        reason = f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                        reason = (
+                            f"{path} could not be loaded: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+                        )
                         self._failed[key] = (reason, time.monotonic(), signature)
         if key in self._failed:
             raise InputError(self._failed[key][0])
@@ -194,6 +206,7 @@ class ModelStore:
 
 def warm_up(settings, store: ModelStore) -> threading.Thread:
     """Load each tab's first model in the background so the first visitor does not wait."""
+
     def work():
         for task, items in catalogue(settings).items():
             if items:

@@ -25,10 +25,14 @@ class CheckedSlider(gr.Slider):
             if isinstance(payload, bool) or value != value:
                 raise ValueError
         except (TypeError, ValueError):
-            raise gr.Error(f"{self.label}: 需要一个数 must be a number, got {str(payload)[:40]!r}", print_exception=False)
+            raise gr.Error(
+                f"{self.label}: 需要一个数 must be a number, got {str(payload)[:40]!r}", print_exception=False
+            )
         if not self.minimum <= value <= self.maximum:
-            raise gr.Error(f"{self.label}: must be between {self.minimum:g} and {self.maximum:g} (应在此范围内), got {value:g}",
-                           print_exception=False)
+            raise gr.Error(
+                f"{self.label}: must be between {self.minimum:g} and {self.maximum:g} (应在此范围内), got {value:g}",
+                print_exception=False,
+            )
         return super().preprocess(value)
 
 

@@ -30,8 +30,13 @@ def slider_values(config) -> list[float]:
         return min(hi, max(lo, v if v is not None else default))
 
     temperature = clamp(config.temperature, 0, 2, d["temperature"]) if config.do_sample else 0
-    return [temperature, int(clamp(config.top_k, 0, 50, d["top_k"])), clamp(config.top_p, 0.05, 1, d["top_p"]),
-            clamp(config.repetition_penalty, 1, 2, d["repetition_penalty"]), int(clamp(config.max_new_tokens, 8, 256, d["max_new_tokens"]))]
+    return [
+        temperature,
+        int(clamp(config.top_k, 0, 50, d["top_k"])),
+        clamp(config.top_p, 0.05, 1, d["top_p"]),
+        clamp(config.repetition_penalty, 1, 2, d["repetition_penalty"]),
+        int(clamp(config.max_new_tokens, 8, 256, d["max_new_tokens"])),
+    ]
 
 
 def build(ctx, task) -> TabParts:
@@ -40,18 +45,26 @@ def build(ctx, task) -> TabParts:
     chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
     history = gr.State([])  # what the model sees; one per browser session
     with gr.Row():
-        message = gr.Textbox(placeholder="说点什么… Say something…", show_label=False, max_length=MAX_MESSAGE_CHARS,
-                             scale=5, autofocus=True, elem_id="chat-input")
+        message = gr.Textbox(
+            placeholder="说点什么… Say something…",
+            show_label=False,
+            max_length=MAX_MESSAGE_CHARS,
+            scale=5,
+            autofocus=True,
+            elem_id="chat-input",
+        )
         send = gr.Button("发送 Send", variant="primary", scale=1, elem_id="chat-send")
         clear = gr.Button("清空 Clear", scale=1, elem_id="chat-clear")
     d = CHAT_SAMPLING
     with gr.Accordion("生成设置 Generation settings", open=False):
         with gr.Row():
-            sliders = [Slider(0, 2, value=d["temperature"], step=0.05, label="温度 temperature (0 = greedy)"),
-                       Slider(0, 50, value=d["top_k"], step=1, label="top-k (0 = off)"),
-                       Slider(0.05, 1, value=d["top_p"], step=0.05, label="top-p"),
-                       Slider(1, 2, value=d["repetition_penalty"], step=0.05, label="重复惩罚 repetition penalty"),
-                       Slider(8, 256, value=d["max_new_tokens"], step=8, label="最长回复 max new tokens")]
+            sliders = [
+                Slider(0, 2, value=d["temperature"], step=0.05, label="温度 temperature (0 = greedy)"),
+                Slider(0, 50, value=d["top_k"], step=1, label="top-k (0 = off)"),
+                Slider(0.05, 1, value=d["top_p"], step=0.05, label="top-p"),
+                Slider(1, 2, value=d["repetition_penalty"], step=0.05, label="重复惩罚 repetition penalty"),
+                Slider(8, 256, value=d["max_new_tokens"], step=8, label="最长回复 max new tokens"),
+            ]
     gr.Examples([[x] for x in OPENERS], inputs=[message], label="试试 Try")
 
     def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
@@ -66,8 +79,13 @@ def build(ctx, task) -> TabParts:
         ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
         turns = trim_history(turns)
         engine = ctx.pick(name, model)
-        settings = GenerationSettings(max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_k=int(top_k),
-                                      top_p=float(top_p), repetition_penalty=float(repetition_penalty))
+        settings = GenerationSettings(
+            max_new_tokens=int(max_new_tokens),
+            temperature=float(temperature),
+            top_k=int(top_k),
+            top_p=float(top_p),
+            repetition_penalty=float(repetition_penalty),
+        )
         shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
         yield shown, turns, ""
         try:

@@ -31,7 +31,11 @@ def fill_text(text: str, slots, best: list[str]) -> str:
     parts = normalize_masks(text.strip()).split(MASK)
     out, k = [parts[0]], 0
     for slot, word in zip(slots, best):
-        out += [f"**{word}**", *parts[k + 1 : k + slot.length], parts[k + slot.length]]  # the run's inner parts are empty
+        out += [
+            f"**{word}**",
+            *parts[k + 1 : k + slot.length],
+            parts[k + slot.length],
+        ]  # the run's inner parts are empty
         k += slot.length
     return "".join(out)
 
@@ -39,16 +43,29 @@ def fill_text(text: str, slots, best: list[str]) -> str:
 def build(ctx, task) -> TabParts:
     name = task.name
     picker, about = ctx.header(task)
-    masked = gr.Textbox(label="带 [MASK] 的句子 Text with [MASK]", placeholder="例如 e.g. 三国人物诸[MASK][MASK]懂得治水。",
-                        max_length=MAX_SENTENCE_CHARS, lines=2, elem_id="cloze-input")
+    masked = gr.Textbox(
+        label="带 [MASK] 的句子 Text with [MASK]",
+        placeholder="例如 e.g. 三国人物诸[MASK][MASK]懂得治水。",
+        max_length=MAX_SENTENCE_CHARS,
+        lines=2,
+        elem_id="cloze-input",
+    )
     with gr.Row():
         top_k = Slider(1, 20, value=5, step=1, label="候选数 top-k")
         joint = gr.Checkbox(value=True, label="连续 [MASK] 按整词填 Fill consecutive masks as one word")
         fill = gr.Button("填空 Fill", variant="primary", elem_id="cloze-fill")
     filled = gr.Markdown(elem_id="cloze-filled")
-    candidates = gr.Dataframe(headers=["空位 slot", "候选 candidate", "概率 probability"], label="候选 Candidates",
-                              interactive=False, wrap=True)
-    gr.Examples([[r[0]] for r in sample_lines("cloze_prompts.txt", 6)] + [["今天天气很[MASK]。"]], inputs=[masked], label="试试 Try")
+    candidates = gr.Dataframe(
+        headers=["空位 slot", "候选 candidate", "概率 probability"],
+        label="候选 Candidates",
+        interactive=False,
+        wrap=True,
+    )
+    gr.Examples(
+        [[r[0]] for r in sample_lines("cloze_prompts.txt", 6)] + [["今天天气很[MASK]。"]],
+        inputs=[masked],
+        label="试试 Try",
+    )
 
     def fill_mask(text, model, top_k, joint):
         if not (text or "").strip():

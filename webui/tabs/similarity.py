@@ -24,8 +24,11 @@ def build(ctx, task) -> TabParts:
     probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
     rows = sample_lines("pairs.tsv", 1000)
     same, different = ([r[:2] for r in rows if len(r) > 2 and r[2] == label][:4] for label in ("1", "0"))
-    gr.Examples([x for pair in zip(same, different) for x in pair], inputs=[first, second],
-                label="试试（含字面相近但意思不同的句子）Try, near-misses included")
+    gr.Examples(
+        [x for pair in zip(same, different) for x in pair],
+        inputs=[first, second],
+        label="试试（含字面相近但意思不同的句子）Try, near-misses included",
+    )
 
     def similarity(sentence1, sentence2, model):
         if not (sentence1 or "").strip() or not (sentence2 or "").strip():
@@ -35,7 +38,9 @@ def build(ctx, task) -> TabParts:
         judge = ctx.pick(name, model)
         result = ctx.run(judge.score, sentence1, sentence2)
         if "score" in result:
-            return f"**相似度 Similarity: {result['score']:.2f} / 5**", {"score / 5": max(0.0, min(1.0, result["score"] / 5))}
+            return f"**相似度 Similarity: {result['score']:.2f} / 5**", {
+                "score / 5": max(0.0, min(1.0, result["score"] / 5))
+            }
         probs = {NAMES.get(k, k): v for k, v in result["probabilities"].items()}
         if judge.labels != ["0", "1"]:
             return f"**{result['label']}**", probs

@@ -103,7 +103,8 @@ def _masked_runs(row: list[str]) -> list[tuple[int, int]]:
 
 def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
     from data import build_char_vocab, make_tokenizer
-    from training.cloze import ClozeArguments, ClozeCollator, encode_passages
+    from training.cloze import ClozeArguments
+    from training.masking import ClozeCollator, encode_passages
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=1e-9)
@@ -128,7 +129,7 @@ def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
 
 def test_recombined_views_keep_the_names_and_vary_the_words_between():
     from data import build_char_vocab, make_tokenizer
-    from training.cloze import TrainingViews, encode_passages
+    from training.masking import TrainingViews, encode_passages
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     spans = recurring_spans(FACTS)

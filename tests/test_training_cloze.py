@@ -153,10 +153,39 @@ def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys)
     assert message in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("family", ["Bert", "RoFormer", "Roberta"])
+def test_the_masked_lm_head_is_where_the_trainer_looks(family):
+    """training/mlm.py swaps the head child `cls` / `lm_head` for one forward; a transformers
+    release that renames or nests it must fail here, not quietly train at the slow speed."""
+    import torch
+    import transformers
+
+    from training.mlm import _mlm_head_owner
+
+    config = getattr(transformers, f"{family}Config")(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=40,
+        **({"embedding_size": 32} if family == "RoFormer" else {}),
+    )
+    model = getattr(transformers, f"{family}ForMaskedLM")(config)
+    owner = _mlm_head_owner(model)
+    assert owner is not None, f"{family}ForMaskedLM has no `cls`/`lm_head` child any more: update training/mlm.py"
+    module, name = owner
+    assert isinstance(module._modules.get(name), torch.nn.Module)  # a registered child, as the swap expects
+    hidden = torch.randn(2, 5, 32)
+    assert module._modules[name](hidden).shape == (2, 5, 50)  # it maps hidden states to the vocabulary
+
+
 def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     """Training scores the vocabulary at masked positions only: same loss, same gradients."""
     import torch
     from transformers import BertConfig, BertForMaskedLM, TrainingArguments
+
+    from training.mlm import masked_lm_trainer
 
     torch.manual_seed(0)
     model = BertForMaskedLM(
@@ -165,7 +194,7 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     ids = torch.randint(5, 50, (4, 10))
     labels = torch.full_like(ids, -100)
     labels[:, ::3] = ids[:, ::3]
-    trainer = cloze_script.masked_lm_trainer()(
+    trainer = masked_lm_trainer()(
         model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     )
     model.train()

@@ -1,6 +1,10 @@
 """Fine-tuning scripts (one per task) over shared pieces.
 
 chat.py        GPT-2 on multi-turn dialogues      python training/chat.py --data dialogs.txt
+cloze.py       masked-LM on your facts             python training/cloze.py --data facts.txt
+similarity.py  sentence-pair classifier            python training/similarity.py --train pairs.tsv
+masking.py     what cloze trains on: windows, recombined views (TrainingViews), the masking collator
+mlm.py         the masked-LM trainer (head at masked positions only), masked accuracy, the quiz
 args.py        argument dataclasses, --config files
 models.py      base-model loading (pretrained, cached, or scratch), LoRA wrapping and merging
 runner.py      the Trainer run: output folder, resume, Ctrl-C, per-epoch metrics

@@ -300,11 +300,11 @@ def test_a_crash_before_the_new_folder_arrives_restores_the_old_one(tmp_path, tr
 
 
 def test_resume_skips_a_checkpoint_killed_while_being_saved(tmp_path):
-    """Why training/runner.py keeps its own search: transformers' get_last_checkpoint takes the
+    """Why training/output.py keeps its own search: transformers' get_last_checkpoint takes the
     highest checkpoint-N folder even without trainer_state.json (a save cut short), which cannot resume."""
     from transformers.trainer_utils import get_last_checkpoint
 
-    from training.runner import _latest_checkpoint
+    from training.output import _latest_checkpoint
 
     write(tmp_path / "checkpoint-10" / "trainer_state.json", "{}")
     write(tmp_path / "checkpoint-20" / "model.safetensors", "half")  # killed while saving

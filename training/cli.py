@@ -47,7 +47,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
     import threading
 
     from data.errors import InputError
-    from training.runner import NothingToDo
+    from training.output import NothingToDo
 
     quiet_libraries()
     previous = None

@@ -28,6 +28,15 @@ from data import InputError, build_char_vocab, make_tokenizer
 from data.pairs import PAIR_FORMATS, TASKS, read_pairs
 from training.args import LoraArguments, RunArguments, ScratchArguments, parse_args
 from training.cli import run, say
+from training.pair_metrics import (
+    MIN_CALIBRATION_ROWS,
+    classification_metrics,
+    fit_temperature,
+    majority_class,
+    no_better_than_majority,
+    regression_metrics,
+    tune_threshold,
+)
 from training.schedule import Rule
 
 DEFAULT_MODEL = "bert-base-chinese"
@@ -82,89 +91,6 @@ class SimilarityArguments(ScratchArguments):
             raise InputError(f"--max-len must be at least 8, got {self.max_len}")
         if self.metric not in (None, "accuracy", "f1", "pearson", "spearman", "loss"):
             raise InputError(f"--metric must be accuracy, f1, pearson, spearman or loss, got {self.metric}")
-
-
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Average ranks (ties share their mean rank), for Spearman's correlation."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=float)
-    ranks[order] = np.arange(len(x), dtype=float)
-    for value in np.unique(x):
-        tied = x == value
-        ranks[tied] = ranks[tied].mean()
-    return ranks
-
-
-def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
-def classification_metrics(eval_pred) -> dict:
-    logits, labels = eval_pred.predictions, eval_pred.label_ids
-    preds = logits.argmax(-1)
-    out = {"accuracy": float((preds == labels).mean())}
-    classes = range(logits.shape[-1])
-    f1s = []
-    for c in classes if logits.shape[-1] > 2 else [1]:
-        tp = float(((preds == c) & (labels == c)).sum())
-        precision = tp / max(float((preds == c).sum()), 1.0)
-        recall = tp / max(float((labels == c).sum()), 1.0)
-        f1s.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
-    out["f1"] = float(np.mean(f1s))
-    return out
-
-
-def regression_metrics(eval_pred) -> dict:
-    preds = np.asarray(eval_pred.predictions).reshape(-1)
-    labels = np.asarray(eval_pred.label_ids).reshape(-1)
-    return {"pearson": _pearson(preds, labels), "spearman": _pearson(_ranks(preds), _ranks(labels))}
-
-
-def tune_threshold(p_same: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The cut on p(same meaning) with the best dev accuracy (ties: closest to 0.5)."""
-    best = (float(((p_same >= 0.5) == labels).mean()), 0.5)
-    for t in np.unique(np.concatenate([p_same, [0.5]])):
-        acc = float(((p_same >= t) == labels).mean())
-        if acc > best[0] + 1e-12 or (abs(acc - best[0]) < 1e-12 and abs(t - 0.5) < abs(best[1] - 0.5)):
-            best = (acc, float(t))
-    return best[1], best[0]
-
-
-MIN_CALIBRATION_ROWS = 20
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """Temperature scaling (Guo et al. 2017): the T > 0 for which softmax(logits / T) has the lowest
-    log-loss on dev. A small model that memorised its training pairs says 0.00 or 1.00 about
-    everything; dividing its logits by T > 1 makes its probabilities mean what they say. A grid over
-    log T (0.25 .. 50) is enough for one parameter and cannot diverge."""
-    import torch
-
-    z = torch.tensor(logits, dtype=torch.float64)
-    y = torch.tensor(labels, dtype=torch.long)
-    grid = torch.logspace(np.log10(0.25), np.log10(50), 120, dtype=torch.float64)
-    losses = [torch.nn.functional.cross_entropy(z / t, y).item() for t in grid]
-    return round(float(grid[int(np.argmin(losses))]), 4)
-
-
-def majority_class(labels: list[int]) -> tuple[int, float]:
-    """The commonest label and its share: the accuracy of always answering it."""
-    top = max(set(labels), key=labels.count)
-    return top, labels.count(top) / len(labels)
-
-
-def no_better_than_majority(accuracy: float, majority: float, label: str) -> str | None:
-    """One warning line when dev accuracy is within half a point of always answering the commonest
-    dev label (what a from-scratch model on a small or skewed set such as AFQMC does), else None."""
-    if accuracy > majority + 0.005:
-        return None
-    return (
-        f'warning: dev accuracy {accuracy:.1%} is no better than always answering "{label}" ({majority:.1%}): '
-        "the model has not learned this task yet; train longer, run training/cloze.py --pairs on the pairs first, "
-        "or start from a pretrained model (--model bert-base-chinese)"
-    )
 
 
 def sentence_groups(pairs: list[tuple[str, str]]) -> list[int]:

@@ -12,7 +12,8 @@ from dataclasses import asdict
 
 from training.cli import EXIT_INTERRUPTED, say
 from training.models import SCRATCH, load_base
-from training.runner import OutputPlan, RunResult, _test_hook
+from training.output import OutputPlan, _test_hook
+from training.runner import RunResult
 
 # Options that do not change what is trained: a resume may change them freely.
 NOT_IDENTITY = {"eval_prompts", "general_text", "predict", "output_file"}

@@ -13,10 +13,14 @@ __all__ = ["ChatEngine", "GenerationSettings", "load_chat_model"]
 
 def __getattr__(name: str):
     # imported on first use, so the task registry (chat.tasks) can be read without loading torch
-    if name in ("ChatEngine", "GenerationSettings"):
-        from chat import engine
+    if name == "ChatEngine":
+        from chat.engine import ChatEngine
 
-        return getattr(engine, name)
+        return ChatEngine
+    if name == "GenerationSettings":
+        from chat.settings import GenerationSettings
+
+        return GenerationSettings
     if name == "load_chat_model":
         from chat.loading import load_chat_model
 

@@ -15,43 +15,59 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
+from chat.settings import GenerationSettings
 from data import InputError
 from data.errors import EXIT_BAD_INPUT
 
 
-def parse_args(argv):
-    p = argparse.ArgumentParser(
-        prog="python -m chat", description="Chat with a trained model in the terminal. 终端聊天。"
-    )
-    p.add_argument(
-        "--model",
+@dataclass
+class TerminalArguments:
+    model: str = field(
         default=os.path.join("checkpoints", "chat"),
-        help="chat checkpoint folder (default: checkpoints/chat)",
+        metadata={"help": "chat checkpoint folder (default: checkpoints/chat)"},
     )
-    p.add_argument("--max-new-tokens", type=int, help="longest reply in tokens")
-    p.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
-    p.add_argument("--top-k", type=int, help="sample from the k likeliest tokens (0: off)")
-    p.add_argument("--top-p", type=float, help="nucleus sampling mass")
-    p.add_argument("--repetition-penalty", type=float, help=">1 discourages repeating tokens")
-    p.add_argument("--no-repeat-ngram-size", type=int, help="never repeat an n-gram of this size (0: off)")
-    p.add_argument("--greedy", action="store_true", help="always pick the likeliest token (no sampling)")
-    p.add_argument("--seed", type=int, help="seed for reproducible sampling")
-    p.add_argument("--max-history", type=int, default=6, help="turns of history the model sees")
-    p.add_argument(
-        "--precision",
-        choices=("fp32", "bf16", "bf16-force", "int8"),
+    greedy: bool = field(default=False, metadata={"help": "always pick the likeliest token (no sampling)"})
+    max_history: int = field(default=6, metadata={"help": "turns of history the model sees (default: 6)"})
+    precision: str = field(
         default="fp32",
-        help="weights: fp32 (exact), bf16 (where it is fast: GPU, CPU with AMX or AVX512-BF16; else fp32 with a note; "
-        "bf16-force insists), or int8 (about 3x faster replies on CPU)",
+        metadata={
+            "choices": ["fp32", "bf16", "bf16-force", "int8"],
+            "help": "weights: fp32 (exact), bf16 (where it is fast: GPU, CPU with AMX or AVX512-BF16; else fp32 with a "
+            "note; bf16-force insists), or int8 (about 3x faster replies on CPU; default: fp32)",
+        },
     )
-    p.add_argument(
-        "--transcripts",
+    fast: bool = field(default=False, metadata={"help": "same as --precision int8"})
+    transcripts: str = field(
         default="transcripts",
-        help="folder where an interactive chat is saved when it ends (default: transcripts/, git-ignored)",
+        metadata={
+            "help": "folder where an interactive chat is saved when it ends (default: transcripts/, git-ignored)"
+        },
     )
-    p.add_argument("--fast", dest="precision", action="store_const", const="int8", help="same as --precision int8")
-    return p.parse_args(argv)
+
+
+def parse_args(argv) -> tuple[TerminalArguments, GenerationSettings]:
+    """The terminal's own flags, then one flag per GenerationSettings field (one definition of the sampling flags)."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(
+        (TerminalArguments, GenerationSettings),
+        prog="python -m chat",
+        description="Chat with a trained model in the terminal. 终端聊天。",
+        formatter_class=argparse.HelpFormatter,  # the help strings say their defaults
+    )
+    for action in parser._actions:  # `--max-new-tokens` first in usage and help (`--max_new_tokens` still works)
+        action.option_strings.sort(key=lambda o: "_" in o)
+    try:
+        args, settings = parser.parse_args_into_dataclasses(argv)
+    except ValueError as e:  # unknown flags: argparse's usage line and exit code 2, not a traceback
+        parser.error(str(e).replace("Some specified arguments are not used by the HfArgumentParser", "unknown flags"))
+    if args.fast:
+        args.precision = "int8"
+    if args.greedy:
+        settings.do_sample = False
+    return args, settings
 
 
 def save_transcript(turns: list[str], path: str, overwrite: bool = False) -> str:
@@ -74,26 +90,16 @@ def autosave_path(folder: str) -> str:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    args, settings = parse_args(argv)
     logging.basicConfig(format="note: %(message)s", level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from chat.engine import ChatEngine, GenerationSettings
+    from chat.engine import ChatEngine
 
     try:
-        settings = GenerationSettings(
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-            top_p=args.top_p,
-            repetition_penalty=args.repetition_penalty,
-            no_repeat_ngram_size=args.no_repeat_ngram_size,
-            do_sample=False if args.greedy else None,
-            seed=args.seed,
-        )
         settings.check()
         precision = args.precision
         if precision == "bf16":

@@ -11,47 +11,19 @@ import copy
 import logging
 import queue
 import threading
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 from typing import Iterator
 
 import torch
 
+from chat.settings import GenerationSettings
 from data import DialogueEncoder, InputError, despace
 
 log = logging.getLogger("chat")
 
 MAX_MESSAGE_CHARS = 1000
-MAX_NEW_TOKENS_LIMIT = 512
 PRECISIONS = ("fp32", "bf16", "int8")
 _SEEDED = threading.Lock()  # torch's CPU generator is process-wide: seeded runs go one at a time
-
-
-@dataclass
-class GenerationSettings:
-    """Decoding controls; None means "the checkpoint's generation_config.json value"."""
-
-    max_new_tokens: int | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    do_sample: bool | None = None
-    seed: int | None = None
-
-    def check(self) -> None:
-        rules = [
-            ("max_new_tokens", lambda v: 1 <= v <= MAX_NEW_TOKENS_LIMIT, f"between 1 and {MAX_NEW_TOKENS_LIMIT}"),
-            ("temperature", lambda v: 0 <= v <= 5, "between 0 and 5 (0 means greedy)"),
-            ("top_k", lambda v: v >= 0, "0 (off) or more"),
-            ("top_p", lambda v: 0 < v <= 1, "in (0, 1]"),
-            ("repetition_penalty", lambda v: 1 <= v <= 5, "between 1 (off) and 5"),
-            ("no_repeat_ngram_size", lambda v: v >= 0, "0 (off) or more"),
-        ]
-        for name, ok, text in rules:
-            value = getattr(self, name)
-            if value is not None and not ok(value):
-                raise InputError(f"{name} must be {text}, got {value}")
 
 
 def normalize_history(history) -> list[str]:

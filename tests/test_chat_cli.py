@@ -89,3 +89,20 @@ def test_bf16_falls_back_to_fp32_where_it_is_slow(chat_checkpoint):
     )
     assert r.returncode == 0 and len(r.stdout.splitlines()) == 1
     assert ("--precision bf16 ignored" in r.stderr) is (not fast), r.stderr
+
+
+def test_the_sampling_flags_are_the_generation_settings_fields():
+    """One definition: every GenerationSettings field is a flag of `python -m chat`, parsed into it."""
+    from dataclasses import fields
+
+    from chat.__main__ import parse_args
+    from chat.settings import GenerationSettings
+
+    args, settings = parse_args(["--top-k", "3", "--no_repeat_ngram_size", "2", "--greedy", "--fast", "--seed", "7"])
+    assert (settings.top_k, settings.no_repeat_ngram_size, settings.do_sample, settings.seed) == (3, 2, False, 7)
+    assert args.precision == "int8" and settings.temperature is None  # unset: the checkpoint's own value
+    for f in fields(GenerationSettings):
+        parse_args([f"--{f.name.replace('_', '-')}", "1"])  # each field has its flag
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--bogus"])
+    assert e.value.code == 2

@@ -19,6 +19,7 @@ from data.errors import EXIT_BAD_INPUT
 from data.hub import can_connect
 from webui.blocks import SERVE_OPTIONS, build_demo
 from webui.demos import DemoBuilder
+from webui.jobs import MAX_UPLOAD_BYTES, Trainer, public_reason
 from webui.settings import Settings, parse_settings
 from webui.store import ModelStore, missing_demos, warm_up
 
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
             on_ready=store.get,
             minutes=settings.demo_minutes,
         )
-        demo = build_demo(settings, store, builder)
+        # the Train tab runs training scripts: only where the page is not public (or --allow-training)
+        trainer = None if public_reason(settings) else Trainer(settings.checkpoints)
+        demo = build_demo(settings, store, builder, trainer)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -66,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             share=share,
             prevent_thread_lock=True,
             quiet=True,
-            **SERVE_OPTIONS,
+            **{**SERVE_OPTIONS, **({"max_file_size": f"{MAX_UPLOAD_BYTES // 2**20}mb"} if trainer else {})},
         )
     except OSError as e:
         busy = "port" in str(e).lower()
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         builder.stop()
+        if trainer is not None:
+            trainer.close()  # Ctrl-C to a running job (it saves a resumable state); uploads removed
         demo.close()
     return 0
 

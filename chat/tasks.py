@@ -45,6 +45,9 @@ class Task:
     # demo model: flags for `script` given the sample file's absolute path (None: no demo for this task)
     demo_args: Callable[[str], list[str]] | None = None
     demo_minutes: float = 1.0  # time budget of the demo build on this CPU
+    data_flag: str = "--data"  # the script's flag for its training file
+    reader: str | None = None  # "module:function" reading that file (the Train tab's preview), returns .format,
+    reader_items: str = "rows"  # .encoding, .bad and a list in this attribute
     figures: Callable[[dict], str] = _nothing  # the score shown after "base · data" in the about line
     notes: Callable[[dict], str] = _nothing  # warnings shown under it (empty: none)
     options: dict = field(default_factory=dict)  # default keyword arguments of from_pretrained
@@ -185,6 +188,8 @@ register(
         how_to_train="python training/chat.py --data 你的对话.txt --output checkpoints/chat",
         script="training/chat.py",
         sample="data/samples/dialogs.txt",
+        reader="data.dialogue:read_dialogues",
+        reader_items="dialogues",
         demo_args=_chat_demo,
         demo_minutes=1.5,
         figures=_perplexity,
@@ -200,6 +205,8 @@ register(
         how_to_train="python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
         script="training/cloze.py",
         sample="data/samples/cloze_corpus.txt",
+        reader="data.corpus:read_corpus",
+        reader_items="passages",
         demo_args=_cloze_demo,
         demo_minutes=2.0,
         figures=_quiz,
@@ -215,6 +222,9 @@ register(
         how_to_train="python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
         script="training/similarity.py",
         sample="data/samples/pairs.tsv",
+        data_flag="--train",
+        reader="data.pairs:read_pairs",
+        reader_items="pairs",
         demo_args=_similarity_demo,
         demo_minutes=1.0,
         figures=_pair_metric,

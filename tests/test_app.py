@@ -450,7 +450,7 @@ def test_a_fourth_task_is_one_declaration(tmp_path, monkeypatch):
     demo = launch(app.Settings(checkpoints=str(root), demo=False))
     try:
         tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-        assert tabs == ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "倒读 Reverse"]
+        assert tabs == ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "倒读 Reverse", "训练 Train"]
         assert client(demo).predict("你好吗", api_name="/reverse") == "吗好你!"
     finally:
         demo.close()

@@ -64,9 +64,12 @@ class StopOnInterrupt(TrainerCallback):
 
 
 class ProgressFile(TrainerCallback):
-    """Writes step, planned steps, ETA and the latest loss to `<output>.partial/progress.json` about
-    once a second, so another process (the app's demo builds) can show a run's progress without
-    reading its terminal. Removed when the model is published."""
+    """Writes step, planned steps, ETA, the latest loss and the loss curve (training and validation
+    points) to `<output>.partial/progress.json` about once a second, so another process (the app's
+    demo builds and Train tab) can show a run's progress without reading its terminal. Removed when
+    the model is published."""
+
+    MAX_POINTS = 400  # per curve; older points are thinned (every other one dropped) beyond it
 
     def __init__(self, folder: str, every_s: float = 1.0):
         self.path = os.path.join(folder, PROGRESS_FILE)
@@ -74,6 +77,13 @@ class ProgressFile(TrainerCallback):
         self.started = self.last = 0.0
         self.first_step = 0
         self.loss = None
+        self.curve: dict[str, list] = {"train": [], "valid": []}
+
+    def _add(self, name: str, step: int, value: float) -> None:
+        points = self.curve[name]
+        points.append([step, round(float(value), 4)])
+        if len(points) > self.MAX_POINTS:
+            self.curve[name] = points[::2]
 
     def write(self, state, phase: str) -> None:
         if not state.is_world_process_zero:
@@ -90,6 +100,7 @@ class ProgressFile(TrainerCallback):
             "elapsed_s": round(now - self.started, 1),
             "eta_s": None if eta is None else round(eta, 1),
             "loss": self.loss,
+            "curve": self.curve,
             "updated": now,
         }
         tmp = f"{self.path}.{os.getpid()}.tmp"
@@ -104,11 +115,19 @@ class ProgressFile(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kw):
         self.started, self.first_step = time.time(), state.global_step
+        for entry in state.log_history:  # a resumed run: the curve so far, from the saved Trainer state
+            if "loss" in entry:
+                self._add("train", entry["step"], entry["loss"])
+            if "eval_loss" in entry:
+                self._add("valid", entry["step"], entry["eval_loss"])
         self.write(state, "training")
 
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
             self.loss = round(float(logs["loss"]), 4)
+            self._add("train", state.global_step, logs["loss"])
+        if logs and "eval_loss" in logs:
+            self._add("valid", state.global_step, logs["eval_loss"])
 
     def on_step_end(self, args, state, control, **kw):
         if time.time() - self.last >= self.every_s:

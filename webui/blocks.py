@@ -154,10 +154,16 @@ class TabContext:
         return gr.update(choices=labels, value=value, interactive=len(labels) > 1), value
 
 
-def build_demo(settings: Settings | None = None, store: ModelStore | None = None, builder: DemoBuilder | None = None):
+def build_demo(
+    settings: Settings | None = None,
+    store: ModelStore | None = None,
+    builder: DemoBuilder | None = None,
+    trainer=None,
+):
     """The Blocks app: one tab per registered task. With a `builder` (demo models training in the
     background) a tab without a model shows the build's progress and turns on by itself when its
-    model is ready."""
+    model is ready. With a `trainer` (webui.jobs.Trainer) the last tab, 训练 Train, runs training
+    scripts; without one it says how to turn it on."""
     import gradio as gr
 
     ctx = TabContext(settings or Settings(), store or ModelStore(), builder)
@@ -174,6 +180,11 @@ def build_demo(settings: Settings | None = None, store: ModelStore | None = None
             with gr.Tab(task.title) as tab:
                 tab.select(None, js=CLOSE_TOASTS_JS, api_visibility="private")
                 parts[task.name] = task.tab_module().build(ctx, task)
+        with gr.Tab("训练 Train") as tab:
+            tab.select(None, js=CLOSE_TOASTS_JS, api_visibility="private")
+            from webui.tabs import train
+
+            train.build(ctx, trainer)
         for name, p in parts.items():
             # each page load lists the checkpoint folders anew: a model trained after the start appears
             demo.load(

@@ -212,7 +212,7 @@ class DemoBuilder:
             self._end(b, "failed", "the app is closing")
             return
         if proc.returncode != 0 or not os.path.isfile(os.path.join(b.output, "config.json")):
-            self._end(b, "failed", f"{_last_error(b.log)} (exit {proc.returncode}; log: {b.log})")
+            self._end(b, "failed", f"{last_error(b.log)} (exit {proc.returncode}; log: {b.log})")
             self.say(f"[app] {b.task} demo model failed: {b.reason}")
             return
         b.seconds = time.time() - b.started
@@ -229,7 +229,7 @@ class DemoBuilder:
             pass
 
 
-def _last_error(log: str) -> str:
+def last_error(log: str) -> str:
     """The script's own one-line reason (`error: ...`), else its last line."""
     try:
         with open(log, encoding="utf-8", errors="replace") as f:

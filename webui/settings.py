@@ -20,6 +20,7 @@ class Settings:
     demo: bool = True
     fast: bool = False  # chat model with int8 weights
     demo_minutes: float | None = None  # time budget per demo model (None: each task's demo_minutes)
+    allow_training: bool = False  # the Train tab even where the page is public (--share, a public host, Spaces)
 
 
 def env_names() -> dict[str, str]:
@@ -33,6 +34,7 @@ def env_names() -> dict[str, str]:
         "concurrency": "APP_CONCURRENCY",
         "no_demo": "APP_NO_DEMO",
         "demo_minutes": "APP_DEMO_MINUTES",
+        "allow_training": "APP_ALLOW_TRAINING",
         "fast": "APP_FAST",
     }
 
@@ -104,6 +106,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         default=_env_bool("APP_FAST"),
         help="chat model with int8 weights: about 3x faster replies on CPU",
     )
+    p.add_argument(
+        "--allow-training",
+        action="store_true",
+        default=_env_bool("APP_ALLOW_TRAINING"),
+        help="keep the 训练 Train tab on where the page is public (--share, --host other than loopback, Spaces): "
+        "every visitor could then start training runs on this machine",
+    )
     a = p.parse_args(argv)
     if not 1 <= a.concurrency <= 64:
         p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
@@ -115,5 +124,14 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         p.error(f"--checkpoints {a.checkpoints} is a file, not a folder")
     models = {t: getattr(a, f"{t}_model") for t in TASKS if getattr(a, f"{t}_model")}
     return Settings(
-        a.checkpoints, models, a.host, a.port, a.share, a.concurrency, not a.no_demo, a.fast, a.demo_minutes
+        a.checkpoints,
+        models,
+        a.host,
+        a.port,
+        a.share,
+        a.concurrency,
+        not a.no_demo,
+        a.fast,
+        a.demo_minutes,
+        a.allow_training,
     )

@@ -1,0 +1,152 @@
+"""The 训练 Train tab, driven through gradio_client: preview, start, busy, stop, resume, the new model in its tab."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.conftest import SAMPLES, write
+
+
+def launch(settings, trainer):
+    import app
+
+    demo = app.build_demo(settings, trainer=trainer)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    return demo
+
+
+@pytest.fixture
+def served(tmp_path):
+    import app
+    from webui.jobs import Trainer
+
+    root = tmp_path / "checkpoints"
+    trainer = Trainer(str(root))
+    demo = launch(app.Settings(checkpoints=str(root), demo=False), trainer)
+    yield demo, trainer, root
+    trainer.close()
+    demo.close()
+
+
+def client(demo):
+    from gradio_client import Client
+
+    return Client(demo.local_url, verbose=False)
+
+
+def start_args(**kw):
+    """The /train_start inputs: task, upload, use the sample, base, amount, epochs, lr, batch, max len,
+    LoRA, output name, overwrite."""
+    args = dict(
+        task_name="chat",
+        file=None,
+        sample=True,
+        base_name="scratch",
+        amount="快速 quick",
+        n_epochs=None,
+        rate=None,
+        batch_size=None,
+        length=64,
+        use_lora=False,
+        out="mine",
+        replace=False,
+    )
+    args.update(kw)
+    return list(args.values())
+
+
+def wait_for(c, states: tuple[str, ...], timeout: float = 300) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = c.predict(api_name="/train_status")[0]
+        if any(s in line for s in states):
+            return line
+        time.sleep(1)
+    raise AssertionError(f"no {states} within {timeout} s: {line}")
+
+
+def test_preview_reads_the_file_as_the_script_will_and_refuses_what_it_cannot_train(served, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    demo, _, _ = served
+    c = client(demo)
+    dialogs = write(tmp_path / "mine.txt", "你好\n你好呀\n\n在吗\n在的\n\n" + "只有一句\n\n")
+    text = c.predict("chat", handle_file(str(dialogs)), False, api_name="/train_preview")
+    assert "text" in text and "2 dialogues" in text and "1 行跳过 skipped" in text and "mine.txt:" in text
+    binary = tmp_path / "photo.txt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
+    with pytest.raises(AppError, match="binary|not a text"):
+        c.predict("chat", handle_file(str(binary)), False, api_name="/train_preview")
+    assert "pairs" in c.predict("similarity", None, True, api_name="/train_preview")  # the sample pairs
+
+
+def test_bad_output_names_and_an_existing_model_are_refused(served):
+    from gradio_client.exceptions import AppError
+
+    demo, _, root = served
+    c = client(demo)
+    for name in ("../escape", "a/b", "", ".hidden", "x.partial"):
+        with pytest.raises(AppError, match="Bad output name"):
+            c.predict(*start_args(out=name), api_name="/train_start")
+    (root / "taken").mkdir(parents=True)
+    with pytest.raises(AppError, match="already exists"):
+        c.predict(*start_args(out="taken"), api_name="/train_start")
+    assert [p.name for p in root.iterdir()] == ["taken"]  # nothing started, nothing written
+
+
+@pytest.mark.slow
+def test_start_busy_stop_resume_finish_then_chat_with_it(served):
+    from gradio_client.exceptions import AppError
+
+    demo, trainer, root = served
+    c = client(demo)
+    status, command, _, _ = c.predict(*start_args(n_epochs=40, batch_size=8), api_name="/train_start")
+    assert "training/chat.py --data" in command and "--output" in command and "--epochs 40" in command
+    with pytest.raises(AppError, match="Busy"):  # one run at a time, for every visitor
+        client(demo).predict(*start_args(out="second"), api_name="/train_start")
+    wait_for(c, ("训练中 training",))
+    line = c.predict(api_name="/train_stop")[0]
+    assert "stopped" in wait_for(c, ("已停止 stopped",), timeout=120) or "stopped" in line
+    assert (root / "mine.partial").is_dir() and not (root / "mine").exists()  # resumable state, no model yet
+    _, command, _, _ = c.predict(api_name="/train_resume")
+    assert command.endswith("--resume")
+    wait_for(c, ("完成 done",), timeout=600)
+    status, _, plot, log = c.predict(api_name="/train_status")
+    assert (root / "mine" / "config.json").is_file() and "saved to" in log
+    curves = {name for _, _, name in plot["data"]}
+    assert curves == {"训练 train", "验证 valid"}  # training and validation loss, both plotted
+    assert min(step for step, _, _ in plot["data"]) < 20  # from the first steps: the resume kept the curve so far
+    chatbot, _ = c.predict("你好", model="mine", max_new_tokens=8, api_name="/chat")  # listed in the Chat tab at once
+    assert chatbot[-1]["role"] == "assistant"
+
+
+def test_public_pages_have_no_training_unless_allowed(tmp_path, monkeypatch):
+    import app
+    from webui.jobs import public_reason
+
+    settings = app.Settings(checkpoints=str(tmp_path), demo=False)
+    assert public_reason(settings) is None
+    assert "--share" in public_reason(app.Settings(share=True))
+    assert "0.0.0.0" in public_reason(app.Settings(host="0.0.0.0"))
+    assert public_reason(app.Settings(host="0.0.0.0", allow_training=True)) is None
+    monkeypatch.setenv("SPACE_ID", "user/space")
+    assert "Spaces" in public_reason(settings)
+    assert app.parse_settings(["--allow-training"]).allow_training
+    demo = launch(app.Settings(checkpoints=str(tmp_path), demo=False, share=True), None)
+    try:
+        routes = client(demo).view_api(print_info=False, return_format="dict")["named_endpoints"]
+        assert "/train_start" not in routes and "/chat" in routes
+    finally:
+        demo.close()
+
+
+def test_the_sample_files_preview_for_every_task():
+    from chat.tasks import TASKS
+    from webui.jobs import preview
+
+    for task in TASKS.values():
+        p = preview(task.name, str(SAMPLES.parent.parent / task.sample))
+        assert p["rows"] > 10 and p["unit"] == task.reader_items

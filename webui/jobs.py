@@ -1,0 +1,247 @@
+"""Training runs started from the browser: one at a time per app, the real training script in a
+child process (the same command line a terminal would run, shown in the tab), at low CPU
+priority so chat stays responsive.
+
+Stop is Ctrl-C (SIGINT to the child): the runner saves a resumable state and exits, and
+`resume()` runs the same command with `--resume`. Progress (step, ETA, the loss curve) comes
+from `<output>.partial/progress.json`, which training/runner.py's ProgressFile writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+
+from chat.tasks import ROOT, task_named
+from data.errors import InputError
+from data.textio import read_json_dict
+from webui.demos import LOWER_PRIORITY, last_error
+
+MAX_UPLOAD_BYTES = 50 * 2**20
+# quick / standard / thorough: the time cap (--max-minutes) of a run; the schedule sizes the steps within it
+PRESETS = {"快速 quick": 2.0, "标准 standard": None, "充分 thorough": 30.0}  # None: the script's own default cap
+SAFE_NAME = re.compile(r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.-]{0,63}$")
+LOG_TAIL = 12
+
+
+def output_folder(checkpoints: str, name: str) -> str:
+    """checkpoints/<name> for a plain folder name; anything that could leave the folder is refused."""
+    name = (name or "").strip()
+    if not SAFE_NAME.match(name) or name.endswith(".partial") or ".." in name:
+        raise InputError(
+            f"输出名称不可用 Bad output name {name[:40]!r}: letters, digits, Chinese, '-', '_' or '.', "
+            "at most 64, no '/' or '..'"
+        )
+    return os.path.join(checkpoints, name)
+
+
+def preview(task: str, path: str) -> dict:
+    """What the training script will read from `path`: format, encoding, rows, skipped rows with their
+    file:line reasons (the script's own reader). Raises InputError when it cannot train on it at all."""
+    spec = task_named(task)
+    if not spec.reader:
+        raise InputError(f"{spec.title} has no data reader to preview with")
+    if os.path.getsize(path) > MAX_UPLOAD_BYTES:
+        raise InputError(f"文件太大 The file is over {MAX_UPLOAD_BYTES // 2**20} MB")
+    module, _, name = spec.reader.partition(":")
+    import importlib
+
+    found = getattr(importlib.import_module(module), name)(path)
+    items = getattr(found, spec.reader_items)
+    if not items:
+        raise InputError(f"{os.path.basename(path)}: no usable {spec.reader_items} in it ({found.bad.count} bad rows)")
+    return {
+        "format": found.format,
+        "encoding": found.encoding,
+        "rows": len(items),
+        "unit": spec.reader_items,
+        "skipped": found.bad.count,
+        "reasons": list(found.bad.examples),
+        "first": [str(x)[:120] for x in items[:3]],
+    }
+
+
+@dataclass
+class Job:
+    task: str
+    command: list[str]
+    output: str
+    log: str
+    state: str = "starting"  # starting -> training -> saving -> done | stopped | failed
+    reason: str = ""
+    started: float = field(default_factory=time.time)
+    progress: dict = field(default_factory=dict)
+
+    @property
+    def shown_command(self) -> str:
+        """The command as a terminal would run it from the repository (paths relative to it when inside)."""
+
+        def rel(a: str) -> str:
+            return os.path.relpath(a, ROOT) if os.path.isabs(a) and a.startswith(ROOT + os.sep) else a
+
+        return " ".join(["python", rel(self.command[1]), *(rel(a) for a in self.command[2:])])
+
+
+class Trainer:
+    """One training job at a time for the whole app; every visitor sees the same job."""
+
+    def __init__(self, checkpoints: str, python: str = sys.executable, on_done=None):
+        self.checkpoints, self.python, self.on_done = checkpoints, python, on_done
+        self.job: Job | None = None
+        self._proc: subprocess.Popen | None = None
+        self._lock = threading.Lock()
+        self.uploads = tempfile.mkdtemp(prefix="train-uploads-")  # private (0700), removed by close()
+
+    def busy(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def command(self, task: str, data: str, output: str, base: str, minutes: float | None, advanced: dict) -> list[str]:
+        spec = task_named(task)
+        argv = [self.python, os.path.join(ROOT, spec.script), spec.data_flag, data, "--output", output]
+        argv += ["--model", base or "scratch"]
+        if minutes:
+            argv += ["--max-minutes", f"{minutes:g}"]
+        for flag in ("epochs", "lr", "batch_size", "max_len"):
+            value = advanced.get(flag)
+            if value:
+                argv += [f"--{flag.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
+        if advanced.get("lora"):
+            argv.append("--lora")
+        return argv
+
+    def start(
+        self,
+        task: str,
+        data: str,
+        name: str,
+        base: str = "scratch",
+        minutes: float | None = None,
+        advanced: dict | None = None,
+        overwrite: bool = False,
+    ) -> Job:
+        output = output_folder(self.checkpoints, name)
+        if os.path.exists(output) and not overwrite:
+            raise InputError(
+                f"{name} 已存在 already exists under {self.checkpoints}: choose another name, or tick overwrite"
+            )
+        argv = self.command(task, data, output, base, minutes, advanced or {})
+        if overwrite:
+            argv.append("--overwrite")
+        return self._run(Job(task, argv, output, output + ".log"))
+
+    def resume(self) -> Job:
+        job = self.job
+        if job is None or job.state != "stopped":
+            raise InputError("没有可继续的训练 There is no stopped run to resume")
+        argv = [a for a in job.command if a != "--overwrite"] + ["--resume"]
+        return self._run(Job(job.task, argv, job.output, job.log))
+
+    def _run(self, job: Job) -> Job:
+        with self._lock:
+            if self.busy():
+                raise InputError("正在训练另一个模型 Busy: another training run is going on; wait for it or stop it")
+            os.makedirs(self.checkpoints, exist_ok=True)
+            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+            log = open(job.log, "a", encoding="utf-8")
+            try:
+                self._proc = subprocess.Popen(
+                    job.command,
+                    cwd=ROOT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            finally:
+                log.close()
+            if hasattr(os, "setpriority"):
+                try:
+                    os.setpriority(os.PRIO_PROCESS, self._proc.pid, LOWER_PRIORITY)
+                except OSError:
+                    pass
+            self.job = job
+        threading.Thread(target=self._watch, args=(self._proc, job), daemon=True).start()
+        return job
+
+    def stop(self) -> None:
+        """Ctrl-C for the run: it saves a resumable state and exits."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None:
+            raise InputError("没有正在进行的训练 No run is going on")
+        proc.send_signal(signal.SIGINT)
+
+    def status(self) -> Job | None:
+        job = self.job
+        if job is not None and job.state in ("starting", "training", "saving"):
+            p = read_json_dict(os.path.join(job.output + ".partial", "progress.json"))
+            if p and p.get("updated", 0) >= job.started:
+                job.progress = p
+                job.state = "saving" if p.get("phase") == "saving" else "training"
+        return job
+
+    def log_tail(self, lines: int = LOG_TAIL) -> str:
+        job = self.job
+        if job is None:
+            return ""
+        try:
+            with open(job.log, encoding="utf-8", errors="replace") as f:
+                text = f.read()[-20_000:]
+        except OSError:
+            return ""
+        rows = [
+            r.rstrip()
+            for r in text.replace("\r", "\n").split("\n")
+            if r.strip() and "it/s]" not in r and "s/it]" not in r
+        ]
+        return "\n".join(rows[-lines:])
+
+    def _watch(self, proc: subprocess.Popen, job: Job) -> None:
+        code = proc.wait()
+        data = job.command[job.command.index(task_named(job.task).data_flag) + 1]
+        if code == 0 and os.path.isfile(os.path.join(job.output, "config.json")):
+            job.state = "done"
+            if self.on_done is not None:
+                self.on_done(job)
+        elif code == 130:
+            job.state, job.reason = "stopped", "stopped with Ctrl-C; resumable"
+        else:
+            job.state, job.reason = "failed", f"{last_error(job.log)} (exit {code})"
+        if job.state != "stopped" and os.path.dirname(os.path.abspath(data)) == os.path.abspath(self.uploads):
+            with contextlib.suppress(OSError):  # an uploaded file is kept only while its run may be resumed
+                os.remove(data)
+
+    def close(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(self.uploads, ignore_errors=True)
+
+
+def public_reason(settings) -> str | None:
+    """Why training is off on this app (anyone with the link could start runs), or None."""
+    if getattr(settings, "allow_training", False):
+        return None
+    if os.environ.get("SPACE_ID"):
+        return "on Hugging Face Spaces"
+    if settings.share:
+        return "with --share (a public link)"
+    if settings.host not in ("127.0.0.1", "localhost", "::1"):
+        return f"on a public address (--host {settings.host})"
+    return None
+
+
+__all__ = ["Trainer", "Job", "PRESETS", "preview", "output_folder", "public_reason"]

@@ -1,0 +1,173 @@
+"""训练 Train: pick a task and data, preview what the script will read, start the real training
+script, watch its loss, stop (Ctrl-C: resumable) and resume. Off where the page is public."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import gradio as gr
+
+from chat.tasks import ROOT, TASKS, task_named
+from webui.jobs import PRESETS, Trainer, preview, public_reason
+
+STATES = {
+    "starting": "启动中 starting",
+    "training": "训练中 training",
+    "saving": "保存中 saving",
+    "done": "✓ 完成 done",
+    "stopped": "已停止 stopped (可继续 resumable)",
+    "failed": "✗ 失败 failed",
+}
+
+
+def _data_path(trainer: Trainer, task: str, upload, use_sample: bool) -> str:
+    """The file to train on: the task's sample, or the upload copied into the app's private folder."""
+    from data.errors import InputError
+
+    if use_sample or not upload:
+        if not use_sample:
+            raise InputError("请上传数据文件，或勾选“用样例数据” Upload a data file, or tick 'use the sample data'")
+        return os.path.join(ROOT, task_named(task).sample)
+    source = upload if isinstance(upload, str) else getattr(upload, "name", str(upload))
+    kept = os.path.join(trainer.uploads, os.path.basename(source))
+    if os.path.abspath(source) != os.path.abspath(kept):
+        shutil.copyfile(source, kept)
+    return kept
+
+
+def call(fn, *args):
+    """fn(*args), its one-sentence InputError shown as the page's error (and API clients' message)."""
+    from data.errors import InputError
+
+    try:
+        return fn(*args)
+    except InputError as e:
+        raise gr.Error(str(e), print_exception=False)
+
+
+def _curve(progress: dict):
+    import pandas as pd
+
+    rows = [(s, v, "训练 train") for s, v in (progress.get("curve") or {}).get("train", [])]
+    rows += [(s, v, "验证 valid") for s, v in (progress.get("curve") or {}).get("valid", [])]
+    return pd.DataFrame(rows, columns=["step", "loss", "curve"])
+
+
+def status_text(trainer: Trainer) -> tuple[str, str, str]:
+    """(status line, command, last log lines) of the app's training job."""
+    job = trainer.status()
+    if job is None:
+        return "没有训练任务 No training run yet.", "", ""
+    p = job.progress
+    line = f"**{STATES.get(job.state, job.state)}** · {task_named(job.task).title} → `{job.output}`"
+    if p.get("max_steps"):
+        line += f" · 第 step {p.get('step', 0):,}/{p['max_steps']:,} 步"
+        if p.get("eta_s") is not None and job.state == "training":
+            line += f" · 约 about {p['eta_s']:.0f} s left"
+        if p.get("loss") is not None:
+            line += f" · loss {p['loss']:.3f}"
+    if job.reason:
+        line += f"\n\n{job.reason}"
+    if job.state == "done":
+        line += "\n\n模型已可在其他标签页使用 The model is now listed in its tab (reload the page or pick it)."
+    return line, job.shown_command, trainer.log_tail()
+
+
+def build(ctx, trainer: Trainer | None):
+    reason = public_reason(ctx.settings)
+    if reason or trainer is None:
+        why = (
+            f"{reason}: 任何拿到链接的人都能在这台机器上训练 anyone with the link could start runs on this machine"
+            if reason
+            else "in this app"
+        )
+        gr.Markdown(
+            f"⚠ 训练已关闭 Training is off {why}. 在本机使用 Run it locally (`python app.py`), or start the app with "
+            "`--allow-training` if you trust every visitor. "
+            "命令行训练 From a terminal: `python training/chat.py --data ...`",
+            elem_id="train-off",
+        )
+        return
+    tasks = [(t.title, t.name) for t in TASKS.values() if t.script and t.reader]
+    with gr.Row():
+        task = gr.Dropdown(choices=tasks, value=tasks[0][1], label="任务 Task", scale=1)
+        upload = gr.File(
+            label="上传数据 Upload data (≤ 50 MB)",
+            file_types=[".txt", ".tsv", ".csv", ".json", ".jsonl", ".yaml", ".yml"],
+            scale=2,
+        )
+        use_sample = gr.Checkbox(value=False, label="用样例数据 Use the sample data", scale=1)
+    check = gr.Button("预览 Preview", elem_id="train-preview")
+    previewed = gr.Markdown(elem_id="train-preview-out")
+    with gr.Row():
+        base = gr.Dropdown(
+            choices=["scratch"],
+            value="scratch",
+            allow_custom_value=True,
+            scale=2,
+            label="基座 Base: scratch, a Hub id, or one of your checkpoints (continue training)",
+        )
+        preset = gr.Radio(list(PRESETS), value="标准 standard", label="训练量 Amount", scale=2)
+        name = gr.Textbox(
+            value="my-model", label="输出名称 Output name (under --checkpoints)", scale=1, elem_id="train-name"
+        )
+    with gr.Accordion("高级 Advanced", open=False):
+        with gr.Row():
+            epochs = gr.Number(value=None, label="epochs (empty: sized by the data)")
+            lr = gr.Number(value=None, label="learning rate (empty: default)")
+            batch = gr.Number(value=None, precision=0, label="batch size")
+            max_len = gr.Number(value=None, precision=0, label="max length")
+            lora = gr.Checkbox(value=False, label="LoRA")
+            overwrite = gr.Checkbox(value=False, label="覆盖同名模型 Replace a model of that name")
+    with gr.Row():
+        start = gr.Button("开始 Start", variant="primary", elem_id="train-start")
+        stop = gr.Button("停止 Stop", elem_id="train-stop")
+        resume = gr.Button("继续 Resume", elem_id="train-resume")
+    status = gr.Markdown(elem_id="train-status")
+    command = gr.Code(label="命令 Command (the same run from a terminal)", language="shell", interactive=False)
+    plot = gr.LinePlot(x="step", y="loss", color="curve", label="损失 Loss", height=260)
+    log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
+
+    def show_preview(task_name, file, sample):
+        path = call(_data_path, trainer, task_name, file, sample)
+        p = call(preview, task_name, path)
+        text = (
+            f"**{os.path.basename(path)}**: {p['format']}, {p['encoding']}, "
+            f"{p['rows']:,} {p['unit']} 可用 usable, {p['skipped']} 行跳过 skipped"
+        )
+        if p["reasons"]:
+            text += "\n\n" + "\n".join(f"- `{r}`" for r in p["reasons"])
+        return text
+
+    def bases(task_name):
+        own = [c.path for c in ctx.rescan().get(task_name, []) if not c.demo]
+        return gr.update(choices=["scratch", *own], value="scratch")
+
+    def begin(task_name, file, sample, base_name, amount, n_epochs, rate, batch_size, length, use_lora, out, replace):
+        path = call(_data_path, trainer, task_name, file, sample)
+        call(preview, task_name, path)  # refuse a file the script cannot train on, before starting it
+        advanced = {
+            "epochs": n_epochs,
+            "lr": rate,
+            "batch_size": int(batch_size) if batch_size else None,
+            "max_len": int(length) if length else None,
+            "lora": use_lora,
+        }
+        call(trainer.start, task_name, path, out, base_name or "scratch", PRESETS.get(amount), advanced, bool(replace))
+        return refresh()
+
+    def refresh():
+        line, cmd, tail = status_text(trainer)
+        job = trainer.job
+        return line, cmd, _curve(job.progress if job else {}), tail
+
+    outputs = [status, command, plot, log]
+    check.click(show_preview, [task, upload, use_sample], previewed, api_name="train_preview")
+    task.change(bases, task, base, api_visibility="private")
+    inputs = [task, upload, use_sample, base, preset, epochs, lr, batch, max_len, lora, name, overwrite]
+    start.click(begin, inputs, outputs, api_name="train_start")
+    stop.click(lambda: (call(trainer.stop), refresh())[1], None, outputs, api_name="train_stop")
+    resume.click(lambda: (call(trainer.resume), refresh())[1], None, outputs, api_name="train_resume")
+    gr.Timer(2.0).tick(refresh, None, outputs, api_visibility="private", show_progress="hidden", queue=False)
+    gr.Button(visible=False).click(refresh, None, outputs, api_name="train_status")

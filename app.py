@@ -19,7 +19,7 @@ from data.errors import EXIT_BAD_INPUT
 from data.hub import can_connect
 from webui.blocks import SERVE_OPTIONS, build_demo
 from webui.demos import DemoBuilder
-from webui.jobs import MAX_UPLOAD_BYTES, Trainer, public_reason
+from webui.jobs import MAX_UPLOAD_BYTES, TrainingJobs, public_reason
 from webui.settings import Settings, parse_settings
 from webui.store import ModelStore, missing_demos, warm_up
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             minutes=settings.demo_minutes,
         )
         # the Train tab runs training scripts: only where the page is not public (or --allow-training)
-        trainer = None if public_reason(settings) else Trainer(settings.checkpoints)
+        trainer = None if public_reason(settings) else TrainingJobs(settings.checkpoints)
         demo = build_demo(settings, store, builder, trainer)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -20,10 +20,10 @@ def launch(settings, trainer):
 @pytest.fixture
 def served(tmp_path):
     import app
-    from webui.jobs import Trainer
+    from webui.jobs import TrainingJobs
 
     root = tmp_path / "checkpoints"
-    trainer = Trainer(str(root))
+    trainer = TrainingJobs(str(root))
     demo = launch(app.Settings(checkpoints=str(root), demo=False), trainer)
     yield demo, trainer, root
     trainer.close()
@@ -150,3 +150,48 @@ def test_the_sample_files_preview_for_every_task():
     for task in TASKS.values():
         p = preview(task.name, str(SAMPLES.parent.parent / task.sample))
         assert p["rows"] > 10 and p["unit"] == task.reader_items
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.slow
+def test_train_in_the_browser_then_chat_with_the_model(served, tmp_path):
+    """Chromium: upload a dialogue file, preview it, start a short run, watch it, stop, resume,
+    then pick the new model in the Chat tab and get a reply."""
+    import os
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
+    demo, _, root = served
+    dialogs = (SAMPLES / "dialogs.txt").read_text(encoding="utf-8")
+    upload = write(tmp_path / "我的对话.txt", dialogs)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page.goto(demo.local_url)
+            expect = sync_api.expect
+            page.get_by_role("tab", name="训练 Train").click()
+            page.locator("input[type=file]").set_input_files(str(upload))
+            page.locator("#train-preview").click()
+            expect(page.locator("#train-preview-out")).to_contain_text("dialogues", timeout=30_000)
+            page.locator("#train-name textarea, #train-name input").first.fill("browser-chat")
+            page.get_by_label("epochs (empty: sized by the data)").fill("40")
+            page.locator("#train-start").click()
+            expect(page.locator("#train-status")).to_contain_text("训练中 training", timeout=120_000)
+            page.locator("#train-stop").click()
+            expect(page.locator("#train-status")).to_contain_text("已停止 stopped", timeout=120_000)
+            page.locator("#train-resume").click()
+            expect(page.locator("#train-status")).to_contain_text("完成 done", timeout=600_000)
+            assert (root / "browser-chat" / "config.json").is_file()
+            page.reload()
+            page.get_by_role("tab", name="聊天 Chat").click()
+            expect(page.locator("#chat-about")).to_contain_text("browser-chat", timeout=30_000)
+            box = page.locator("#chat-input textarea")
+            box.fill("你好")
+            box.press("Enter")
+            expect(page.locator('#chatbot [data-testid="bot"]').first).not_to_be_empty(timeout=60_000)
+        finally:
+            browser.close()

@@ -162,7 +162,7 @@ def build_demo(
 ):
     """The Blocks app: one tab per registered task. With a `builder` (demo models training in the
     background) a tab without a model shows the build's progress and turns on by itself when its
-    model is ready. With a `trainer` (webui.jobs.Trainer) the last tab, 训练 Train, runs training
+    model is ready. With a `trainer` (webui.jobs.TrainingJobs) the last tab, 训练 Train, runs training
     scripts; without one it says how to turn it on."""
     import gradio as gr
 

@@ -91,7 +91,7 @@ class Job:
         return " ".join(["python", rel(self.command[1]), *(rel(a) for a in self.command[2:])])
 
 
-class Trainer:
+class TrainingJobs:
     """One training job at a time for the whole app; every visitor sees the same job."""
 
     def __init__(self, checkpoints: str, python: str = sys.executable, on_done=None):
@@ -99,7 +99,14 @@ class Trainer:
         self.job: Job | None = None
         self._proc: subprocess.Popen | None = None
         self._lock = threading.Lock()
-        self.uploads = tempfile.mkdtemp(prefix="train-uploads-")  # private (0700), removed by close()
+        self._uploads: str | None = None
+
+    @property
+    def uploads(self) -> str:
+        """A private (0700) temporary folder for uploaded files, made on first use, removed by close()."""
+        if self._uploads is None:
+            self._uploads = tempfile.mkdtemp(prefix="train-uploads-")
+        return self._uploads
 
     def busy(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
@@ -216,7 +223,8 @@ class Trainer:
             job.state, job.reason = "stopped", "stopped with Ctrl-C; resumable"
         else:
             job.state, job.reason = "failed", f"{last_error(job.log)} (exit {code})"
-        if job.state != "stopped" and os.path.dirname(os.path.abspath(data)) == os.path.abspath(self.uploads):
+        inside = self._uploads is not None and os.path.dirname(os.path.abspath(data)) == os.path.abspath(self._uploads)
+        if job.state != "stopped" and inside:
             with contextlib.suppress(OSError):  # an uploaded file is kept only while its run may be resumed
                 os.remove(data)
 
@@ -228,7 +236,8 @@ class Trainer:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        shutil.rmtree(self.uploads, ignore_errors=True)
+        if self._uploads is not None:
+            shutil.rmtree(self._uploads, ignore_errors=True)
 
 
 def public_reason(settings) -> str | None:
@@ -244,4 +253,4 @@ def public_reason(settings) -> str | None:
     return None
 
 
-__all__ = ["Trainer", "Job", "PRESETS", "preview", "output_folder", "public_reason"]
+__all__ = ["TrainingJobs", "Job", "PRESETS", "preview", "output_folder", "public_reason"]

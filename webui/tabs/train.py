@@ -9,7 +9,7 @@ import shutil
 import gradio as gr
 
 from chat.tasks import ROOT, TASKS, task_named
-from webui.jobs import PRESETS, Trainer, preview, public_reason
+from webui.jobs import PRESETS, TrainingJobs, preview, public_reason
 
 STATES = {
     "starting": "启动中 starting",
@@ -21,7 +21,7 @@ STATES = {
 }
 
 
-def _data_path(trainer: Trainer, task: str, upload, use_sample: bool) -> str:
+def _data_path(trainer: TrainingJobs, task: str, upload, use_sample: bool) -> str:
     """The file to train on: the task's sample, or the upload copied into the app's private folder."""
     from data.errors import InputError
 
@@ -54,7 +54,7 @@ def _curve(progress: dict):
     return pd.DataFrame(rows, columns=["step", "loss", "curve"])
 
 
-def status_text(trainer: Trainer) -> tuple[str, str, str]:
+def status_text(trainer: TrainingJobs) -> tuple[str, str, str]:
     """(status line, command, last log lines) of the app's training job."""
     job = trainer.status()
     if job is None:
@@ -74,7 +74,7 @@ def status_text(trainer: Trainer) -> tuple[str, str, str]:
     return line, job.shown_command, trainer.log_tail()
 
 
-def build(ctx, trainer: Trainer | None):
+def build(ctx, trainer: TrainingJobs | None):
     reason = public_reason(ctx.settings)
     if reason or trainer is None:
         why = (

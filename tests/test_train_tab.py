@@ -178,7 +178,8 @@ def test_train_in_the_browser_then_chat_with_the_model(served, tmp_path):
             page.locator("#train-preview").click()
             expect(page.locator("#train-preview-out")).to_contain_text("dialogues", timeout=30_000)
             page.locator("#train-name textarea, #train-name input").first.fill("browser-chat")
-            page.get_by_label("epochs (empty: sized by the data)").fill("40")
+            page.get_by_text("高级 Advanced").click()  # the accordion starts closed
+            page.locator("#train-epochs input").fill("40")
             page.locator("#train-start").click()
             expect(page.locator("#train-status")).to_contain_text("训练中 training", timeout=120_000)
             page.locator("#train-stop").click()

@@ -114,7 +114,7 @@ def build(ctx, trainer: TrainingJobs | None):
         )
     with gr.Accordion("高级 Advanced", open=False):
         with gr.Row():
-            epochs = gr.Number(value=None, label="epochs (empty: sized by the data)")
+            epochs = gr.Number(value=None, label="epochs (empty: sized by the data)", elem_id="train-epochs")
             lr = gr.Number(value=None, label="learning rate (empty: default)")
             batch = gr.Number(value=None, precision=0, label="batch size")
             max_len = gr.Number(value=None, precision=0, label="max length")

@@ -2,11 +2,14 @@
 
     python bench/app_load.py                # uses checkpoints/ (demo models built if missing)
     python bench/app_load.py --fresh        # empty checkpoints folder: also times fresh clone -> serving
+    python bench/app_load.py --training     # then the same load while the Train tab runs a chat training
 
 Starts `python app.py` as a user would, then each simulated user sends a message, reads
 the streamed reply, and sends the next one (history kept per client session). Prints one
 JSON line: requests served, errors, p50/p95 time to first token (first non-empty reply
-text seen by the client), p50 whole-reply time, start-to-serving seconds.
+text seen by the client), p50 whole-reply time, start-to-serving seconds. With --training a
+second line: the same users while a chat training (sample dialogues, from scratch) started
+through the app's /train_start runs at its lower priority, with the idle p95 beside it.
 """
 
 from __future__ import annotations
@@ -118,44 +121,85 @@ def main() -> None:
         action="store_true",
         help="start from an empty checkpoints folder (times serving and the chat demo build)",
     )
+    p.add_argument("--training", action="store_true", help="a second run while the Train tab trains a chat model")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="app_load_")
     checkpoints = os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints")
     started = time.perf_counter()
     proc, url, start_s = start_app(checkpoints, a.concurrency, os.path.join(tmp, "app.log"))
     chat_ready_s = wait_for_chat(proc, os.path.join(tmp, "app.log"), started)
-    ttft: list[float] = []
-    total: list[float] = []
-    errors: list[str] = []
+    lines = []
     try:
-        stop_at = time.time() + a.seconds
-        threads = [
-            threading.Thread(target=user, args=(url, a.seconds, k, ttft, total, errors, stop_at))
-            for k in range(a.users)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        lines.append({**load(url, a.users, a.seconds), "training": False})
+        if a.training:
+            lines.append({**load_while_training(url, a.users, a.seconds, checkpoints), "training": True})
+            lines[-1]["ttft_p95_idle_s"] = lines[0]["ttft_p95_s"]
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    result = {
-        "bench": "app_load",
-        "users": a.users,
-        "seconds": a.seconds,
-        "concurrency": a.concurrency,
+    for line in lines:
+        result = {
+            "bench": "app_load",
+            "users": a.users,
+            "seconds": a.seconds,
+            "concurrency": a.concurrency,
+            **line,
+            "start_to_serving_s": round(start_s, 1),
+            "start_to_chat_demo_ready_s": None if chat_ready_s is None else round(chat_ready_s, 1),
+            "cpu_count": os.cpu_count(),
+        }
+        print(json.dumps(result, ensure_ascii=False))
+
+
+def load(url: str, users: int, seconds: float) -> dict:
+    """`users` chat users at once for `seconds`: served, errors, time to first token, whole reply."""
+    ttft: list[float] = []
+    total: list[float] = []
+    errors: list[str] = []
+    stop_at = time.time() + seconds
+    threads = [
+        threading.Thread(target=user, args=(url, seconds, k, ttft, total, errors, stop_at)) for k in range(users)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {
         "requests_served": len(total),
         "errors": len(errors),
         "error_examples": errors[:3],
         "ttft_p50_s": round(statistics.median(ttft), 3) if ttft else None,
         "ttft_p95_s": round(percentile(ttft, 0.95), 3) if ttft else None,
         "reply_p50_s": round(statistics.median(total), 3) if total else None,
-        "start_to_serving_s": round(start_s, 1),
-        "start_to_chat_demo_ready_s": None if chat_ready_s is None else round(chat_ready_s, 1),
-        "cpu_count": os.cpu_count(),
     }
-    print(json.dumps(result, ensure_ascii=False))
+
+
+def load_while_training(url: str, users: int, seconds: float, checkpoints: str) -> dict:
+    """The same load while the app's Train tab trains a chat model (started and stopped through its API;
+    its resumable state is removed afterwards)."""
+    import shutil
+
+    from gradio_client import Client
+
+    c = Client(url, verbose=False)
+    name = f"app-load-{os.getpid()}"
+    # task, upload, sample data, base, amount, epochs, lr, batch, max len, LoRA, output name, replace
+    c.predict("chat", None, True, "scratch", "充分 thorough", None, None, None, None, False, name, False,
+              api_name="/train_start")  # fmt: skip
+    deadline = time.time() + 120
+    while "训练中 training" not in (status := c.predict(api_name="/train_status")[0]):
+        if time.time() > deadline or "失败 failed" in status:
+            raise SystemExit(f"the training run did not start: {status}")
+        time.sleep(1)
+    result = load(url, users, seconds)
+    status = c.predict(api_name="/train_status")[0]
+    c.predict(api_name="/train_stop")
+    deadline = time.time() + 120
+    while "已停止 stopped" not in c.predict(api_name="/train_status")[0] and time.time() < deadline:
+        time.sleep(1)
+    shutil.rmtree(os.path.join(checkpoints, name + ".partial"), ignore_errors=True)
+    result["training_status"] = status.split("\n")[0]
+    return result
 
 
 if __name__ == "__main__":

@@ -474,3 +474,58 @@ def test_a_recorded_task_wins_over_the_architecture(tmp_path, monkeypatch):
     )
     write(tmp_path / "training_report.json", json.dumps({"task": "intent"}))
     assert task_of(str(tmp_path)) == "intent"
+
+
+def test_compare_answers_with_a_second_model_beside_the_first(served):
+    """对比 Compare: the second endpoint answers the same input with the second model; off, it leaves its side alone."""
+    c = client(served)
+    first, _ = c.predict("你好", temperature=0, max_new_tokens=8, api_name="/chat")
+    second = c.predict("你好", True, "chat", temperature=0, max_new_tokens=8, api_name="/chat_compare")
+    assert said(second) == said(first)  # the same model, greedy: the same reply on both sides
+    again = c.predict("在吗？", True, "chat", temperature=0, max_new_tokens=8, api_name="/chat_compare")
+    assert [t for r, t in said(again) if r == "user"] == ["你好", "在吗？"]  # the second side keeps its own history
+    off = client(served).predict("你好", False, "chat", api_name="/chat_compare")
+    assert off == {"__type__": "update"}  # gr.skip(): the second side is left as it was
+
+    cloze = os.path.join("mine", "cloze")
+    filled, table = c.predict("周小满研究的动物是蝴[MASK]。", True, cloze, 3, True, api_name="/fill_mask_compare")
+    assert (filled, table) == tuple(c.predict("周小满研究的动物是蝴[MASK]。", cloze, 3, True, api_name="/fill_mask"))
+    verdict, _ = c.predict("花呗怎么还款", "花呗如何还钱", True, "similarity", api_name="/similarity_compare")
+    assert "p(相同 same)" in verdict
+    off = c.predict("花呗怎么还款", "花呗如何还钱", False, "similarity", api_name="/similarity_compare")
+    assert off == ({"__type__": "update"}, {"__type__": "update"})
+
+
+def test_compare_starts_with_the_base_the_model_was_fine_tuned_from(tmp_path, checkpoints):
+    import app
+    from webui.blocks import TabContext
+    from webui.store import Checkpoint, ModelStore, base_of
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints / "mine" / "cloze", root / "before")
+    shutil.copytree(checkpoints / "mine" / "cloze", tmp_path / "elsewhere" / "base")
+    shutil.copytree(checkpoints / "similarity", root / "pairs")
+    corpus = str(SAMPLES / "cloze_corpus.txt")
+    for base, out in ((root / "before", root / "after"), (tmp_path / "elsewhere" / "base", root / "moved")):
+        code = run(cloze_script.main, ["--data", corpus, "--model", str(base), "--output", str(out), "--epochs", "1"])
+        assert code == 0
+    ctx = TabContext(app.Settings(checkpoints=str(root), demo=False), ModelStore(), None)
+    labels, default = ctx.compare_choices("cloze", "after")
+    assert default == "before" and sorted(labels) == ["after", "before", "moved"]  # before vs after fine-tuning
+    labels, default = ctx.compare_choices("cloze", "before")  # trained from scratch: no base; another model
+    assert default == "after"
+    labels, default = ctx.compare_choices("cloze", "moved")  # a base outside --checkpoints joins the list
+    assert default == f"基座 base: {tmp_path / 'elsewhere' / 'base'}" and labels[0] == default
+    assert ctx.pick("cloze", default).predict("周小满研究的动物是蝴[MASK]。", top_k=1)
+
+    def ckpt(task, **report):
+        return Checkpoint(task, str(root / "x"), "x", report=report)
+
+    assert base_of(ckpt("cloze", base_model="scratch", base_model_source="scratch")) is None
+    assert base_of(ckpt("cloze", base_model="nobody/not-cached-here", base_model_source="hub")) is None  # no download
+    assert base_of(ckpt("cloze", base_model=str(tmp_path / "gone"), base_model_source="folder")) is None
+    # a similarity model fine-tuned from a masked-LM folder: that base is no similarity model
+    assert base_of(ckpt("similarity", base_model=str(root / "before"), base_model_source="folder")) is None
+    assert base_of(ckpt("similarity", base_model=str(root / "pairs"), base_model_source="folder")).label.endswith(
+        "pairs"
+    )

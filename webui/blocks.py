@@ -9,13 +9,14 @@ picked model changes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
 from chat.tasks import TASKS, Task
 from webui.demos import DEMO_PREFIX, DemoBuilder
 from webui.settings import Settings
-from webui.store import DEMO_SUFFIX, ModelStore, about, catalogue
+from webui.store import DEMO_SUFFIX, ModelStore, about, base_of, catalogue
 
 # Limits enforced on the server for every request (the browser's boxes refuse longer input first,
 # but API clients skip the browser): a 5-million-character message grew the server by 2 GB.
@@ -50,6 +51,7 @@ class TabContext:
         self.settings, self.store, self.builder = settings, store, builder
         self.models = catalogue(settings)
         self.by_key = {task: {c.label: c for c in items} for task, items in self.models.items()}
+        self.bases: dict[str, dict] = {task: {} for task in self.models}  # Compare's "基座 base: ..." entries
 
     def rescan(self):
         fresh = catalogue(self.settings)
@@ -84,6 +86,7 @@ class TabContext:
                 label="模型 Model",
                 interactive=len(names) > 1,
                 scale=1,
+                elem_id=f"{task.name}-model",
             )
             line = about(items[0], task.name) if items else self.no_model(task.name)
             about_md = gr.Markdown(line, elem_id=f"{task.name}-about", elem_classes="model-about", height=ABOUT_HEIGHT)
@@ -104,7 +107,7 @@ class TabContext:
 
         from data import InputError
 
-        ckpt = self.by_key[task].get(label or "")
+        ckpt = self.by_key[task].get(label or "") or self.bases[task].get(label or "")
         if ckpt is None and label:  # trained after the start? (API clients skip the page load that rescans)
             self.rescan()
             ckpt = self.by_key[task].get(label)
@@ -152,6 +155,74 @@ class TabContext:
         labels = [c.label for c in fresh[task]] or self.building(task)
         value = label if label in labels else (labels[0] if labels else None)
         return gr.update(choices=labels, value=value, interactive=len(labels) > 1), value
+
+    # 对比 Compare: a second model beside the first, for the same input
+
+    def compare_toggle(self, task: Task):
+        import gradio as gr
+
+        return gr.Checkbox(
+            value=False,
+            label="对比 Compare: 两个模型并排回答 two models side by side",
+            info="默认对比微调前的基座（若可加载）The base before fine-tuning, when it loads here",
+            elem_id=f"{task.name}-compare",
+        )
+
+    def second_picker(self, task: Task):
+        """The second model's picker and its about line (inside the tab's second column)."""
+        import gradio as gr
+
+        from webui.widgets import ModelPicker
+
+        picker = ModelPicker(
+            choices=[], value=None, label="对比模型 Compared with", elem_id=f"{task.name}-model-b", interactive=True
+        )
+        line = gr.Markdown(elem_classes="model-about", height=ABOUT_HEIGHT, elem_id=f"{task.name}-about-b")
+        return picker, line
+
+    def compare_choices(self, task: str, first, current=None) -> tuple[list[str], str | None]:
+        """(choices, default) of the second picker: the task's models plus the first model's base when it
+        loads here; the default is that base, else the current choice, else another model."""
+        labels = [c.label for c in self.rescan()[task]]
+        ckpt = self.by_key[task].get(first or "")
+        base = base_of(ckpt) if ckpt is not None else None
+        if base is not None:
+            same = next((c for c in self.models[task] if os.path.abspath(c.path) == os.path.abspath(base.path)), None)
+            if same is None:
+                self.bases[task][base.label] = base
+                labels.insert(0, base.label)
+            return labels, (same or base).label
+        if current in labels and current != first:
+            return labels, current
+        return labels, next((x for x in labels if x != first), first)
+
+    def compare_about(self, task: str, label) -> str:
+        ckpt = self.by_key[task].get(label or "") or self.bases[task].get(label or "")
+        return about(ckpt, task) if ckpt is not None else ""
+
+    def wire_compare(self, task: Task, toggle, column, first, second, second_about) -> None:
+        """Show the second column while Compare is on; set the second picker when it turns on and when
+        the first model changes."""
+        import gradio as gr
+
+        name = task.name
+
+        def choose(on, a, b):
+            if not on:
+                return gr.update(visible=False), gr.update(), gr.update()
+            labels, value = self.compare_choices(name, a, b)
+            return gr.update(visible=True), gr.update(choices=labels, value=value), self.compare_about(name, value)
+
+        common = dict(outputs=[column, second, second_about], api_visibility="private", show_progress="hidden")
+        toggle.change(choose, inputs=[toggle, first, second], **common)
+        first.change(choose, inputs=[toggle, first, second], **common)
+        second.change(
+            lambda label: self.compare_about(name, label),
+            inputs=[second],
+            outputs=[second_about],
+            api_visibility="private",
+            show_progress="hidden",
+        )
 
 
 def build_demo(

@@ -60,6 +60,33 @@ def missing_demos(settings) -> list[str]:
     return [t.name for t in TASKS.values() if t.demo_args and t.name not in settings.models and not found[t.name]]
 
 
+def base_of(ckpt: Checkpoint) -> Checkpoint | None:
+    """The model `ckpt` was fine-tuned from, when it loads here as a model of the same task: a local
+    folder, or a Hub model already in the cache (the app never downloads for a comparison). None for a
+    scratch run, or a base of another kind (a plain BERT is no similarity model before its head is trained).
+    Compare's default second model: before vs after fine-tuning."""
+    from chat.loading import task_of
+
+    name = ckpt.report.get("base_model")
+    if not name or ckpt.report.get("base_model_source") in (None, "scratch"):
+        return None
+    folder = os.path.expanduser(str(name))
+    if not os.path.isdir(folder):
+        if ckpt.report.get("base_model_source") != "hub":
+            return None  # a folder that was moved or deleted since
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(str(name), "config.json")
+        if not isinstance(config, str):
+            return None
+        folder = os.path.dirname(config)
+    if os.path.abspath(folder) == os.path.abspath(ckpt.path) or task_of(folder) != ckpt.task:
+        return None
+    path = folder if os.path.isdir(os.path.expanduser(str(name))) else str(name)
+    report = read_json_dict(os.path.join(folder, "training_report.json"))
+    return Checkpoint(ckpt.task, path, f"基座 base: {name}", report=report)
+
+
 def about(ckpt: Checkpoint | None, task: str) -> str:
     """The "about this model" line, from its training report and the task's figures and notes."""
     spec = task_named(task)

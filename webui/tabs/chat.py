@@ -42,8 +42,15 @@ def slider_values(config) -> list[float]:
 def build(ctx, task) -> TabParts:
     name = task.name
     picker, about = ctx.header(task)
-    chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
+    toggle = ctx.compare_toggle(task)
+    with gr.Row():
+        with gr.Column():
+            chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
+        with gr.Column(visible=False) as side_b:
+            picker_b, about_b = ctx.second_picker(task)
+            chatbot_b = gr.Chatbot(label="对比 Compared", height=296, buttons=["copy"], elem_id="chatbot-b")
     history = gr.State([])  # what the model sees; one per browser session
+    history_b = gr.State([])  # Compare: the second model's own conversation
     with gr.Row():
         message = gr.Textbox(
             placeholder="说点什么… Say something…",
@@ -67,17 +74,12 @@ def build(ctx, task) -> TabParts:
             ]
     gr.Examples([[x] for x in OPENERS], inputs=[message], label="试试 Try")
 
-    def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+    def converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+        """Yields (shown, kept): the conversation as it streams, and what the next turn builds on."""
         from chat import GenerationSettings
         from data import InputError
 
-        turns = list(turns or [])
-        if not (message or "").strip():
-            gr.Warning("请先输入内容 Please type a message first.")
-            yield turns, turns, message
-            return
-        ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
-        turns = trim_history(turns)
+        turns = trim_history(list(turns or []))
         engine = ctx.pick(name, model)
         settings = GenerationSettings(
             max_new_tokens=int(max_new_tokens),
@@ -87,23 +89,50 @@ def build(ctx, task) -> TabParts:
             repetition_penalty=float(repetition_penalty),
         )
         shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
-        yield shown, turns, ""
+        yield shown, turns
         try:
             with ctx.store.serving():
                 for piece in engine.stream(turns, message, settings):
                     shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
-                    yield shown, turns, ""
+                    yield shown, turns
         except InputError as e:
             raise gr.Error(str(e), print_exception=False)
         if not shown[-1]["content"]:
             shown[-1] = {"role": "assistant", "content": "……"}
-        yield shown, shown, ""
+        yield shown, shown
+
+    def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+        sampling = (temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+        if not (message or "").strip():
+            gr.Warning("请先输入内容 Please type a message first.")
+            yield turns or [], turns or [], message
+            return
+        ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
+        for shown, kept in converse(message, turns, model, *sampling):
+            yield shown, kept, ""
+
+    def respond_compare(message, turns, on, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+        """The second model's reply to the same message while Compare is on, streamed beside the first
+        (its own event, so both sides stream at once; the first side reports bad input)."""
+        if not on or not (message or "").strip() or len(message) > MAX_MESSAGE_CHARS:
+            yield gr.skip(), gr.skip()
+            return
+        yield from converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens)
 
     io = dict(fn=respond, inputs=[message, history, picker, *sliders], outputs=[chatbot, history, message])
+    io_b = dict(
+        fn=respond_compare, inputs=[message, history_b, toggle, picker_b, *sliders], outputs=[chatbot_b, history_b]
+    )
     message.submit(**io, api_visibility="private")
+    message.submit(**io_b, api_visibility="private")
     send.click(**io, api_name="chat")
-    clear.click(lambda: ([], []), outputs=[chatbot, history], api_name="clear", queue=False)
+    send.click(**io_b, api_name="chat_compare")
+    clear.click(
+        lambda: ([], [], [], []), outputs=[chatbot, history, chatbot_b, history_b], api_name="clear", queue=False
+    )
     picker.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
+    picker_b.change(lambda: ([], []), outputs=[chatbot_b, history_b], api_visibility="private", queue=False)
+    ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)
 
     def refresh(label):
         """The about line, and the sliders set to the chosen model's generation_config.json."""

@@ -54,23 +54,23 @@ def build(ctx, task) -> TabParts:
         top_k = Slider(1, 20, value=5, step=1, label="候选数 top-k")
         joint = gr.Checkbox(value=True, label="连续 [MASK] 按整词填 Fill consecutive masks as one word")
         fill = gr.Button("填空 Fill", variant="primary", elem_id="cloze-fill")
-    filled = gr.Markdown(elem_id="cloze-filled")
-    candidates = gr.Dataframe(
-        headers=["空位 slot", "候选 candidate", "概率 probability"],
-        label="候选 Candidates",
-        interactive=False,
-        wrap=True,
-    )
+    toggle = ctx.compare_toggle(task)
+    headers = ["空位 slot", "候选 candidate", "概率 probability"]
+    with gr.Row():
+        with gr.Column():
+            filled = gr.Markdown(elem_id="cloze-filled")
+            candidates = gr.Dataframe(headers=headers, label="候选 Candidates", interactive=False, wrap=True)
+        with gr.Column(visible=False) as side_b:
+            picker_b, about_b = ctx.second_picker(task)
+            filled_b = gr.Markdown(elem_id="cloze-filled-b")
+            candidates_b = gr.Dataframe(headers=headers, label="候选 Candidates", interactive=False, wrap=True)
     gr.Examples(
         [[r[0]] for r in sample_lines("cloze_prompts.txt", 6)] + [["今天天气很[MASK]。"]],
         inputs=[masked],
         label="试试 Try",
     )
 
-    def fill_mask(text, model, top_k, joint):
-        if not (text or "").strip():
-            raise gr.Error("请输入带 [MASK] 的句子 Please type a sentence with [MASK].", print_exception=False)
-        ctx.too_long(text, MAX_SENTENCE_CHARS, "句子 Text ")
+    def answer(text, model, top_k, joint):
         predictor = ctx.pick(name, model)
         # no [MASK], more than 10, longer than the model reads: one sentence, also for API clients
         slots = ctx.run(predictor.predict, text, top_k=int(top_k), joint=bool(joint))
@@ -80,7 +80,23 @@ def build(ctx, task) -> TabParts:
             rows += [[n, c.text, round(c.probability, 4)] for c in slot.candidates]
         return "**最可能 Most likely:** " + fill_text(text, slots, best), rows
 
+    def fill_mask(text, model, top_k, joint):
+        if not (text or "").strip():
+            raise gr.Error("请输入带 [MASK] 的句子 Please type a sentence with [MASK].", print_exception=False)
+        ctx.too_long(text, MAX_SENTENCE_CHARS, "句子 Text ")
+        return answer(text, model, top_k, joint)
+
+    def fill_mask_compare(text, on, model, top_k, joint):
+        """The second model's answer while Compare is on (the first side reports bad input)."""
+        if not on or not (text or "").strip() or len(text) > MAX_SENTENCE_CHARS:
+            return gr.skip(), gr.skip()
+        return answer(text, model, top_k, joint)
+
     io = dict(fn=fill_mask, inputs=[masked, picker, top_k, joint], outputs=[filled, candidates])
+    io_b = dict(fn=fill_mask_compare, inputs=[masked, toggle, picker_b, top_k, joint], outputs=[filled_b, candidates_b])
     fill.click(**io, api_name="fill_mask")
+    fill.click(**io_b, api_name="fill_mask_compare")
     masked.submit(**io, api_visibility="private")
+    masked.submit(**io_b, api_visibility="private")
+    ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)
     return TabParts(picker, lambda label: ctx.status(name, label), [about, fill])

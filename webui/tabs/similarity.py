@@ -18,23 +18,26 @@ def build(ctx, task) -> TabParts:
     picker, about = ctx.header(task)
     with gr.Row():
         first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS, elem_id="sim-first")
-        second = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS, elem_id="sim-second")
+        second_text = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS, elem_id="sim-second")
     compare = gr.Button("比较 Compare", variant="primary", elem_id="sim-compare")
-    verdict = gr.Markdown(elem_id="sim-verdict")
-    probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
+    toggle = ctx.compare_toggle(task)
+    with gr.Row():
+        with gr.Column():
+            verdict = gr.Markdown(elem_id="sim-verdict")
+            probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
+        with gr.Column(visible=False) as side_b:
+            picker_b, about_b = ctx.second_picker(task)
+            verdict_b = gr.Markdown(elem_id="sim-verdict-b")
+            probabilities_b = gr.Label(label="概率 Probabilities", num_top_classes=3)
     rows = sample_lines("pairs.tsv", 1000)
     same, different = ([r[:2] for r in rows if len(r) > 2 and r[2] == label][:4] for label in ("1", "0"))
     gr.Examples(
         [x for pair in zip(same, different) for x in pair],
-        inputs=[first, second],
+        inputs=[first, second_text],
         label="试试（含字面相近但意思不同的句子）Try, near-misses included",
     )
 
-    def similarity(sentence1, sentence2, model):
-        if not (sentence1 or "").strip() or not (sentence2 or "").strip():
-            raise gr.Error("请输入两个句子 Please type both sentences.", print_exception=False)
-        ctx.too_long(sentence1, MAX_SENTENCE_CHARS, "句子一 Sentence 1 ")
-        ctx.too_long(sentence2, MAX_SENTENCE_CHARS, "句子二 Sentence 2 ")
+    def answer(sentence1, sentence2, model):
         judge = ctx.pick(name, model)
         result = ctx.run(judge.score, sentence1, sentence2)
         if "score" in result:
@@ -47,7 +50,27 @@ def build(ctx, task) -> TabParts:
         text = VERDICT_SAME if result["label"] == "1" else VERDICT_DIFFERENT
         return f"{text} · p(相同 same) = {result['probability']:.2f}", probs
 
-    io = dict(fn=similarity, inputs=[first, second, picker], outputs=[verdict, probabilities])
+    def similarity(sentence1, sentence2, model):
+        if not (sentence1 or "").strip() or not (sentence2 or "").strip():
+            raise gr.Error("请输入两个句子 Please type both sentences.", print_exception=False)
+        ctx.too_long(sentence1, MAX_SENTENCE_CHARS, "句子一 Sentence 1 ")
+        ctx.too_long(sentence2, MAX_SENTENCE_CHARS, "句子二 Sentence 2 ")
+        return answer(sentence1, sentence2, model)
+
+    def similarity_compare(sentence1, sentence2, on, model):
+        """The second model's verdict while Compare is on (the first side reports bad input)."""
+        texts = (sentence1 or "", sentence2 or "")
+        if not on or not all(t.strip() for t in texts) or max(map(len, texts)) > MAX_SENTENCE_CHARS:
+            return gr.skip(), gr.skip()
+        return answer(sentence1, sentence2, model)
+
+    io = dict(fn=similarity, inputs=[first, second_text, picker], outputs=[verdict, probabilities])
+    io_b = dict(
+        fn=similarity_compare, inputs=[first, second_text, toggle, picker_b], outputs=[verdict_b, probabilities_b]
+    )
     compare.click(**io, api_name="similarity")
-    second.submit(**io, api_visibility="private")
+    second_text.submit(**io, api_visibility="private")
+    compare.click(**io_b, api_name="similarity_compare")
+    second_text.submit(**io_b, api_visibility="private")
+    ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)
     return TabParts(picker, lambda label: ctx.status(name, label), [about, compare])

@@ -91,13 +91,13 @@ def build(ctx, trainer: TrainingJobs | None):
         return
     tasks = [(t.title, t.name) for t in TASKS.values() if t.script and t.reader]
     with gr.Row():
-        task = gr.Dropdown(choices=tasks, value=tasks[0][1], label="任务 Task", scale=1)
+        task = gr.Dropdown(choices=tasks, value=tasks[0][1], label="任务 Task", scale=1, elem_id="train-task")
         upload = gr.File(
             label="上传数据 Upload data (≤ 50 MB)",
             file_types=[".txt", ".tsv", ".csv", ".json", ".jsonl", ".yaml", ".yml"],
             scale=2,
         )
-        use_sample = gr.Checkbox(value=False, label="用样例数据 Use the sample data", scale=1)
+        use_sample = gr.Checkbox(value=False, label="用样例数据 Use the sample data", scale=1, elem_id="train-sample")
     check = gr.Button("预览 Preview", elem_id="train-preview")
     previewed = gr.Markdown(elem_id="train-preview-out")
     with gr.Row():
@@ -107,6 +107,7 @@ def build(ctx, trainer: TrainingJobs | None):
             allow_custom_value=True,
             scale=2,
             label="基座 Base: scratch, a Hub id, or one of your checkpoints (continue training)",
+            elem_id="train-base",
         )
         preset = gr.Radio(list(PRESETS), value="标准 standard", label="训练量 Amount", scale=2)
         name = gr.Textbox(

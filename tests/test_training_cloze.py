@@ -255,3 +255,36 @@ def test_documented_commands_fail_cleanly(entry, tmp_path):
     )
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: file not found")
     assert "Traceback" not in r.stderr
+
+
+def test_continuing_a_model_on_new_text_adds_its_characters_and_learns(tmp_path, capsys):
+    """A scratch model knows only its corpus's characters: continued on new facts, the new characters
+    join its vocabulary (they would all read as [UNK]) and the small model gets the scratch recipe."""
+    from transformers import AutoTokenizer
+
+    first = write(tmp_path / "a.txt", "小明住在北京。\n小明喜欢北京的秋天。\n" * 4)
+    news = write(tmp_path / "b.txt", "澹台青衫是石榴坪的厨师。\n石榴坪的厨师是澹台青衫。\n" * 4)
+    tiny = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--seed", "0"]
+    assert run(cloze_script.main, ["--data", str(first), "--output", str(tmp_path / "a"), *tiny, "--epochs", "1"]) == 0
+    before = AutoTokenizer.from_pretrained(str(tmp_path / "a"))
+    assert before.convert_tokens_to_ids("澹") == before.unk_token_id
+    capsys.readouterr()
+    argv = ["--data", str(news), "--model", str(tmp_path / "a"), "--output", str(tmp_path / "b"), "--max-steps", "5"]
+    assert run(cloze_script.main, argv) == 0
+    assert "were not in" in capsys.readouterr().err  # the start says what was added
+    after = AutoTokenizer.from_pretrained(str(tmp_path / "b"))
+    ids = after("澹台青衫", add_special_tokens=False)["input_ids"]
+    assert after.unk_token_id not in ids and len(ids) == 4
+    assert (
+        after("小明住在北京", add_special_tokens=False)["input_ids"]
+        == before("小明住在北京", add_special_tokens=False)["input_ids"]
+    )  # the old characters keep their ids, so their embeddings still apply
+    report = json.loads((tmp_path / "b" / "training_report.json").read_text(encoding="utf-8"))
+    assert report["model"]["vocab_size"] == len(after) > len(before)
+    assert report["hyperparameters"]["lr"] == 1e-3  # a small base: the scratch rate, not fine-tuning's 5e-5
+    FillMaskPredictor.from_pretrained(str(tmp_path / "b")).predict("澹台[MASK]衫")
+
+    # LoRA freezes the embeddings: the run says how many characters it cannot read instead
+    argv = ["--data", str(news), "--model", str(tmp_path / "a"), "--output", str(tmp_path / "c"), "--max-steps", "2"]
+    assert run(cloze_script.main, [*argv, "--lora"]) == 0
+    assert "read as [UNK]" in capsys.readouterr().err

@@ -150,11 +150,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     from training.task import (
         base_report,
         default_lr,
+        extend_vocab,
         fit_max_len,
         open_output,
         pick_base,
         publish,
         resumed_tokenizer,
+        scratch_recipe,
         split_holdout,
         stop_if_interrupted,
     )
@@ -180,8 +182,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     else:
         model, tokenizer = loaded
         fit_max_len(args, model.config.n_positions, choice)
+        tokenizer = extend_vocab(model, tokenizer, (u for d in train for u in d), choice, lora.lora, args.min_freq)
     scratch = choice.source == SCRATCH
-    default_lr(runa, scratch, lora.lora)
+    small = scratch_recipe(choice, model)
+    default_lr(runa, small, lora.lora)
     if scratch and valid and not (runa.patience or runa.epochs or runa.max_steps):
         # 2,000 LCCC dialogues: validation perplexity was best at 7 of 24 passes (182), 396 at the end
         runa.patience = SCRATCH_PATIENCE
@@ -220,7 +224,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         plan,
         resume_from,
         callbacks=callbacks,
-        rule=SCRATCH_RULE if scratch else PRETRAINED_RULE,
+        rule=SCRATCH_RULE if small else PRETRAINED_RULE,
         items=len(train),
     )
     code = stop_if_interrupted(result, plan, "training/chat.py", argv)

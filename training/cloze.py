@@ -225,11 +225,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     from training.task import (
         base_report,
         default_lr,
+        extend_vocab,
         fit_max_len,
         open_output,
         pick_base,
         publish,
         resumed_tokenizer,
+        scratch_recipe,
         split_holdout,
         stop_if_interrupted,
     )
@@ -295,8 +297,10 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     else:
         model, tokenizer = loaded
         fit_max_len(args, model.config.max_position_embeddings, choice)
+        tokenizer = extend_vocab(model, tokenizer, sentences + general, choice, lora.lora, args.min_freq)
     scratch = choice.source == SCRATCH
-    default_lr(runa, scratch, lora.lora, scratch_lr=5e-4 if args.pairs else 1e-3)
+    small = scratch_recipe(choice, model)
+    default_lr(runa, small, lora.lora, scratch_lr=5e-4 if args.pairs else 1e-3)
 
     collator = ClozeCollator(tokenizer, args, runa.seed, pad_to_multiple_of=8 if runa.bf16 else None)
     if args.pairs:
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         callbacks=[*callbacks, *([quizzer] if quizzer else [])],
         trainer_class=masked_lm_trainer(),
         items=len(items),
-        rule=(PAIRS_RULE if args.pairs else FACTS_RULE if scratch else PRETRAINED_FACTS_RULE),
+        rule=(PAIRS_RULE if args.pairs else FACTS_RULE if small else PRETRAINED_FACTS_RULE),
         before_train=(lambda trainer: general_accuracy(trainer, general_ds)) if general_ds else None,
         # The point is to memorise the corpus: held-out loss rises as its facts are
         # learned, so the last weights are kept rather than the "best" held-out epoch.

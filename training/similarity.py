@@ -145,11 +145,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     from training.task import (
         base_report,
         default_lr,
+        extend_vocab,
         fit_max_len,
         open_output,
         pick_base,
         publish,
         resumed_tokenizer,
+        scratch_recipe,
         split_holdout,
         stop_if_interrupted,
     )
@@ -252,13 +254,16 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     else:
         model, tokenizer = loaded
         fit_max_len(args, getattr(model.config, "max_position_embeddings", args.max_len), choice)
+        sentences = (s for p in train_file.pairs for s in p)
+        tokenizer = extend_vocab(model, tokenizer, sentences, choice, lora.lora, args.min_freq)
     if mlm_stage:
         import shutil
 
         shutil.rmtree(mlm_stage, ignore_errors=True)  # loaded; it must not end up inside the checkpoint
     scratch = choice.source == SCRATCH
     # lr 1e-4 from scratch: at 5e-4 and 1e-3 a scratch BERT sat at chance on LCQMC (bench/similarity.py)
-    default_lr(runa, scratch, lora.lora, scratch_lr=1e-4)
+    small = scratch_recipe(choice, model)
+    default_lr(runa, small, lora.lora, scratch_lr=1e-4)
     if scratch and not runa.patience:
         runa.patience = 3  # small scratch models overfit pairs within a few passes; keep the best and stop
     if task == "regression":
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         greater_is_better=metric != "loss",
         compute_metrics=classification_metrics if task == "classification" else regression_metrics,
         callbacks=callbacks,
-        rule=SCRATCH_RULE if scratch else PRETRAINED_RULE,
+        rule=SCRATCH_RULE if small else PRETRAINED_RULE,
         items=len(train_pairs),
     )
     code = stop_if_interrupted(result, plan, "training/similarity.py", argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -116,6 +117,7 @@ def test_start_busy_stop_resume_finish_then_chat_with_it(served):
     wait_for(c, ("完成 done",), timeout=600)
     status, _, plot, log = c.predict(api_name="/train_status")
     assert (root / "mine" / "config.json").is_file() and "saved to" in log
+    assert plot["datatypes"]["step"] == plot["datatypes"]["loss"] == "quantitative"
     curves = {name for _, _, name in plot["data"]}
     assert curves == {"训练 train", "验证 valid"}  # training and validation loss, both plotted
     assert min(step for step, _, _ in plot["data"]) < 20  # from the first steps: the resume kept the curve so far
@@ -141,6 +143,18 @@ def test_public_pages_have_no_training_unless_allowed(tmp_path, monkeypatch):
         assert "/train_start" not in routes and "/chat" in routes
     finally:
         demo.close()
+
+
+def test_the_loss_plot_starts_with_its_first_point_on_numeric_axes():
+    import gradio as gr
+
+    from webui.tabs.train import _curve
+
+    plot = gr.LinePlot(x="step", y="loss", color="curve")
+    # before the first point: no plot (after an empty one the browser never drew the lines)
+    assert _curve({}) is None and _curve({"curve": {"train": [], "valid": []}}) is None
+    types = plot.postprocess(_curve({"curve": {"train": [[1, 2.5]], "valid": []}})).model_dump()["datatypes"]
+    assert types["step"] == types["loss"] == "quantitative"
 
 
 def test_the_sample_files_preview_for_every_task():
@@ -182,6 +196,9 @@ def test_train_in_the_browser_then_chat_with_the_model(served, tmp_path):
             page.locator("#train-epochs input").fill("40")
             page.locator("#train-start").click()
             expect(page.locator("#train-status")).to_contain_text("训练中 training", timeout=120_000)
+            # the loss curve is drawn in colour (after an empty first frame the lines had no stroke)
+            line = page.locator("#train-plot .mark-line path").first
+            expect(line).to_have_attribute("stroke", re.compile("^#"), timeout=60_000)
             page.locator("#train-stop").click()
             expect(page.locator("#train-status")).to_contain_text("已停止 stopped", timeout=120_000)
             page.locator("#train-resume").click()

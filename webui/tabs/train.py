@@ -51,6 +51,10 @@ def _curve(progress: dict):
 
     rows = [(s, v, "训练 train") for s, v in (progress.get("curve") or {}).get("train", [])]
     rows += [(s, v, "验证 valid") for s, v in (progress.get("curve") or {}).get("valid", [])]
+    if not rows:
+        # no plot rather than an empty one: after an empty frame the browser drew the later points'
+        # axes but never their lines (Gradio 6 LinePlot, Chromium)
+        return None
     return pd.DataFrame(rows, columns=["step", "loss", "curve"])
 
 
@@ -127,7 +131,7 @@ def build(ctx, trainer: TrainingJobs | None):
         resume = gr.Button("继续 Resume", elem_id="train-resume")
     status = gr.Markdown(elem_id="train-status")
     command = gr.Code(label="命令 Command (the same run from a terminal)", language="shell", interactive=False)
-    plot = gr.LinePlot(x="step", y="loss", color="curve", label="损失 Loss", height=260)
+    plot = gr.LinePlot(x="step", y="loss", color="curve", label="损失 Loss", height=260, elem_id="train-plot")
     log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
 
     def show_preview(task_name, file, sample):

@@ -121,10 +121,13 @@ def main() -> None:
         action="store_true",
         help="start from an empty checkpoints folder (times serving and the chat demo build)",
     )
+    p.add_argument(
+        "--checkpoints", help="the app's --checkpoints (default: checkpoints/, or a new empty one with --fresh)"
+    )
     p.add_argument("--training", action="store_true", help="a second run while the Train tab trains a chat model")
     a = p.parse_args()
     tmp = tempfile.mkdtemp(prefix="app_load_")
-    checkpoints = os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints")
+    checkpoints = a.checkpoints or (os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints"))
     started = time.perf_counter()
     proc, url, start_s = start_app(checkpoints, a.concurrency, os.path.join(tmp, "app.log"))
     chat_ready_s = wait_for_chat(proc, os.path.join(tmp, "app.log"), started)
@@ -198,6 +201,8 @@ def load_while_training(url: str, users: int, seconds: float, checkpoints: str) 
     while "已停止 stopped" not in c.predict(api_name="/train_status")[0] and time.time() < deadline:
         time.sleep(1)
     shutil.rmtree(os.path.join(checkpoints, name + ".partial"), ignore_errors=True)
+    if os.path.exists(os.path.join(checkpoints, name + ".log")):  # the job's log, kept beside its output
+        os.remove(os.path.join(checkpoints, name + ".log"))
     result["training_status"] = status.split("\n")[0]
     return result
 

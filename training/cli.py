@@ -13,9 +13,17 @@ from data.errors import EXIT_BAD_INPUT
 EXIT_INTERRUPTED = 130
 
 
-def say(message: str) -> None:
+def is_main_process() -> bool:
+    """Rank 0 under `torchrun` / `accelerate launch` (which set RANK), or a plain single process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(message: str, error: bool = False) -> None:
     """Progress and notes for the person at the terminal (stderr keeps stdout clean for data).
-    While a progress bar is on screen the line goes above it (tqdm.write), not into it."""
+    While a progress bar is on screen the line goes above it (tqdm.write), not into it.
+    With several processes only the main one talks; the others print errors only."""
+    if not error and not is_main_process():
+        return
     tqdm = sys.modules.get("tqdm")
     if tqdm is not None and getattr(tqdm.tqdm, "_instances", None):
         tqdm.tqdm.write(message, file=sys.stderr)
@@ -61,7 +69,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         say(str(e))
         return 0
     except InputError as e:
-        say(f"error: {e}")
+        say(f"error: {e}", error=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         say("interrupted.")

@@ -166,7 +166,8 @@ def QuizProgress(tokenizer, items, ask, patience: int | None):
             self.curve, self.best, self.waited = [], -1.0, 0
 
         def on_evaluate(self, args, state, control, model=None, **kw):
-            if not state.is_world_process_zero or model is None:
+            # every process runs the quiz (same weights, same answers), so all of them stop at the same step
+            if model is None:
                 return
             was = model.training
             score = hit_rate(ask(model, tokenizer, items))

@@ -67,7 +67,12 @@ def identity_difference(saved: dict | None, current: dict | None) -> str | None:
     keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if not keys:
         return None
-    words = {"data": "the data files' contents", "task": "the task"}
+    words = {
+        "data": "the data files' contents",
+        "task": "the task",
+        "processes": f"the number of processes ({saved.get('processes') or 1} then, {current.get('processes') or 1} "
+        "now: resume it with the launch it started with)",
+    }
     return ", ".join(
         words.get(k, f"--{k.replace('_', '-')} ({saved.get(k)!r} then, {current.get(k)!r} now)") for k in keys[:3]
     )

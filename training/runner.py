@@ -58,7 +58,17 @@ class StopOnInterrupt(TrainerCallback):
         say(f"\n{name}: saving a resumable state after this step (press Ctrl-C again to abort without saving)...")
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.requested:
+        requested = self.requested
+        if args.world_size > 1:
+            # every process must stop at the same step: one that stopped alone would wait forever in the
+            # others' next gradient all-reduce (a signal reaches the processes at different moments)
+            import torch.distributed as dist
+
+            flag = torch.tensor([1 if requested else 0], device=args.device)  # NCCL needs it on the GPU
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            requested = bool(flag.item())
+        if requested:
+            self.requested = True
             control.should_save = True
             control.should_training_stop = True
 
@@ -276,8 +286,12 @@ def training_arguments(
         train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
         report_to=[],
         log_level="error",
+        log_level_replica="error",  # the default ("warning") made the other processes print load reports
         disable_tqdm=False,
         dataloader_num_workers=0,
+        # several processes: every parameter gets a gradient in these models, so DDP skips the search for
+        # unused ones (transformers' default ran it, with a warning per process, on every step)
+        ddp_find_unused_parameters=False,
         # Our datasets hold exactly what each collator reads; the default would drop keys the
         # model's forward does not take (the cloze collator's offset_mapping for whole-word masks).
         remove_unused_columns=False,
@@ -311,6 +325,14 @@ def run_training(
     --max-steps are not given; `items` is the count the start line names (lines, pairs, ...)."""
     has_eval = eval_ds is not None and len(eval_ds) > 0
     world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    if os.environ.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in os.environ and world == 1:
+        # what `accelerate launch --cpu --num_processes 2` leaves (accelerate 1.x): one process on one thread,
+        # since its several-CPU-process mode needs mpirun
+        say(
+            "note: `accelerate launch --cpu` runs one process here, on "
+            f"{os.environ.get('OMP_NUM_THREADS', '?')} thread(s); for several processes on CPU use "
+            "`accelerate launch --multi_gpu --num_processes 2 ...` (gloo) or `torchrun --nproc_per_node 2 ...`"
+        )
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (run.batch_size * world * run.grad_accum)))
     cap = schedule_run(run, rule, model, collator, train_ds, steps_per_epoch, resume_from, items)
     args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better, keep_best)
@@ -410,8 +432,13 @@ def schedule_run(
     )
     p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, run.max_minutes, run.epochs, run.max_steps)
     run.epochs = p.epochs
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process timed its own steps: all follow the main one's plan
+        from accelerate.utils import broadcast_object_list
+
+        run.epochs = broadcast_object_list([run.epochs])[0]
     if not resume_from:
-        say(describe(p, items or len(train_ds), rule.unit))
+        world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        say(describe(p, items or len(train_ds), rule.unit, world, run.batch_size * run.grad_accum))
     if run.max_minutes:
         return time_cap(run.max_minutes * 60)
     if explicit:

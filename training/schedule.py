@@ -105,10 +105,11 @@ def plan(
     return Plan(steps, steps / steps_per_epoch, per, why, capped)
 
 
-def describe(p: Plan, items: int, unit: str) -> str:
+def describe(p: Plan, items: int, unit: str, processes: int = 1, batch: int | None = None) -> str:
     eta = f", ~{_minutes(p.steps * p.seconds_per_step)} on this machine" if p.seconds_per_step else ""
+    per = f"; global batch {batch * processes:,} = {processes} processes x {batch:,}" if processes > 1 and batch else ""
     return (
-        f"{items:,} {unit} -> {p.steps:,} steps ({p.epochs:.1f} passes{eta}; {p.reason}); "
+        f"{items:,} {unit} -> {p.steps:,} steps ({p.epochs:.1f} passes{eta}{per}; {p.reason}); "
         f"--max-steps/--epochs/--max-minutes to change"
     )
 
@@ -130,11 +131,15 @@ def time_cap(seconds: float):
             self.start = time.perf_counter()
 
         def on_step_end(self, args, state, control, **kw):
-            if (
-                self.start is not None
-                and time.perf_counter() - self.start > seconds
-                and not control.should_training_stop
-            ):
+            over = self.start is not None and time.perf_counter() - self.start > seconds
+            if args.world_size > 1:  # the processes' clocks differ a little: all stop when the first is over
+                import torch
+                import torch.distributed as dist
+
+                flag = torch.tensor([1 if over else 0], device=args.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                over = bool(flag.item())
+            if over and not control.should_training_stop:
                 self.hit = True
                 control.should_training_stop = True
                 control.should_evaluate = args.eval_strategy != "no"

@@ -259,7 +259,12 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if mlm_stage:
         import shutil
 
-        shutil.rmtree(mlm_stage, ignore_errors=True)  # loaded; it must not end up inside the checkpoint
+        from accelerate import PartialState
+
+        state = PartialState()
+        state.wait_for_everyone()  # every process has loaded it
+        if state.is_main_process:
+            shutil.rmtree(mlm_stage, ignore_errors=True)  # it must not end up inside the checkpoint
     scratch = choice.source == SCRATCH
     # lr 1e-4 from scratch: at 5e-4 and 1e-3 a scratch BERT sat at chance on LCQMC (bench/similarity.py)
     small = scratch_recipe(choice, model)
@@ -458,6 +463,9 @@ def masked_lm_stage(args, runa, plan, minutes: float) -> tuple[str, dict]:
         raise KeyboardInterrupt
     if code:
         raise InputError(f"the masked-LM stage failed (exit {code}); --no-mlm-stage trains the pairs directly")
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()  # the main process has written the stage's folder
     with open(os.path.join(folder, "training_report.json"), encoding="utf-8") as f:
         report = json.load(f)
     best = report.get("best") or {}

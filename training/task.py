@@ -48,6 +48,10 @@ def run_identity(task: str, groups) -> dict:
             else:
                 identity[key] = value
     identity["data"] = data
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    if processes > 1:  # recorded only then, so single-process states saved before this field still resume
+        # a resume reshuffles which process sees which batch: refused rather than silently re-seen data
+        identity["processes"] = processes
     return identity
 
 
@@ -61,10 +65,43 @@ def open_output(runa, task: str, groups=()):
 
     runa.output = runa.output or os.path.join("checkpoints", task)
     plan = OutputPlan(runa.output, runa.overwrite, runa.resume, run_identity(task, groups) if groups else None)
-    with PartialState().main_process_first():  # under `accelerate launch`, one process touches the folders
+    import torch
+
+    # cpu=True on a machine without a GPU: under torchrun a plain PartialState() reported 1 process
+    # there (DistributedType.NO), and both processes prepared the same folders
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes == 1:
         resume_from = plan.prepare()
+    else:  # torchrun / accelerate launch: the main process alone touches the folders and tells the others
+        resume_from = _prepare_once(state, plan)
     set_seed(runa.seed)
     return plan, resume_from
+
+
+def _prepare_once(state, plan: OutputPlan) -> str | None:
+    """plan.prepare() on the main process; its outcome (the checkpoint to resume from, or the reason it
+    refused) is broadcast, so the other processes neither race on the folders nor hang in a collective."""
+    from accelerate.utils import broadcast_object_list
+
+    from data.errors import EXIT_BAD_INPUT, InputError
+    from training.output import NothingToDo
+
+    box = [None]
+    if state.is_main_process:
+        try:
+            box = [("ok", plan.prepare(), plan.resumed_from)]
+        except InputError as e:
+            box = [("error", e, None)]
+        except NothingToDo as e:
+            box = [("done", e, None)]
+    broadcast_object_list(box)
+    outcome, value, resumed = box[0]
+    if outcome == "ok":
+        plan.resumed_from = resumed
+        return value
+    if state.is_main_process:
+        raise value  # said once, by the main process
+    raise SystemExit(EXIT_BAD_INPUT if outcome == "error" else 0)
 
 
 def split_holdout(items: list, ratio: float, seed: int, groups: list | None = None) -> tuple[list, list]:
@@ -172,6 +209,9 @@ def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) 
         ]  # --overwrite with --resume is refused
         cmd = shlex.join(["python", script, *words])
         cmd = cmd if "--resume" in words else cmd + " --resume"
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes > 1:
+            cmd = f"the same launch ({processes} processes) of {cmd}"
         say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
         return EXIT_INTERRUPTED
     if not result.trainer.is_world_process_zero():
@@ -208,6 +248,10 @@ def base_report(
             "trainable_parameters": trainable,
             "vocab_size": len(tokenizer),
         },
+        "processes": result.trainer.args.world_size,
+        "global_batch_size": result.trainer.args.train_batch_size
+        * result.trainer.args.world_size
+        * result.trainer.args.gradient_accumulation_steps,
         "epochs": result.epochs,
         "best": result.best,
         "epochs_trained": round(epochs_done, 3),

@@ -1,6 +1,7 @@
 """Training throughput: a GPT2-chitchat-style padded fp32 loop vs our Trainer path, side by side.
 
     python bench/train_throughput.py [--epochs 1] [--ppl-minutes 10]
+    python bench/train_throughput.py --processes 60   # 1 process x 2 threads vs 2 processes x 1 thread
 
 Same data (LCCC multi-turn sample in ../shared/data/lccc), same 6-layer 512-hidden scratch
 GPT-2, same batch size, measured in one run:
@@ -145,13 +146,64 @@ def ours(out: Path, epochs: float, extra: list[str], timer: EpochTimer) -> dict:
     return json.loads((out / "training_report.json").read_text(encoding="utf-8"))
 
 
+def processes(steps: int) -> dict:
+    """training/chat.py on the LCCC sample, same global batch and steps: 1 process x all threads vs
+    2 processes (torchrun, gloo) x 1 thread. Tokens/s from each run's report."""
+    import subprocess
+
+    common = ["--data", str(LCCC), "--model", "scratch", "--n-layer", str(SIZE["n_layer"]), "--n-embd"]
+    common += [str(SIZE["n_embd"]), "--n-head", str(SIZE["n_head"]), "--max-len", str(MAX_LEN)]
+    common += ["--max-steps", str(steps), "--valid-ratio", "0", "--seed", "0", "--overwrite"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, launch, batch in (
+            ("1x%d_threads" % (os.cpu_count() or 1), [sys.executable], BATCH),
+            (
+                "2x1_thread",
+                [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+                BATCH // 2,
+            ),
+        ):
+            out = Path(tmp) / name
+            cmd = [
+                *launch,
+                str(ROOT / "training" / "chat.py"),
+                *common,
+                "--batch-size",
+                str(batch),
+                "--output",
+                str(out),
+            ]
+            done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{name} failed: {done.stderr[-800:]}")
+            r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+            runs[name] = {"tokens_per_s": r["tokens_per_s"], "train_runtime_s": r["train_runtime_s"],
+                          "global_batch": r["global_batch_size"], "steps": r["global_step"]}  # fmt: skip
+    a, b = runs.values()
+    ratio = round(b["tokens_per_s"] / a["tokens_per_s"], 2)
+    return {"bench": "train_throughput_processes", "model": SIZE, "runs": runs, "ratio_2proc_vs_1proc": ratio,
+            "cpu_count": os.cpu_count()}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=1, help="epochs measured for each of (a) and (b)")
     p.add_argument("--ppl-minutes", type=float, default=10.0, help="length of the fixed-time perplexity run (0: skip)")
+    p.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="instead: 1 process x all threads vs 2 processes x 1 thread (torchrun), STEPS steps each",
+    )
     a = p.parse_args()
     if not LCCC.exists():
         print(json.dumps({"bench": "train_throughput", "skipped": f"{LCCC} not found"}))
+        return
+    if a.processes:
+        print(json.dumps(processes(a.processes)))
         return
     quiet_libraries()
     torch.set_num_threads(os.cpu_count() or 1)

@@ -484,6 +484,9 @@ def test_compare_answers_with_a_second_model_beside_the_first(served):
     assert said(second) == said(first)  # the same model, greedy: the same reply on both sides
     again = c.predict("在吗？", True, "chat", temperature=0, max_new_tokens=8, api_name="/chat_compare")
     assert [t for r, t in said(again) if r == "user"] == ["你好", "在吗？"]  # the second side keeps its own history
+    assert c.predict(api_name="/clear_compare") == []
+    again = c.predict("在吗？", True, "chat", temperature=0, max_new_tokens=8, api_name="/chat_compare")
+    assert [t for r, t in said(again) if r == "user"] == ["在吗？"]
     off = client(served).predict("你好", False, "chat", api_name="/chat_compare")
     assert off == {"__type__": "update"}  # gr.skip(): the second side is left as it was
 

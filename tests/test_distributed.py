@@ -137,3 +137,25 @@ def test_a_worker_killed_leaves_no_half_written_model(tmp_path):
     code, log = finish(proc)
     assert code != 0 and "exitcode  : -9" in log  # the launcher names the killed process
     assert not out.exists()  # the model folder appears only when it is complete
+
+
+def test_accelerate_launch_runs_two_processes_on_cpu_and_says_when_it_does_not(tmp_path):
+    """`accelerate launch --multi_gpu` runs 2 gloo processes on a CPU machine; `--cpu --num_processes 2`
+    starts one (accelerate needs mpirun for more), which the script says."""
+    import shutil
+
+    accelerate = shutil.which("accelerate")
+    if accelerate is None:
+        pytest.skip("the accelerate command is not on PATH")
+    args = ["training/chat.py", "--data", str(SAMPLES / "dialogs.txt"), *TINY, "--epochs", "1", "--batch-size", "8"]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    for flags, processes in ((["--multi_gpu", "--num_processes", "2"], 2), (["--cpu", "--num_processes", "2"], 1)):
+        out = tmp_path / f"p{processes}"
+        done = subprocess.run(
+            [accelerate, "launch", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+             *flags, *args, "--output", str(out)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert report(out)["processes"] == processes
+        assert ("runs one process here" in done.stderr) == (processes == 1)

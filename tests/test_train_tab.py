@@ -104,8 +104,8 @@ def test_start_busy_stop_resume_finish_then_chat_with_it(served):
 
     demo, trainer, root = served
     c = client(demo)
-    status, command, _, _ = c.predict(*start_args(n_epochs=40, batch_size=8), api_name="/train_start")
-    assert "training/chat.py --data" in command and "--output" in command and "--epochs 40" in command
+    status, command, _, _ = c.predict(*start_args(n_epochs=15, batch_size=8), api_name="/train_start")
+    assert "training/chat.py --data" in command and "--output" in command and "--epochs 15" in command
     with pytest.raises(AppError, match="Busy"):  # one run at a time, for every visitor
         client(demo).predict(*start_args(out="second"), api_name="/train_start")
     wait_for(c, ("训练中 training",))
@@ -193,7 +193,7 @@ def test_train_in_the_browser_then_chat_with_the_model(served, tmp_path):
             expect(page.locator("#train-preview-out")).to_contain_text("dialogues", timeout=30_000)
             page.locator("#train-name textarea, #train-name input").first.fill("browser-chat")
             page.get_by_text("高级 Advanced").click()  # the accordion starts closed
-            page.locator("#train-epochs input").fill("40")
+            page.locator("#train-epochs input").fill("15")
             page.locator("#train-start").click()
             expect(page.locator("#train-status")).to_contain_text("训练中 training", timeout=120_000)
             # the loss curve is drawn in colour (after an empty first frame the lines had no stroke)

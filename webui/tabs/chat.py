@@ -127,9 +127,8 @@ def build(ctx, task) -> TabParts:
     message.submit(**io_b, api_visibility="private")
     send.click(**io, api_name="chat")
     send.click(**io_b, api_name="chat_compare")
-    clear.click(
-        lambda: ([], [], [], []), outputs=[chatbot, history, chatbot_b, history_b], api_name="clear", queue=False
-    )
+    clear.click(lambda: ([], []), outputs=[chatbot, history], api_name="clear", queue=False)
+    clear.click(lambda: ([], []), outputs=[chatbot_b, history_b], api_name="clear_compare", queue=False)
     picker.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
     picker_b.change(lambda: ([], []), outputs=[chatbot_b, history_b], api_visibility="private", queue=False)
     ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)

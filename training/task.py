@@ -83,24 +83,24 @@ def _prepare_once(state, plan: OutputPlan) -> str | None:
     refused) is broadcast, so the other processes neither race on the folders nor hang in a collective."""
     from accelerate.utils import broadcast_object_list
 
-    from data.errors import EXIT_BAD_INPUT, InputError
+    from data.errors import EXIT_BAD_INPUT
     from training.output import NothingToDo
 
-    box = [None]
+    box, failure = [None], None
     if state.is_main_process:
         try:
             box = [("ok", plan.prepare(), plan.resumed_from)]
-        except InputError as e:
-            box = [("error", e, None)]
         except NothingToDo as e:
-            box = [("done", e, None)]
+            box, failure = [("done", None, None)], e
+        except BaseException as e:  # InputError, or anything else: the others must not wait for ever
+            box, failure = [("error", None, None)], e
     broadcast_object_list(box)
     outcome, value, resumed = box[0]
     if outcome == "ok":
         plan.resumed_from = resumed
         return value
-    if state.is_main_process:
-        raise value  # said once, by the main process
+    if failure is not None:
+        raise failure  # said once, by the main process
     raise SystemExit(EXIT_BAD_INPUT if outcome == "error" else 0)
 
 

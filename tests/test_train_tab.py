@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import time
 
@@ -169,97 +171,89 @@ def test_the_sample_files_preview_for_every_task():
 CHROMIUM = "/usr/bin/chromium"
 
 
-@pytest.mark.slow
-def test_train_in_the_browser_then_chat_with_the_model(served, tmp_path):
-    """Chromium: upload a dialogue file, preview it, start a short run, watch it, stop, resume,
-    then pick the new model in the Chat tab and get a reply."""
-    import os
-
+@contextlib.contextmanager
+def chromium_page(url: str):
+    """(page, expect) of a headless Chromium at `url`; the test is skipped without Chromium or Playwright."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
-    demo, _, root = served
-    dialogs = (SAMPLES / "dialogs.txt").read_text(encoding="utf-8")
-    upload = write(tmp_path / "我的对话.txt", dialogs)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
         try:
             page = browser.new_page(viewport={"width": 1100, "height": 1400})
-            page.goto(demo.local_url)
-            expect = sync_api.expect
-            page.get_by_role("tab", name="训练 Train").click()
-            page.locator("input[type=file]").set_input_files(str(upload))
-            page.locator("#train-preview").click()
-            expect(page.locator("#train-preview-out")).to_contain_text("dialogues", timeout=30_000)
-            page.locator("#train-name textarea, #train-name input").first.fill("browser-chat")
-            page.get_by_text("高级 Advanced").click()  # the accordion starts closed
-            page.locator("#train-epochs input").fill("15")
-            page.locator("#train-start").click()
-            expect(page.locator("#train-status")).to_contain_text("训练中 training", timeout=120_000)
-            # the loss curve is drawn in colour (after an empty first frame the lines had no stroke)
-            line = page.locator("#train-plot .mark-line path").first
-            expect(line).to_have_attribute("stroke", re.compile("^#"), timeout=60_000)
-            page.locator("#train-stop").click()
-            expect(page.locator("#train-status")).to_contain_text("已停止 stopped", timeout=120_000)
-            page.locator("#train-resume").click()
-            expect(page.locator("#train-status")).to_contain_text("完成 done", timeout=600_000)
-            assert (root / "browser-chat" / "config.json").is_file()
-            page.reload()
-            page.get_by_role("tab", name="聊天 Chat").click()
-            expect(page.locator("#chat-about")).to_contain_text("browser-chat", timeout=30_000)
-            box = page.locator("#chat-input textarea")
-            box.fill("你好")
-            box.press("Enter")
-            expect(page.locator('#chatbot [data-testid="bot"]').first).not_to_be_empty(timeout=60_000)
+            page.goto(url)
+            yield page, sync_api.expect
         finally:
             browser.close()
+
+
+@pytest.mark.slow
+def test_train_in_the_browser_then_chat_with_the_model(served, tmp_path):
+    """Chromium: upload a dialogue file, preview it, start a short run, watch it, stop, resume,
+    then pick the new model in the Chat tab and get a reply."""
+    demo, _, root = served
+    dialogs = (SAMPLES / "dialogs.txt").read_text(encoding="utf-8")
+    upload = write(tmp_path / "我的对话.txt", dialogs)
+    with chromium_page(demo.local_url) as (page, expect):
+        page.get_by_role("tab", name="训练 Train").click()
+        page.locator("input[type=file]").set_input_files(str(upload))
+        page.locator("#train-preview").click()
+        expect(page.locator("#train-preview-out")).to_contain_text("dialogues", timeout=30_000)
+        page.locator("#train-name textarea, #train-name input").first.fill("browser-chat")
+        page.get_by_text("高级 Advanced").click()  # the accordion starts closed
+        page.locator("#train-epochs input").fill("15")
+        page.locator("#train-start").click()
+        expect(page.locator("#train-status")).to_contain_text("训练中 training", timeout=120_000)
+        # the loss curve is drawn in colour (after an empty first frame the lines had no stroke)
+        line = page.locator("#train-plot .mark-line path").first
+        expect(line).to_have_attribute("stroke", re.compile("^#"), timeout=60_000)
+        page.locator("#train-stop").click()
+        expect(page.locator("#train-status")).to_contain_text("已停止 stopped", timeout=120_000)
+        page.locator("#train-resume").click()
+        expect(page.locator("#train-status")).to_contain_text("完成 done", timeout=600_000)
+        assert (root / "browser-chat" / "config.json").is_file()
+        page.reload()
+        page.get_by_role("tab", name="聊天 Chat").click()
+        expect(page.locator("#chat-about")).to_contain_text("browser-chat", timeout=30_000)
+        box = page.locator("#chat-input textarea")
+        box.fill("你好")
+        box.press("Enter")
+        expect(page.locator('#chatbot [data-testid="bot"]').first).not_to_be_empty(timeout=60_000)
 
 
 @pytest.mark.slow
 def test_teach_a_model_your_facts_in_the_browser_then_compare_before_and_after(served, tmp_path):
     """Chromium: continue training one of your cloze models on a corpus, then see it beside its base
     in the Fill-Mask tab with Compare on (the base is the second model by default)."""
-    import os
-
     from training import cloze as cloze_script
     from training.cli import run
 
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
     demo, _, root = served
     corpus = str(SAMPLES / "cloze_corpus.txt")
     tiny = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "48", "--epochs", "1"]
     assert (
         run(cloze_script.main, ["--data", corpus, "--model", "scratch", "--output", str(root / "before"), *tiny]) == 0
     )
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1400})
-            page.goto(demo.local_url)
-            expect = sync_api.expect
-            page.get_by_role("tab", name="训练 Train").click()
-            page.locator("#train-task input").click()
-            page.get_by_role("option", name="完形填空 Fill-Mask").click()
-            page.locator("#train-sample input").check()
-            page.locator("#train-base input").click()
-            page.get_by_role("option", name=str(root / "before")).click()
-            page.locator("#train-name textarea, #train-name input").first.fill("taught")
-            page.get_by_text("高级 Advanced").click()
-            page.locator("#train-epochs input").fill("2")
-            page.locator("#train-start").click()
-            expect(page.locator("#train-status")).to_contain_text("完成 done", timeout=300_000)
-            page.reload()
-            page.get_by_role("tab", name="完形填空 Fill-Mask").click()
-            page.locator("#cloze-model input").click()
-            page.get_by_role("option", name="taught").click()
-            expect(page.locator("#cloze-about")).to_contain_text("taught", timeout=30_000)
-            page.locator("#cloze-compare input").check()
-            expect(page.locator("#cloze-model-b input")).to_have_value("before", timeout=30_000)  # its base
-            page.locator("#cloze-input textarea").fill("周小满研究的动物是蝴[MASK]。")
-            page.locator("#cloze-fill").click()
-            expect(page.locator("#cloze-filled")).to_contain_text("Most likely", timeout=30_000)
-            expect(page.locator("#cloze-filled-b")).to_contain_text("Most likely", timeout=30_000)
-        finally:
-            browser.close()
+    with chromium_page(demo.local_url) as (page, expect):
+        page.get_by_role("tab", name="训练 Train").click()
+        page.locator("#train-task input").click()
+        page.get_by_role("option", name="完形填空 Fill-Mask").click()
+        page.locator("#train-sample input").check()
+        page.locator("#train-base input").click()
+        page.get_by_role("option", name=str(root / "before")).click()
+        page.locator("#train-name textarea, #train-name input").first.fill("taught")
+        page.get_by_text("高级 Advanced").click()
+        page.locator("#train-epochs input").fill("2")
+        page.locator("#train-start").click()
+        expect(page.locator("#train-status")).to_contain_text("完成 done", timeout=300_000)
+        page.reload()
+        page.get_by_role("tab", name="完形填空 Fill-Mask").click()
+        page.locator("#cloze-model input").click()
+        page.get_by_role("option", name="taught").click()
+        expect(page.locator("#cloze-about")).to_contain_text("taught", timeout=30_000)
+        page.locator("#cloze-compare input").check()
+        expect(page.locator("#cloze-model-b input")).to_have_value("before", timeout=30_000)  # its base
+        page.locator("#cloze-input textarea").fill("周小满研究的动物是蝴[MASK]。")
+        page.locator("#cloze-fill").click()
+        expect(page.locator("#cloze-filled")).to_contain_text("Most likely", timeout=30_000)
+        expect(page.locator("#cloze-filled-b")).to_contain_text("Most likely", timeout=30_000)

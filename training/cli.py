@@ -13,6 +13,11 @@ from data.errors import EXIT_BAD_INPUT
 EXIT_INTERRUPTED = 130
 
 
+def process_count() -> int:
+    """Processes in this run: WORLD_SIZE under `torchrun` / `accelerate launch`, else 1."""
+    return max(1, int(os.environ.get("WORLD_SIZE", "1")))
+
+
 def is_main_process() -> bool:
     """Rank 0 under `torchrun` / `accelerate launch` (which set RANK), or a plain single process."""
     return os.environ.get("RANK", "0") == "0"

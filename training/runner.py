@@ -24,7 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_callback import ProgressCallback
 
 from data.errors import InputError
-from training.cli import say
+from training.cli import process_count, say
 from training.output import PROGRESS_FILE, STATE_DIR, OutputPlan
 from training.schedule import convergence_note
 
@@ -324,7 +324,7 @@ def run_training(
     rule: the task's default schedule (training.schedule.Rule), used when --epochs and
     --max-steps are not given; `items` is the count the start line names (lines, pairs, ...)."""
     has_eval = eval_ds is not None and len(eval_ds) > 0
-    world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    world = process_count()
     if os.environ.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in os.environ and world == 1:
         # what `accelerate launch --cpu --num_processes 2` leaves (accelerate 1.x): one process on one thread,
         # since its several-CPU-process mode needs mpirun
@@ -432,12 +432,12 @@ def schedule_run(
     )
     p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, run.max_minutes, run.epochs, run.max_steps)
     run.epochs = p.epochs
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # each process timed its own steps: all follow the main one's plan
+    if process_count() > 1:  # each process timed its own steps: all follow the main one's plan
         from accelerate.utils import broadcast_object_list
 
         run.epochs = broadcast_object_list([run.epochs])[0]
     if not resume_from:
-        world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+        world = process_count()
         say(describe(p, items or len(train_ds), rule.unit, world, run.batch_size * run.grad_accum))
     if run.max_minutes:
         return time_cap(run.max_minutes * 60)

@@ -10,7 +10,7 @@ import os
 import sys
 from dataclasses import asdict
 
-from training.cli import EXIT_INTERRUPTED, say
+from training.cli import EXIT_INTERRUPTED, process_count, say
 from training.models import SCRATCH, load_base
 from training.output import OutputPlan, _test_hook
 from training.runner import RunResult
@@ -48,7 +48,7 @@ def run_identity(task: str, groups) -> dict:
             else:
                 identity[key] = value
     identity["data"] = data
-    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = process_count()
     if processes > 1:  # recorded only then, so single-process states saved before this field still resume
         # a resume reshuffles which process sees which batch: refused rather than silently re-seen data
         identity["processes"] = processes
@@ -209,7 +209,7 @@ def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) 
         ]  # --overwrite with --resume is refused
         cmd = shlex.join(["python", script, *words])
         cmd = cmd if "--resume" in words else cmd + " --resume"
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        processes = process_count()
         if processes > 1:
             cmd = f"the same launch ({processes} processes) of {cmd}"
         say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")

@@ -26,6 +26,28 @@ DEMO_PREFIX = "demo-"
 LOWER_PRIORITY = 10  # `nice` increment of a build: chat replies stay responsive while a demo trains
 
 
+def spawn_training(command: list[str], log_path: str, append: bool = False) -> subprocess.Popen:
+    """A training script as a child process of the app (demo builds, the Train tab): output to
+    `log_path`, its own session (the app's Ctrl-C is the app's to pass on), at lower CPU priority."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log_path, "a" if append else "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    if hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, proc.pid, LOWER_PRIORITY)
+        except OSError:
+            pass
+    return proc
+
+
 def demo_recipe(task: str, output: str, minutes: float | None = None) -> list[str]:
     """The task's demo flags (chat.tasks: tiny seeded configs that train in a minute or two on 2 CPU
     cores) plus the common ones: scratch, the output, the time budget."""
@@ -178,26 +200,11 @@ class DemoBuilder:
             f"(at most ~{minutes:g} min; the tab shows its progress) -> {b.output}"
         )
         b.state, b.started = "preparing", time.time()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
         try:
             os.makedirs(os.path.dirname(os.path.abspath(b.output)), exist_ok=True)
-            with open(b.log, "w", encoding="utf-8") as log:
-                with self._lock:
-                    self._proc = subprocess.Popen(
-                        [self.python, script, *demo_recipe(b.task, b.output, minutes)],
-                        cwd=ROOT,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )  # the app's Ctrl-C is the app's to pass on
+            with self._lock:
+                self._proc = spawn_training([self.python, script, *demo_recipe(b.task, b.output, minutes)], b.log)
                 proc = self._proc
-            if hasattr(os, "setpriority"):
-                try:
-                    os.setpriority(os.PRIO_PROCESS, proc.pid, LOWER_PRIORITY)
-                except OSError:
-                    pass
             while proc.poll() is None:
                 time.sleep(self.poll_s)
                 self._read_progress(b)

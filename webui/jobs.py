@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from chat.tasks import ROOT, task_named
 from data.errors import InputError
 from data.textio import read_json_dict
-from webui.demos import LOWER_PRIORITY, last_error
+from webui.demos import last_error, spawn_training
 
 MAX_UPLOAD_BYTES = 50 * 2**20
 # quick / standard / thorough: the time cap (--max-minutes) of a run; the schedule sizes the steps within it
@@ -157,25 +157,7 @@ class TrainingJobs:
             if self.busy():
                 raise InputError("正在训练另一个模型 Busy: another training run is going on; wait for it or stop it")
             os.makedirs(self.checkpoints, exist_ok=True)
-            env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
-            log = open(job.log, "a", encoding="utf-8")
-            try:
-                self._proc = subprocess.Popen(
-                    job.command,
-                    cwd=ROOT,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            finally:
-                log.close()
-            if hasattr(os, "setpriority"):
-                try:
-                    os.setpriority(os.PRIO_PROCESS, self._proc.pid, LOWER_PRIORITY)
-                except OSError:
-                    pass
+            self._proc = spawn_training(job.command, job.log, append=True)  # a resume adds to the run's log
             self.job = job
         threading.Thread(target=self._watch, args=(self._proc, job), daemon=True).start()
         return job

@@ -54,6 +54,19 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt
 
 
+def _leave_process_group() -> None:
+    """Several processes: wait until the main one has written the model, then leave the process group.
+    A worker that simply exited first aborted ("terminate called without an active exception", exit -6),
+    and torchrun then stopped the main process in the middle of writing the model."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Call `main(argv)`; turn `InputError` into `error: ...` + exit 2 and Ctrl-C into exit 130."""
     import signal
@@ -69,7 +82,9 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         # while training, StopOnInterrupt turns either into "save a resumable state, then stop".
         previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return int(main(argv) or 0)
+        code = int(main(argv) or 0)
+        _leave_process_group()
+        return code
     except NothingToDo as e:
         say(str(e))
         return 0

@@ -23,6 +23,7 @@ log = logging.getLogger("chat")
 
 MAX_MESSAGE_CHARS = 1000
 PRECISIONS = ("fp32", "bf16", "int8")
+_MORE = object()  # more tokens will follow
 _SEEDED = threading.Lock()  # torch's CPU generator is process-wide: seeded runs go one at a time
 
 
@@ -48,8 +49,8 @@ def normalize_history(history) -> list[str]:
     return [t.strip() for t in turns if t and t.strip()]
 
 
-class _Streamer:
-    """Token ids from `generate` -> readable text deltas.
+class _Text:
+    """Token ids -> readable text deltas.
 
     Hand-written instead of TextIteratorStreamer: that one yields BERT-style decoded text
     ("你 好") piece by piece, and removing spaces from pieces would also glue English
@@ -59,6 +60,29 @@ class _Streamer:
 
     def __init__(self, engine: "ChatEngine"):
         self.engine, self.ids, self.sent = engine, [], ""
+
+    def add(self, ids: list[int], final: bool = False) -> str:
+        """The text that `ids` add (a trailing ASCII word is held back until it ends: "hel" may become "hello")."""
+        self.ids.extend(ids)
+        text = self.engine.decode(self.ids)
+        if not (text.startswith(self.sent) and len(text) > len(self.sent)):
+            return ""
+        cut = (
+            len(text)
+            if final or not text[-1].isascii()
+            else len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+        )
+        if cut <= len(self.sent):
+            return ""
+        piece, self.sent = text[len(self.sent) : cut], text[:cut]
+        return piece
+
+
+class _Streamer(_Text):
+    """A `generate` streamer: text deltas into a queue, None at the end."""
+
+    def __init__(self, engine: "ChatEngine"):
+        super().__init__(engine)
         self.queue: queue.Queue = queue.Queue()
         self.prompt_seen = False
 
@@ -66,25 +90,13 @@ class _Streamer:
         if not self.prompt_seen:  # generate() first pushes the prompt
             self.prompt_seen = True
             return
-        self.ids.extend(value.reshape(-1).tolist())
-        self._send(final=False)
+        if piece := self.add(value.reshape(-1).tolist()):
+            self.queue.put(piece)
 
     def end(self) -> None:
-        self._send(final=True)
+        if piece := self.add([], final=True):
+            self.queue.put(piece)
         self.queue.put(None)
-
-    def _send(self, final: bool) -> None:
-        text = self.engine.decode(self.ids)
-        if text.startswith(self.sent) and len(text) > len(self.sent):
-            # hold back a trailing ASCII word: it may still grow ("hel" -> "hello")
-            cut = (
-                len(text)
-                if final or not text[-1].isascii()
-                else len(text.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
-            )
-            if cut > len(self.sent):
-                self.queue.put(text[len(self.sent) : cut])
-                self.sent = text[:cut]
 
 
 class _Cancelled:
@@ -100,8 +112,16 @@ class _Cancelled:
 class ChatEngine:
     """Multi-turn chat over a GPT-2 checkpoint: `reply(history, message)` and `stream(...)`."""
 
-    def __init__(self, model, tokenizer, generation_config, max_history: int = 6, name: str = "chat"):
+    def __init__(
+        self, model, tokenizer, generation_config, max_history: int = 6, name: str = "chat", batching: bool = False
+    ):
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        # batching: concurrent replies share decode steps (chat/batching.py; the app's default)
+        self.batcher = None
+        if batching:
+            from chat.batching import ContinuousBatcher
+
+            self.batcher = ContinuousBatcher(model)
         self.max_history = max_history
         self.precision = "bf16" if model.dtype == torch.bfloat16 else "fp32"  # from_pretrained says "int8"
         self.max_len = int(model.config.n_positions)
@@ -117,12 +137,15 @@ class ChatEngine:
         self.defaults.suppress_tokens = sorted(banned | set(self.defaults.suppress_tokens or []))
 
     @classmethod
-    def from_pretrained(cls, folder: str, precision: str = "fp32", max_history: int = 6) -> "ChatEngine":
+    def from_pretrained(
+        cls, folder: str, precision: str = "fp32", max_history: int = 6, batching: bool = False
+    ) -> "ChatEngine":
         """Load a chat checkpoint folder.
 
         precision: "fp32" (exact), "bf16" (half the weight bytes; fast on CPUs with AMX or
         AVX512-BF16) or "int8" (dynamic quantisation, a quarter of the bytes: the fastest on
-        CPU, see `bench/decode.py`).
+        CPU, see `bench/decode.py`). batching: concurrent `stream`/`reply` calls share decode
+        steps (`chat.batching.ContinuousBatcher`); the replies are the same.
         """
         from chat.loading import load_chat_model
 
@@ -133,7 +156,7 @@ class ChatEngine:
             from chat.quantize import quantize_int8
 
             model = quantize_int8(model)
-        engine = cls(model, tokenizer, gen, max_history=max_history, name=folder)
+        engine = cls(model, tokenizer, gen, max_history=max_history, name=folder, batching=batching)
         engine.precision = precision
         return engine
 
@@ -174,6 +197,9 @@ class ChatEngine:
     ) -> list[int]:
         from transformers import StoppingCriteriaList
 
+        if self.batcher is not None:
+            return self._cut([token for piece in self._batched(ids, config, seed) for token in piece])
+
         input_ids = torch.tensor([ids], device=self.model.device)
         kwargs = dict(
             input_ids=input_ids,
@@ -189,8 +215,31 @@ class ChatEngine:
                 with _SEEDED:
                     torch.manual_seed(seed)
                     out = self.model.generate(**kwargs)
-        new = out[0, input_ids.shape[1] :].tolist()
+        return self._cut(out[0, input_ids.shape[1] :].tolist())
+
+    def _cut(self, new: list[int]) -> list[int]:
         return new[: new.index(self.tokenizer.sep_token_id)] if self.tokenizer.sep_token_id in new else new
+
+    def _batched(self, ids: list[int], config, seed: int | None) -> Iterator[list[int]]:
+        """The reply's tokens from the batcher as they come (each read takes all that arrived)."""
+        request = self.batcher.submit(ids, config, seed)
+        try:
+            while True:
+                item, tokens = request.tokens.get(), []
+                while isinstance(item, int):
+                    tokens.append(item)
+                    try:
+                        item = request.tokens.get_nowait()
+                    except queue.Empty:
+                        item = _MORE
+                if tokens:
+                    yield tokens
+                if item is None:
+                    return
+                if item is not _MORE:
+                    raise item
+        finally:  # also when the reader stops early (a closed browser tab): the row is freed at the next step
+            self.batcher.release(request)
 
     def generate_ids(self, history, message: str, settings: GenerationSettings | None = None, **overrides) -> list[int]:
         """Token ids of the reply (without the closing [SEP])."""
@@ -205,6 +254,16 @@ class ChatEngine:
         """Yield the reply in pieces as it is generated (join them for the full text)."""
         config, seed = self._config(settings, overrides)
         ids = self.build_prompt(history, message, config.max_new_tokens)
+        if self.batcher is not None:
+            text = _Text(self)
+            for tokens in self._batched(ids, config, seed):
+                if self.tokenizer.sep_token_id in tokens:
+                    tokens = tokens[: tokens.index(self.tokenizer.sep_token_id)]
+                if piece := text.add(tokens):
+                    yield piece
+            if piece := text.add([], final=True):
+                yield piece
+            return
         streamer = _Streamer(self)
         errors: list[BaseException] = []
         cancel = threading.Event()

@@ -20,7 +20,7 @@ from data.hub import can_connect
 from webui.blocks import SERVE_OPTIONS, build_demo
 from webui.demos import DemoBuilder
 from webui.jobs import MAX_UPLOAD_BYTES, TrainingJobs, public_reason
-from webui.settings import Settings, parse_settings
+from webui.settings import Settings, parse_settings, predictor_options
 from webui.store import ModelStore, missing_demos, warm_up
 
 __all__ = ["main", "build_demo", "Settings", "parse_settings", "ModelStore", "SERVE_OPTIONS"]
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     try:
-        store = ModelStore({"chat": {"precision": "int8"}} if settings.fast else None)
+        store = ModelStore(predictor_options(settings))
         # Tabs without a model get a demo model, trained in the background while the page already answers.
         builder = DemoBuilder(
             settings.checkpoints,

@@ -15,7 +15,7 @@ from typing import Callable
 
 from chat.tasks import TASKS, Task
 from webui.demos import DEMO_PREFIX, DemoBuilder
-from webui.settings import Settings
+from webui.settings import Settings, predictor_options
 from webui.store import DEMO_SUFFIX, ModelStore, about, base_of, catalogue
 
 # Limits enforced on the server for every request (the browser's boxes refuse longer input first,
@@ -237,7 +237,8 @@ def build_demo(
     scripts; without one it says how to turn it on."""
     import gradio as gr
 
-    ctx = TabContext(settings or Settings(), store or ModelStore(), builder)
+    settings = settings or Settings()
+    ctx = TabContext(settings, store or ModelStore(predictor_options(settings)), builder)
     titles = "、".join(t.title.split(" ", 1)[0] for t in TASKS.values())
     with gr.Blocks(title="小模型微调工坊 · Chinese small-model demo") as demo:
         gr.Markdown(

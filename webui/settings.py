@@ -21,6 +21,15 @@ class Settings:
     fast: bool = False  # chat model with int8 weights
     demo_minutes: float | None = None  # time budget per demo model (None: each task's demo_minutes)
     allow_training: bool = False  # the Train tab even where the page is public (--share, a public host, Spaces)
+    batching: bool = True  # concurrent chat replies share decode steps (chat/batching.py)
+
+
+def predictor_options(settings: Settings) -> dict:
+    """Per-task keyword arguments of the predictors' from_pretrained that the flags set."""
+    chat = {"batching": settings.batching}
+    if settings.fast:
+        chat["precision"] = "int8"
+    return {"chat": chat}
 
 
 def env_names() -> dict[str, str]:
@@ -36,6 +45,7 @@ def env_names() -> dict[str, str]:
         "demo_minutes": "APP_DEMO_MINUTES",
         "allow_training": "APP_ALLOW_TRAINING",
         "fast": "APP_FAST",
+        "no_batching": "APP_NO_BATCHING",
     }
 
 
@@ -107,6 +117,13 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="chat model with int8 weights: about 3x faster replies on CPU",
     )
     p.add_argument(
+        "--no-batching",
+        action="store_true",
+        default=_env_bool("APP_NO_BATCHING"),
+        help="one generate() per chat reply instead of batching concurrent replies into shared decode steps "
+        "(to compare; batching serves many visitors several times faster)",
+    )
+    p.add_argument(
         "--allow-training",
         action="store_true",
         default=_env_bool("APP_ALLOW_TRAINING"),
@@ -134,4 +151,5 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         a.fast,
         a.demo_minutes,
         a.allow_training,
+        batching=not a.no_batching,
     )

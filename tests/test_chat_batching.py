@@ -1,0 +1,205 @@
+"""ContinuousBatcher: concurrent replies share decode steps and equal the unbatched replies."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from chat import ChatEngine
+from chat.batching import ContinuousBatcher
+
+HISTORY = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好呀"}]
+MESSAGES = ["今天天气怎么样？", "你喜欢吃什么", "hello", "周末去哪儿玩", "我今天好累啊，想早点睡觉", "在吗"]
+# per request: its own sampling settings and seed (greedy, seeded samples, the checkpoint's defaults)
+SETTINGS = [
+    dict(do_sample=False, max_new_tokens=24),
+    dict(seed=7, do_sample=True, temperature=1.5, top_k=0, top_p=1.0, max_new_tokens=30),
+    dict(seed=3, max_new_tokens=16),
+    dict(seed=11, do_sample=True, temperature=0.9, top_k=5, top_p=0.8, repetition_penalty=1.5, max_new_tokens=40),
+    dict(do_sample=False, repetition_penalty=1.3, max_new_tokens=8),
+    dict(seed=5, do_sample=True, temperature=1.2, top_k=20, top_p=0.95, no_repeat_ngram_size=2, max_new_tokens=32),
+]
+
+
+@pytest.fixture(scope="module")
+def engines(chat_checkpoint):
+    plain = ChatEngine.from_pretrained(str(chat_checkpoint), max_history=4)
+    batched = ChatEngine.from_pretrained(str(chat_checkpoint), max_history=4, batching=True)
+    return plain, batched
+
+
+def concurrently(fn, n: int) -> list:
+    out, errors = [None] * n, []
+
+    def run(i):
+        try:
+            out[i] = fn(i)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    if errors:
+        raise errors[0]
+    return out
+
+
+def history(i: int) -> list:
+    return HISTORY if i % 2 else []
+
+
+def test_concurrent_replies_equal_the_unbatched_ones_and_share_steps(engines):
+    plain, batched = engines
+    expected = [plain.reply(history(i), m, **SETTINGS[i]) for i, m in enumerate(MESSAGES)]
+    batched.batcher.step_times.clear()
+    got = concurrently(lambda i: batched.reply(history(i), MESSAGES[i], **SETTINGS[i]), len(MESSAGES))
+    assert got == expected
+    assert max(batched.batcher.step_times) > 1, "the replies were never decoded together"
+    # streamed pieces add up to the same replies
+    streamed = concurrently(lambda i: "".join(batched.stream(history(i), MESSAGES[i], **SETTINGS[i])), len(MESSAGES))
+    assert streamed == expected
+
+
+def test_unseeded_samples_differ_and_greedy_is_stable(engines):
+    _, batched = engines
+    greedy = concurrently(lambda i: batched.reply(HISTORY, "吃了吗", do_sample=False, max_new_tokens=20), 4)
+    assert len(set(greedy)) == 1
+    sampled = concurrently(
+        lambda i: batched.reply(HISTORY, "吃了吗", do_sample=True, temperature=1.5, top_k=0, max_new_tokens=20), 6
+    )
+    assert len(set(sampled)) > 1
+
+
+def endless(folder, batching: bool = True) -> ChatEngine:
+    """An engine whose replies never end before their token limit ([SEP] is never written)."""
+    engine = ChatEngine.from_pretrained(str(folder), batching=batching)
+    engine.defaults.eos_token_id = None
+    engine.defaults.suppress_tokens = [*engine.defaults.suppress_tokens, engine.tokenizer.sep_token_id]
+    return engine
+
+
+def test_a_cancelled_stream_frees_its_row_and_others_go_on(chat_checkpoint):
+    engine = endless(chat_checkpoint)
+    batcher = engine.batcher
+    expected = endless(chat_checkpoint, batching=False).reply([], "你好", do_sample=False, max_new_tokens=40)
+    other = {}
+    long_stream = engine.stream([], "说个长故事", do_sample=False, max_new_tokens=200)
+    next(long_stream)  # the long reply is running
+    worker = threading.Thread(
+        target=lambda: other.setdefault("text", engine.reply([], "你好", do_sample=False, max_new_tokens=40))
+    )
+    worker.start()
+    long_stream.close()  # the reader goes away (a closed browser tab)
+    worker.join(timeout=60)
+    assert other["text"] == expected
+    assert batcher.stats()["running"] == 0 and batcher.stats()["waiting"] == 0
+    assert batcher.stats()["kv_mib"] == 0
+
+
+def test_a_failing_request_does_not_break_the_others(engines, monkeypatch):
+    """One request fails where its first token is picked (in the shared prefill), another at its second
+    (in a shared decode step): each gets its error, the others' replies are unchanged."""
+    plain, batched = engines
+    batcher = batched.batcher
+    real = ContinuousBatcher._processors
+    fail_at = {13: 0, 14: 1}  # max_new_tokens -> tokens it writes before failing
+
+    def processors(self, config, prompt):
+        chain = real(self, config, prompt)
+        if config.max_new_tokens not in fail_at:
+            return chain
+
+        def boom(ids, scores):
+            if ids.shape[1] >= len(prompt) + fail_at[config.max_new_tokens]:
+                raise RuntimeError("planted failure")
+            return chain(ids, scores)
+
+        return boom
+
+    hot = dict(do_sample=True, temperature=1.5, top_k=0, top_p=1.0)  # long replies from the tiny model
+    assert len(plain.generate_ids([], MESSAGES[0], seed=1, max_new_tokens=14, **hot)) >= 2
+    monkeypatch.setattr(ContinuousBatcher, "_processors", processors)
+    expected = [plain.reply([], m, seed=i, max_new_tokens=20, **hot) for i, m in enumerate(MESSAGES[:3])]
+
+    def run(i):
+        if i >= 3:
+            with pytest.raises(RuntimeError, match="planted failure"):
+                batched.reply([], MESSAGES[0], seed=1, max_new_tokens=10 + i, **hot)
+            return "failed"
+        return batched.reply([], MESSAGES[i], seed=i, max_new_tokens=20, **hot)
+
+    assert concurrently(run, 5) == expected + ["failed", "failed"]
+    assert batcher.stats()["running"] == 0
+
+
+def test_a_failed_decode_step_fails_its_rows_and_the_batcher_goes_on(chat_checkpoint, monkeypatch):
+    engine = endless(chat_checkpoint)
+    model = engine.batcher.model
+    calls = {"n": 0}
+    forward = model.forward
+
+    def flaky(*args, **kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is not None and ids.shape[1] == 1:  # a decode step
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("planted step failure")
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", flaky)
+    with pytest.raises(RuntimeError, match="planted step failure"):
+        engine.reply([], "你好", do_sample=False, max_new_tokens=10)
+    assert len(engine.generate_ids([], "你好", do_sample=False, max_new_tokens=10)) == 10  # the next one works
+
+
+def test_rows_are_bounded_and_memory_is_reported(chat_checkpoint):
+    engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
+    engine.batcher = ContinuousBatcher(engine.model, max_batch=2, idle_s=0.3)
+    plain = ChatEngine.from_pretrained(str(chat_checkpoint))
+    expected = [plain.reply([], m, do_sample=False, max_new_tokens=20) for m in MESSAGES]
+    got = concurrently(lambda i: engine.reply([], MESSAGES[i], do_sample=False, max_new_tokens=20), len(MESSAGES))
+    assert got == expected
+    assert max(engine.batcher.step_times) <= 2
+    stats = engine.batcher.stats()
+    config = engine.model.config
+    per_token = 2 * config.n_layer * config.n_embd * 4  # fp32 keys and values
+    assert stats["kv_mib_per_request_max"] == round(per_token * config.n_positions / 2**20, 2)
+    assert 0 < stats["peak_kv_mib"] <= 2 * (stats["kv_mib_per_request_max"] + per_token * 32 / 2**20)
+    time.sleep(1.0)  # idle: the loop's thread ends, and a new request starts it again
+    assert engine.batcher._thread is None
+    assert engine.reply([], MESSAGES[0], do_sample=False, max_new_tokens=20) == expected[0]
+
+
+def test_cache_rows_are_right_aligned_without_nans(chat_checkpoint):
+    """Prompts of different lengths prefilled together: each row's keys end in the same column, padding is
+    masked and finite (a NaN there would spread into every row's attention)."""
+    engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
+    batcher = engine.batcher
+    config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": 5})
+    from chat.batching import Request
+
+    prompts = [[engine.tokenizer.cls_token_id] + [10 + i for i in range(n)] for n in (2, 17, 6)]
+    group = [Request(p, config, None, batcher._processors(config, p), set(), 5) for p in prompts]
+    with torch.inference_mode():
+        rows, kv, mask = batcher._prefill(group)
+        batcher._rebuild([], (rows, kv, mask))
+    assert batcher._mask.sum(1).tolist() == [len(p) for p in prompts]
+    assert batcher._mask[:, -1].tolist() == [1, 1, 1]
+    assert all(torch.isfinite(slab).all() for slab in batcher._slabs)
+
+
+def test_app_batches_chat_by_default_and_no_batching_turns_it_off(chat_checkpoint):
+    from webui.settings import parse_settings, predictor_options
+    from webui.store import ModelStore
+
+    on, off = parse_settings([]), parse_settings(["--no-batching"])
+    assert predictor_options(on) == {"chat": {"batching": True}}
+    assert predictor_options(parse_settings(["--fast"]))["chat"] == {"batching": True, "precision": "int8"}
+    assert ModelStore(predictor_options(on)).get("chat", str(chat_checkpoint)).batcher is not None
+    assert ModelStore(predictor_options(off)).get("chat", str(chat_checkpoint)).batcher is None

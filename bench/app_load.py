@@ -25,10 +25,11 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 OPENERS = ["你好", "早上好", "在吗？", "周末去哪儿玩？", "我今天好累", "最近在忙什么呢？", "晚饭吃什么？", "好久不见"]
 
 
-def start_app(checkpoints: str, concurrency: int, log_path: str):
+def start_app(checkpoints: str, concurrency: int, log_path: str, extra: tuple = ()):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
     t = time.perf_counter()
     log = open(log_path, "w")
@@ -42,6 +43,7 @@ def start_app(checkpoints: str, concurrency: int, log_path: str):
             "0",
             "--concurrency",
             str(concurrency),
+            *extra,
         ],
         cwd=ROOT,
         env=env,
@@ -79,17 +81,31 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def user(url: str, seconds: float, k: int, ttft: list, total: list, errors: list, stop_at: float) -> None:
+def user(
+    url: str,
+    seconds: float,
+    k: int,
+    ttft: list,
+    total: list,
+    errors: list,
+    stop_at: float,
+    args: tuple = (),
+    tokens: list | None = None,
+    turns: int | None = None,
+) -> None:
+    """One visitor chatting until `stop_at` (or for `turns` replies); `args` follow the message in /chat."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
-    turn = 0
-    while time.time() < stop_at:
+    turn = attempts = 0
+    while time.time() < stop_at and (turns is None or attempts < turns):
+        attempts += 1
         message = OPENERS[(k + turn) % len(OPENERS)]
         t = time.perf_counter()
         first = None
+        chatbot = None
         try:
-            job = client.submit(message, api_name="/chat")
+            job = client.submit(message, *args, api_name="/chat")
             for chatbot, _ in job:
                 if (
                     first is None
@@ -106,6 +122,8 @@ def user(url: str, seconds: float, k: int, ttft: list, total: list, errors: list
         total.append(time.perf_counter() - t)
         if first is not None:
             ttft.append(first)
+        if tokens is not None and chatbot:  # the base-size model's vocabulary is one character per token
+            tokens.append(len(chatbot[-1]["content"][0].get("text") or ""))
         turn += 1
         if turn % 4 == 0:
             client.predict(api_name="/clear")
@@ -125,7 +143,14 @@ def main() -> None:
         "--checkpoints", help="the app's --checkpoints (default: checkpoints/, or a new empty one with --fresh)"
     )
     p.add_argument("--training", action="store_true", help="a second run while the Train tab trains a chat model")
+    p.add_argument(
+        "--base-size",
+        action="store_true",
+        help="a chat model of the default base's shape (12x768, vocab 21,128, random weights): batching on vs off",
+    )
     a = p.parse_args()
+    if a.base_size:
+        return base_size(a.users, a.seconds, a.concurrency)
     tmp = tempfile.mkdtemp(prefix="app_load_")
     checkpoints = a.checkpoints or (os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints"))
     started = time.perf_counter()
@@ -205,6 +230,121 @@ def load_while_training(url: str, users: int, seconds: float, checkpoints: str) 
         os.remove(os.path.join(checkpoints, name + ".log"))
     result["training_status"] = status.split("\n")[0]
     return result
+
+
+BASE_SHAPE = dict(n_layer=12, n_embd=768, n_head=12, vocab=21128)  # bert-base-chinese's vocab, GPT-2 small's body
+REPLY_TOKENS = 40
+ALONE_REPLIES = 8
+
+
+def base_size(users: int, seconds: float, concurrency: int) -> None:
+    """Batching on vs off on a model of the default base's size, in one run: one user alone, then `users` at
+    once (40-token replies), through the app; then the decode step per batch size beside the weight-read
+    floor. One JSON line per app run, one for the steps, one with the ratios."""
+    from pathlib import Path
+
+    from bench.decode import make_folder
+
+    tmp = Path(tempfile.mkdtemp(prefix="app_load_base_"))
+    folder = tmp / "checkpoints" / "chat-base"
+    make_folder(BASE_SHAPE["n_layer"], BASE_SHAPE["n_embd"], BASE_SHAPE["n_head"], BASE_SHAPE["vocab"], folder)
+    from data.encoder import CHAT_SAMPLING as d
+
+    # /chat after the message: model, temperature, top-k, top-p, repetition penalty, max new tokens
+    args = (str(folder), d["temperature"], d["top_k"], d["top_p"], d["repetition_penalty"], REPLY_TOKENS)
+    runs = {}
+    for batching in (True, False):
+        extra = ("--chat-model", str(folder), "--no-demo") + (() if batching else ("--no-batching",))
+        proc, url, _ = start_app(str(tmp / "checkpoints"), concurrency, str(tmp / f"app-{batching}.log"), extra)
+        try:
+            alone: dict = {"ttft": [], "total": [], "errors": [], "tokens": []}
+            user(url, 0, 0, alone["ttft"], alone["total"], alone["errors"], time.time() + 600, args, alone["tokens"],
+                 turns=ALONE_REPLIES + 1)  # fmt: skip
+            alone_s = statistics.median(alone["total"][1:])  # the first reply warms up
+            many: dict = {"ttft": [], "total": [], "errors": [], "tokens": []}
+            stop_at = time.time() + seconds
+            threads = [
+                threading.Thread(
+                    target=user,
+                    args=(url, seconds, k, many["ttft"], many["total"], many["errors"], stop_at, args, many["tokens"]),
+                )
+                for k in range(users)
+            ]
+            started = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.perf_counter() - started
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        runs[batching] = line = {
+            "bench": "app_load_base_size",
+            "batching": batching,
+            "users": users,
+            "seconds": seconds,
+            "reply_tokens": REPLY_TOKENS,
+            "alone_reply_s": round(alone_s, 3),
+            "alone_errors": len(alone["errors"]),
+            "replies": len(many["total"]),
+            "errors": len(many["errors"]),
+            "error_examples": many["errors"][:3],
+            "tokens_per_s": round(sum(many["tokens"]) / wall, 1),
+            "ttft_p50_s": round(statistics.median(many["ttft"]), 3) if many["ttft"] else None,
+            "ttft_p95_s": round(percentile(many["ttft"], 0.95), 3) if many["ttft"] else None,
+            "reply_p50_s": round(statistics.median(many["total"]), 3) if many["total"] else None,
+            "reply_p95_s": round(percentile(many["total"], 0.95), 3) if many["total"] else None,
+            "cpu_count": os.cpu_count(),
+        }
+        print(json.dumps(line, ensure_ascii=False), flush=True)
+    print(json.dumps(decode_steps(folder), ensure_ascii=False), flush=True)
+    on, off = runs[True], runs[False]
+    summary = {
+        "bench": "app_load_base_size_summary",
+        "throughput_x": round(on["tokens_per_s"] / off["tokens_per_s"], 2),
+        "reply_p95_ratio": round(on["reply_p95_s"] / off["reply_p95_s"], 3),
+        "ttft_p95_s": on["ttft_p95_s"],
+        "alone_slowdown": round(on["alone_reply_s"] / off["alone_reply_s"] - 1, 3),
+        "targets": {
+            "throughput_x": ">= 4",
+            "reply_p95_ratio": "<= 0.333",
+            "ttft_p95_s": "<= 2",
+            "alone_slowdown": "<= 0.10",
+        },
+    }
+    print(json.dumps(summary, ensure_ascii=False), flush=True)
+
+
+def decode_steps(folder) -> dict:
+    """Median decode-step time with 1, 4, 8 and 16 rows running (40-token replies submitted together),
+    and the floor a cached fp32 step cannot beat: reading every weight once."""
+    from bench.decode import read_bandwidth
+    from chat import ChatEngine
+
+    engine = ChatEngine.from_pretrained(str(folder), batching=True)
+    weights = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    steps = {}
+    for n in (1, 4, 8, 16):
+        engine.batcher.step_times.clear()
+        threads = [
+            threading.Thread(target=engine.reply, args=([], f"第{i}句话"), kwargs=dict(max_new_tokens=REPLY_TOKENS))
+            for i in range(n)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        steps[n] = round(statistics.median(engine.batcher.step_times[n]) * 1000, 1)
+    floor = weights / read_bandwidth() * 1000
+    return {
+        "bench": "decode_step_per_batch",
+        "step_ms": steps,
+        "ms_per_token": {n: round(ms / n, 2) for n, ms in steps.items()},
+        "weight_read_floor_ms": round(floor, 1),
+        "weights_mib": round(weights / 2**20, 1),
+        "kv": engine.batcher.stats(),
+    }
 
 
 if __name__ == "__main__":

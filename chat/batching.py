@@ -31,6 +31,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 log = logging.getLogger("chat")
 
 MAX_BATCH = 16  # rows decoded together; more requests wait for a free row
+PREFIX_CACHE_MIB = 256  # keys and values of recent conversations, reused when the next message continues one
 PREFILL_TOKENS = 512  # prompt tokens run per loop turn before the running rows get their next token
 HEADROOM = 32  # spare cache columns allocated at a time
 IDLE_S = 10.0  # the loop's thread ends after this long without work (a later request starts it again)
@@ -48,13 +49,21 @@ class Request:
         self.tokens: queue.Queue = queue.Queue()
         self.cancelled = threading.Event()
         self.done = threading.Event()  # set once the loop holds nothing of it any more
+        self.finished = False  # ended by [SEP] or its limit (not cancelled, not failed)
 
     def cancel(self) -> None:
         self.cancelled.set()
 
 
 class ContinuousBatcher:
-    def __init__(self, model, max_batch: int = MAX_BATCH, prefill_tokens: int = PREFILL_TOKENS, idle_s: float = IDLE_S):
+    def __init__(
+        self,
+        model,
+        max_batch: int = MAX_BATCH,
+        prefill_tokens: int = PREFILL_TOKENS,
+        idle_s: float = IDLE_S,
+        prefix_cache_mib: float = PREFIX_CACHE_MIB,
+    ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.max_batch, self.prefill_tokens, self.idle_s = model, max_batch, prefill_tokens, idle_s
@@ -72,6 +81,7 @@ class ContinuousBatcher:
         self._thread: threading.Thread | None = None
         self.step_times: dict[int, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=500))
         self.peak_kv_bytes = 0
+        self.prefixes = PrefixCache(int(prefix_cache_mib * 2**20))
 
     # -- the caller's side -------------------------------------------------------
     def submit(self, prompt: list[int], config, seed: int | None = None) -> Request:
@@ -101,13 +111,17 @@ class ContinuousBatcher:
 
     def stats(self) -> dict:
         """Rows running and waiting, and the KV cache they hold (bounded by max_batch x the model's length)."""
-        rows, waiting, kv = len(self._rows), len(self._waiting), self._kv_bytes()
+        # replies that ended leave their rows at the loop's next turn: counted as gone already
+        rows, waiting, kv = sum(not r.done.is_set() for r in self._rows), len(self._waiting), self._kv_bytes()
         return {
             "running": rows,
             "waiting": waiting,
             "kv_mib": round(kv / 2**20, 2),
             "peak_kv_mib": round(self.peak_kv_bytes / 2**20, 2),
             "kv_mib_per_request_max": round(self.kv_bytes_per_token * self.max_len / 2**20, 2),
+            "prefix_cache_mib": round(self.prefixes.bytes / 2**20, 2),
+            "prefix_hits": self.prefixes.hits,
+            "prefix_tokens_reused": self.prefixes.tokens_reused,
         }
 
     def _processors(self, config, prompt: list[int]):
@@ -142,13 +156,14 @@ class ContinuousBatcher:
                             break
                         budget -= len(self._waiting[0].prompt)
                         admitted.append(self._waiting.popleft())
-                joining = self._prefill([r for r in admitted if not self._ended_early(r)])
+                fresh = [r for r in admitted if not self._ended_early(r)]
+                groups = [g for g in self._prefill_all(fresh) if g is not None]
                 for r in self._rows:
                     if r.cancelled.is_set():
                         self._end(r)
                 keep = [i for i, r in enumerate(self._rows) if not r.done.is_set()]
-                if joining or len(keep) < len(self._rows):
-                    self._rebuild(keep, joining)
+                if groups or len(keep) < len(self._rows):
+                    self._rebuild(keep, groups)
                 if self._rows:
                     self._step()
 
@@ -157,18 +172,41 @@ class ContinuousBatcher:
             self._end(r)
         return r.done.is_set()
 
-    def _prefill(self, group: list[Request]):
+    def _prefill_all(self, fresh: list[Request]) -> list:
+        """Prompts that continue a cached conversation run only their new tokens, one by one; the others
+        run together."""
+        groups, cold = [], []
+        for r in fresh:
+            hit = self.prefixes.find(r.prompt)
+            if hit is None:
+                cold.append(r)
+            else:
+                groups.append(self._prefill([r], hit))
+        groups.append(self._prefill(cold))
+        return groups
+
+    def _prefill(self, group: list[Request], prefix=None):
         """Run the new prompts together (left-padded, as generate pads a batch) and pick each one's first
-        token: (requests that go on, their keys and values per layer, their mask), or None."""
+        token: (requests that go on, their keys and values per layer, their mask), or None. With `prefix`
+        (a cached conversation the one prompt continues: its length and keys and values) only the rest of
+        the prompt is run."""
         if not group:
             return None
         device = self.model.device
+        past, skip = None, 0
+        if prefix is not None:
+            from transformers import DynamicCache
+
+            skip, cached = prefix
+            past = DynamicCache(ddp_cache_data=[(kv[0:1], kv[1:2]) for kv in cached])  # update() copies: kept intact
         width = max(len(r.prompt) for r in group)
-        ids = torch.tensor([[0] * (width - len(r.prompt)) + r.prompt for r in group], device=device)
+        ids = torch.tensor([[0] * (width - len(r.prompt)) + r.prompt[skip:] for r in group], device=device)
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in group], device=device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
         try:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+            out = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+            )
         except Exception as e:  # e.g. out of memory: these requests fail, the running ones go on
             log.exception("prefill failed")
             for r in group:
@@ -187,20 +225,23 @@ class ContinuousBatcher:
         kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v, *_ in out.past_key_values]
         return [group[i] for i in going], kv, mask.index_select(0, index)
 
-    def _rebuild(self, keep: list[int], joining) -> None:
-        """New slabs holding the kept rows and the joining ones, right-aligned: every row's next token goes
-        to the same column. Leading columns that no row needs any more are dropped. One copy per change of
-        the running set (new requests, a finished reply), not per token."""
+    def _rebuild(self, keep: list[int], groups: list) -> None:
+        """New slabs holding the kept rows and the joining groups, right-aligned: every row's next token goes
+        to the same column. Leading columns that no row needs any more are dropped; a reply that ended
+        normally leaves its keys and values in the prefix cache. One copy per change of the running set (new
+        requests, a finished reply), not per token."""
         device = self.model.device
         old = self._width if self._rows else 0
+        for i, r in enumerate(self._rows):
+            if i not in keep and r.finished:
+                used = len(r.seq) - 1  # the last token was never run
+                self.prefixes.put(r.seq[:used], [s[:, i, :, old - used : old] for s in self._slabs])
         mask = self._mask[keep] if keep else None
         used = mask.any(0).nonzero() if keep else None
         start = int(used[0]) if keep and len(used) else old
         kept = old - start
-        new_rows, new_kv, new_mask = joining or ([], None, None)
-        added = new_mask.shape[1] if joining else 0
-        width = max(kept, added)
-        rows = len(keep) + len(new_rows)
+        width = max([kept] + [m.shape[1] for _, _, m in groups])
+        rows = len(keep) + sum(len(g[0]) for g in groups)
         if not rows:
             self._rows, self._slabs, self._mask, self._width = [], None, None, 0
             return
@@ -208,10 +249,12 @@ class ContinuousBatcher:
         full_mask = torch.zeros(rows, width, dtype=torch.long, device=device)
         if keep:
             full_mask[: len(keep), width - kept :] = mask[:, start:]
-        if joining:
-            full_mask[len(keep) :, width - added :] = new_mask
+        at = len(keep)
+        for g_rows, _, g_mask in groups:
+            full_mask[at : at + len(g_rows), width - g_mask.shape[1] :] = g_mask
+            at += len(g_rows)
         index = torch.tensor(keep, device=device)
-        shapes = [s[0] for s in self._slabs] if self._slabs else [k for k, _ in new_kv]
+        shapes = [s[0] for s in self._slabs] if self._slabs else [k for k, _ in groups[0][1]]
         slabs = []
         for layer, like in enumerate(shapes):
             slab = torch.zeros(2, rows, like.shape[1], cap, like.shape[3], dtype=like.dtype, device=device)
@@ -219,12 +262,14 @@ class ContinuousBatcher:
                 slab[:, : len(keep), :, width - kept : width] = self._slabs[layer][:, :, :, start:old].index_select(
                     1, index
                 )
-            if joining:
-                k, v = new_kv[layer]
-                slab[0, len(keep) :, :, width - added : width] = k
-                slab[1, len(keep) :, :, width - added : width] = v
+            at = len(keep)
+            for g_rows, g_kv, _ in groups:
+                k, v = g_kv[layer]
+                slab[0, at : at + len(g_rows), :, width - k.shape[2] : width] = k
+                slab[1, at : at + len(g_rows), :, width - v.shape[2] : width] = v
+                at += len(g_rows)
             slabs.append(slab)
-        self._rows = [self._rows[i] for i in keep] + new_rows
+        self._rows = [self._rows[i] for i in keep] + [r for g_rows, _, _ in groups for r in g_rows]
         self._slabs, self._mask, self._width = slabs, full_mask, width
 
     def _grow(self) -> None:
@@ -288,6 +333,7 @@ class ContinuousBatcher:
         r.new.append(token)
         r.tokens.put(token)
         if token in r.eos or len(r.new) >= r.limit or len(r.seq) >= self.max_len:
+            r.finished = True
             self._end(r)
 
     def _end(self, r: Request, error: BaseException | None = None) -> None:
@@ -315,3 +361,40 @@ class _SlabLayer(DynamicLayer):
         self.width += n
         self.keys, self.values = self.slab[0, :, :, : self.width], self.slab[1, :, :, : self.width]
         return self.keys, self.values
+
+
+class PrefixCache:
+    """Keys and values of recently finished conversations (prompt + reply), least recently used dropped
+    first beyond `budget` bytes. The next message of a conversation arrives as a prompt that starts with
+    the last one and its reply, so only the new tokens need a forward pass: what vLLM and SGLang call
+    prefix caching. Prompts are re-encoded from text, so a match is on token ids, as long as they agree."""
+
+    def __init__(self, budget: int):
+        self.budget, self.bytes, self.hits, self.tokens_reused = budget, 0, 0, 0
+        self._entries: collections.OrderedDict[tuple, list] = collections.OrderedDict()
+
+    def put(self, ids: list[int], kv: list[torch.Tensor]) -> None:
+        """kv: per layer (2, heads, len(ids), dim), copied here."""
+        size = sum(t.numel() * t.element_size() for t in kv)
+        key = tuple(ids)
+        if size > self.budget or key in self._entries or len(ids) < 2:
+            return
+        self._entries[key] = [t.clone() for t in kv]
+        self.bytes += size
+        while self.bytes > self.budget:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= sum(t.numel() * t.element_size() for t in old)
+
+    def find(self, prompt: list[int]):
+        """The longest cached sequence that `prompt` continues (leaving at least one token to run):
+        (its length, its keys and values per layer), or None."""
+        best = None
+        for key in self._entries:
+            if len(key) < len(prompt) and (best is None or len(key) > len(best)) and tuple(prompt[: len(key)]) == key:
+                best = key
+        if best is None:
+            return None
+        self._entries.move_to_end(best)
+        self.hits += 1
+        self.tokens_reused += len(best)
+        return len(best), self._entries[best]

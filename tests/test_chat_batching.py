@@ -99,6 +99,9 @@ def test_a_cancelled_stream_frees_its_row_and_others_go_on(chat_checkpoint):
     worker.join(timeout=60)
     assert other["text"] == expected
     assert batcher.stats()["running"] == 0 and batcher.stats()["waiting"] == 0
+    deadline = time.time() + 10
+    while batcher.stats()["kv_mib"] and time.time() < deadline:  # the slabs go at the loop's next turn
+        time.sleep(0.05)
     assert batcher.stats()["kv_mib"] == 0
 
 
@@ -188,7 +191,7 @@ def test_cache_rows_are_right_aligned_without_nans(chat_checkpoint):
     group = [Request(p, config, None, batcher._processors(config, p), set(), 5) for p in prompts]
     with torch.inference_mode():
         rows, kv, mask = batcher._prefill(group)
-        batcher._rebuild([], (rows, kv, mask))
+        batcher._rebuild([], [(rows, kv, mask)])
     assert batcher._mask.sum(1).tolist() == [len(p) for p in prompts]
     assert batcher._mask[:, -1].tolist() == [1, 1, 1]
     assert all(torch.isfinite(slab).all() for slab in batcher._slabs)
@@ -203,3 +206,38 @@ def test_app_batches_chat_by_default_and_no_batching_turns_it_off(chat_checkpoin
     assert predictor_options(parse_settings(["--fast"]))["chat"] == {"batching": True, "precision": "int8"}
     assert ModelStore(predictor_options(on)).get("chat", str(chat_checkpoint)).batcher is not None
     assert ModelStore(predictor_options(off)).get("chat", str(chat_checkpoint)).batcher is None
+
+
+def test_a_continued_conversation_reuses_its_cached_prefix(chat_checkpoint):
+    """The second message's prompt starts with the first prompt and its reply: only the new tokens run,
+    and the reply is the one a fresh generate() gives."""
+    plain = ChatEngine.from_pretrained(str(chat_checkpoint))
+    batched = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
+    hot = dict(do_sample=True, temperature=1.5, top_k=0, top_p=1.0, max_new_tokens=12)
+    first = batched.reply([], "你好", seed=1, **hot)
+    assert first == plain.reply([], "你好", seed=1, **hot)
+    turns = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": first}]
+    deadline = time.time() + 10
+    while not batched.batcher.prefixes.bytes and time.time() < deadline:  # kept at the loop's next turn
+        time.sleep(0.05)
+    assert batched.batcher.prefixes.bytes > 0 and batched.batcher.stats()["prefix_hits"] == 0
+    second = batched.reply(turns, "今天做什么", seed=2, **hot)
+    after = batched.batcher.stats()
+    assert after["prefix_hits"] == 1
+    assert after["prefix_tokens_reused"] >= len(batched.build_prompt([], "你好", 12))
+    assert second == plain.reply(turns, "今天做什么", seed=2, **hot)
+
+
+def test_the_prefix_cache_stays_within_its_budget():
+    from chat.batching import PrefixCache
+
+    kv = [torch.zeros(2, 2, 10, 4) for _ in range(3)]  # 3 layers, 10 tokens: 1,920 bytes
+    cache = PrefixCache(budget=5_000)  # room for two
+    cache.put(list(range(10)), kv)
+    cache.put(list(range(100, 110)), kv)
+    assert cache.find(list(range(12)))[0] == 10  # used: now the most recent
+    cache.put(list(range(200, 210)), kv)  # over budget: the least recently used goes
+    assert cache.bytes <= 5_000
+    assert cache.find(list(range(100, 112))) is None
+    assert cache.find(list(range(12)))[0] == 10
+    assert cache.find(list(range(10))) is None  # at least one token must be left to run

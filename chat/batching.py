@@ -50,9 +50,21 @@ class Request:
         self.cancelled = threading.Event()
         self.done = threading.Event()  # set once the loop holds nothing of it any more
         self.finished = False  # ended by [SEP] or its limit (not cancelled, not failed)
+        self.group_key = _group_key(config)
+        self.kept = False  # its keys and values went to the prefix cache
 
     def cancel(self) -> None:
         self.cancelled.set()
+
+
+def _group_key(config) -> str | None:
+    """Requests with equal keys get the same logits processors, so their rows can be processed together.
+    None (alone) where the processors depend on the prompt's length (min_length, min_new_tokens) or where
+    left-padding a row with the pad token could change them (the pad token is not suppressed)."""
+    suppressed = set(config.suppress_tokens or [])
+    if config.min_length or config.min_new_tokens or config.pad_token_id not in suppressed:
+        return None
+    return config.to_json_string(use_diff=False)
 
 
 class ContinuousBatcher:
@@ -177,7 +189,7 @@ class ContinuousBatcher:
         run together."""
         groups, cold = [], []
         for r in fresh:
-            hit = self.prefixes.find(r.prompt)
+            hit = self.prefixes.take(r.prompt)
             if hit is None:
                 cold.append(r)
             else:
@@ -212,12 +224,7 @@ class ContinuousBatcher:
             for r in group:
                 self._end(r, e)
             return None
-        logits = out.logits[:, -1]
-        for i, r in enumerate(group):
-            try:
-                self._emit(r, self._pick(r, logits[i : i + 1]))
-            except Exception as e:  # this request fails alone
-                self._end(r, e)
+        self._choose(group, out.logits[:, -1])
         going = [i for i, r in enumerate(group) if not r.done.is_set()]
         if not going:
             return None
@@ -228,14 +235,10 @@ class ContinuousBatcher:
     def _rebuild(self, keep: list[int], groups: list) -> None:
         """New slabs holding the kept rows and the joining groups, right-aligned: every row's next token goes
         to the same column. Leading columns that no row needs any more are dropped; a reply that ended
-        normally leaves its keys and values in the prefix cache. One copy per change of the running set (new
+        One copy per change of the running set (new
         requests, a finished reply), not per token."""
         device = self.model.device
         old = self._width if self._rows else 0
-        for i, r in enumerate(self._rows):
-            if i not in keep and r.finished:
-                used = len(r.seq) - 1  # the last token was never run
-                self.prefixes.put(r.seq[:used], [s[:, i, :, old - used : old] for s in self._slabs])
         mask = self._mask[keep] if keep else None
         used = mask.any(0).nonzero() if keep else None
         start = int(used[0]) if keep and len(used) else old
@@ -303,30 +306,61 @@ class ContinuousBatcher:
             return
         self._mask, self._width = mask, self._width + 1
         self.peak_kv_bytes = max(self.peak_kv_bytes, self._kv_bytes())
-        logits = out.logits[:, -1]
-        for i, r in enumerate(rows):
-            if r.done.is_set() or r.cancelled.is_set():
-                continue
-            try:
-                token = self._pick(r, logits[i : i + 1])
-            except Exception as e:
-                self._end(r, e)
-                continue
-            self._emit(r, token)
+        self._choose(rows, out.logits[:, -1])
+        for i, r in enumerate(rows):  # a reply that ended now leaves its keys and values for its next message
+            if r.finished and r.done.is_set() and not r.kept:
+                r.kept = True
+                used = len(r.seq) - 1  # the last token was never run
+                self.prefixes.put(r.seq[:used], [s[:, i, :, self._width - used : self._width] for s in self._slabs])
         self.step_times[len(rows)].append(time.perf_counter() - started)
 
     def _kv_bytes(self) -> int:
         slabs = self._slabs  # a snapshot: the loop swaps the list whole
         return sum(s.numel() * s.element_size() for s in slabs) if slabs else 0
 
-    def _pick(self, r: Request, logits: torch.Tensor) -> int:
-        """generate's token choice for one row: its processors, then argmax or a draw from its own generator."""
-        ids = torch.tensor([r.seq], device=logits.device)
-        scores = r.processors(ids, logits.to(dtype=torch.float32, copy=True))
-        if r.config.do_sample:
-            probs = torch.nn.functional.softmax(scores, dim=-1)
-            return int(torch.multinomial(probs, num_samples=1, generator=r.generator)[0, 0])
-        return int(scores.argmax(-1)[0])
+    def _choose(self, rows: list[Request], logits: torch.Tensor) -> None:
+        """Each live row's next token. Rows with the same settings go through their logits processors
+        together (one call instead of one per row: 0.75 of ~8 ms per token at 16 rows); a group whose
+        processing fails is retried row by row, so only the failing request ends."""
+        groups: dict = {}
+        for i, r in enumerate(rows):
+            if not (r.done.is_set() or r.cancelled.is_set()):
+                groups.setdefault(r.group_key if r.group_key is not None else id(r), []).append(i)
+        for members in groups.values():
+            group = [rows[i] for i in members]
+            try:
+                scores = self._scores(group, logits[members])
+                pairs = [(r, scores[j : j + 1]) for j, r in enumerate(group)]
+            except Exception:
+                pairs = []
+                for i in members:
+                    try:
+                        pairs.append((rows[i], self._scores([rows[i]], logits[i : i + 1])))
+                    except Exception as e:  # this request fails alone
+                        self._end(rows[i], e)
+            for r, row_scores in pairs:
+                try:
+                    token = self._sample(r, row_scores)
+                except Exception as e:
+                    self._end(r, e)
+                    continue
+                self._emit(r, token)
+
+    def _scores(self, group: list[Request], logits: torch.Tensor) -> torch.Tensor:
+        """generate's logits processing: the first row's processors (all rows have the same settings) over
+        the rows' ids, left-padded with the pad token, which they suppress anyway."""
+        first = group[0]
+        width = max(len(r.seq) for r in group)
+        pad = first.config.pad_token_id or 0
+        ids = torch.tensor([[pad] * (width - len(r.seq)) + r.seq for r in group], device=logits.device)
+        return first.processors(ids, logits.to(dtype=torch.float32, copy=True))
+
+    def _sample(self, r: Request, scores: torch.Tensor) -> int:
+        """generate's choice from one row's scores: argmax, or a draw from the request's own generator."""
+        if not r.config.do_sample:
+            return int(scores.argmax(-1)[0])
+        probs = torch.nn.functional.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs, num_samples=1, generator=r.generator)[0, 0])
 
     def _emit(self, r: Request, token: int) -> None:
         r.seq.append(token)
@@ -385,16 +419,18 @@ class PrefixCache:
             _, old = self._entries.popitem(last=False)
             self.bytes -= sum(t.numel() * t.element_size() for t in old)
 
-    def find(self, prompt: list[int]):
+    def take(self, prompt: list[int]):
         """The longest cached sequence that `prompt` continues (leaving at least one token to run):
-        (its length, its keys and values per layer), or None."""
+        (its length, its keys and values per layer), or None. The entry leaves the cache: the conversation
+        comes back longer when this reply ends, and the old entry would only take room."""
         best = None
         for key in self._entries:
             if len(key) < len(prompt) and (best is None or len(key) > len(best)) and tuple(prompt[: len(key)]) == key:
                 best = key
         if best is None:
             return None
-        self._entries.move_to_end(best)
+        kv = self._entries.pop(best)
+        self.bytes -= sum(t.numel() * t.element_size() for t in kv)
         self.hits += 1
         self.tokens_reused += len(best)
-        return len(best), self._entries[best]
+        return len(best), kv

@@ -233,11 +233,13 @@ def test_the_prefix_cache_stays_within_its_budget():
 
     kv = [torch.zeros(2, 2, 10, 4) for _ in range(3)]  # 3 layers, 10 tokens: 1,920 bytes
     cache = PrefixCache(budget=5_000)  # room for two
-    cache.put(list(range(10)), kv)
-    cache.put(list(range(100, 110)), kv)
-    assert cache.find(list(range(12)))[0] == 10  # used: now the most recent
-    cache.put(list(range(200, 210)), kv)  # over budget: the least recently used goes
-    assert cache.bytes <= 5_000
-    assert cache.find(list(range(100, 112))) is None
-    assert cache.find(list(range(12)))[0] == 10
-    assert cache.find(list(range(10))) is None  # at least one token must be left to run
+    for start in (0, 100, 200):  # the third is over budget: the oldest goes
+        cache.put(list(range(start, start + 10)), kv)
+    assert cache.bytes == 2 * 1920
+    assert cache.take(list(range(12))) is None
+    assert cache.take(list(range(100, 110))) is None  # at least one token must be left to run
+    length, taken = cache.take(list(range(100, 115)))
+    assert length == 10 and torch.equal(taken[0], kv[0])
+    assert cache.bytes == 1920 and cache.take(list(range(100, 115))) is None  # taken: the reply brings it back longer
+    cache.put(list(range(300, 400)), [torch.zeros(2, 2, 100, 4)])  # larger than the whole budget: not kept
+    assert cache.bytes == 1920

@@ -83,6 +83,7 @@ def build(ctx, task) -> TabParts:
         engine = ctx.pick(name, model)
         settings = GenerationSettings(
             max_new_tokens=int(max_new_tokens),
+            do_sample=float(temperature) > 0,  # the slider decides, also over a greedy generation_config.json
             temperature=float(temperature),
             top_k=int(top_k),
             top_p=float(top_p),

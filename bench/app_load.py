@@ -299,6 +299,9 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
         }
         print(json.dumps(line, ensure_ascii=False), flush=True)
     print(json.dumps(decode_steps(folder), ensure_ascii=False), flush=True)
+    engine = {b: engine_only(folder, users, seconds / 2, b) for b in (True, False)}
+    for line in engine.values():
+        print(json.dumps(line, ensure_ascii=False), flush=True)
     on, off = runs[True], runs[False]
     summary = {
         "bench": "app_load_base_size_summary",
@@ -306,6 +309,7 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
         "reply_p95_ratio": round(on["reply_p95_s"] / off["reply_p95_s"], 3),
         "ttft_p95_s": on["ttft_p95_s"],
         "alone_slowdown": round(on["alone_reply_s"] / off["alone_reply_s"] - 1, 3),
+        "engine_only_throughput_x": round(engine[True]["tokens_per_s"] / engine[False]["tokens_per_s"], 2),
         "targets": {
             "throughput_x": ">= 4",
             "reply_p95_ratio": "<= 0.333",
@@ -314,6 +318,47 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
         },
     }
     print(json.dumps(summary, ensure_ascii=False), flush=True)
+
+
+def engine_only(folder, users: int, seconds: float, batching: bool) -> dict:
+    """The same conversations straight through ChatEngine in this process, no Gradio and no clients: what
+    the app's serving costs on top (its server and the bench's clients share the 2 cores)."""
+    from chat import ChatEngine
+    from data.encoder import CHAT_SAMPLING as d
+
+    engine = ChatEngine.from_pretrained(str(folder), batching=batching)
+    sampling = {k: d[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
+    tokens, totals = [], []
+    stop_at = time.time() + seconds
+
+    def chat(k: int) -> None:
+        turns, turn = [], 0
+        while time.time() < stop_at:
+            message, t = OPENERS[(k + turn) % len(OPENERS)], time.perf_counter()
+            reply = engine.reply(turns, message, do_sample=True, max_new_tokens=REPLY_TOKENS, **sampling)
+            totals.append(time.perf_counter() - t)
+            tokens.append(len(reply))
+            turns += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+            turn += 1
+            if turn % 4 == 0:  # as the app users clear their chat
+                turns = []
+
+    threads = [threading.Thread(target=chat, args=(k,)) for k in range(users)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    return {
+        "bench": "engine_only",
+        "batching": batching,
+        "users": users,
+        "replies": len(totals),
+        "tokens_per_s": round(sum(tokens) / wall, 1),
+        "reply_p95_s": round(percentile(totals, 0.95), 3) if totals else None,
+        **({"kv": engine.batcher.stats()} if batching else {}),
+    }
 
 
 def decode_steps(folder) -> dict:

@@ -95,7 +95,7 @@ def build(ctx, task) -> TabParts:
             with ctx.store.serving():
                 for piece in engine.stream(turns, message, settings):
                     shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
-                    yield shown, turns
+                    yield shown, gr.skip()  # the kept history changes once, at the end
         except InputError as e:
             raise gr.Error(str(e), print_exception=False)
         if not shown[-1]["content"]:
@@ -109,8 +109,10 @@ def build(ctx, task) -> TabParts:
             yield turns or [], turns or [], message
             return
         ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
+        first = True
         for shown, kept in converse(message, turns, model, *sampling):
-            yield shown, kept, ""
+            yield shown, kept, "" if first else gr.skip()  # the message box is emptied once
+            first = False
 
     def respond_compare(message, turns, on, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         """The second model's reply to the same message while Compare is on, streamed beside the first

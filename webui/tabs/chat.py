@@ -109,10 +109,8 @@ def build(ctx, task) -> TabParts:
             yield turns or [], turns or [], message
             return
         ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
-        first = True
         for shown, kept in converse(message, turns, model, *sampling):
-            yield shown, kept, "" if first else gr.skip()  # the message box is emptied once
-            first = False
+            yield shown, kept, ""
 
     def respond_compare(message, turns, on, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         """The second model's reply to the same message while Compare is on, streamed beside the first

@@ -162,22 +162,40 @@ class ContinuousBatcher:
                     if not self._cond.wait_for(lambda: self._waiting or self._rows, timeout=self.idle_s):
                         self._thread = None  # submit() starts a new one
                         return
-                    budget, admitted = self.prefill_tokens, []
-                    while self._waiting and len(self._rows) + len(admitted) < self.max_batch:
-                        if admitted and len(self._waiting[0].prompt) > budget:
-                            break
-                        budget -= len(self._waiting[0].prompt)
-                        admitted.append(self._waiting.popleft())
-                fresh = [r for r in admitted if not self._ended_early(r)]
-                groups = [g for g in self._prefill_all(fresh) if g is not None]
-                for r in self._rows:
-                    if r.cancelled.is_set():
-                        self._end(r)
-                keep = [i for i, r in enumerate(self._rows) if not r.done.is_set()]
-                if groups or len(keep) < len(self._rows):
-                    self._rebuild(keep, groups)
-                if self._rows:
-                    self._step()
+                    admitted = self._admit()
+                try:
+                    self._turn(admitted)
+                except Exception as e:  # a bug or out of memory outside one request: fail what is held, go on
+                    log.exception("chat batcher turn failed")
+                    for r in self._rows + admitted:
+                        self._end(r, e)
+                    self._rows, self._slabs, self._mask, self._width = [], None, None, 0
+
+    def _admit(self) -> list[Request]:
+        """Waiting requests that join at this turn: as many as there are free rows, within the prefill budget
+        (a prompt that continues a cached conversation costs only its new tokens)."""
+        budget, admitted = self.prefill_tokens, []
+        running = sum(not r.done.is_set() for r in self._rows)
+        while self._waiting and running + len(admitted) < self.max_batch:
+            r = self._waiting[0]
+            cost = len(r.prompt) - self.prefixes.match(r.prompt)
+            if admitted and cost > budget:
+                break
+            budget -= cost
+            admitted.append(self._waiting.popleft())
+        return admitted
+
+    def _turn(self, admitted: list[Request]) -> None:
+        fresh = [r for r in admitted if not self._ended_early(r)]
+        groups = [g for g in self._prefill_all(fresh) if g is not None]
+        for r in self._rows:
+            if r.cancelled.is_set():
+                self._end(r)
+        keep = [i for i, r in enumerate(self._rows) if not r.done.is_set()]
+        if groups or len(keep) < len(self._rows):
+            self._rebuild(keep, groups)
+        if self._rows:
+            self._step()
 
     def _ended_early(self, r: Request) -> bool:
         if r.cancelled.is_set():
@@ -419,14 +437,23 @@ class PrefixCache:
             _, old = self._entries.popitem(last=False)
             self.bytes -= sum(t.numel() * t.element_size() for t in old)
 
-    def take(self, prompt: list[int]):
-        """The longest cached sequence that `prompt` continues (leaving at least one token to run):
-        (its length, its keys and values per layer), or None. The entry leaves the cache: the conversation
-        comes back longer when this reply ends, and the old entry would only take room."""
+    def _longest(self, prompt: list[int]) -> tuple | None:
         best = None
         for key in self._entries:
             if len(key) < len(prompt) and (best is None or len(key) > len(best)) and tuple(prompt[: len(key)]) == key:
                 best = key
+        return best
+
+    def match(self, prompt: list[int]) -> int:
+        """How many of the prompt's tokens a cached conversation holds (0: none)."""
+        best = self._longest(prompt)
+        return len(best) if best else 0
+
+    def take(self, prompt: list[int]):
+        """The longest cached sequence that `prompt` continues (leaving at least one token to run):
+        (its length, its keys and values per layer), or None. The entry leaves the cache: the conversation
+        comes back longer when this reply ends, and the old entry would only take room."""
+        best = self._longest(prompt)
         if best is None:
             return None
         kv = self._entries.pop(best)

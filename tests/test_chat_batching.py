@@ -243,3 +243,23 @@ def test_the_prefix_cache_stays_within_its_budget():
     assert cache.bytes == 1920 and cache.take(list(range(100, 115))) is None  # taken: the reply brings it back longer
     cache.put(list(range(300, 400)), [torch.zeros(2, 2, 100, 4)])  # larger than the whole budget: not kept
     assert cache.bytes == 1920
+
+
+def test_a_failure_outside_any_one_request_fails_what_the_loop_holds_and_it_goes_on(chat_checkpoint, monkeypatch):
+    """E.g. out of memory while the cache is rebuilt: the requests held get the error instead of waiting for
+    ever, and the loop serves the next ones."""
+    engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
+    real, calls = ContinuousBatcher._rebuild, {"n": 0}
+
+    def rebuild(self, keep, groups):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise MemoryError("planted")
+        return real(self, keep, groups)
+
+    monkeypatch.setattr(ContinuousBatcher, "_rebuild", rebuild)
+    hot = dict(do_sample=True, temperature=1.5, top_k=0, top_p=1.0, max_new_tokens=12, seed=1)
+    with pytest.raises(MemoryError, match="planted"):
+        engine.reply([], "你好", **hot)
+    expected = ChatEngine.from_pretrained(str(chat_checkpoint)).reply([], "你好", **hot)
+    assert engine.reply([], "你好", **hot) == expected

@@ -532,3 +532,28 @@ def test_compare_starts_with_the_base_the_model_was_fine_tuned_from(tmp_path, ch
     assert base_of(ckpt("similarity", base_model=str(root / "pairs"), base_model_source="folder")).label.endswith(
         "pairs"
     )
+
+
+def test_the_temperature_slider_samples_even_over_a_greedy_checkpoint(tmp_path, chat_checkpoint):
+    """A checkpoint whose generation_config.json says do_sample=false: temperature > 0 from the page (or the
+    API) samples, temperature 0 is greedy. It stayed greedy whatever the slider said."""
+    from transformers import GenerationConfig
+
+    import app
+
+    folder = tmp_path / "checkpoints" / "greedy"
+    shutil.copytree(chat_checkpoint, folder)
+    GenerationConfig(do_sample=False, max_new_tokens=24).save_pretrained(folder)
+    demo = launch(app.Settings(checkpoints=str(tmp_path / "checkpoints"), demo=False))
+    try:
+        c = client(demo)
+
+        def replies(temperature: float) -> set[str]:
+            # message, model, temperature, top-k, top-p, repetition penalty, max new tokens
+            args = ("你好", "greedy", temperature, 0, 1.0, 1.0, 24)
+            return {said(c.predict(*args, api_name="/chat")[0])[-1][1] for _ in range(5)}
+
+        assert len(replies(0)) == 1
+        assert len(replies(1.5)) > 1
+    finally:
+        demo.close()

@@ -3,6 +3,7 @@
     python bench/app_load.py                # uses checkpoints/ (demo models built if missing)
     python bench/app_load.py --fresh        # empty checkpoints folder: also times fresh clone -> serving
     python bench/app_load.py --training     # then the same load while the Train tab runs a chat training
+    python bench/app_load.py --base-size    # a 12x768 chat model: batching on vs off (add --fast for int8)
 
 Starts `python app.py` as a user would, then each simulated user sends a message, reads
 the streamed reply, and sends the next one (history kept per client session). Prints one
@@ -143,6 +144,7 @@ def main() -> None:
         "--checkpoints", help="the app's --checkpoints (default: checkpoints/, or a new empty one with --fresh)"
     )
     p.add_argument("--training", action="store_true", help="a second run while the Train tab trains a chat model")
+    p.add_argument("--fast", action="store_true", help="with --base-size: the app's --fast (int8 chat weights)")
     p.add_argument(
         "--base-size",
         action="store_true",
@@ -150,7 +152,7 @@ def main() -> None:
     )
     a = p.parse_args()
     if a.base_size:
-        return base_size(a.users, a.seconds, a.concurrency)
+        return base_size(a.users, a.seconds, a.concurrency, a.fast)
     tmp = tempfile.mkdtemp(prefix="app_load_")
     checkpoints = a.checkpoints or (os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints"))
     started = time.perf_counter()
@@ -237,7 +239,7 @@ REPLY_TOKENS = 40
 ALONE_REPLIES = 8
 
 
-def base_size(users: int, seconds: float, concurrency: int) -> None:
+def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) -> None:
     """Batching on vs off on a model of the default base's size, in one run: one user alone, then `users` at
     once (40-token replies), through the app; then the decode step per batch size beside the weight-read
     floor. One JSON line per app run, one for the steps, one with the ratios."""
@@ -255,6 +257,7 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
     runs = {}
     for batching in (True, False):
         extra = ("--chat-model", str(folder), "--no-demo") + (() if batching else ("--no-batching",))
+        extra += ("--fast",) if fast else ()
         proc, url, _ = start_app(str(tmp / "checkpoints"), concurrency, str(tmp / f"app-{batching}.log"), extra)
         try:
             alone: dict = {"ttft": [], "total": [], "errors": [], "tokens": []}
@@ -282,6 +285,7 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
         runs[batching] = line = {
             "bench": "app_load_base_size",
             "batching": batching,
+            "precision": "int8" if fast else "fp32",
             "users": users,
             "seconds": seconds,
             "reply_tokens": REPLY_TOKENS,
@@ -298,8 +302,9 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
             "cpu_count": os.cpu_count(),
         }
         print(json.dumps(line, ensure_ascii=False), flush=True)
-    print(json.dumps(decode_steps(folder), ensure_ascii=False), flush=True)
-    engine = {b: engine_only(folder, users, seconds / 2, b) for b in (True, False)}
+    precision = "int8" if fast else "fp32"
+    print(json.dumps(decode_steps(folder, precision), ensure_ascii=False), flush=True)
+    engine = {b: engine_only(folder, users, seconds / 2, b, precision) for b in (True, False)}
     for line in engine.values():
         print(json.dumps(line, ensure_ascii=False), flush=True)
     on, off = runs[True], runs[False]
@@ -320,13 +325,13 @@ def base_size(users: int, seconds: float, concurrency: int) -> None:
     print(json.dumps(summary, ensure_ascii=False), flush=True)
 
 
-def engine_only(folder, users: int, seconds: float, batching: bool) -> dict:
+def engine_only(folder, users: int, seconds: float, batching: bool, precision: str = "fp32") -> dict:
     """The same conversations straight through ChatEngine in this process, no Gradio and no clients: what
     the app's serving costs on top (its server and the bench's clients share the 2 cores)."""
     from chat import ChatEngine
     from data.encoder import CHAT_SAMPLING as d
 
-    engine = ChatEngine.from_pretrained(str(folder), batching=batching)
+    engine = ChatEngine.from_pretrained(str(folder), batching=batching, precision=precision)
     sampling = {k: d[k] for k in ("temperature", "top_k", "top_p", "repetition_penalty")}
     tokens, totals = [], []
     stop_at = time.time() + seconds
@@ -353,6 +358,7 @@ def engine_only(folder, users: int, seconds: float, batching: bool) -> dict:
     return {
         "bench": "engine_only",
         "batching": batching,
+        "precision": precision,
         "users": users,
         "replies": len(totals),
         "tokens_per_s": round(sum(tokens) / wall, 1),
@@ -361,14 +367,16 @@ def engine_only(folder, users: int, seconds: float, batching: bool) -> dict:
     }
 
 
-def decode_steps(folder) -> dict:
+def decode_steps(folder, precision: str = "fp32") -> dict:
     """Median decode-step time with 1, 4, 8 and 16 rows running (40-token replies submitted together),
     and the floor a cached fp32 step cannot beat: reading every weight once."""
     from bench.decode import read_bandwidth
     from chat import ChatEngine
 
-    engine = ChatEngine.from_pretrained(str(folder), batching=True)
+    engine = ChatEngine.from_pretrained(str(folder), batching=True)  # fp32: the floor is for its weight bytes
     weights = sum(p.numel() * p.element_size() for p in engine.model.parameters())
+    if precision != "fp32":
+        engine = ChatEngine.from_pretrained(str(folder), batching=True, precision=precision)
     steps = {}
     for n in (1, 4, 8, 16):
         engine.batcher.step_times.clear()
@@ -384,9 +392,10 @@ def decode_steps(folder) -> dict:
     floor = weights / read_bandwidth() * 1000
     return {
         "bench": "decode_step_per_batch",
+        "precision": precision,
         "step_ms": steps,
         "ms_per_token": {n: round(ms / n, 2) for n, ms in steps.items()},
-        "weight_read_floor_ms": round(floor, 1),
+        "weight_read_floor_ms": round(floor, 1),  # of the fp32 weights
         "weights_mib": round(weights / 2**20, 1),
         "kv": engine.batcher.stats(),
     }

@@ -1,10 +1,11 @@
 """Continuous batching of chat replies: requests that arrive at any time share one decode step.
 
-A cached decode step of a GPT-2 is bound by reading its weights, so 16 rows cost little more
-than one: `ContinuousBatcher` runs one loop that admits a waiting request at the next step
-(its prompt is run alone, exactly as `generate` runs it, and gives its first token at once),
-then decodes every running request in one forward pass over a left-padded KV cache, and
-retires a request when it writes [SEP], reaches its token limit or its reader goes away.
+A cached decode step of a GPT-2 reads every weight once whatever the number of rows, so 16 rows
+cost a few times one, not 16 times: `ContinuousBatcher` runs one loop that admits waiting requests
+at its next turn (their prompts run together, left-padded as `generate` pads a batch; a prompt that
+continues a cached conversation runs only its new tokens), gives each its first token at once, then
+decodes every running request in one forward pass over a right-aligned KV cache, and retires a
+request when it writes [SEP], reaches its token limit or its reader goes away.
 
 Written here rather than taken from transformers: its continuous batching
 (`init_continuous_batching` / `generate_batch`, transformers 5.23) was evaluated first. It drops
@@ -13,7 +14,8 @@ generator for all requests (a seeded reply could not equal `generate`'s), and it
 attention and graphs are built for GPUs. This scheduler keeps each request's own
 GenerationConfig and uses the logits processors `generate` itself builds for it
 (`_get_logits_processor`), and a seeded request samples from its own `torch.Generator`, so a
-reply equals `model.generate`'s with the same settings (tests/test_chat_batching.py).
+reply equals `model.generate`'s with the same settings (tests/test_chat_batching.py; padded and
+batched products can differ from unbatched ones in the last float bits, as in any batched serving).
 """
 
 from __future__ import annotations

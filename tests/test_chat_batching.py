@@ -174,7 +174,9 @@ def test_rows_are_bounded_and_memory_is_reported(chat_checkpoint):
     per_token = 2 * config.n_layer * config.n_embd * 4  # fp32 keys and values
     assert stats["kv_mib_per_request_max"] == round(per_token * config.n_positions / 2**20, 2)
     assert 0 < stats["peak_kv_mib"] <= 2 * (stats["kv_mib_per_request_max"] + per_token * 32 / 2**20)
-    time.sleep(1.0)  # idle: the loop's thread ends, and a new request starts it again
+    deadline = time.time() + 10  # idle for 0.3 s: the loop's thread ends, and a new request starts it again
+    while engine.batcher._thread is not None and time.time() < deadline:
+        time.sleep(0.05)
     assert engine.batcher._thread is None
     assert engine.reply([], MESSAGES[0], do_sample=False, max_new_tokens=20) == expected[0]
 

@@ -181,26 +181,35 @@ def main() -> None:
         print(json.dumps(result, ensure_ascii=False))
 
 
-def load(url: str, users: int, seconds: float) -> dict:
-    """`users` chat users at once for `seconds`: served, errors, time to first token, whole reply."""
-    ttft: list[float] = []
-    total: list[float] = []
-    errors: list[str] = []
-    stop_at = time.time() + seconds
-    threads = [
-        threading.Thread(target=user, args=(url, seconds, k, ttft, total, errors, stop_at)) for k in range(users)
-    ]
+def together(fn, n: int) -> float:
+    """fn(0) ... fn(n - 1) in n threads at once; the seconds until all have returned."""
+    threads = [threading.Thread(target=fn, args=(k,)) for k in range(n)]
+    started = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return time.perf_counter() - started
+
+
+def load(url: str, users: int, seconds: float, args: tuple = (), count_tokens: bool = False) -> dict:
+    """`users` chat users at once for `seconds`: served, errors, time to first token, whole reply (and
+    tokens/s where a reply's characters are its tokens)."""
+    ttft: list[float] = []
+    total: list[float] = []
+    errors: list[str] = []
+    tokens: list[int] | None = [] if count_tokens else None
+    stop_at = time.time() + seconds
+    wall = together(lambda k: user(url, seconds, k, ttft, total, errors, stop_at, args, tokens), users)
     return {
         "requests_served": len(total),
         "errors": len(errors),
         "error_examples": errors[:3],
+        **({"tokens_per_s": round(sum(tokens) / wall, 1)} if count_tokens else {}),
         "ttft_p50_s": round(statistics.median(ttft), 3) if ttft else None,
         "ttft_p95_s": round(percentile(ttft, 0.95), 3) if ttft else None,
         "reply_p50_s": round(statistics.median(total), 3) if total else None,
+        "reply_p95_s": round(percentile(total, 0.95), 3) if total else None,
     }
 
 
@@ -264,21 +273,7 @@ def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) 
             user(url, 0, 0, alone["ttft"], alone["total"], alone["errors"], time.time() + 600, args, alone["tokens"],
                  turns=ALONE_REPLIES + 1)  # fmt: skip
             alone_s = statistics.median(alone["total"][1:])  # the first reply warms up
-            many: dict = {"ttft": [], "total": [], "errors": [], "tokens": []}
-            stop_at = time.time() + seconds
-            threads = [
-                threading.Thread(
-                    target=user,
-                    args=(url, seconds, k, many["ttft"], many["total"], many["errors"], stop_at, args, many["tokens"]),
-                )
-                for k in range(users)
-            ]
-            started = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - started
+            many = load(url, users, seconds, args, count_tokens=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -291,14 +286,7 @@ def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) 
             "reply_tokens": REPLY_TOKENS,
             "alone_reply_s": round(alone_s, 3),
             "alone_errors": len(alone["errors"]),
-            "replies": len(many["total"]),
-            "errors": len(many["errors"]),
-            "error_examples": many["errors"][:3],
-            "tokens_per_s": round(sum(many["tokens"]) / wall, 1),
-            "ttft_p50_s": round(statistics.median(many["ttft"]), 3) if many["ttft"] else None,
-            "ttft_p95_s": round(percentile(many["ttft"], 0.95), 3) if many["ttft"] else None,
-            "reply_p50_s": round(statistics.median(many["total"]), 3) if many["total"] else None,
-            "reply_p95_s": round(percentile(many["total"], 0.95), 3) if many["total"] else None,
+            **many,
             "cpu_count": os.cpu_count(),
         }
         print(json.dumps(line, ensure_ascii=False), flush=True)
@@ -348,13 +336,7 @@ def engine_only(folder, users: int, seconds: float, batching: bool, precision: s
             if turn % 4 == 0:  # as the app users clear their chat
                 turns = []
 
-    threads = [threading.Thread(target=chat, args=(k,)) for k in range(users)]
-    started = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.perf_counter() - started
+    wall = together(chat, users)
     return {
         "bench": "engine_only",
         "batching": batching,
@@ -373,21 +355,12 @@ def decode_steps(folder, precision: str = "fp32") -> dict:
     from bench.decode import read_bandwidth
     from chat import ChatEngine
 
-    engine = ChatEngine.from_pretrained(str(folder), batching=True)  # fp32: the floor is for its weight bytes
-    weights = sum(p.numel() * p.element_size() for p in engine.model.parameters())
-    if precision != "fp32":
-        engine = ChatEngine.from_pretrained(str(folder), batching=True, precision=precision)
+    engine = ChatEngine.from_pretrained(str(folder), batching=True, precision=precision)
+    weights = os.path.getsize(os.path.join(folder, "model.safetensors"))  # the fp32 weights, as saved
     steps = {}
     for n in (1, 4, 8, 16):
         engine.batcher.step_times.clear()
-        threads = [
-            threading.Thread(target=engine.reply, args=([], f"第{i}句话"), kwargs=dict(max_new_tokens=REPLY_TOKENS))
-            for i in range(n)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        together(lambda i: engine.reply([], f"第{i}句话", max_new_tokens=REPLY_TOKENS), n)
         steps[n] = round(statistics.median(engine.batcher.step_times[n]) * 1000, 1)
     floor = weights / read_bandwidth() * 1000
     return {

@@ -257,9 +257,7 @@ class ChatEngine:
         if self.batcher is not None:
             text = _Text(self)
             for tokens in self._batched(ids, config, seed):
-                if self.tokenizer.sep_token_id in tokens:
-                    tokens = tokens[: tokens.index(self.tokenizer.sep_token_id)]
-                if piece := text.add(tokens):
+                if piece := text.add(self._cut(tokens)):
                     yield piece
             if piece := text.add([], final=True):
                 yield piece

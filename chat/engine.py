@@ -142,10 +142,11 @@ class ChatEngine:
     ) -> "ChatEngine":
         """Load a chat checkpoint folder.
 
-        precision: "fp32" (exact), "bf16" (half the weight bytes; fast on CPUs with AMX or
-        AVX512-BF16) or "int8" (dynamic quantisation, a quarter of the bytes: the fastest on
-        CPU, see `bench/decode.py`). batching: concurrent `stream`/`reply` calls share decode
-        steps (`chat.batching.ContinuousBatcher`); the replies are the same.
+        precision: "fp32" (prepacked for oneDNN where torch has it, chat/quantize.py), "bf16" (half
+        the weight bytes; fast on CPUs with AMX or AVX512-BF16) or "int8" (dynamic quantisation, a
+        quarter of the bytes: the fastest on CPU, see `bench/decode.py`). batching: concurrent
+        `stream`/`reply` calls share decode steps (`chat.batching.ContinuousBatcher`); the replies
+        are the same.
         """
         from chat.loading import load_chat_model
 
@@ -156,6 +157,10 @@ class ChatEngine:
             from chat.quantize import quantize_int8
 
             model = quantize_int8(model)
+        elif precision == "fp32":
+            from chat.quantize import pack_fp32
+
+            model = pack_fp32(model)  # the same fp32 products, laid out for oneDNN: see chat/quantize.py
         engine = cls(model, tokenizer, gen, max_history=max_history, name=folder, batching=batching)
         engine.precision = precision
         return engine

@@ -171,6 +171,43 @@ def test_fast_paths_pick_the_same_tokens_as_fp32(engine, chat_checkpoint, precis
     assert "".join(pieces) == fast.reply(HISTORY, "你好", do_sample=False, max_new_tokens=10)
 
 
+def test_fp32_is_prepacked_and_answers_as_the_stock_layers(engine, chat_checkpoint):
+    from transformers import GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
+    packed = [m for m in engine.model.modules() if type(m).__name__ == "PackedLinear"]
+    assert len(packed) == 4 * engine.model.config.n_layer + 1  # (qkv, proj, fc, proj) per layer + lm_head
+    assert not any(isinstance(m, Conv1D) for m in engine.model.modules())
+    stock = GPT2LMHeadModel.from_pretrained(str(chat_checkpoint)).eval()
+    ids = torch.tensor([engine.tokenizer("你好呀，今天过得怎么样？")["input_ids"]] * 3)  # rows, as batching runs
+    with torch.inference_mode():
+        got, expected = engine.model(input_ids=ids).logits, stock(input_ids=ids).logits
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    stock_engine = ChatEngine(stock, engine.tokenizer, engine.defaults, max_history=4)
+    assert engine.reply(HISTORY, "你好", do_sample=False, max_new_tokens=12) == stock_engine.reply(
+        HISTORY, "你好", do_sample=False, max_new_tokens=12
+    )
+
+
+def test_fp32_keeps_the_stock_layers_where_packing_fails(chat_checkpoint, monkeypatch):
+    from transformers import GPT2LMHeadModel
+    from transformers.pytorch_utils import Conv1D
+
+    from chat.quantize import pack_fp32
+
+    def broken(*args):
+        raise RuntimeError("no oneDNN kernel here")
+
+    model = GPT2LMHeadModel.from_pretrained(str(chat_checkpoint)).eval()
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken)
+    assert pack_fp32(model) is model
+    assert sum(isinstance(m, Conv1D) for m in model.modules()) == 4 * model.config.n_layer
+    assert isinstance(model.lm_head, torch.nn.Linear)
+    model(input_ids=torch.tensor([[1, 2, 3]]))  # still works
+
+
 def test_unknown_precision_is_one_clear_error(chat_checkpoint):
     with pytest.raises(InputError, match="precision must be one of fp32, bf16, int8"):
         ChatEngine.from_pretrained(str(chat_checkpoint), precision="fp16")

@@ -156,10 +156,11 @@ def main() -> None:
                 for p in ("fp32", "bf16", "int8")
             }
             fp32 = engines["fp32"]
-            weight_bytes = sum(p.numel() * p.element_size() for p in fp32.model.parameters())
+            # from the saved fp32 weights: the loaded fp32 model's linear layers are prepacked, outside parameters()
+            weight_bytes = os.path.getsize(Path(tmp) / label / "model.safetensors")
             floor_ms = weight_bytes / bandwidth * 1000
             row = {
-                "params_M": round(sum(p.numel() for p in fp32.model.parameters()) / 1e6, 1),
+                "params_M": round(weight_bytes / 4 / 1e6, 1),
                 "floor_ms_per_token_fp32": round(floor_ms, 2),
             }
             for h in HISTORIES:

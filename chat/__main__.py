@@ -35,7 +35,7 @@ class TerminalArguments:
         metadata={
             "choices": ["fp32", "bf16", "bf16-force", "int8"],
             "help": "weights: fp32 (exact), bf16 (where it is fast: GPU, CPU with AMX or AVX512-BF16; else fp32 with a "
-            "note; bf16-force insists), or int8 (about 3x faster replies on CPU; default: fp32)",
+            "note; bf16-force insists), or int8 (about 2x faster replies on CPU; default: fp32)",
         },
     )
     fast: bool = field(default=False, metadata={"help": "same as --precision int8"})

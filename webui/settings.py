@@ -114,7 +114,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         "--fast",
         action="store_true",
         default=_env_bool("APP_FAST"),
-        help="chat model with int8 weights: about 3x faster replies on CPU",
+        help="chat model with int8 weights: about 2x faster replies on CPU",
     )
     p.add_argument(
         "--no-batching",

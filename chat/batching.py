@@ -236,8 +236,13 @@ class ContinuousBatcher:
         mask = torch.tensor([[0] * (width - len(r.prompt)) + [1] * len(r.prompt) for r in group], device=device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
         try:
-            out = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=past, use_cache=True
+            out = self.model(  # logits for the last position only, as generate's prefill: 11-15% of a base-size prefill
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=past,
+                use_cache=True,
+                logits_to_keep=1,
             )
         except Exception as e:  # e.g. out of memory: these requests fail, the running ones go on
             log.exception("prefill failed")

@@ -199,6 +199,23 @@ def test_cache_rows_are_right_aligned_without_nans(chat_checkpoint):
     assert all(torch.isfinite(slab).all() for slab in batcher._slabs)
 
 
+def test_a_prefill_scores_the_vocabulary_at_the_last_position_only(chat_checkpoint):
+    """The output layer (hidden x vocabulary) is 11-15% of a base-size prefill; only the last position's
+    scores pick the first token, as in generate's own prefill."""
+    engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
+    batcher = engine.batcher
+    config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": 5})
+    from chat.batching import Request
+
+    seen = []
+    engine.model.lm_head.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape[:2])))
+    prompts = [[engine.tokenizer.cls_token_id] + [10 + i for i in range(n)] for n in (2, 17)]
+    group = [Request(p, config, None, batcher._processors(config, p), set(), 5) for p in prompts]
+    with torch.inference_mode():
+        batcher._prefill(group)
+    assert seen == [(2, 1)]
+
+
 def test_app_batches_chat_by_default_and_no_batching_turns_it_off(chat_checkpoint):
     from webui.settings import parse_settings, predictor_options
     from webui.store import ModelStore

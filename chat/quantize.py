@@ -116,7 +116,8 @@ def pack_fp32(model):
     import torch
     from transformers.pytorch_utils import Conv1D
 
-    if not torch.backends.mkldnn.is_available() or next(model.parameters()).dtype != torch.float32:
+    weight = next(model.parameters())
+    if not torch.backends.mkldnn.is_available() or weight.dtype != torch.float32 or weight.device.type != "cpu":
         return model
     probe = torch.tensor([[1, 2, 3]])
     swaps = []

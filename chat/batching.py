@@ -259,9 +259,8 @@ class ContinuousBatcher:
 
     def _rebuild(self, keep: list[int], groups: list) -> None:
         """New slabs holding the kept rows and the joining groups, right-aligned: every row's next token goes
-        to the same column. Leading columns that no row needs any more are dropped; a reply that ended
-        One copy per change of the running set (new
-        requests, a finished reply), not per token."""
+        to the same column. Leading columns that no row needs any more are dropped. One copy per change of
+        the running set (new requests, a finished reply), not per token."""
         device = self.model.device
         old = self._width if self._rows else 0
         mask = self._mask[keep] if keep else None

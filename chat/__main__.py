@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from chat.settings import GenerationSettings
+from chat.settings import MAX_HISTORY, GenerationSettings
 from data import InputError
 from data.errors import EXIT_BAD_INPUT
 
@@ -29,7 +29,13 @@ class TerminalArguments:
         metadata={"help": "chat checkpoint folder (default: checkpoints/chat)"},
     )
     greedy: bool = field(default=False, metadata={"help": "always pick the likeliest token (no sampling)"})
-    max_history: int = field(default=6, metadata={"help": "turns of history the model sees (default: 6)"})
+    max_history: int = field(
+        default=MAX_HISTORY,
+        metadata={
+            "help": f"turns of history the model sees (default: {MAX_HISTORY}); a longer conversation drops its "
+            "oldest turns half this many at a time"
+        },
+    )
     precision: str = field(
         default="fp32",
         metadata={

@@ -1,7 +1,8 @@
 """ChatEngine: history + message -> reply, streamed, from a chat checkpoint folder.
 
 The prompt is built by `data.DialogueEncoder` (the encoder training used): the latest
-turns as `[CLS]u1[SEP]u2[SEP]...`, within `max_history` turns and the model's length.
+turns as `[CLS]u1[SEP]u2[SEP]...`, within `max_history` turns and the model's length; when a
+conversation outgrows them, its oldest turns go `max_history // 2` at a time (see `build_prompt`).
 Generation is `model.generate` with the KV cache; `[SEP]` ends the reply.
 """
 
@@ -16,7 +17,7 @@ from typing import Iterator
 
 import torch
 
-from chat.settings import GenerationSettings
+from chat.settings import MAX_HISTORY, GenerationSettings
 from data import DialogueEncoder, InputError, despace
 
 log = logging.getLogger("chat")
@@ -113,7 +114,13 @@ class ChatEngine:
     """Multi-turn chat over a GPT-2 checkpoint: `reply(history, message)` and `stream(...)`."""
 
     def __init__(
-        self, model, tokenizer, generation_config, max_history: int = 6, name: str = "chat", batching: bool = False
+        self,
+        model,
+        tokenizer,
+        generation_config,
+        max_history: int = MAX_HISTORY,
+        name: str = "chat",
+        batching: bool = False,
     ):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         # batching: concurrent replies share decode steps (chat/batching.py; the app's default)
@@ -138,7 +145,7 @@ class ChatEngine:
 
     @classmethod
     def from_pretrained(
-        cls, folder: str, precision: str = "fp32", max_history: int = 6, batching: bool = False
+        cls, folder: str, precision: str = "fp32", max_history: int = MAX_HISTORY, batching: bool = False
     ) -> "ChatEngine":
         """Load a chat checkpoint folder.
 
@@ -180,7 +187,12 @@ class ChatEngine:
             log.warning("message of %d characters cut to its last %d", len(message), MAX_MESSAGE_CHARS)
             message = message[-MAX_MESSAGE_CHARS:]
         turns = normalize_history(history) + [message]
-        return self.encoder.encode_prompt(turns, max_history=self.max_history, reserve=max_new_tokens)
+        # The oldest turns go half the window at a time, not one by one: then most turns' prompts continue
+        # the previous turn's prompt and the batcher's prefix cache runs only the new tokens. Sliding by
+        # one changed every prompt of a long conversation from its first token (16 visitors of a base-size
+        # model: those full prefills, arriving together, set the app's first-token p95).
+        step = max(1, self.max_history // 2)
+        return self.encoder.encode_prompt(turns, max_history=self.max_history, reserve=max_new_tokens, step=step)
 
     # -- generation ------------------------------------------------------------
     def _config(self, settings: GenerationSettings | None, overrides: dict):

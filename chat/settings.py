@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from data import InputError
 
 MAX_NEW_TOKENS_LIMIT = 512
+# Turns of a conversation the chat model sees. A longer one drops its oldest turns half this many at a
+# time (chat/engine.py build_prompt), so the model sees 5-8 turns of it: 6.5 on average for the 6 that
+# a window sliding one turn at a time kept.
+MAX_HISTORY = 8
 
 
 def _f(help: str):

@@ -63,18 +63,30 @@ class DialogueEncoder:
             labels += piece if take else [-100] * len(piece)
         return EncodedDialogue(ids, labels, first, cut)
 
-    def encode_prompt(self, utterances: list[str], max_history: int | None = None, reserve: int = 0) -> list[int]:
+    def encode_prompt(
+        self, utterances: list[str], max_history: int | None = None, reserve: int = 0, step: int = 1
+    ) -> list[int]:
         """Generation prompt: the latest turns, ending with [SEP] so the model writes the next turn.
 
         Keeps at most `max_history` turns and leaves `reserve` positions free for the reply; an
-        utterance too long to fit keeps its end (the most recent words).
+        utterance too long to fit keeps its end (the most recent words). Turns that must go (past
+        `max_history`, or past the length) go `step` at a time from the start of the conversation,
+        so the prompt starts at a turn whose index is a multiple of `step`: the prompts of a growing
+        conversation keep the same start for several turns and each continues the one before, which
+        is what lets a server reuse the earlier prompt's keys and values (chat/batching.PrefixCache).
+        A window sliding one turn at a time changes every prompt from its first token on.
         """
-        if max_history is not None and max_history > 0:
-            utterances = utterances[-max_history:]
         budget = self.max_len - max(reserve, 0)
         if budget < 8:
             raise ValueError(f"no room for a prompt: max_len {self.max_len} minus {reserve} reserved tokens")
-        _, turns, _ = self._fit(self.tokenize(utterances), min_turns=1, keep="tail", budget=budget)
+        turns = self.tokenize(utterances)
+        step, last = max(1, step), len(turns) - 1
+        start = 0
+        if max_history is not None and max_history > 0 and len(turns) > max_history:
+            start = -(-(len(turns) - max_history) // step) * step  # rounded up to a multiple of step
+        while start < last and 1 + sum(len(t) + 1 for t in turns[start:]) > budget:
+            start += step
+        _, turns, _ = self._fit(turns[min(start, last) :], min_turns=1, keep="tail", budget=budget)
         ids = [self.cls_id]
         for turn in turns:
             ids += turn + [self.sep_id]

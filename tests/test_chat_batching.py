@@ -247,6 +247,26 @@ def test_a_continued_conversation_reuses_its_cached_prefix(chat_checkpoint):
     assert second == plain.reply(turns, "今天做什么", seed=2, **hot)
 
 
+def test_a_long_conversation_keeps_reusing_its_prefix_as_its_window_moves(chat_checkpoint):
+    """Seven messages with the default window (8 turns, the oldest dropped 4 at a time): only the first
+    prompt and the two where the window moves start anew; the other four continue the cached turn."""
+    batched = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
+    hot = dict(do_sample=True, temperature=1.5, top_k=0, top_p=1.0, max_new_tokens=4)  # never an empty reply
+    turns, prompts = [], []
+    for k in range(7):
+        message = MESSAGES[k % len(MESSAGES)]
+        prompts.append(batched.build_prompt(turns, message, 4))
+        reply = batched.reply(turns, message, seed=k, **hot)
+        assert reply
+        turns += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
+        deadline = time.time() + 10
+        while time.time() < deadline and not any(len(key) > len(prompts[-1]) for key in batched.batcher.prefixes._entries):
+            time.sleep(0.02)  # the finished conversation is kept at the loop's next turn
+    starts = [tuple(p[:2]) for p in prompts]  # [CLS] and the first token of the first turn seen
+    assert len(set(starts)) == 3  # the window moved twice
+    assert batched.batcher.stats()["prefix_hits"] == 4
+
+
 def test_the_prefix_cache_stays_within_its_budget():
     from chat.batching import PrefixCache
 

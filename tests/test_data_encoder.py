@@ -63,6 +63,32 @@ def test_prompt_keeps_latest_turns_and_ends_with_sep(tok):
     assert len(long_ids) <= 22 and tok.convert_ids_to_tokens(long_ids)[-3:] == ["吃", "面", "[SEP]"]
 
 
+def test_a_growing_conversation_drops_its_oldest_turns_a_step_at_a_time(tok):
+    """With step 4 the window's start moves 4 turns at once: the prompts between two moves each continue
+    the one before (what a prefix cache reuses); with step 1 every prompt past the limit starts anew."""
+    e = DialogueEncoder(tok, 256)
+    said = [f"hello {i}" for i in range(15)]
+
+    def prompts(step):
+        return [e.encode_prompt(said[:n], max_history=8, step=step) for n in range(1, 16, 2)]
+
+    stepped, sliding = prompts(4), prompts(1)
+
+    def continued(seq):
+        return [seq[i][:-1] == seq[i + 1][: len(seq[i]) - 1] for i in range(len(seq) - 1)]
+
+    assert continued(stepped) == [True, True, True, False, True, False, True]
+    assert continued(sliding) == [True, True, True, False, False, False, False]
+    seen = [tok.decode(p).replace(" ", "").count("[SEP]") for p in stepped]
+    assert seen == [1, 3, 5, 7, 5, 7, 5, 7]  # never more than 8 turns, never fewer than 5
+    assert tok.decode(stepped[4]).startswith("[CLS] hello 4 [SEP]")
+    # too long for the length: the start moves by whole steps too, and the message always stays
+    short, said = DialogueEncoder(tok, 30), ["我们去吃面吧"] * 6 + ["你好"]
+    by_two, by_one = (short.encode_prompt(said, max_history=8, step=s, reserve=4) for s in (2, 1))
+    assert tok.decode(by_two).replace(" ", "") == "[CLS]" + "我们去吃面吧[SEP]" * 2 + "你好[SEP]"  # from turn 4
+    assert tok.decode(by_one).replace(" ", "") == "[CLS]" + "我们去吃面吧[SEP]" * 3 + "你好[SEP]"  # from turn 3
+
+
 def test_vocab_specials_first_then_by_frequency():
     vocab = build_char_vocab(["好好好你你他", "Hello"], min_freq=2)
     assert vocab[:5] == SPECIAL_TOKENS

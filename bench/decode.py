@@ -58,6 +58,11 @@ def make_folder(n_layer: int, n_embd: int, n_head: int, vocab: int, folder: Path
     model = GPT2LMHeadModel(
         GPT2Config(vocab_size=len(tok), n_positions=512, n_embd=n_embd, n_layer=n_layer, n_head=n_head)
     )
+    # Random weights give every token about the same score: [SEP] (which ends a reply) came within 3e-4
+    # of the best and int8 rounding sampled it first, so every int8 reply was empty. A zero [SEP] row
+    # (the output layer is tied to it) scores it far below: the replies run to their full length.
+    with torch.no_grad():
+        model.transformer.wte.weight[tok.sep_token_id].zero_()
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     GenerationConfig(do_sample=False, max_new_tokens=NEW_TOKENS).save_pretrained(folder)

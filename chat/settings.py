@@ -12,8 +12,8 @@ from data import InputError
 
 MAX_NEW_TOKENS_LIMIT = 512
 # Turns of a conversation the chat model sees. A longer one drops its oldest turns half this many at a
-# time (chat/engine.py build_prompt), so the model sees 5-8 turns of it: 6.5 on average for the 6 that
-# a window sliding one turn at a time kept.
+# time (chat/engine.py build_prompt): with the new message last, the model sees 5 or 7 turns of it, 6 on
+# average, as many as the window of 6 sliding one turn at a time that this replaced.
 MAX_HISTORY = 8
 
 

@@ -93,6 +93,7 @@ def user(
     args: tuple = (),
     tokens: list | None = None,
     turns: int | None = None,
+    messages_per_chat: int = 4,
 ) -> None:
     """One visitor chatting until `stop_at` (or for `turns` replies); `args` follow the message in /chat."""
     from gradio_client import Client
@@ -126,7 +127,7 @@ def user(
         if tokens is not None and chatbot:  # the base-size model's vocabulary is one character per token
             tokens.append(len(chatbot[-1]["content"][0].get("text") or ""))
         turn += 1
-        if turn % 4 == 0:
+        if turn % messages_per_chat == 0:
             client.predict(api_name="/clear")
 
 
@@ -146,13 +147,19 @@ def main() -> None:
     p.add_argument("--training", action="store_true", help="a second run while the Train tab trains a chat model")
     p.add_argument("--fast", action="store_true", help="with --base-size: the app's --fast (int8 chat weights)")
     p.add_argument(
+        "--messages-per-chat",
+        type=int,
+        default=4,
+        help="with --base-size: messages before a user clears the chat (past 4 the model's history window moves)",
+    )
+    p.add_argument(
         "--base-size",
         action="store_true",
         help="a chat model of the default base's shape (12x768, vocab 21,128, random weights): batching on vs off",
     )
     a = p.parse_args()
     if a.base_size:
-        return base_size(a.users, a.seconds, a.concurrency, a.fast)
+        return base_size(a.users, a.seconds, a.concurrency, a.fast, a.messages_per_chat)
     tmp = tempfile.mkdtemp(prefix="app_load_")
     checkpoints = a.checkpoints or (os.path.join(tmp, "checkpoints") if a.fresh else os.path.join(ROOT, "checkpoints"))
     started = time.perf_counter()
@@ -192,7 +199,9 @@ def together(fn, n: int) -> float:
     return time.perf_counter() - started
 
 
-def load(url: str, users: int, seconds: float, args: tuple = (), count_tokens: bool = False) -> dict:
+def load(
+    url: str, users: int, seconds: float, args: tuple = (), count_tokens: bool = False, messages_per_chat: int = 4
+) -> dict:
     """`users` chat users at once for `seconds`: served, errors, time to first token, whole reply (and
     tokens/s where a reply's characters are its tokens)."""
     ttft: list[float] = []
@@ -200,7 +209,10 @@ def load(url: str, users: int, seconds: float, args: tuple = (), count_tokens: b
     errors: list[str] = []
     tokens: list[int] | None = [] if count_tokens else None
     stop_at = time.time() + seconds
-    wall = together(lambda k: user(url, seconds, k, ttft, total, errors, stop_at, args, tokens), users)
+    wall = together(
+        lambda k: user(url, seconds, k, ttft, total, errors, stop_at, args, tokens, None, messages_per_chat),
+        users,
+    )
     return {
         "requests_served": len(total),
         "errors": len(errors),
@@ -248,7 +260,7 @@ REPLY_TOKENS = 40
 ALONE_REPLIES = 8
 
 
-def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) -> None:
+def base_size(users: int, seconds: float, concurrency: int, fast: bool = False, messages_per_chat: int = 4) -> None:
     """Batching on vs off on a model of the default base's size, in one run: one user alone, then `users` at
     once (40-token replies), through the app; then the decode step per batch size beside the weight-read
     floor. One JSON line per app run, one for the steps, one with the ratios."""
@@ -273,7 +285,7 @@ def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) 
             user(url, 0, 0, alone["ttft"], alone["total"], alone["errors"], time.time() + 600, args, alone["tokens"],
                  turns=ALONE_REPLIES + 1)  # fmt: skip
             alone_s = statistics.median(alone["total"][1:])  # the first reply warms up
-            many = load(url, users, seconds, args, count_tokens=True)
+            many = load(url, users, seconds, args, count_tokens=True, messages_per_chat=messages_per_chat)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -284,6 +296,7 @@ def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) 
             "users": users,
             "seconds": seconds,
             "reply_tokens": REPLY_TOKENS,
+            "messages_per_chat": messages_per_chat,
             "alone_reply_s": round(alone_s, 3),
             "alone_errors": len(alone["errors"]),
             **many,
@@ -292,7 +305,7 @@ def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) 
         print(json.dumps(line, ensure_ascii=False), flush=True)
     precision = "int8" if fast else "fp32"
     print(json.dumps(decode_steps(folder, precision), ensure_ascii=False), flush=True)
-    engine = {b: engine_only(folder, users, seconds / 2, b, precision) for b in (True, False)}
+    engine = {b: engine_only(folder, users, seconds / 2, b, precision, messages_per_chat) for b in (True, False)}
     for line in engine.values():
         print(json.dumps(line, ensure_ascii=False), flush=True)
     on, off = runs[True], runs[False]
@@ -313,7 +326,9 @@ def base_size(users: int, seconds: float, concurrency: int, fast: bool = False) 
     print(json.dumps(summary, ensure_ascii=False), flush=True)
 
 
-def engine_only(folder, users: int, seconds: float, batching: bool, precision: str = "fp32") -> dict:
+def engine_only(
+    folder, users: int, seconds: float, batching: bool, precision: str = "fp32", messages_per_chat: int = 4
+) -> dict:
     """The same conversations straight through ChatEngine in this process, no Gradio and no clients: what
     the app's serving costs on top (its server and the bench's clients share the 2 cores)."""
     from chat import ChatEngine
@@ -333,7 +348,7 @@ def engine_only(folder, users: int, seconds: float, batching: bool, precision: s
             tokens.append(len(reply))
             turns += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
             turn += 1
-            if turn % 4 == 0:  # as the app users clear their chat
+            if turn % messages_per_chat == 0:  # as the app users clear their chat
                 turns = []
 
     wall = together(chat, users)
@@ -342,6 +357,7 @@ def engine_only(folder, users: int, seconds: float, batching: bool, precision: s
         "batching": batching,
         "precision": precision,
         "users": users,
+        "messages_per_chat": messages_per_chat,
         "replies": len(totals),
         "tokens_per_s": round(sum(tokens) / wall, 1),
         "reply_p95_s": round(percentile(totals, 0.95), 3) if totals else None,

@@ -260,7 +260,9 @@ def test_a_long_conversation_keeps_reusing_its_prefix_as_its_window_moves(chat_c
         assert reply
         turns += [{"role": "user", "content": message}, {"role": "assistant", "content": reply}]
         deadline = time.time() + 10
-        while time.time() < deadline and not any(len(key) > len(prompts[-1]) for key in batched.batcher.prefixes._entries):
+        while time.time() < deadline and not any(
+            len(key) > len(prompts[-1]) for key in batched.batcher.prefixes._entries
+        ):
             time.sleep(0.02)  # the finished conversation is kept at the loop's next turn
     starts = [tuple(p[:2]) for p in prompts]  # [CLS] and the first token of the first turn seen
     assert len(set(starts)) == 3  # the window moved twice

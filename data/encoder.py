@@ -79,14 +79,14 @@ class DialogueEncoder:
         budget = self.max_len - max(reserve, 0)
         if budget < 8:
             raise ValueError(f"no room for a prompt: max_len {self.max_len} minus {reserve} reserved tokens")
-        turns = self.tokenize(utterances)
-        step, last = max(1, step), len(turns) - 1
-        start = 0
-        if max_history is not None and max_history > 0 and len(turns) > max_history:
-            start = -(-(len(turns) - max_history) // step) * step  # rounded up to a multiple of step
-        while start < last and 1 + sum(len(t) + 1 for t in turns[start:]) > budget:
-            start += step
-        _, turns, _ = self._fit(turns[min(start, last) :], min_turns=1, keep="tail", budget=budget)
+        step, start = max(1, step), 0
+        if max_history is not None and max_history > 0 and len(utterances) > max_history:
+            start = -(-(len(utterances) - max_history) // step) * step  # rounded up to a multiple of step
+        turns = self.tokenize(utterances[min(start, len(utterances) - 1) :])  # only what may be kept
+        first, last = 0, len(turns) - 1
+        while first < last and 1 + sum(len(t) + 1 for t in turns[first:]) > budget:
+            first += step  # the start stays on a multiple of step
+        _, turns, _ = self._fit(turns[min(first, last) :], min_turns=1, keep="tail", budget=budget)
         ids = [self.cls_id]
         for turn in turns:
             ids += turn + [self.sep_id]

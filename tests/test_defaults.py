@@ -40,6 +40,69 @@ def test_explicit_epochs_and_steps_win_over_the_rule():
     assert plan(Rule(10, 1, 5, max_passes=5), 1000, 100, None, None, None, None).steps == 100  # max_passes caps passes
 
 
+class _Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def _linear_schedule(total: int, warmup: int):
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return get_linear_schedule_with_warmup(optimizer, warmup, total)
+
+
+def _train(cap, state, seconds_per_step: float, steps: int, clock: _Clock, scheduler) -> None:
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    args = SimpleNamespace(world_size=1, eval_strategy="no")
+    cap.on_train_begin(args, state, TrainerControl())
+    for _ in range(steps):
+        clock.t += seconds_per_step
+        state.global_step += 1
+        cap.on_step_end(args, state, TrainerControl(), lr_scheduler=scheduler)
+
+
+def test_a_time_capped_plan_is_fitted_to_the_real_step_time(monkeypatch):
+    """The probe said 1,000 steps fit 10 s; real steps take 0.05 s: at 8% of the time the plan becomes the
+    ~196 steps that fit, and the learning rate now falls to zero there. Faster steps than the probe said
+    never raise it past what was asked for; another schedule is left alone."""
+    from types import SimpleNamespace
+
+    import training.schedule as schedule
+
+    clock = _Clock()
+    monkeypatch.setattr(schedule.time, "perf_counter", clock)
+    monkeypatch.setattr(schedule, "REPLAN_MIN_S", 0)
+    state = SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
+    scheduler = _linear_schedule(1000, 50)
+    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    _train(cap, state, 0.05, 20, clock, scheduler)
+    assert 190 <= state.max_steps <= 200 and cap.limited and not cap.hit
+    lam = scheduler.lr_lambdas[0]
+    assert lam(state.max_steps) == 0 and abs(lam(state.max_steps // 2) - 0.5) < 0.05
+    assert lam.keywords["num_warmup_steps"] == round(50 * state.max_steps / 1000)
+
+    clock.t, state = 0.0, SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
+    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    _train(cap, state, 0.001, 900, clock, _linear_schedule(1000, 50))  # 10x faster than needed
+    assert state.max_steps == 1000 and not cap.limited
+
+    import torch
+
+    clock.t, state = 0.0, SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
+    constant = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), lambda s: 1)
+    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    _train(cap, state, 0.05, 20, clock, constant)
+    assert state.max_steps == 1000  # the cap itself still stops it
+
+
 def test_convergence_note_says_when_a_run_learned_nothing_or_needs_more():
     log = lambda losses: [{"loss": v, "step": i} for i, v in enumerate(losses)]  # noqa: E731
     assert "learned nothing" in convergence_note(log([0.70] * 40), 40, False)

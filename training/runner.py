@@ -391,7 +391,7 @@ def run_training(
         best = dict(pick(scored, key=lambda e: e[key]) if keep_best else scored[-1])
     improving = None if not scored or not keep_best else scored[-1][key] == best[key]
     note = convergence_note(
-        trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.hit), improving
+        trainer.state.log_history, math.ceil(run.epochs * steps_per_epoch), bool(cap and cap.limited), improving
     )
     return RunResult(
         trainer,
@@ -404,7 +404,7 @@ def run_training(
         start_epoch,
         measured_before,
         note,
-        bool(cap and cap.hit),
+        bool(cap and cap.limited),
     )
 
 
@@ -432,6 +432,13 @@ def schedule_run(
     )
     p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, run.max_minutes, run.epochs, run.max_steps)
     run.epochs = p.epochs
+    budget = (run.max_minutes or (None if explicit else rule.max_minutes)) if per and not resume_from else None
+    most = None
+    if budget:
+        # The run is fitted to the cap by its real step time once it trains (schedule.time_cap); it can only
+        # end earlier than it starts planned, so a capped plan starts at up to twice the probe's steps.
+        most = p.wanted if not p.capped else min(p.wanted or p.steps, 2 * p.steps)
+        run.epochs = most / steps_per_epoch
     if process_count() > 1:  # each process timed its own steps: all follow the main one's plan
         from accelerate.utils import broadcast_object_list
 
@@ -439,11 +446,13 @@ def schedule_run(
     if not resume_from:
         world = process_count()
         say(describe(p, items or len(train_ds), rule.unit, world, run.batch_size * run.grad_accum))
+    budget_s = budget * 60 if budget else None
     if run.max_minutes:
-        return time_cap(run.max_minutes * 60)
+        return time_cap(run.max_minutes * 60, budget_s, most)
     if explicit:
         return None
-    return time_cap(rule.max_minutes * 60 * 1.2 + 15)  # the plan fits the cap; this stops a run that overruns it
+    # the plan fits the cap; the 1.2 stops a run that overruns it
+    return time_cap(rule.max_minutes * 60 * 1.2 + 15, budget_s, most)
 
 
 def predict_in_order(trainer, dataset):

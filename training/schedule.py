@@ -121,7 +121,7 @@ def _minutes(seconds: float) -> str:
 
 
 REPLAN_AT = (0.08, 0.4)  # shares of the time budget at which the plan is checked against the real step time
-REPLAN_MIN_S = 15  # and not before this many seconds of training
+REPLAN_MIN_S = 5  # and not before this many seconds of training (the first steps pay one-off costs)
 
 
 def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | None = None):

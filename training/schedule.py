@@ -161,7 +161,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
             if args.world_size > 1 and budget_s:  # all processes re-plan at the same step, or none
                 due = bool(_all_max(args, 1 if due else 0))
             if due:
-                self.checks = [c for c in self.checks if c > elapsed]
+                self.checks = [c for c in self.checks[1:] if c > elapsed]  # also when another process was due
                 self._replan(args, state, lr_scheduler, elapsed)
             over = self.start is not None and elapsed > seconds
             if args.world_size > 1:  # the processes' clocks differ a little: all stop when the first is over
@@ -189,7 +189,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
             self.replanned.append({"at_step": state.global_step, "seconds_per_step": round(per, 4), "steps": total})
             say(
                 f"\nmeasured {per:.3f} s per step so far: {total:,} steps fit {_minutes(budget_s)} "
-                f"(planned {old:,}); the learning-rate schedule now ends there"
+                f"(was {old:,}); the learning-rate schedule now ends there"
             )
 
     return TimeCap()

@@ -158,6 +158,8 @@ def main() -> None:
         help="a chat model of the default base's shape (12x768, vocab 21,128, random weights): batching on vs off",
     )
     a = p.parse_args()
+    if a.messages_per_chat < 1:
+        p.error(f"--messages-per-chat must be 1 or more, got {a.messages_per_chat}")
     if a.base_size:
         return base_size(a.users, a.seconds, a.concurrency, a.fast, a.messages_per_chat)
     tmp = tempfile.mkdtemp(prefix="app_load_")

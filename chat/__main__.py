@@ -32,8 +32,8 @@ class TerminalArguments:
     max_history: int = field(
         default=MAX_HISTORY,
         metadata={
-            "help": f"turns of history the model sees (default: {MAX_HISTORY}); a longer conversation drops its "
-            "oldest turns half this many at a time"
+            "help": f"turns of history the model sees (default: {MAX_HISTORY}; 0: no limit); a longer conversation "
+            "drops its oldest turns half this many at a time"
         },
     )
     precision: str = field(
@@ -69,6 +69,8 @@ def parse_args(argv) -> tuple[TerminalArguments, GenerationSettings]:
         args, settings = parser.parse_args_into_dataclasses(argv)
     except ValueError as e:  # unknown flags: argparse's usage line and exit code 2, not a traceback
         parser.error(str(e).replace("Some specified arguments are not used by the HfArgumentParser", "unknown flags"))
+    if args.max_history < 0:
+        parser.error(f"--max-history must be 0 (no limit) or more, got {args.max_history}")
     if args.fast:
         args.precision = "int8"
     if args.greedy:

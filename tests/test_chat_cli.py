@@ -51,6 +51,11 @@ def test_bad_model_and_flags_exit_2_in_one_line(tmp_path):
     assert r.returncode == 2 and r.stderr.strip() == f"error: chat model folder not found: {tmp_path / 'nope'}"
     r = run_chat(["--model", str(tmp_path), "--top-p", "0"], "")
     assert r.returncode == 2 and r.stderr.strip().startswith("error: top_p must be in (0, 1]")
+    r = run_chat(["--model", str(tmp_path), "--max-history", "-3"], "")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].endswith(
+        "--max-history must be 0 (no limit) or more, got -3"
+    )
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.slow

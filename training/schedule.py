@@ -158,14 +158,12 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
         def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
             elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
             due = bool(self.checks) and elapsed >= max(self.checks[0], REPLAN_MIN_S)
-            if args.world_size > 1 and budget_s:  # all processes re-plan at the same step, or none
-                due = bool(_all_max(args, 1 if due else 0))
+            over = self.start is not None and elapsed > seconds
+            if args.world_size > 1:  # the processes' clocks differ a little: all re-plan or stop when the first is due
+                due, over = (bool(x) for x in _all_max(args, [int(due), int(over)]))
             if due:
                 self.checks = [c for c in self.checks[1:] if c > elapsed]  # also when another process was due
                 self._replan(args, state, lr_scheduler, elapsed)
-            over = self.start is not None and elapsed > seconds
-            if args.world_size > 1:  # the processes' clocks differ a little: all stop when the first is over
-                over = bool(_all_max(args, 1 if over else 0))
             if over and not control.should_training_stop:
                 self.hit = True
                 control.should_training_stop = True
@@ -181,7 +179,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
             total = state.global_step + int(max(0.0, budget_s - elapsed) * 0.98 / per)
             total = max(state.global_step + 1, min(total, most_steps or total))
             if args.world_size > 1:  # every process must stop at the same step: the main one's plan
-                total = int(_all_max(args, total if state.is_world_process_zero else 0))
+                (total,) = _all_max(args, [total if state.is_world_process_zero else 0])
             old = state.max_steps
             if abs(total - old) <= 0.02 * old or not _stretch(lr_scheduler, old, total):
                 return
@@ -195,13 +193,14 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
     return TimeCap()
 
 
-def _all_max(args, value: int) -> int:
+def _all_max(args, values: list[int]) -> list[int]:
+    """The largest of each value over all processes (one all-reduce)."""
     import torch
     import torch.distributed as dist
 
-    flag = torch.tensor([value], device=args.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return int(flag.item())
+    flags = torch.tensor(values, device=args.device)
+    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return [int(x) for x in flags.tolist()]
 
 
 def _stretch(lr_scheduler, old: int, new: int) -> bool:

@@ -103,6 +103,41 @@ def test_a_time_capped_plan_is_fitted_to_the_real_step_time(monkeypatch):
     assert state.max_steps == 1000  # the cap itself still stops it
 
 
+def test_a_run_whose_probe_was_wrong_is_re_planned_and_says_so(tmp_path, monkeypatch):
+    """The probe claims steps 100x faster than they are: the run re-plans from its real steps, ends
+    within its cap, and training_report.json records the start plan and the re-plan."""
+    import training.schedule as schedule
+    from training import cloze as cloze_script
+    from training.cli import run
+
+    monkeypatch.setattr(schedule, "REPLAN_MIN_S", 0)
+    monkeypatch.setattr(schedule, "measure_step", lambda *a, **k: 1e-4)
+    corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
+    out = tmp_path / "out"
+    argv = ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "64"]
+    assert run(cloze_script.main, argv + ["--n-head", "2", "--max-len", "32", "--max-minutes", "0.1"]) == 0
+    s = json.loads((out / "training_report.json").read_text(encoding="utf-8"))["schedule"]
+    assert s["probed_seconds_per_step"] == 1e-4 and s["planned_steps"] >= 8000 and s["budget_s"] == 6
+    assert s["replanned"] and s["replanned"][0]["steps"] < s["planned_steps"]
+    assert s["steps_trained"] <= s["replanned"][-1]["steps"] and s["time_cap_s"] == 6
+
+
+def test_the_progress_bar_follows_a_re_plan():
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from training.runner import QuietProgress
+
+    bar = QuietProgress()
+    state = SimpleNamespace(is_world_process_zero=True, max_steps=1000, global_step=0)
+    bar.on_train_begin(None, state, TrainerControl())
+    state.global_step, state.max_steps = 10, 200
+    bar.on_step_end(None, state, TrainerControl())
+    assert bar.training_bar.total == 200 and bar.training_bar.n == 10
+    bar.training_bar.close()
+
+
 def test_convergence_note_says_when_a_run_learned_nothing_or_needs_more():
     log = lambda losses: [{"loss": v, "step": i} for i, v in enumerate(losses)]  # noqa: E731
     assert "learned nothing" in convergence_note(log([0.70] * 40), 40, False)

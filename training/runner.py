@@ -154,6 +154,14 @@ class QuietProgress(ProgressCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         pass
 
+    def on_step_end(self, args, state, control, **kwargs):
+        # the time cap re-plans the run's length once it knows the real step time (schedule.time_cap): the
+        # bar's total and ETA follow (the library's bar keeps the length it started with)
+        if self.training_bar is not None and self.training_bar.total != state.max_steps:
+            self.training_bar.total = state.max_steps
+            self.training_bar.refresh()
+        super().on_step_end(args, state, control, **kwargs)
+
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and self.training_bar is not None and logs and "loss" in logs:
             self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
@@ -238,6 +246,7 @@ class RunResult:
     before_train: object = None
     convergence: str | None = None  # a warning when the loss never fell or was still falling steeply
     time_capped: bool = False
+    schedule: dict | None = None  # how the amount of training was chosen (training_report.json "schedule")
 
 
 MAX_EVALS = 20  # long runs (many short epochs on a small corpus) evaluate and save ~20 times, not every epoch
@@ -334,7 +343,7 @@ def run_training(
             "`accelerate launch --multi_gpu --num_processes 2 ...` (gloo) or `torchrun --nproc_per_node 2 ...`"
         )
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (run.batch_size * world * run.grad_accum)))
-    cap = schedule_run(run, rule, model, collator, train_ds, steps_per_epoch, resume_from, items)
+    cap, schedule = schedule_run(run, rule, model, collator, train_ds, steps_per_epoch, resume_from, items)
     args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better, keep_best)
     stopper = StopOnInterrupt()
     cbs = [stopper, EpochPrinter(), ProgressFile(plan.work), *callbacks, *([cap] if cap else [])]
@@ -405,14 +414,29 @@ def run_training(
         measured_before,
         note,
         bool(cap and cap.limited),
+        _schedule_record(schedule, cap, trainer.state.global_step),
     )
+
+
+def _schedule_record(schedule: dict | None, cap, steps: int) -> dict | None:
+    """The start plan, the re-plans the time cap made from the real step time, and how the run ended."""
+    if schedule is None and cap is None:
+        return None
+    record = dict(schedule or {})
+    if cap is not None:
+        record["replanned"] = cap.replanned
+        record["time_cap_s"] = round(cap.seconds, 1)
+        record["ended_by_time_cap"] = cap.hit
+    record["steps_trained"] = steps
+    return record
 
 
 def schedule_run(
     run, rule, model, collator, train_ds, steps_per_epoch: int, resume_from: str | None, items: int | None
 ):
     """Set `run.epochs` from --epochs, --max-steps, the resumed run's plan, or the task's rule;
-    return the TimeCap callback that enforces --max-minutes (None when nothing caps the run)."""
+    return the TimeCap callback that enforces --max-minutes (None when nothing caps the run) and the plan
+    for the report (None without a rule)."""
     from training.schedule import describe, measure_step, time_cap
     from training.schedule import plan as plan_steps
 
@@ -423,7 +447,7 @@ def schedule_run(
             run.epochs = planned / steps_per_epoch
     if rule is None:
         run.epochs = run.epochs or (run.max_steps / steps_per_epoch if run.max_steps else 3.0)
-        return time_cap(run.max_minutes * 60) if run.max_minutes else None
+        return (time_cap(run.max_minutes * 60) if run.max_minutes else None), None
     explicit = run.epochs is not None or run.max_steps is not None
     per = (
         None
@@ -447,12 +471,19 @@ def schedule_run(
         world = process_count()
         say(describe(p, items or len(train_ds), rule.unit, world, run.batch_size * run.grad_accum))
     budget_s = budget * 60 if budget else None
+    record = {
+        "reason": p.reason,
+        "probed_seconds_per_step": None if per is None else round(per, 4),
+        "planned_steps": p.steps,
+        "wanted_steps": p.wanted,
+        "budget_s": budget_s,
+    }
     if run.max_minutes:
-        return time_cap(run.max_minutes * 60, budget_s, most)
+        return time_cap(run.max_minutes * 60, budget_s, most), record
     if explicit:
-        return None
+        return None, record
     # the plan fits the cap; the 1.2 stops a run that overruns it
-    return time_cap(rule.max_minutes * 60 * 1.2 + 15, budget_s, most)
+    return time_cap(rule.max_minutes * 60 * 1.2 + 15, budget_s, most), record
 
 
 def predict_in_order(trainer, dataset):

@@ -140,6 +140,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
 
     class TimeCap(TrainerCallback):
         def __init__(self):
+            self.seconds = seconds
             self.start = None
             self.start_step = 0
             self.hit = False

@@ -259,6 +259,7 @@ def base_report(
         "resumed_from": plan.resumed_from,
         "wall_time_s": round(result.wall_time_s, 2),
         "train_runtime_s": round(result.train_runtime_s, 2),
+        "schedule": result.schedule,
         "tokens_per_s": round(train_tokens * (epochs_done - result.start_epoch) / max(result.train_runtime_s, 1e-9), 1),
     }
 

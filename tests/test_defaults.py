@@ -103,6 +103,36 @@ def test_a_time_capped_plan_is_fitted_to_the_real_step_time(monkeypatch):
     assert state.max_steps == 1000  # the cap itself still stops it
 
 
+def test_a_run_slowed_at_its_start_grows_its_plan_back_and_uses_its_time(monkeypatch):
+    """Another program holds the CPU for the first second (0.2 s per step), then steps take 0.01 s: the
+    8% check plans ~49 steps, which would end the run at 1.5 s of its 10; the plan is re-grown from the
+    speed since that check (when it is about to run out, and at the later checks) and the run ends near
+    the budget, never past what was asked for."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    import training.schedule as schedule
+
+    clock = _Clock()
+    monkeypatch.setattr(schedule.time, "perf_counter", clock)
+    monkeypatch.setattr(schedule, "REPLAN_MIN_S", 0)
+    state = SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
+    scheduler = _linear_schedule(1000, 50)
+    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    args = SimpleNamespace(world_size=1, eval_strategy="no")
+    cap.on_train_begin(args, state, TrainerControl())
+    low = state.max_steps
+    while state.global_step < state.max_steps:  # the Trainer stops at state.max_steps
+        clock.t += 0.2 if clock.t < 1.0 else 0.01
+        state.global_step += 1
+        cap.on_step_end(args, state, TrainerControl(), lr_scheduler=scheduler)
+        low = min(low, state.max_steps)
+    assert low < 60 and len(cap.replanned) >= 3  # cut at the 8% check, then grown back
+    assert 8.5 <= clock.t <= 10 and state.max_steps <= 1000
+    assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == state.max_steps
+
+
 def test_a_run_whose_probe_was_wrong_is_re_planned_and_says_so(tmp_path, monkeypatch):
     """The probe claims steps 100x faster than they are: the run re-plans from its real steps, ends
     within its cap, and training_report.json records the start plan and the re-plan."""

@@ -140,6 +140,7 @@ def test_predictor_loading_errors(tmp_path):
         (["--data", "ok.txt", "--eval-prompts", "noprompt.tsv"], "holds no usable prompt"),
         (["--data", "ok.txt", "--mlm-probability", "1.5"], "--mlm-probability must be between 0 and 1"),
         (["--data", "ok.txt", "--user-dict", "nodict.txt"], "file not found: nodict.txt"),
+        (["--data", "ok.txt", "--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
     ],
 )
 def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys):

@@ -306,6 +306,23 @@ def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
     assert "\nwarning: dev accuracy" in capsys.readouterr().err
 
 
+def test_a_scratch_run_pretrains_on_its_pairs_without_dropout_then_trains_the_pairs_with_it(tmp_path):
+    """The default path offline: training/cloze.py --pairs first (no dropout, twice the batch, its own
+    learning rate), then the pair task on that model with BERT's usual dropout back."""
+    from transformers import AutoConfig
+
+    out = tmp_path / "sim"
+    argv = ["--train", PAIRS, "--output", str(out), "--epochs", "1", "--batch-size", "8", *TINY]
+    assert run(sim_script.main, argv) == 0
+    r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
+    stage = r["mlm_stage"]
+    assert stage["dropout"] == 0 and stage["batch_size"] == 16 and stage["lr"] == sim_script.MLM_LR
+    assert stage["steps"] >= 1 and r["hyperparameters"]["lr"] == 1e-4
+    config = AutoConfig.from_pretrained(out)
+    assert config.hidden_dropout_prob == 0.1 and config.attention_probs_dropout_prob == 0.1
+    assert not (tmp_path / "sim.partial").exists() and not list(out.glob("mlm_stage*"))
+
+
 @pytest.mark.slow
 def test_scratch_run_on_the_sample_pairs_beats_the_majority_class(tmp_path, capsys):
     """Dev pairs have sentences never seen in training (grouped split), so this is generalisation."""

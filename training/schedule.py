@@ -120,7 +120,12 @@ def _minutes(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
-REPLAN_AT = (0.08, 0.4)  # shares of the time budget at which the plan is checked against the real step time
+# Shares of the time budget at which the plan is checked against the real step time. Several, each from
+# the steps since the one before: a run whose first minute was slowed by another program planned 1,522
+# masked-LM steps at the 8% check, ran them at 3x the speed once the CPU was free, and ended at 229 s of
+# its 630 (with one later check at 40%, never reached).
+REPLAN_AT = (0.08, 0.25, 0.5, 0.75)
+ENDING_EARLY = 0.85  # a plan that runs out before this share of the budget is re-planned then too
 REPLAN_MIN_S = 5  # and not before this many seconds of training (the first steps pay one-off costs)
 
 
@@ -131,10 +136,10 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
     forward-backward passes, and a run's real steps differ (the masked-LM head runs only at masked
     positions, the optimizer, evaluation, another program on the CPU at the start). Measured on the
     default similarity run: probed 0.139 s per step, trained at 0.089, so its masked-LM stage planned
-    4,530 steps for 10.5 minutes and ended in 6.7. At 8% and 40% of the budget the steps left are
-    re-planned from the steps so far (never more than `most_steps`, what the rule or --epochs asked
-    for), and the linear learning-rate schedule is stretched to end with them: the decay ends when
-    the time does, instead of early (time unused) or late (cut before the learning rate fell).
+    4,530 steps for 10.5 minutes and ended in 6.7. At 8%, 25%, 50% and 75% of the budget the steps left
+    are re-planned from the speed since the previous check (never more than `most_steps`, what the rule
+    or --epochs asked for), and the linear learning-rate schedule is stretched to end with them: the
+    decay ends when the time does, instead of early (time unused) or late (cut before it fell).
     """
     from transformers import TrainerCallback
 
@@ -146,6 +151,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
             self.hit = False
             self.checks = [budget_s * share for share in REPLAN_AT] if budget_s else []
             self.replanned: list[dict] = []
+            self.since = (0.0, 0)  # (elapsed seconds, step) of the last check: the speed is measured from there
 
         @property
         def limited(self) -> bool:
@@ -155,15 +161,25 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
         def on_train_begin(self, args, state, control, **kw):
             self.start = time.perf_counter()
             self.start_step = state.global_step
+            self.since = (0.0, state.global_step)
 
         def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
             elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
             due = bool(self.checks) and elapsed >= max(self.checks[0], REPLAN_MIN_S)
+            # the plan is about to end with much of the time left (the steps got faster after a check): once more
+            ending = bool(
+                budget_s
+                and most_steps
+                and state.max_steps < most_steps
+                and state.global_step >= state.max_steps - 1
+                and REPLAN_MIN_S <= elapsed < ENDING_EARLY * budget_s
+            )
             over = self.start is not None and elapsed > seconds
             if args.world_size > 1:  # the processes' clocks differ a little: all re-plan or stop when the first is due
-                due, over = (bool(x) for x in _all_max(args, [int(due), int(over)]))
+                due, ending, over = (bool(x) for x in _all_max(args, [int(due), int(ending), int(over)]))
             if due:
                 self.checks = [c for c in self.checks[1:] if c > elapsed]  # also when another process was due
+            if due or ending:
                 self._replan(args, state, lr_scheduler, elapsed)
             if over and not control.should_training_stop:
                 self.hit = True
@@ -173,10 +189,12 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
                 say(f"\nthe time cap ({_minutes(seconds)}) is reached at step {state.global_step}; finishing here")
 
         def _replan(self, args, state, lr_scheduler, elapsed: float) -> None:
-            done = state.global_step - self.start_step
+            since_s, since_step = self.since
+            done = state.global_step - since_step
             if done < 1:
                 return
-            per = elapsed / done
+            self.since = (elapsed, state.global_step)
+            per = (elapsed - since_s) / done
             total = state.global_step + int(max(0.0, budget_s - elapsed) * 0.98 / per)
             total = max(state.global_step + 1, min(total, most_steps or total))
             if args.world_size > 1:  # every process must stop at the same step: the main one's plan
@@ -187,7 +205,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
             state.max_steps = total
             self.replanned.append({"at_step": state.global_step, "seconds_per_step": round(per, 4), "steps": total})
             say(
-                f"\nmeasured {per:.3f} s per step so far: {total:,} steps fit {_minutes(budget_s)} "
+                f"\nmeasured {per:.3f} s per step: {total:,} steps fit {_minutes(budget_s)} "
                 f"(was {old:,}); the learning-rate schedule now ends there"
             )
 

@@ -2,6 +2,7 @@
 
     python bench/similarity.py [--minutes 30] [--only lcqmc]
     python bench/similarity.py --defaults     # what a new user gets: default flags, 6,000 LCQMC pairs
+    python bench/similarity.py --defaults --seed 1   # the same with another seed (run-to-run spread)
 
 For each data set in ../shared/data (LCQMC: train on test.txt, evaluate on dev.txt;
 AFQMC: train.txt / dev.txt):
@@ -321,7 +322,7 @@ def predictor_throughput(tmp: Path) -> dict:
     return {"batched_pairs_per_s": round(batched), "one_at_a_time_pairs_per_s": round(single)}
 
 
-def bench_defaults(tmp: Path) -> dict:
+def bench_defaults(tmp: Path, seed: int | None = None) -> dict:
     """The default command on a 6,000/2,000 LCQMC split, timed end to end, with its baselines."""
     slices = {}
     for name, source, n in (("train", "test.txt", 6000), ("dev", "dev.txt", 2000)):
@@ -332,7 +333,8 @@ def bench_defaults(tmp: Path) -> dict:
     train, dev = read_pairs(str(slices["train"])), read_pairs(str(slices["dev"]))
     out = tmp / "defaults"
     started = time.perf_counter()
-    code = sim_script.main(["--train", str(slices["train"]), "--dev", str(slices["dev"]), "--output", str(out)])
+    argv = ["--train", str(slices["train"]), "--dev", str(slices["dev"]), "--output", str(out)]
+    code = sim_script.main(argv + (["--seed", str(seed)] if seed is not None else []))
     minutes = (time.perf_counter() - started) / 60
     if code:
         raise SystemExit(f"training/similarity.py exited with {code}")
@@ -340,6 +342,7 @@ def bench_defaults(tmp: Path) -> dict:
     accuracy = r["dev_accuracy_at_threshold"] or r["best"]["accuracy"]
     overlap = logistic_baseline(train, dev)
     return {
+        "seed": r["hyperparameters"]["seed"],
         "train_pairs": len(train.pairs),
         "dev_pairs": len(dev.pairs),
         "majority": round(sim_script.majority_class(dev.labels)[1], 4),
@@ -358,6 +361,7 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=30, help="cap per run (the MLM variant splits it in two)")
     p.add_argument("--only", choices=list(SETS), help="one data set")
     p.add_argument("--defaults", action="store_true", help="only the default-flags run on 6,000 LCQMC pairs")
+    p.add_argument("--seed", type=int, help="with --defaults: the run's --seed (default: the script's)")
     a = p.parse_args()
     quiet_libraries()
     if a.defaults:
@@ -365,7 +369,7 @@ def main() -> None:
             print(json.dumps({"bench": "similarity_defaults", "skipped": f"{SHARED} is absent"}))
             return
         with tempfile.TemporaryDirectory() as tmp:
-            print(json.dumps({"bench": "similarity_defaults", **bench_defaults(Path(tmp))}, ensure_ascii=False))
+            print(json.dumps({"bench": "similarity_defaults", **bench_defaults(Path(tmp), a.seed)}, ensure_ascii=False))
         return
     result: dict = {"bench": "similarity", "minutes_per_run": a.minutes, "recipe": " ".join(MODEL)}
     with tempfile.TemporaryDirectory() as tmp:

@@ -410,3 +410,25 @@ def test_step_time_is_probed_on_a_batch_of_typical_length():
 
     measure_step(Model(), collate, dataset, batch_size=8)
     assert widths and set(widths) == {8}
+
+
+def test_the_quiz_stops_a_run_only_late_and_only_once_it_stopped_rising():
+    """The self-quiz saturates long before prompts in new words are answered: a flat quiz does not stop
+    the run before QUIZ_STOP_AFTER of its planned steps, and does once past it."""
+    from types import SimpleNamespace
+
+    from transformers import TrainerControl
+
+    from training.mlm import QUIZ_STOP_AFTER, QuizProgress
+
+    progress = QuizProgress(None, ["probe"], lambda model, tok, items: [{"hit": True}], patience=2)
+    state = SimpleNamespace(global_step=0, max_steps=1000)
+    model = SimpleNamespace(training=True, train=lambda mode=True: None)
+    stopped_at = None
+    for step in range(100, 1001, 100):
+        state.global_step, control = step, TrainerControl()
+        progress.on_evaluate(None, state, control, model=model)
+        if control.should_training_stop:
+            stopped_at = step
+            break
+    assert stopped_at == int(QUIZ_STOP_AFTER * 1000) and QUIZ_STOP_AFTER >= 0.8

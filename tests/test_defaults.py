@@ -152,6 +152,40 @@ def test_a_run_whose_probe_was_wrong_is_re_planned_and_says_so(tmp_path, monkeyp
     assert s["steps_trained"] <= s["replanned"][-1]["steps"] and s["time_cap_s"] == 6
 
 
+def test_a_time_cap_hit_evaluates_and_saves_its_last_step_once(tmp_path, monkeypatch):
+    """Per-epoch evaluation: the cap evaluates and saves the step it stops at, and the Trainer then ends the
+    epoch it broke out of, whose default flow asked for the same evaluation and save again."""
+    import time
+
+    from transformers import TrainerCallback
+
+    import training.schedule as schedule
+    from tests.conftest import SAMPLES
+    from training import similarity as sim_script
+    from training.cli import run
+
+    class Slow(TrainerCallback):  # steps of 50 ms or more: the 1.2 s cap hits before three epochs of 27 steps
+        evals, saves = [], []
+
+        def on_step_end(self, args, state, control, **kw):
+            time.sleep(0.05)
+
+        def on_evaluate(self, args, state, control, **kw):
+            self.evals.append(state.global_step)
+
+        def on_save(self, args, state, control, **kw):
+            self.saves.append(state.global_step)
+
+    monkeypatch.setattr(schedule, "measure_step", lambda *a, **k: 1e-4)  # the plan keeps its 3 epochs
+    out = tmp_path / "out"
+    argv = ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(out), "--no-mlm-stage", "--epochs", "3"]
+    argv += ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32"]
+    assert run(lambda a: sim_script.main(a, callbacks=[Slow()]), argv + ["--max-minutes", "0.02"]) == 0
+    s = json.loads((out / "training_report.json").read_text(encoding="utf-8"))["schedule"]
+    assert s["ended_by_time_cap"] and Slow.evals and Slow.saves
+    assert len(Slow.evals) == len(set(Slow.evals)) and len(Slow.saves) == len(set(Slow.saves))
+
+
 def test_the_progress_bar_follows_a_re_plan():
     from types import SimpleNamespace
 

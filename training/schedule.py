@@ -152,6 +152,7 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
             self.checks = [budget_s * share for share in REPLAN_AT] if budget_s else []
             self.replanned: list[dict] = []
             self.since = (0.0, 0)  # (elapsed seconds, step) of the last check: the speed is measured from there
+            self.evaluated_at = self.saved_at = None  # steps of the last evaluation and save
 
         @property
         def limited(self) -> bool:
@@ -187,6 +188,21 @@ def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | No
                 control.should_evaluate = args.eval_strategy != "no"
                 control.should_save = True
                 say(f"\nthe time cap ({_minutes(seconds)}) is reached at step {state.global_step}; finishing here")
+
+        def on_evaluate(self, args, state, control, **kw):
+            self.evaluated_at = state.global_step
+
+        def on_save(self, args, state, control, **kw):
+            self.saved_at = state.global_step
+
+        def on_epoch_end(self, args, state, control, **kw):
+            # The Trainer ends the epoch it broke out of, and with per-epoch evaluation the default flow asks
+            # for a second evaluation and save of the step the cap has just evaluated and saved (seen: three
+            # "epoch 3.00" lines and a run 4 s over its 15 minutes). Runs after DefaultFlowCallback.
+            if self.hit and self.evaluated_at == state.global_step:
+                control.should_evaluate = False
+            if self.hit and self.saved_at == state.global_step:
+                control.should_save = False
 
         def _replan(self, args, state, lr_scheduler, elapsed: float) -> None:
             since_s, since_step = self.since

@@ -32,6 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from chat.fill_mask import FillMaskPredictor  # noqa: E402
 from training import cloze as cloze_script  # noqa: E402
 from training.cli import quiet_libraries  # noqa: E402
+from training.mlm import same_answer  # noqa: E402
 
 SAMPLES = ROOT / "data" / "samples"
 LCQMC = ROOT.parent / "shared" / "data" / "lcqmc"
@@ -90,7 +91,7 @@ def reworded_top1(folder: Path, prompts: Path) -> tuple[float, int]:
     hits = 0
     for item in items:
         top1 = "".join(slot.candidates[0].text for slot in fill.predict(item.text, top_k=1))
-        hits += top1 == item.answer
+        hits += same_answer(top1, item.answer, fill.tokenizer)
     return hits / len(items), len(items)
 
 

@@ -466,3 +466,53 @@ def test_the_quiz_stops_a_run_only_late_and_only_once_it_stopped_rising():
             stopped_at = step
             break
     assert stopped_at == int(QUIZ_STOP_AFTER * 1000) and QUIZ_STOP_AFTER >= 0.8
+
+
+def _model_answering_by_position(tok, answers: dict[int, str]):
+    """A real BertForMaskedLM whose top-1 at position p is answers[p]: no layers, each position's
+    embedding points at one hidden unit, and the decoder row of the token to answer there reads it."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    h = 32
+    config = BertConfig(
+        vocab_size=len(tok), hidden_size=h, num_hidden_layers=0, num_attention_heads=1, intermediate_size=h,
+        max_position_embeddings=16, tie_word_embeddings=False,
+    )  # fmt: skip
+    model = BertForMaskedLM(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        for norm in (model.bert.embeddings.LayerNorm, model.cls.predictions.transform.LayerNorm):
+            norm.weight.fill_(1.0)
+        model.cls.predictions.transform.dense.weight.copy_(torch.eye(h))
+        for pos in range(16):
+            model.bert.embeddings.position_embeddings.weight[pos, pos] = 5.0
+            model.bert.embeddings.position_embeddings.weight[pos, pos + 16] = -5.0
+        for pos, token in answers.items():
+            model.cls.predictions.decoder.weight[tok.convert_tokens_to_ids(token), pos] = 10.0
+    return model
+
+
+def test_an_answer_with_latin_letters_counts_as_the_uncased_model_writes_it():
+    """BERT's Chinese vocab lowercases: a model that learned 补给船Q-19 answers `q-19` in word pieces
+    (q, -, 1, ##9). Both quizzes count that as right; a wrong answer stays wrong."""
+    from data.corpus import ClozePrompt
+    from data.vocab import make_tokenizer
+    from training.mlm import joint_quiz, quiz, same_answer
+
+    tok = make_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "补", "给", "船", "是", "q", "-", "1", "##9"])
+    assert tok.tokenize("Q-19") == ["q", "-", "1", "##9"]
+    assert same_answer("q-19", "Q-19", tok) and same_answer("q - 19", "Q-19", tok)
+    assert not same_answer("q-1", "Q-19", tok) and not same_answer("Q-19", "q-19", object())  # cased: exact
+
+    # [CLS] 补 给 船 是 then the masks at positions 5-8
+    model = _model_answering_by_position(tok, {5: "q", 6: "-", 7: "1", 8: "##9"})
+    prompts = [
+        ClozePrompt("补给船是[MASK][MASK][MASK][MASK]", "Q-19", "quiz.txt:1"),
+        ClozePrompt("补给船是[MASK][MASK][MASK]", "Q-1", "quiz.txt:2"),
+        ClozePrompt("补给船是[MASK][MASK]", "1-", "quiz.txt:3"),  # the model says q-: a miss
+    ]
+    rows = quiz(model, tok, prompts)
+    assert [(r["top1"], r["hit"]) for r in rows] == [("q-19", True), ("q-1", True), ("q-", False)]
+    assert [r["hit"] for r in joint_quiz(model, tok, prompts)] == [True, True, False]

@@ -98,6 +98,16 @@ def argmax_logits(logits, labels):
     return logits.argmax(-1)  # keep only the predictions: full logits would be vocab x tokens floats
 
 
+def same_answer(top1: str, expected: str, tokenizer) -> bool:
+    """Whether a filled-in word is the expected one as the model can write it: BERT's Chinese vocab
+    (and the scratch one built like it) lowercases, so a model that learned `Q-19` answers `q-19`;
+    spaces that decoding puts between pieces are ignored too."""
+    a, b = top1.replace(" ", ""), expected.replace(" ", "")
+    if getattr(tokenizer, "do_lower_case", False):
+        a, b = a.lower(), b.lower()
+    return a == b
+
+
 def quiz(model, tokenizer, prompts, top_k: int = 5) -> list[dict]:
     """Top-k answers per prompt through `transformers.pipeline("fill-mask")`; a hit is the top-1 per mask."""
     from transformers import pipeline
@@ -112,9 +122,16 @@ def quiz(model, tokenizer, prompts, top_k: int = 5) -> list[dict]:
         candidates = [
             [(c["token_str"].replace(" ", ""), round(float(c["score"]), 4)) for c in mask] for mask in per_mask
         ]
-        top1 = "".join(c[0][0] for c in candidates)
+        # decoded together, so word pieces join up (`q`, `-`, `1`, `##9` -> `q-19`, not `q-1##9`)
+        top1 = tokenizer.decode([mask[0]["token"] for mask in per_mask]).replace(" ", "")
         rows.append(
-            {"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer, "top_k": candidates}
+            {
+                "prompt": p.text,
+                "expected": p.answer,
+                "top1": top1,
+                "hit": same_answer(top1, p.answer, tokenizer),
+                "top_k": candidates,
+            }
         )
     return rows
 
@@ -134,7 +151,8 @@ def joint_quiz(model, tokenizer, prompts) -> list[dict]:
             )
         except InputError:  # longer than the model reads
             top1 = ""
-        rows.append({"prompt": p.text, "expected": p.answer, "top1": top1, "hit": top1 == p.answer})
+        hit = same_answer(top1, p.answer, tokenizer)
+        rows.append({"prompt": p.text, "expected": p.answer, "top1": top1, "hit": hit})
     return rows
 
 

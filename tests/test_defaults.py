@@ -516,3 +516,37 @@ def test_an_answer_with_latin_letters_counts_as_the_uncased_model_writes_it():
     rows = quiz(model, tok, prompts)
     assert [(r["top1"], r["hit"]) for r in rows] == [("q-19", True), ("q-1", True), ("q-", False)]
     assert [r["hit"] for r in joint_quiz(model, tok, prompts)] == [True, True, False]
+
+
+def test_codes_with_latin_letters_and_digits_are_recurring_names_and_probed_piece_by_piece():
+    """Q-19 and B2 name things as 栗子坡 does; a year's digits alone are no fact. A probe gets one
+    [MASK] per word piece of the tokenizer it is asked with."""
+    from data.vocab import make_tokenizer
+    from training.cloze import probe_prompts
+
+    lines = [
+        "补给船Q-19每三个月来一次。",
+        "大家都在等Q-19带来的信。",
+        "上一次Q-19晚到了两天。",
+        "仓库在B2层，1987年建成。",
+        "备用零件放在B2层。",
+        "B2层的灯是1990年换的。",
+        "1999年冬天下了大雪。",
+        "老周在仓库已经12年了。",
+        "小吴在仓库已经15年了。",
+    ]
+    spans = recurring_spans(lines)
+    assert spans.get("Q-19") == 3 and "B2层" in spans, spans
+    for s in spans:  # no amounts or dates (12年, 1987), no pieces of them (已经1), no dangling hyphen
+        assert s[0] != "-" != s[-1], spans
+        assert not any(c.isdigit() for c in s) or any(c.isascii() and c.isalpha() for c in s), spans
+
+    _, probes = self_quiz(lines, {"Q-19": 3})
+    assert probes[0].text.count("[MASK]") == 4  # one per character, as written
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = make_tokenizer(specials + ["q", "-", "1", "##9"])
+    words = make_tokenizer(specials + ["q", "-", "19"])  # bert-base-chinese reads 19 as one piece
+    for tok, masks in ((chars, 4), (words, 3)):
+        (prompt,) = probe_prompts(probes, tok)
+        assert prompt.text.count("[MASK]") == masks == len(tok.tokenize("Q-19")) and prompt.answer == "Q-19"
+        assert prompt.text.replace("[MASK]" * masks, "Q-19") in lines

@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
-from data.corpus import ClozePrompt, read_corpus, read_prompts
+from data.corpus import MASK, ClozePrompt, read_corpus, read_prompts
 from data.pairs import read_pairs
 from data.spans import recurring_spans, self_quiz
 from training.args import LoraArguments, RunArguments, ScratchArguments, parse_args
@@ -229,6 +229,18 @@ PRETRAINED_FACTS_RULE = Rule(min_steps=300, min_passes=30, max_minutes=15, unit=
 PAIRS_RULE = Rule(min_steps=1000, min_passes=40, max_minutes=7.5, unit="pairs")
 
 
+def probe_prompts(probes, tokenizer) -> list[ClozePrompt]:
+    """The self-quiz's probes as prompts for this tokenizer: a probe has one [MASK] per character, and a
+    Latin or digit span gets as many as it has word pieces (Q-19: q, -, 1, ##9 in a character vocab;
+    q, -, 19 in bert-base-chinese's)."""
+    return [
+        ClozePrompt(
+            p.text.replace(MASK * len(p.answer), MASK * len(tokenizer.tokenize(p.answer)), 1), p.answer, p.where
+        )
+        for p in probes
+    ]
+
+
 def main(argv: list[str] | None = None, callbacks=()) -> int:
     args, lora, runa = parse_args(
         (ClozeArguments, LoraArguments, RunArguments), argv, "python training/cloze.py", __doc__.split("\n\n")[0]
@@ -342,7 +354,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     unit = "pairs (both orders in training)" if args.pairs else "windows"
     say(f"base: {choice.name} | {len(train_ds)} train / {len(valid_ds)} valid {unit}, {train_tokens} train tokens")
 
-    quiz_items = prompts or [ClozePrompt(p.text, p.answer, p.where) for p in probes]
+    quiz_items = prompts or probe_prompts(probes, tokenizer)
     ask = quiz if prompts else joint_quiz
     before = ask(model, tokenizer, quiz_items) if quiz_items else []
     quizzer = (

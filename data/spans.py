@@ -80,7 +80,7 @@ def recurring_spans(
         and min_lines <= c <= limit
         and g[0] not in FUNCTION_CHARS | {"-"}
         and g[-1] not in FUNCTION_CHARS | {"-"}
-        and (not any(c.isdigit() for c in g) or any(c.isascii() and c.isalpha() for c in g))
+        and (not any(ch.isdigit() for ch in g) or any(ch.isascii() and ch.isalpha() for ch in g))
         and extended[g] < 0.7 * c
         and cohesive(g)
     }

@@ -19,8 +19,16 @@ from dataclasses import dataclass
 
 # Runs of CJK characters, Latin letters and digits (codes such as K7, Q-19 or B2 name things too):
 # a BERT vocab reads a CJK character as one token and a Latin or digit run as word pieces.
-_WORD_CHARS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaffA-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
+# A hyphen only ever sits inside a code, so no span starts or ends with one.
+_WORD_CHARS = re.compile(r"(?:[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*)+")
 _CODE_CHARS = re.compile(r"[A-Za-z0-9-]")
+
+
+def _inside_code(text: str, i: int) -> bool:
+    """Whether position i of text (between text[i - 1] and text[i]) is inside a code such as Q-19."""
+    return 0 < i < len(text) and bool(_CODE_CHARS.match(text[i - 1]) and _CODE_CHARS.match(text[i]))
+
+
 FUNCTION_CHARS = set(
     "的了是在有和与也就都而及或一这那个们我你他她它为以于之其中上下不没很又还把被给从向对叫说着过吗呢吧啊"
 )
@@ -30,8 +38,7 @@ def _grams(line: str, max_len: int) -> set[str]:
     out = set()
     for run in _WORD_CHARS.findall(line):
         # a gram starts and ends at the edges of a code (Q-19 or 1987, never 已经1 of 已经12年)
-        cut = [i == 0 or i == len(run) or not (_CODE_CHARS.match(run[i - 1]) and _CODE_CHARS.match(run[i]))
-               for i in range(len(run) + 1)]  # fmt: skip
+        cut = [not _inside_code(run, i) for i in range(len(run) + 1)]
         for n in range(1, max_len + 1):
             out.update(run[i : i + n] for i in range(len(run) - n + 1) if cut[i] and cut[i + n])
     return out
@@ -45,7 +52,7 @@ def recurring_spans(
     Kept: 2-`max_len` characters (CJK, Latin letters, digits; digits only in a code with letters
     such as Q-19 or B2: 12年 or 1987 are amounts and dates, not names), in at least `min_lines`
     lines (and at most `max_share` of them), not starting or ending with a function character
-    (的, 是, 了 ...) or a hyphen, cohesive (every
+    (的, 是, 了 ...), cohesive (every
     split has PMI >= `min_pmi`, or the span is most of its commoner part's lines), and whole: a
     span nearly always seen with the same character before or after it is a piece of a longer
     span or phrase (林小 of 林小溪, 早上七点开 of a repeated sentence) and is dropped.
@@ -66,8 +73,8 @@ def recurring_spans(
         accounts for most lines of its commoner part (a name in half of a small corpus: PMI is low
         only because the corpus is small)."""
         for i in range(1, len(g)):
-            if _CODE_CHARS.match(g[i - 1]) and _CODE_CHARS.match(g[i]):
-                continue  # inside a code such as Q-19: one word to the tokenizer, however common its digits
+            if _inside_code(g, i):
+                continue  # one word to the tokenizer, however common its digits (and its pieces are no grams)
             a, b = df[g[:i]], df[g[i:]]
             if math.log(n * df[g] / (a * b)) < min_pmi and df[g] < 0.6 * max(a, b):
                 return False
@@ -78,8 +85,8 @@ def recurring_spans(
         for g, c in sorted(df.items(), key=lambda kv: (-kv[1], -len(kv[0]), kv[0]))
         if 2 <= len(g) <= max_len
         and min_lines <= c <= limit
-        and g[0] not in FUNCTION_CHARS | {"-"}
-        and g[-1] not in FUNCTION_CHARS | {"-"}
+        and g[0] not in FUNCTION_CHARS
+        and g[-1] not in FUNCTION_CHARS
         and (not any(ch.isdigit() for ch in g) or any(ch.isascii() and ch.isalpha() for ch in g))
         and extended[g] < 0.7 * c
         and cohesive(g)

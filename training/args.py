@@ -106,6 +106,8 @@ class RunArguments:
             (self.patience >= 0, f"--patience must be >= 0, got {self.patience}"),
             (0 <= self.valid_ratio <= 0.5, f"--valid-ratio must be between 0 and 0.5, got {self.valid_ratio}"),
             (not (self.resume and self.overwrite), "--resume and --overwrite cannot be used together"),
+            (self.output is None or self.output.strip() != "", "--output must name a folder, got an empty name"),
+            (0 <= self.seed < 2**32, f"--seed must be a whole number from 0 to {2**32 - 1}, got {self.seed}"),
         ]
         for ok, message in checks:
             if not ok:

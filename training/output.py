@@ -44,6 +44,11 @@ READY_FILE = (
 
 PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a watcher (the app) shows
 
+# Written into <output>.partial/ just before the publish moves <output> aside: the name (and inode) of the
+# folder it moves it to. Only a folder named there is ever deleted, so a user's own `<output>.old-backup`
+# or a look-alike from elsewhere is never touched (issue #34).
+REPLACING_FILE = "REPLACING.json"
+
 
 def _read_identity(folder: str) -> dict | None:
     try:
@@ -86,9 +91,10 @@ class OutputPlan:
     """Decides where a run writes, what it resumes from, and swaps the result in atomically.
 
     Publishing is recoverable: model files are written into `<output>.partial/`, then a
-    PUBLISH_READY marker, then `<output>` is moved to `<output>.old-PID` and `.partial` to
-    `<output>`. A crash anywhere in that sequence is finished or rolled back by the next start
-    (`recover`), which says which in one line.
+    PUBLISH_READY marker, then `<output>` is moved to `<output>.old-PID` (the name recorded in
+    REPLACING_FILE first) and `.partial` to `<output>`, and the recorded folder is removed. A crash
+    anywhere in that sequence is finished by the next start (`recover`), which says so in one line.
+    Nothing this program did not record is ever deleted.
     """
 
     def __init__(self, output: str, overwrite: bool = False, resume: bool = False, identity: dict | None = None):
@@ -100,25 +106,66 @@ class OutputPlan:
         self.resumed_from: str | None = None
         self.finished_state = False  # resuming a state whose training had already ended (killed while saving)
 
-    def _olds(self) -> list[str]:
-        return sorted(glob.glob(glob.escape(self.final.rstrip(os.sep)) + ".old-*"), key=os.path.getmtime)
+    def _recorded_old(self, folder: str) -> str | None:
+        """The aside-folder named by `folder`'s REPLACING marker, if it exists and is the very folder
+        this program moved there (same name pattern, same parent, same inode)."""
+        try:
+            with open(os.path.join(folder, REPLACING_FILE), encoding="utf-8") as f:
+                record = json.load(f)
+            name, inode = record["name"], (record["dev"], record["ino"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        base = os.path.basename(self.final.rstrip(os.sep))
+        if not (isinstance(name, str) and re.fullmatch(re.escape(base) + r"\.old-\d+(-\d+)?", name)):
+            return None
+        path = os.path.join(os.path.dirname(self.final.rstrip(os.sep)), name)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return path if os.path.isdir(path) and (st.st_dev, st.st_ino) == tuple(inode) else None
+
+    def _forget_replacing(self) -> None:
+        old = self._recorded_old(self.final)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+        if os.path.isfile(os.path.join(self.final, REPLACING_FILE)):
+            os.remove(os.path.join(self.final, REPLACING_FILE))
 
     def recover(self) -> str | None:
-        """Finish or roll back a publish that a crash interrupted; returns what was done, in words."""
-        olds = self._olds()
+        """Finish a publish that a crash interrupted; returns what was done, in words.
+
+        Only folders this program recorded (REPLACING_FILE) are removed; anything else next to the
+        output, e.g. a user's `<output>.old-backup`, is left alone."""
         if os.path.isfile(os.path.join(self.work, READY_FILE)):
             self._swap()
-            for old in olds:
-                shutil.rmtree(old, ignore_errors=True)
             return f"finished saving the model of an interrupted run: {self.final}"
-        if not os.path.exists(self.final) and olds:
-            os.replace(olds[-1], self.final)
-            for old in olds[:-1]:
-                shutil.rmtree(old, ignore_errors=True)
-            return f"restored the previous model in {self.final} (a crash interrupted replacing it)"
-        for old in olds:  # a publish that finished but was killed while removing the old folder
-            shutil.rmtree(old, ignore_errors=True)
+        if os.path.isfile(os.path.join(self.final, REPLACING_FILE)):
+            # a publish that finished its renames but was killed before removing the old folder
+            for name in (READY_FILE, PROGRESS_FILE):
+                if os.path.exists(os.path.join(self.final, name)):
+                    os.remove(os.path.join(self.final, name))
+            self._forget_replacing()
         return None
+
+    def _note_lookalikes(self) -> None:
+        base = self.final.rstrip(os.sep)
+        others = sorted(p for p in glob.glob(glob.escape(base) + ".old-*") if os.path.isdir(p))
+        if others:
+            say(f"note: left {', '.join(others[:3])}{' ...' if len(others) > 3 else ''} alone (not made by this run)")
+
+    def refuse_inputs_inside(self, inputs: dict[str, str]) -> None:
+        """A run replaces <output> (and <output>.partial) as a whole: an input file inside either
+        would be deleted by the publish, so such a run is refused before it starts (issue #34)."""
+        for flag, path in inputs.items():
+            real = os.path.realpath(path)
+            for folder in (self.final, self.work):
+                inside = os.path.realpath(folder)
+                if real == inside or real.startswith(inside.rstrip(os.sep) + os.sep):
+                    raise InputError(
+                        f"{flag} {path} is inside the output folder {folder}, which this run replaces; "
+                        "move the file elsewhere or choose another --output"
+                    )
 
     def _check_writable(self) -> None:
         parent = os.path.dirname(self.final) or "."
@@ -137,6 +184,7 @@ class OutputPlan:
         self._check_writable()
         try:
             done = self.recover()
+            self._note_lookalikes()
             if done:
                 say(f"note: {done}")
                 if done.startswith("finished") and not (self.overwrite or self.resume):
@@ -223,17 +271,25 @@ class OutputPlan:
         if os.path.isdir(state) and os.path.isfile(os.path.join(self.work, RUN_FILE)):
             os.replace(os.path.join(self.work, RUN_FILE), os.path.join(state, RUN_FILE))
         shutil.rmtree(self.states, ignore_errors=True)
-        old = None
-        if os.path.exists(self.final):
-            old = self.final.rstrip(os.sep) + f".old-{os.getpid()}"
-            os.replace(self.final, old)
+        if os.path.exists(self.final):  # (a crash after this move finds <output> gone: the marker stays valid)
+            aside = self._aside_name()
+            st = os.stat(self.final)
+            with open(os.path.join(self.work, REPLACING_FILE), "w", encoding="utf-8") as f:
+                json.dump({"name": os.path.basename(aside), "dev": st.st_dev, "ino": st.st_ino}, f)
+            os.replace(self.final, aside)
         _test_hook("between_renames")
         os.replace(self.work, self.final)
         for name in (READY_FILE, PROGRESS_FILE):
             if os.path.exists(os.path.join(self.final, name)):
                 os.remove(os.path.join(self.final, name))
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        self._forget_replacing()
+
+    def _aside_name(self) -> str:
+        base = self.final.rstrip(os.sep) + f".old-{os.getpid()}"
+        name, n = base, 1
+        while os.path.lexists(name):  # someone's own folder by that name: pick another, never replace it
+            name, n = f"{base}-{n}", n + 1
+        return name
 
 
 def _test_hook(point: str) -> None:

@@ -55,6 +55,16 @@ def run_identity(task: str, groups) -> dict:
     return identity
 
 
+def input_files(runa, groups) -> dict[str, str]:
+    """Every file the run reads, by its flag: the data, prompts, general text, user dictionary, config."""
+    found = {"--config": runa.config} if getattr(runa, "config", None) else {}
+    for group in groups:
+        for key, value in asdict(group).items():
+            if key in DATA_FIELDS | {"eval_prompts", "general_text"} and isinstance(value, str) and value:
+                found["--" + key.replace("_", "-")] = value
+    return found
+
+
 def open_output(runa, task: str, groups=()):
     """Default --output, folder checks (one process under accelerate); returns (plan, resume_from).
 
@@ -65,6 +75,7 @@ def open_output(runa, task: str, groups=()):
 
     runa.output = runa.output or os.path.join("checkpoints", task)
     plan = OutputPlan(runa.output, runa.overwrite, runa.resume, run_identity(task, groups) if groups else None)
+    plan.refuse_inputs_inside(input_files(runa, groups))
     import torch
 
     # cpu=True on a machine without a GPU: under torchrun a plain PartialState() reported 1 process

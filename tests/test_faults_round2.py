@@ -1,0 +1,128 @@
+"""Issue #34, the second fault-injection pass: each case reproduced with real files and real runs
+of the scripts (tiny models), and shown to end in a correct run or one clear line with exit 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+
+import pytest
+
+from tests.conftest import write
+from tests.test_reliability import CORPUS, TINY, cloze, one_line_error, script, weights
+
+# -- 1-2. nothing the user owns is deleted -----------------------------------------------------
+
+
+@pytest.fixture
+def out_and_backup(tmp_path, trained):
+    out = tmp_path / "ck" / "chat"
+    shutil.copytree(trained, out)
+    backup = tmp_path / "ck" / "chat.old-backup"  # the user's own copy, named like ours used to be
+    shutil.copytree(trained, backup)
+    write(backup / "notes.txt", "my notes\n")
+    return out, backup
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("r2") / "model"
+    assert cloze("--output", str(out), "--epochs", "2") == 0
+    return out
+
+
+def test_a_refused_run_leaves_a_users_old_looking_folder_alone(out_and_backup, capsys):
+    out, backup = out_and_backup
+    assert cloze("--output", str(out), "--epochs", "1") == 2  # exists: refused
+    assert (backup / "notes.txt").read_text() == "my notes\n" and (backup / "model.safetensors").is_file()
+    assert f"left {backup} alone" in capsys.readouterr().err
+
+
+def test_an_overwrite_replaces_only_the_output_and_never_the_users_folders(out_and_backup, tmp_path):
+    out, backup = out_and_backup
+    twin = tmp_path / "ck" / f"chat.old-{os.getpid()}"  # even the exact name the publish would pick
+    shutil.copytree(backup, twin)
+    assert cloze("--output", str(out), "--epochs", "1", "--overwrite") == 0
+    assert (backup / "notes.txt").is_file() and (twin / "notes.txt").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["chat", "chat.old-backup", twin.name])
+    assert "REPLACING.json" not in os.listdir(out)
+
+
+def test_a_marker_naming_someone_elses_folder_deletes_nothing(out_and_backup):
+    """A checkpoint copied from elsewhere may carry a marker that names a sibling: only the very folder
+    this program moved aside (same inode) is ever removed."""
+    out, backup = out_and_backup
+    st = os.stat(backup)
+    write(out / "REPLACING.json", json.dumps({"name": "chat.old-7", "dev": st.st_dev, "ino": st.st_ino + 1}))
+    shutil.copytree(backup, out.parent / "chat.old-7")
+    assert cloze("--output", str(out), "--epochs", "1", "--overwrite") == 0
+    assert (out.parent / "chat.old-7" / "notes.txt").is_file()
+
+
+def test_a_crash_between_the_renames_removes_only_the_folder_it_moved_aside(out_and_backup):
+    out, backup = out_and_backup
+    r = script(
+        "cloze",
+        "--data",
+        CORPUS,
+        *TINY,
+        "--epochs",
+        "1",
+        "--output",
+        str(out),
+        "--overwrite",
+        env={"TRAINING_TEST_CRASH_AT": "between_renames"},
+    )
+    assert r.returncode == -signal.SIGKILL and not out.exists()
+    aside = [p for p in out.parent.iterdir() if p.name.startswith("chat.old-") and p != backup]
+    assert len(aside) == 1  # the previous model, moved aside by the killed run
+    assert cloze("--output", str(out), "--epochs", "1") == 0  # finishes that publish
+    assert not aside[0].exists() and (backup / "notes.txt").is_file()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["chat", "chat.old-backup"]
+
+
+@pytest.mark.parametrize("where", ["output", "partial"])
+def test_an_output_folder_holding_the_input_data_is_refused(tmp_path, trained, where):
+    out = tmp_path / "withdata"
+    shutil.copytree(trained, out)
+    folder = out if where == "output" else tmp_path / "withdata.partial"
+    data = write(folder / "mydata.txt", open(CORPUS, encoding="utf-8").read())
+    before = weights(out)
+    for extra in (["--overwrite"], ["--resume"]):
+        r = script("cloze", "--data", str(data), *TINY, "--epochs", "1", "--output", str(out), *extra)
+        assert "is inside the output folder" in one_line_error(r)
+        assert data.is_file() and weights(out) == before
+
+
+def test_a_config_file_inside_the_output_folder_is_refused(tmp_path, trained):
+    out = tmp_path / "o"
+    shutil.copytree(trained, out)
+    cfg = write(out / "my.yaml", "epochs: 1\n")
+    r = script("cloze", "--data", CORPUS, *TINY, "--output", str(out), "--overwrite", "--config", str(cfg))
+    assert "--config" in one_line_error(r) and cfg.is_file()
+
+
+# -- 4, 13. option values that used to slip through ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        (["--seed", "-1"], "--seed must be a whole number from 0"),
+        (["--seed", "1099511627776"], "--seed must be a whole number from 0"),
+        (["--output", ""], "--output must name a folder"),
+    ],
+)
+def test_bad_option_values_are_one_line(tmp_path, flags, words):
+    argv = [a for a in TINY if a not in ("--seed", "0")]
+    r = script("cloze", "--data", CORPUS, *argv, "--epochs", "1", *(["--output", str(tmp_path / "o")]), *flags)
+    assert words in one_line_error(r)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_thirty_digit_seed_in_a_config_is_one_line(tmp_path):
+    cfg = write(tmp_path / "c.yaml", "seed: 123456789012345678901234567890\n")
+    r = script("cloze", "--data", CORPUS, "--config", str(cfg), "--output", str(tmp_path / "o"))
+    assert "--seed must be a whole number from 0" in one_line_error(r)

@@ -7,7 +7,7 @@ import os
 
 from data.encoder import CHAT_SAMPLING
 from data.errors import InputError
-from data.hub import hub_reachable, looks_like_path
+from data.hub import custom_code_reason, hub_reachable, looks_like_path
 from data.textio import read_json_dict
 
 # What a checkpoint folder needs; a Hub download fetches only these (safetensors only).
@@ -174,6 +174,9 @@ def load_auto_folder(folder: str, auto_model, kind: str, what: str):
 
     folder = resolve_model(folder, kind)
     _quiet_loading()
+    reason = custom_code_reason(folder)
+    if reason:
+        raise InputError(reason)
     check_weights(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)

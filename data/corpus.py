@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from data.errors import BadRows, InputError
 from data.text import MAX_LINE_CHARS, normalize_utterance
-from data.textio import loads_json, read_text
+from data.textio import LONE_SURROGATE, loads_json, read_text
 
 MASK = "[MASK]"
 _MASK_VARIANTS = re.compile(r"\[\s*mask\s*\]|［\s*mask\s*］", re.IGNORECASE)
@@ -50,7 +50,7 @@ def read_corpus(path: str | os.PathLike, min_chars: int = 2) -> CorpusFile:
             try:
                 obj = loads_json(line)
             except ValueError as e:
-                bad.add(f"{name}:{no}", "nested too deeply" if "nested" in str(e) else "not valid JSON")
+                bad.add(f"{name}:{no}", str(e) if str(e) in ("nested too deeply", LONE_SURROGATE) else "not valid JSON")
                 continue
             if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
                 bad.add(f"{name}:{no}", "no 'text' field")

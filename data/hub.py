@@ -35,3 +35,20 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     url = urlparse(constants.ENDPOINT)
     return can_connect(url.hostname, url.port or 443, timeout)
+
+
+def custom_code_reason(folder: str) -> str | None:
+    """Why `folder` would run its own Python code when loaded (an `auto_map` in its config or tokenizer
+    config, or .py files beside them), or None. transformers asks "Do you wish to run the custom
+    code? [y/N]" on a terminal; this project never runs a checkpoint's code, whatever stdin is."""
+    import json
+
+    for name in ("config.json", "tokenizer_config.json", "processor_config.json"):
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                value = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, dict) and value.get("auto_map"):
+            return f"{folder} asks to run its own code ({name} has an auto_map); this project never runs a model's code"
+    return None

@@ -112,6 +112,18 @@ def _number(raw) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _not_finite(raw) -> bool:
+    """nan, inf, -inf, 1e400: a number, but not a usable one (and never a class word)."""
+    if isinstance(raw, float):
+        return not math.isfinite(raw)
+    try:
+        return not math.isfinite(float(str(raw).strip()))
+    except OverflowError:
+        return True
+    except ValueError:
+        return False
+
+
 def read_pairs(
     path: str | os.PathLike,
     fmt: str = "auto",
@@ -141,6 +153,9 @@ def read_pairs(
             continue
         if raw is None and require_labels:
             bad.add(where, "no label")
+            continue
+        if raw is not None and _not_finite(raw):
+            bad.add(where, f"label {str(raw)[:20]!r} is not a finite number")
             continue
         rows.append((where, s1, s2, raw))
     if not rows:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 
 _ENCODINGS = ("utf-8-sig", "gb18030")
@@ -55,12 +56,23 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
     raise InputError(f"{path} is neither UTF-8 nor GB18030 text; save it as UTF-8 and try again")
 
 
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = "holds half a character (a lone \\ud800-\\udfff escape)"
+
+
 def loads_json(text: str):
-    """`json.loads` that reports absurd nesting (`[[[[...`) as a ValueError, not a RecursionError traceback."""
+    """`json.loads` that reports absurd nesting (`[[[[...`) and lone surrogate escapes (`"\\ud800"`, which
+    json accepts but no text encoding can write) as a ValueError, not a traceback further on."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except RecursionError:
         raise ValueError("nested too deeply")
+    if _SURROGATE_ESCAPE.search(text):  # pairs decode to one character; only lone halves fail here
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(LONE_SURROGATE)
+    return value
 
 
 def read_json_dict(path: str | os.PathLike) -> dict:
@@ -100,5 +112,5 @@ def json_lines(text: str, name: str, bad):
         try:
             yield f"{name}:{no}", loads_json(line)
         except ValueError as e:
-            reason = str(e) if "nested" in str(e) else "not valid JSON"
+            reason = str(e) if str(e) in ("nested too deeply", LONE_SURROGATE) else "not valid JSON"
             bad.add(f"{name}:{no}", reason)

@@ -10,6 +10,7 @@ import signal
 
 import pytest
 
+from tests.conftest import SAMPLES as ROOT_SAMPLES
 from tests.conftest import write
 from tests.test_reliability import CORPUS, TINY, cloze, one_line_error, script, weights
 
@@ -126,3 +127,85 @@ def test_a_thirty_digit_seed_in_a_config_is_one_line(tmp_path):
     cfg = write(tmp_path / "c.yaml", "seed: 123456789012345678901234567890\n")
     r = script("cloze", "--data", CORPUS, "--config", str(cfg), "--output", str(tmp_path / "o"))
     assert "--seed must be a whole number from 0" in one_line_error(r)
+
+
+# -- 3, 5, 10. bad rows and bad side files ------------------------------------------------------
+
+
+def test_lone_surrogates_in_json_rows_are_skipped_with_their_line(tmp_path):
+    lines = [json.dumps({"text": t}, ensure_ascii=True) for t in open(CORPUS, encoding="utf-8").read().split("\n") if t]
+    lines.insert(3, '{"text": "\\ud800\\u4f60\\u597d\\u4f60\\u597d\\u4f60\\u597d\\u4f60\\u597d"}')
+    data = write(tmp_path / "c.jsonl", "\n".join(lines) + "\n")
+    r = script("cloze", "--data", str(data), *TINY, "--epochs", "1", "--output", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr[-1500:]
+    assert "c.jsonl:4" in r.stderr and "half a character" in r.stderr
+
+
+def test_a_dialogue_file_of_lone_surrogates_only_is_one_line(tmp_path):
+    data = write(tmp_path / "d.jsonl", '{"dialogue": ["\\ud800你好", "好\\udfff呀"]}\n' * 3)
+    r = script("chat", "--data", str(data), *TINY, "--epochs", "1", "--output", str(tmp_path / "o"))
+    words = one_line_error(r)
+    assert "no usable dialogue" in words and "d.jsonl:1: holds half a character" in words
+
+
+@pytest.mark.parametrize("kind", ["gbk", "binary", "fifo"])
+def test_a_user_dictionary_in_gbk_is_read_and_a_binary_or_fifo_is_one_line(tmp_path, kind):
+    path = tmp_path / "dict.txt"
+    if kind == "gbk":
+        write(path, "云栖岛 10 ns\n林小溪 10 nr\n", encoding="gb18030")
+    elif kind == "binary":
+        path.write_bytes(bytes(range(256)) * 4)
+    else:
+        os.mkfifo(path)
+    r = script(
+        "cloze", "--data", CORPUS, *TINY, "--epochs", "1", "--output", str(tmp_path / "o"), "--user-dict", str(path)
+    )
+    if kind == "gbk":
+        assert r.returncode == 0, r.stderr[-1500:]
+    else:
+        words = one_line_error(r)
+        assert ("binary" if kind == "binary" else "not a regular file") in words and "not found" not in words
+
+
+def test_similarity_labels_that_are_not_finite_are_skipped_not_classes(tmp_path):
+    rows = [f"今天天气{i}好\t今天天气{i}不错\t{lab}" for i, lab in enumerate(["nan", "inf", "1e400", "-inf"] * 4)]
+    data = write(tmp_path / "p.tsv", "\n".join(rows) + "\n")
+    r = script("similarity", "--train", str(data), *TINY, "--epochs", "1", "--output", str(tmp_path / "o"))
+    assert "no usable sentence pair" in one_line_error(r) and "not a finite number" in r.stderr
+
+
+# -- 6, 12. refused before anything is built or run ---------------------------------------------
+
+
+@pytest.mark.parametrize("flags", [["--n-embd", "200000", "--n-head", "1"], ["--max-len", "300000000"]])
+def test_absurd_sizes_are_refused_with_the_memory_they_would_need(tmp_path, flags):
+    argv = [a for a in TINY if a not in ("--n-embd", "32", "--n-head", "2", "--max-len")]
+    r = script("chat", "--data", str(ROOT_SAMPLES / "dialogs.txt"), *argv, *flags, "--output", str(tmp_path / "o"))
+    words = one_line_error(r)
+    assert "GiB to train" in words and "choose smaller sizes" in words
+
+
+def test_a_model_folder_with_its_own_code_is_refused_whatever_stdin_is(tmp_path, trained):
+    base = tmp_path / "custom"
+    shutil.copytree(trained, base)
+    cfg = json.loads((base / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModelForMaskedLM": "evil.Model"}
+    write(base / "config.json", json.dumps(cfg))
+    write(base / "evil.py", "raise SystemExit('ran the code')\n")
+    args = ["--data", CORPUS, "--model", str(base), "--epochs", "1", "--output", str(tmp_path / "o")]
+    r = script("cloze", *args, input="y\ny\n")
+    assert "never runs a model's code" in one_line_error(r) and "ran the code" not in r.stderr
+
+
+# -- 9. checkpoints know how long an input their positions take ----------------------------------
+
+
+def test_a_plain_pipeline_truncates_a_long_input_to_the_checkpoints_positions(trained):
+    from transformers import pipeline
+
+    config = json.loads((trained / "config.json").read_text())
+    tok = json.loads((trained / "tokenizer_config.json").read_text())
+    assert tok["model_max_length"] == config["max_position_embeddings"]
+    fill = pipeline("fill-mask", model=str(trained))
+    out = fill("[MASK]" + "云栖岛" * 700, tokenizer_kwargs={"truncation": True})
+    assert len(out) == 5

@@ -36,6 +36,28 @@ class ScratchArguments:
             raise InputError(
                 f"--n-embd ({self.n_embd}) must be a positive multiple of --n-head ({self.n_head}), with --n-layer >= 1"
             )
+        need = scratch_training_bytes(self.n_layer, self.n_embd, getattr(self, "max_len", 512))
+        have = physical_memory_bytes()
+        if have and need > have:
+            raise InputError(
+                f"a model of --n-layer {self.n_layer} --n-embd {self.n_embd} with --max-len "
+                f"{getattr(self, 'max_len', 512)} needs about {need / 2**30:,.0f} GiB to train; this machine has "
+                f"{have / 2**30:,.0f} GiB: choose smaller sizes"
+            )
+
+
+def scratch_training_bytes(n_layer: int, n_embd: int, max_len: int, vocab: int = 21128) -> int:
+    """What training such a model costs at least, before any activation: weights, gradients and
+    AdamW's two moments, fp32 (16 bytes a parameter). vocab: bert-base-chinese's, the largest used here."""
+    parameters = (vocab + max_len) * n_embd + n_layer * 12 * n_embd * n_embd
+    return 16 * parameters
+
+
+def physical_memory_bytes() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not on this platform: no check
+        return None
 
 
 @dataclass

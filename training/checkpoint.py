@@ -23,6 +23,11 @@ def save_model(model, tokenizer, folder: str, generation_config=None) -> None:
     if generation_config is not None:
         model.generation_config = generation_config
     model.save_pretrained(folder)  # safetensors is the only format transformers 5 writes
+    positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if positions and tokenizer.model_max_length > positions:
+        # a scratch tokenizer has no length (1e30): with its positions here, `truncation=True` in any
+        # tokenizer call or pipeline cuts where the model's position table ends (issue #34)
+        tokenizer.model_max_length = positions
     tokenizer.save_pretrained(folder)
     vocab = getattr(tokenizer, "vocab", None)
     if isinstance(vocab, dict) and vocab:

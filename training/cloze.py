@@ -171,13 +171,14 @@ class ClozeArguments(ScratchArguments):
             raise InputError("--mask-replace-prob and --random-replace-prob must be >= 0 and add up to at most 1")
         if self.whole_word_mask:  # the library collator only masks whole words with [MASK]
             self.mask_replace_prob, self.random_replace_prob = 1.0, 0.0
-        if self.user_dict and not os.path.isfile(self.user_dict):
+        if self.user_dict and not os.path.exists(self.user_dict):
             raise InputError(f"file not found: {self.user_dict}")
 
 
 def load_pretrained(name: str, **kw):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
+    kw = {**kw, "trust_remote_code": False}  # never a model's own code, not even on a "y" typed at a prompt
     tokenizer = AutoTokenizer.from_pretrained(name, **kw)
     if tokenizer.mask_token_id is None:
         raise InputError(f"the tokenizer of {name} has no [MASK] token; it is not a masked-LM")
@@ -267,7 +268,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     if args.whole_word_mask:
         say("note: with --whole-word-mask every chosen word becomes [MASK] (the collator does no random replacement)")
     if args.user_dict:
-        jieba.load_userdict(args.user_dict)
+        import io
+
+        from data.textio import read_text
+
+        # the text read_text checked (UTF-8 or GB18030; a pipe or binary file is one line), not the path:
+        # jieba insists on UTF-8 and raises its own ValueError
+        jieba.load_userdict(io.StringIO(read_text(args.user_dict)[0]))
     if args.pairs:
         corpus = read_pairs(args.data, require_labels=False)
         say(f"pairs: {len(corpus.pairs)} sentence pairs from {args.data} ({corpus.format})")

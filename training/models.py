@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from data.errors import InputError
-from data.hub import hub_reachable, looks_like_path
+from data.hub import custom_code_reason, hub_reachable, looks_like_path
 
 SCRATCH = "scratch"
 
@@ -35,9 +35,13 @@ def load_base(name: str, load: Callable[..., object], no_fallback: bool, what: s
         return None, BaseChoice(SCRATCH, SCRATCH)
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
+        reason = custom_code_reason(expanded)
+        if reason:
+            raise InputError(reason)
         return _load_or_explain(load, expanded, f"{name} is not a usable {what} folder"), BaseChoice("folder", expanded)
     if looks_like_path(name) or os.path.exists(expanded):
         raise InputError(f"model folder not found: {name}")
+    _refuse_cached_custom_code(name)
     try:  # cached from an earlier download?
         return load(name, local_files_only=True), BaseChoice("hub", name)
     except InputError:
@@ -52,6 +56,21 @@ def load_base(name: str, load: Callable[..., object], no_fallback: bool, what: s
             raise InputError(f"{reason}; drop --no-fallback to train from scratch, or pass a local folder to --model")
         return None, BaseChoice(SCRATCH, SCRATCH, fallback_reason=reason)
     return _load_or_explain(load, name, f"could not load {name!r} from the Hugging Face Hub"), BaseChoice("hub", name)
+
+
+def _refuse_cached_custom_code(name: str) -> None:
+    """The same refusal for a Hub model already in the cache (a download is refused by transformers
+    itself: the Auto* loaders here pass trust_remote_code=False; chat loads GPT-2 classes by name)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name, "config.json")
+    except Exception:  # not a valid repo id: the loader says so in one line further on
+        return
+    if isinstance(cached, str):
+        reason = custom_code_reason(os.path.dirname(cached))
+        if reason:
+            raise InputError(reason.replace(os.path.dirname(cached), name))
 
 
 def _load_or_explain(load, name, prefix):

@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     def load_pretrained(name: str, dropout: float | None = None, **kw):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        kw = {**kw, "trust_remote_code": False}  # never a model's own code, not even on a "y" typed at a prompt
         tokenizer = AutoTokenizer.from_pretrained(name, **kw)
         if dropout is not None:  # BERT-family config names
             kw = {**kw, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}

@@ -8,9 +8,13 @@
    ../shared/data), then taught the sample facts; masked-token accuracy on held-out general
    sentences before and after, and the taught-fact accuracy it reaches.
 3. Latency of FillMaskPredictor at demo size: p50/p95 ms, single mask and joint 2-mask.
-4. `--defaults`: default flags only on the corpora in bench/corpora/ (invented facts nobody
-   tuned for, 15-400 lines), with and without --whole-word-mask: top-1 on reworded prompts
-   (masks filled as one word, as the app does), the self-quiz figure, minutes per run.
+4. `--defaults`: default flags only, on two sets of invented facts: bench/prose/ (natural prose
+   written by hand, 40-280 lines) and bench/corpora/ (written from templates, 15-400 lines). Top-1
+   on reworded prompts, as the app fills them (each run of masks as one word) and as a plain
+   `pipeline("fill-mask")` does (each mask on its own), the self-quiz figure, minutes per run.
+   `--busy` runs a second training process beside each run (bench/busy.py).
+
+    python bench/cloze.py --defaults [--set prose] [--busy]
 Prints one JSON line (`--defaults` also one per run as it goes).
 """
 
@@ -79,12 +83,18 @@ def latency(predictor: FillMaskPredictor, texts: list[str], **kw) -> dict:
     return {"p50_ms": round(statistics.median(times), 2), "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
 
 
-CORPORA = ROOT / "bench" / "corpora"
+CORPORA = ROOT / "bench" / "corpora"  # templated: written by bench/corpora/make.py
+PROSE = ROOT / "bench" / "prose"  # natural prose, written by hand (issue #35)
+SETS = {"prose": PROSE, "templated": CORPORA}
 
 
-def reworded_top1(folder: Path, prompts: Path) -> tuple[float, int]:
-    """Top-1 of a saved model on reworded prompts, each run of masks filled as one word (as the app does)."""
+def reworded_top1(folder: Path, prompts: Path) -> tuple[float, float, int]:
+    """Top-1 of a saved model on reworded prompts, twice: each run of masks filled as one word (as the app
+    does), and a plain `pipeline("fill-mask")` taking each mask's top-1 on its own (what any other tool does)."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
     from data.corpus import read_prompts
+    from training.mlm import hit_rate, quiz
 
     fill = FillMaskPredictor.from_pretrained(str(folder))
     items, _ = read_prompts(prompts)
@@ -92,56 +102,103 @@ def reworded_top1(folder: Path, prompts: Path) -> tuple[float, int]:
     for item in items:
         top1 = "".join(slot.candidates[0].text for slot in fill.predict(item.text, top_k=1))
         hits += same_answer(top1, item.answer, fill.tokenizer)
-    return hits / len(items), len(items)
+    model = AutoModelForMaskedLM.from_pretrained(str(folder))
+    plain = hit_rate(quiz(model, AutoTokenizer.from_pretrained(str(folder)), items, top_k=1))
+    return hits / len(items), plain, len(items)
 
 
-def defaults_table(tmp: Path, only: list[str] | None) -> dict:
-    """Default flags only (what a new user runs) on corpora written for this bench, with and without
-    --whole-word-mask: reworded-prompt top-1, the script's own self-quiz, minutes."""
+def corpora(sets: list[str], only: list[str] | None) -> list[tuple[str, Path]]:
+    return [
+        (name, corpus)
+        for name in sets
+        for corpus in sorted(SETS[name].glob("*.txt"))
+        if not corpus.name.endswith(".prompts.txt") and not (only and corpus.stem not in only)
+    ]
+
+
+def defaults_table(tmp: Path, sets: list[str], only: list[str] | None, busy: bool, wwm_too: bool, extra) -> dict:
+    """Default flags only (what a new user runs) on corpora written for this bench (with --compare-wwm also
+    with --whole-word-mask): reworded-prompt top-1 as the app answers and as a plain pipeline answers, the
+    script's own self-quiz, minutes; with `busy`, each run beside a second training process (bench/busy.py)."""
+    from bench.busy import competing_load
+
     rows = []
-    for corpus in sorted(CORPORA.glob("*.txt")):
-        if corpus.name.endswith(".prompts.txt") or (only and corpus.stem not in only):
-            continue
-        for wwm in (False, True):
+    for name, corpus in corpora(sets, only):
+        for wwm in (False, True) if wwm_too else (False,):
             out = tmp / f"{corpus.stem}-{int(wwm)}"
-            r = train(["--data", str(corpus), "--output", str(out), *(["--whole-word-mask"] if wwm else [])])
-            top1, n = reworded_top1(out, corpus.with_name(corpus.stem + ".prompts.txt"))
+            argv = ["--data", str(corpus), "--output", str(out), *(["--whole-word-mask"] if wwm else []), *extra]
+            with competing_load(busy):
+                r = train(argv)
+            top1, plain, n = reworded_top1(out, corpus.with_name(corpus.stem + ".prompts.txt"))
             quiz = r.get("self_quiz") or {}
+            schedule = r.get("schedule") or {}
             rows.append(
                 {
+                    "set": name,
                     "corpus": corpus.stem,
                     "lines": len(corpus.read_text(encoding="utf-8").splitlines()),
+                    "busy": busy,
                     "whole_word_mask": wwm,
                     "reworded_top1": round(top1, 4),
+                    "pipeline_top1": round(plain, 4),
                     "prompts": n,
                     "self_quiz": f"{quiz.get('recalled')}/{quiz.get('probes')}",
                     "minutes": round(r["wall_time_s"] / 60, 2),
                     "steps": r["global_step"],
+                    "ended_by_time_cap": schedule.get("ended_by_time_cap"),
                 }
             )
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
-    tops = [row["reworded_top1"] for row in rows]
-    return {
-        "rows": rows,
-        "mean_reworded_top1": round(statistics.mean(tops), 4),
-        "min_reworded_top1": min(tops),
-        "max_minutes_up_to_150_lines": max(row["minutes"] for row in rows if row["lines"] <= 150),
-    }
+    summary = {}
+    for name in sets:
+        mine = [row for row in rows if row["set"] == name and not row["whole_word_mask"]]
+        if mine:
+            summary[name] = {
+                "mean_reworded_top1": round(statistics.mean(r["reworded_top1"] for r in mine), 4),
+                "min_reworded_top1": min(r["reworded_top1"] for r in mine),
+                "mean_pipeline_top1": round(statistics.mean(r["pipeline_top1"] for r in mine), 4),
+                "min_pipeline_top1": min(r["pipeline_top1"] for r in mine),
+                "max_minutes": max(r["minutes"] for r in mine),
+            }
+    return {"rows": rows, "summary": summary, "machine": machine(), "busy": busy}
+
+
+def machine() -> str:
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
+        flags = " AMX" if "amx_bf16" in info else " AVX512-BF16" if "avx512_bf16" in info else ""
+    except OSError:
+        model, flags = "?", ""
+    return f"{os.cpu_count()} cores, {model}{flags}"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=300)
-    p.add_argument("--defaults", action="store_true", help="only the default-flags table over bench/corpora/")
+    p.add_argument(
+        "--defaults", action="store_true", help="only the default-flags table over bench/prose/ and bench/corpora/"
+    )
+    p.add_argument("--set", choices=["all", *SETS], default="all", help="--defaults: which corpora")
     p.add_argument("--corpora", help="comma-separated corpus names for --defaults (default: all)")
+    p.add_argument("--busy", action="store_true", help="--defaults: a second training process beside each run")
+    p.add_argument("--compare-wwm", action="store_true", help="--defaults: each corpus with --whole-word-mask too")
+    p.add_argument("--flags", default="", help="--defaults: extra flags for every run (tuning), e.g. '--seed 1'")
     a = p.parse_args()
     quiet_libraries()
     if a.defaults:
         with tempfile.TemporaryDirectory() as tmp:
             result = {
                 "bench": "cloze.defaults",
-                **defaults_table(Path(tmp), a.corpora.split(",") if a.corpora else None),
+                **defaults_table(
+                    Path(tmp),
+                    list(SETS) if a.set == "all" else [a.set],
+                    a.corpora.split(",") if a.corpora else None,
+                    a.busy,
+                    a.compare_wwm,
+                    a.flags.split(),
+                ),
             }
         print(json.dumps(result, ensure_ascii=False))
         return

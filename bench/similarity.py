@@ -22,15 +22,12 @@ and the character-overlap baseline on the same split. Target: >= 70% in <= 15 mi
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -40,6 +37,7 @@ from data.pairs import read_pairs  # noqa: E402
 from training import cloze as cloze_script  # noqa: E402
 from training import similarity as sim_script  # noqa: E402
 from training.cli import quiet_libraries  # noqa: E402
+from training.pair_metrics import logistic_baseline  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SETS = {"lcqmc": ("lcqmc/test.txt", "lcqmc/dev.txt"), "afqmc": ("afqmc/train.txt", "afqmc/dev.txt")}
@@ -61,40 +59,6 @@ MODEL = [
 
 
 # -- baselines -----------------------------------------------------------------------------
-
-
-def overlap_features(a: str, b: str) -> list[float]:
-    sa, sb = set(a), set(b)
-    inter = len(sa & sb)
-    bigrams = lambda s: {s[i : i + 2] for i in range(len(s) - 1)}  # noqa: E731
-    ba, bb = bigrams(a), bigrams(b)
-    return [
-        inter / max(1, len(sa | sb)),
-        inter / max(1, min(len(sa), len(sb))),
-        difflib.SequenceMatcher(None, a, b).ratio(),
-        abs(len(a) - len(b)) / max(1, len(a) + len(b)),
-        len(ba & bb) / max(1, len(ba | bb)),
-        float(a == b),
-    ]
-
-
-def logistic_baseline(train, dev) -> float:
-    """Character-overlap logistic regression (hand-written: numpy only, no sklearn dependency)."""
-
-    def xy(f):
-        x = np.array([overlap_features(a, b) for a, b in f.pairs], dtype=np.float64)
-        return x, np.array(f.labels, dtype=np.float64)
-
-    x, y = xy(train)
-    xd, yd = xy(dev)
-    mu, sd = x.mean(0), x.std(0) + 1e-9
-    x, xd = (x - mu) / sd, (xd - mu) / sd
-    x, xd = np.hstack([x, np.ones((len(x), 1))]), np.hstack([xd, np.ones((len(xd), 1))])
-    w = np.zeros(x.shape[1])
-    for _ in range(2000):  # full-batch gradient descent on the log loss
-        p = 1 / (1 + np.exp(-x @ w))
-        w -= 0.5 * (x.T @ (p - y) / len(y) + 1e-4 * w)
-    return float(((xd @ w > 0) == (yd > 0.5)).mean())
 
 
 # lr 1e-4: at 5e-4 this 4x256 scratch BERT sat at chance on LCQMC (loss 0.693 for 4 epochs);

@@ -97,27 +97,44 @@ def _quiz(report: dict) -> str:
     if prompts.get("top1_accuracy_after") is not None:
         return f" · 测验命中 quiz top-1 {prompts['top1_accuracy_after']:.0%}"
     if quiz.get("probes"):
-        return (
-            f" · 自测 self-quiz: 记住 recalls {quiz['recalled']}/{quiz['probes']} 个你文本里的事实 facts of your text"
-        )
+        recalled = f"{quiz['recalled']}/{quiz['probes']}"
+        line = f" · 自测 self-quiz: 记住 recalls {recalled} 个你文本里的事实 facts of your text"
+        missed = (quiz.get("facts") or {}).get("not_learned") or []
+        if missed:  # what to state more often
+            more = f" 等 {len(missed)} 个" if len(missed) > 6 else ""
+            line += f" · 还没学会 not yet: {'、'.join(missed[:6])}{more}（多写几遍、换种说法 state them more often）"
+        return line
     return ""
 
 
 def _pair_metric(report: dict) -> str:
     best = report.get("best") or {}
-    return f" · {report['metric']} {best[report['metric']]:.3f}" if report.get("metric") in best else ""
+    line = f" · {report['metric']} {best[report['metric']]:.3f}" if report.get("metric") in best else ""
+    if report.get("majority_baseline") is not None:  # what needs no model, beside what the model does
+        line += f" · 总答多数类 always-majority {report['majority_baseline']:.0%}"
+    if report.get("char_overlap_baseline") is not None:
+        line += f" · 字面重合 char-overlap {report['char_overlap_baseline']:.0%}"
+    return line
 
 
 def _pair_warnings(report: dict) -> str:
-    """training/similarity.py's `warning` (no better than the majority label), else a weak-model note."""
+    """training/similarity.py's `warning` (no better than the majority label, or only a few points above
+    it or character overlap), else a weak-model note."""
+    accuracy = report.get("dev_accuracy_at_threshold") or (report.get("best") or {}).get("accuracy")
     if report.get("warning") and report.get("majority_baseline") is not None:
         share = report["majority_baseline"]
+        if accuracy is None or accuracy <= share + 0.005:
+            return (
+                f"⚠ 这个模型在开发集上不比“总回答最常见的标签”({share:.0%})更准，还没学会这个任务。"
+                f"On dev it is no better than always answering the commonest label ({share:.0%}): it has not "
+                "learned the task yet."
+            )
+        best = max(share, report.get("char_overlap_baseline") or 0.0)
         return (
-            f"⚠ 这个模型在开发集上不比“总回答最常见的标签”({share:.0%})更准，还没学会这个任务。"
-            f"On dev it is no better than always answering the commonest label ({share:.0%}): it has not learned "
-            "the task yet."
+            f"⚠ 它在开发集上答对 {accuracy:.0%}，只比不用模型的办法（{best:.0%}）高一点点，学到的很少。"
+            f"On dev it is right {accuracy:.0%} of the time, barely above what needs no model ({best:.0%}): "
+            "it has learned little."
         )
-    accuracy = report.get("dev_accuracy_at_threshold") or (report.get("best") or {}).get("accuracy")
     if not report.get("warning") and accuracy is not None and accuracy < WEAK_ACCURACY:
         return (
             f"⚠ 它在留出的句对上只答对 {accuracy:.0%}，结果仅供参考。"

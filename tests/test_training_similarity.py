@@ -11,6 +11,7 @@ from data import InputError
 from tests.conftest import SAMPLES, write
 from training import similarity as sim_script
 from training.cli import run
+from training.pair_metrics import baseline_line, logistic_baseline, majority_class, no_better_than_majority
 
 PAIRS = str(SAMPLES / "pairs.tsv")
 TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--seed", "0"]
@@ -282,16 +283,16 @@ def test_seeded_split_keeps_pairs_that_share_a_sentence_together():
 
 
 def test_majority_warning_only_when_accuracy_does_not_beat_always_answering_the_commonest_label():
-    top, majority = sim_script.majority_class([0] * 69 + [1] * 31)
+    top, majority = majority_class([0] * 69 + [1] * 31)
     assert (top, majority) == (0, 0.69)
-    warning = sim_script.no_better_than_majority(0.69, majority, "different")
+    warning = no_better_than_majority(0.69, majority, "different")
     assert (
         warning.startswith("warning: dev accuracy 69.0%")
         and '"different" (69.0%)' in warning
         and "cloze.py --pairs" in warning
     )
-    assert sim_script.no_better_than_majority(0.60, majority, "different")  # below it: also no good
-    assert sim_script.no_better_than_majority(0.71, majority, "different") is None
+    assert no_better_than_majority(0.60, majority, "different")  # below it: also no good
+    assert no_better_than_majority(0.71, majority, "different") is None
 
 
 def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
@@ -417,3 +418,26 @@ def test_temperature_scaling_softens_an_overconfident_model_and_the_predictor_us
     # a well-separated, always-right model is left sharp
     sure = np.stack([np.where(labels == 0, 3.0, -3.0), np.where(labels == 1, 3.0, -3.0)], 1)
     assert fit_temperature(sure, labels) < 1
+
+
+def test_the_closing_line_compares_with_the_majority_and_character_overlap():
+    # the hidden word-order set: 57.2% held out against a 57.4% majority was let through in silence
+    line, weak = baseline_line(0.572, 0.574, "0", 0.55)
+    assert weak and line.startswith("warning: dev accuracy 57.2% is no better")
+    line, weak = baseline_line(0.736, 0.696, "0", 0.72)  # 4 points over the majority, 1.6 over overlap
+    assert weak and "only 1.6 points above" in line and "character overlap 72.0%" in line
+    line, weak = baseline_line(0.742, 0.5095, "1", 0.642)
+    assert not weak and line == (
+        'dev accuracy 74.2%, 10.0 points above what needs no model (always answering "1" scores 50.9%, '
+        "character overlap 64.2%)"
+    )
+
+
+def test_character_overlap_baseline_learns_that_shared_characters_mean_the_same():
+    from types import SimpleNamespace
+
+    same = [("今天天气很好", "今天天气不错"), ("我喜欢吃苹果", "我爱吃苹果"), ("花呗怎么还款", "花呗如何还款")]
+    other = [("今天天气很好", "股市大跌了"), ("我喜欢吃苹果", "火车几点开"), ("花呗怎么还款", "猫在睡觉")]
+    train = SimpleNamespace(pairs=same * 4 + other * 4, labels=[1] * 12 + [0] * 12)
+    dev = SimpleNamespace(pairs=[("明天天气很好", "明天天气不错"), ("我想吃苹果", "轮船到了")], labels=[1, 0])
+    assert logistic_baseline(train, dev) == 1.0

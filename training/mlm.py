@@ -202,7 +202,13 @@ def QuizProgress(tokenizer, items, ask, patience: int | None):
                 self.waited += 1
             # Not before most of the run: the self-quiz fills up (9 of 9) long before the same facts are
             # answered in new words (town15: 6/8 reworded at 1,200 steps, 8/8 at 3,000).
-            if patience and self.waited >= patience and state.global_step >= QUIZ_STOP_AFTER * state.max_steps:
+            # and never on a quiz that is still at nothing: there is no plateau before it starts to rise
+            if (
+                patience
+                and self.best > 0
+                and self.waited >= patience
+                and state.global_step >= QUIZ_STOP_AFTER * state.max_steps
+            ):
                 say(f"  the quiz has not improved for {patience} evaluations; stopping here")
                 control.should_training_stop = True
 

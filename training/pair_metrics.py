@@ -3,6 +3,8 @@ threshold and the calibration temperature fitted there, and the majority-class b
 
 from __future__ import annotations
 
+import difflib
+
 import numpy as np
 
 
@@ -77,6 +79,31 @@ def majority_class(labels: list[int]) -> tuple[int, float]:
     return top, labels.count(top) / len(labels)
 
 
+SMALL_MARGIN = 0.03  # dev accuracy within this of the better baseline: worth a warning of its own
+
+
+def baseline_line(accuracy: float, majority: float, label: str, overlap: float | None) -> tuple[str, bool]:
+    """The closing line comparing dev accuracy with what needs no model: always answering the commonest
+    dev label, and (two classes) character overlap. Returns (line, weak): weak when the model is no
+    better than either, or less than SMALL_MARGIN above the better one."""
+    nothing = no_better_than_majority(accuracy, majority, label)
+    if nothing:
+        return nothing, True
+    best = max(majority, overlap if overlap is not None else 0.0)
+    against = f'always answering "{label}" scores {majority:.1%}' + (
+        f", character overlap {overlap:.1%}" if overlap is not None else ""
+    )
+    margin = accuracy - best
+    if margin < SMALL_MARGIN:
+        how = f"{margin * 100:.1f} points above" if margin >= 0 else f"{-margin * 100:.1f} points below"
+        return (
+            f"warning: dev accuracy {accuracy:.1%} is only {how} what needs no model ({against}): it has learned "
+            "little of this task; more or more varied pairs, or a pretrained base (--model bert-base-chinese) help",
+            True,
+        )
+    return f"dev accuracy {accuracy:.1%}, {margin * 100:.1f} points above what needs no model ({against})", False
+
+
 def no_better_than_majority(accuracy: float, majority: float, label: str) -> str | None:
     """One warning line when dev accuracy is within half a point of always answering the commonest
     dev label (what a from-scratch model on a small or skewed set such as AFQMC does), else None."""
@@ -87,3 +114,43 @@ def no_better_than_majority(accuracy: float, majority: float, label: str) -> str
         "the model has not learned this task yet; train longer, run training/cloze.py --pairs on the pairs first, "
         "or start from a pretrained model (--model bert-base-chinese)"
     )
+
+
+# -- baselines a similarity model is compared with -------------------------------------------
+
+
+def overlap_features(a: str, b: str) -> list[float]:
+    sa, sb = set(a), set(b)
+    inter = len(sa & sb)
+    bigrams = lambda s: {s[i : i + 2] for i in range(len(s) - 1)}  # noqa: E731
+    ba, bb = bigrams(a), bigrams(b)
+    return [
+        inter / max(1, len(sa | sb)),
+        inter / max(1, min(len(sa), len(sb))),
+        difflib.SequenceMatcher(None, a, b).ratio(),
+        abs(len(a) - len(b)) / max(1, len(a) + len(b)),
+        len(ba & bb) / max(1, len(ba | bb)),
+        float(a == b),
+    ]
+
+
+def logistic_baseline(train, dev) -> float:
+    """Accuracy on `dev` of a character-overlap logistic regression fitted on `train` (each a PairFile-like
+    object with .pairs and 0/1 .labels): what a model must beat to have learned more than "similar
+    characters mean the same". Hand-written (numpy only, no sklearn dependency); a second or two for
+    10,000 pairs."""
+
+    def xy(f):
+        x = np.array([overlap_features(a, b) for a, b in f.pairs], dtype=np.float64)
+        return x, np.array(f.labels, dtype=np.float64)
+
+    x, y = xy(train)
+    xd, yd = xy(dev)
+    mu, sd = x.mean(0), x.std(0) + 1e-9
+    x, xd = (x - mu) / sd, (xd - mu) / sd
+    x, xd = np.hstack([x, np.ones((len(x), 1))]), np.hstack([xd, np.ones((len(xd), 1))])
+    w = np.zeros(x.shape[1])
+    for _ in range(2000):  # full-batch gradient descent on the log loss
+        p = 1 / (1 + np.exp(-x @ w))
+        w -= 0.5 * (x.T @ (p - y) / len(y) + 1e-4 * w)
+    return float(((xd @ w > 0) == (yd > 0.5)).mean())

@@ -27,6 +27,7 @@ from data.errors import InputError
 from training.cli import process_count, say
 from training.output import PROGRESS_FILE, STATE_DIR, OutputPlan
 from training.schedule import convergence_note
+from training.threads import BUSY_ABOVE, settle, thread_keeper
 
 
 class StopOnInterrupt(TrainerCallback):
@@ -343,10 +344,20 @@ def run_training(
             "`accelerate launch --multi_gpu --num_processes 2 ...` (gloo) or `torchrun --nproc_per_node 2 ...`"
         )
     steps_per_epoch = max(1, math.ceil(len(train_ds) / (run.batch_size * world * run.grad_accum)))
+    keeper = None
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    if on_cpu:  # the free cores only: another busy program makes spinning threads 3x slower (training/threads.py)
+        threads, others = settle()
+        if others is not None and others >= BUSY_ABOVE:
+            say(f"another program uses {others:.1f} of {os.cpu_count()} cores: training on {threads} thread(s)")
+        keeper = thread_keeper(say)
     cap, schedule = schedule_run(run, rule, model, collator, train_ds, steps_per_epoch, resume_from, items)
+    if schedule is not None and on_cpu:
+        schedule["threads_at_start"] = threads
     args = training_arguments(run, plan, has_eval, steps_per_epoch, metric, greater_is_better, keep_best)
     stopper = StopOnInterrupt()
     cbs = [stopper, EpochPrinter(), ProgressFile(plan.work), *callbacks, *([cap] if cap else [])]
+    cbs += [keeper] if keeper else []
     if run.patience and has_eval and keep_best:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=run.patience))
     trainer = trainer_class(
@@ -414,11 +425,11 @@ def run_training(
         measured_before,
         note,
         bool(cap and cap.limited),
-        _schedule_record(schedule, cap, trainer.state.global_step),
+        _schedule_record(schedule, cap, trainer.state.global_step, keeper),
     )
 
 
-def _schedule_record(schedule: dict | None, cap, steps: int) -> dict | None:
+def _schedule_record(schedule: dict | None, cap, steps: int, keeper=None) -> dict | None:
     """The start plan, the re-plans the time cap made from the real step time, and how the run ended."""
     if schedule is None and cap is None:
         return None
@@ -428,6 +439,8 @@ def _schedule_record(schedule: dict | None, cap, steps: int) -> dict | None:
         record["time_cap_s"] = round(cap.seconds, 1)
         record["ended_by_time_cap"] = cap.hit
     record["steps_trained"] = steps
+    if keeper is not None and keeper.changes:
+        record["thread_changes"] = keeper.changes
     return record
 
 
@@ -443,6 +456,9 @@ def schedule_run(
     if resume_from and run.epochs is None and run.max_steps is None:  # a resume keeps the plan it started with
         with open(os.path.join(resume_from, "trainer_state.json")) as f:
             planned = json.load(f).get("max_steps") or 0
+        if planned and rule is not None and rule.ceiling and not run.max_minutes:
+            # ... all of it: a ceiling (a busy machine) may have cut the plan short, --resume trains the rest
+            planned = max(planned, rule.wanted_steps(steps_per_epoch))
         if planned:
             run.epochs = planned / steps_per_epoch
     if rule is None:
@@ -456,7 +472,10 @@ def schedule_run(
     )
     p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, run.max_minutes, run.epochs, run.max_steps)
     run.epochs = p.epochs
-    budget = (run.max_minutes or (None if explicit else rule.max_minutes)) if per and not resume_from else None
+    ceiling = None if explicit else rule.ceiling_minutes(run.max_minutes)
+    budget = (
+        (run.max_minutes or (None if explicit else ceiling or rule.max_minutes)) if per and not resume_from else None
+    )
     most = None
     if budget:
         # The run is fitted to the cap by its real step time once it trains (schedule.time_cap); it can only
@@ -483,6 +502,9 @@ def schedule_run(
         return time_cap(run.max_minutes * 60, budget_s, most), record
     if explicit:
         return None, record
+    if ceiling:  # sized by the rule, not the clock: the ceiling is the stop (a busy machine gets that long)
+        record["ceiling_s"] = ceiling * 60
+        return time_cap(ceiling * 60, budget_s, most), record
     # the plan fits the cap; the 1.2 stops a run that overruns it
     return time_cap(rule.max_minutes * 60 * 1.2 + 15, budget_s, most), record
 

@@ -25,6 +25,21 @@ class Rule:
     max_minutes: float
     unit: str = "examples"  # what the data is counted in, for the start line
     max_passes: float | None = None  # never more than this many passes (a pretrained base overfits)
+    # A rule with a ceiling is sized by learning, not by the clock: its steps are the rule's on any machine,
+    # max_minutes is what they take on a quiet one, and a slow or busy machine gets up to `ceiling` times
+    # that before the run stops (saving a state that --resume continues). Without one, max_minutes caps the
+    # plan itself (the similarity stages, whose every extra minute still helps, and chat).
+    ceiling: float | None = None
+
+    def wanted_steps(self, steps_per_epoch: int) -> int:
+        wanted = max(self.min_steps, math.ceil(self.min_passes * steps_per_epoch))
+        if self.max_passes is not None:
+            wanted = min(wanted, max(1, math.ceil(self.max_passes * steps_per_epoch)))
+        return wanted
+
+    def ceiling_minutes(self, max_minutes: float | None) -> float | None:
+        """The hard stop of a default run: the rule's ceiling, unless --max-minutes set a cap of its own."""
+        return self.max_minutes * self.ceiling if self.ceiling and max_minutes is None else None
 
 
 @dataclass
@@ -94,16 +109,18 @@ def plan(
             reason = f"{why} capped by --max-minutes {max_minutes:g}"
             return Plan(capped, capped / steps_per_epoch, per, reason, True, steps)
         return Plan(steps, epochs if epochs is not None else steps / steps_per_epoch, per, why, wanted=steps)
-    cap = max_minutes if max_minutes is not None else rule.max_minutes
-    wanted = max(rule.min_steps, math.ceil(rule.min_passes * steps_per_epoch))
-    if rule.max_passes is not None:
-        wanted = min(wanted, max(1, math.ceil(rule.max_passes * steps_per_epoch)))
+    ceiling = rule.ceiling_minutes(max_minutes)
+    cap = ceiling or (max_minutes if max_minutes is not None else rule.max_minutes)
+    wanted = rule.wanted_steps(steps_per_epoch)
     steps, capped = wanted, False
     if per and wanted * per > cap * 60:
         steps, capped = max(1, int(cap * 60 / per)), True
     why = f"at least {rule.min_steps:,} steps and {rule.min_passes:g} passes over the data"
     if capped:
-        why = f"{why} would take ~{wanted * per / 60:.0f} min, so --max-minutes {cap:g} caps it"
+        limit = f"the {cap:g}-minute ceiling" if ceiling else f"--max-minutes {cap:g}"
+        why = f"{why} would take ~{wanted * per / 60:.0f} min, so {limit} caps it"
+    elif ceiling:
+        why = f"{why}; stops at {ceiling:g} min at the latest (--max-minutes to change)"
     return Plan(steps, steps / steps_per_epoch, per, why, capped, wanted)
 
 

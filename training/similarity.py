@@ -22,6 +22,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,10 +32,11 @@ from training.args import LoraArguments, RunArguments, ScratchArguments, parse_a
 from training.cli import run, say
 from training.pair_metrics import (
     MIN_CALIBRATION_ROWS,
+    baseline_line,
     classification_metrics,
     fit_temperature,
+    logistic_baseline,
     majority_class,
-    no_better_than_majority,
     regression_metrics,
     tune_threshold,
 )
@@ -334,13 +336,19 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
             final.config.decision_threshold = threshold
     top, majority = majority_class(dev_labels) if task == "classification" and dev_labels else (None, None)
-    warning = None
+    warning = closing = overlap = None
     if majority is not None and "accuracy" in (
         result.best or {}
     ):  # judged by what the saved model gives: tuned threshold if any
-        warning = no_better_than_majority(
-            dev_acc if dev_acc is not None else result.best["accuracy"], majority, train_file.label_names[top]
+        if num_labels == 2 and len(set(train_labels)) == 2:
+            overlap = logistic_baseline(
+                SimpleNamespace(pairs=train_pairs, labels=train_labels),
+                SimpleNamespace(pairs=dev_pairs, labels=dev_labels),
+            )
+        closing, weak = baseline_line(
+            dev_acc if dev_acc is not None else result.best["accuracy"], majority, train_file.label_names[top], overlap
         )
+        warning = closing if weak else None
     counts = train_file.class_counts() if task == "classification" else {}
     report = base_report(
         "similarity", choice, result, plan, (args, lora, runa), final, tokenizer, train_tokens, total, trainable
@@ -373,6 +381,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             "dev_accuracy_at_threshold": None if dev_acc is None else round(dev_acc, 4),
             "class_counts": {train_file.label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
             "majority_baseline": round(majority, 4) if majority is not None else None,
+            "char_overlap_baseline": round(overlap, 4) if overlap is not None else None,
             "warning": warning,
             "mlm_stage": mlm_report if mlm_stage else None,
             "convergence": result.convergence,
@@ -406,8 +415,8 @@ print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}})
         say(f"{len(predictions)} predictions written to {out}")
     if result.convergence and not warning:
         say(result.convergence)
-    if warning:
-        say(warning)  # last, so it is what the person reads
+    if closing:
+        say(closing)  # last, so it is what the person reads
     return 0
 
 

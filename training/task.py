@@ -210,19 +210,22 @@ def default_lr(runa, scratch: bool, lora: bool, scratch_lr: float = 1e-3) -> Non
     runa.lr = runa.lr or (scratch_lr if scratch else 2e-4 if lora else 5e-5)
 
 
+def resume_command(script: str, argv) -> str:
+    """The command that continues this run: the same words with --resume (and without --overwrite, which
+    --resume refuses)."""
+    import shlex
+
+    words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"]
+    cmd = shlex.join(["python", script, *words])
+    cmd = cmd if "--resume" in words else cmd + " --resume"
+    processes = process_count()
+    return f"the same launch ({processes} processes) of {cmd}" if processes > 1 else cmd
+
+
 def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) -> int | None:
     """Exit code after Ctrl-C (with the command that resumes), 0 for non-main processes, else None."""
     if result.interrupted:
-        import shlex
-
-        words = [
-            w for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"
-        ]  # --overwrite with --resume is refused
-        cmd = shlex.join(["python", script, *words])
-        cmd = cmd if "--resume" in words else cmd + " --resume"
-        processes = process_count()
-        if processes > 1:
-            cmd = f"the same launch ({processes} processes) of {cmd}"
+        cmd = resume_command(script, argv)
         say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
         return EXIT_INTERRUPTED
     if not result.trainer.is_world_process_zero():

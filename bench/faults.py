@@ -14,6 +14,10 @@
    huge labels, device files, over-long lines, binary, empty, missing, folders, wrong formats),
    each run under a 4 GiB memory limit and a 120 s cap. Counted: one-line refusals (exit 2),
    runs that skipped the bad rows and trained (exit 0), tracebacks, runaways (memory or time).
+   Round 2 (issue #34) adds lone surrogates, out-of-range seeds, user dictionaries in GBK, binary
+   or a FIFO, absurd model sizes, a model folder with its own code, an empty --output.
+3. User files (`files`): a folder of the user's named like the publish step's aside folder, through a
+   refused and an --overwrite run, and a data file inside the output folder: none may be lost.
 
 Prints one JSON line per category.
 """
@@ -194,6 +198,13 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
     )
     folder = d / "a-folder"
     folder.mkdir()
+    surrogates = '{"dialogue": ["\\ud800你好", "好\\udfff呀"]}\n' * 3
+    fifo = str(d / "fifo.dict")
+    os.mkfifo(fifo)
+    custom = d / "custom"  # a model folder that asks to run its own code
+    custom.mkdir()
+    (custom / "config.json").write_text('{"model_type": "bert", "auto_map": {"AutoModelForMaskedLM": "evil.M"}}')
+    (custom / "evil.py").write_text("raise SystemExit('ran the code')\n")
     out = str(d / "out")
     chat, cloze, sim = (str(ROOT / "training" / f"{s}.py") for s in ("chat", "cloze", "similarity"))
     py = sys.executable
@@ -252,6 +263,100 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
             [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--eval-prompts", f("p.txt", "没有空位\t答\n")],
         ),
         ("GBK dialogue file", [py, chat, "--data", f("gbk.txt", "你好\n你好呀\n\n在吗\n在的\n".encode("gb18030"))]),
+        # round 2 (issue #34)
+        ("chat lone surrogates", [py, chat, "--data", f("sur.jsonl", surrogates)]),
+        ("cloze lone surrogates", [py, cloze, "--data", f("sur2.jsonl", '{"text": "\\ud800你好你好你好你好"}\n' * 3)]),
+        (
+            "similarity lone surrogates",
+            [py, sim, "--train", f("sur3.jsonl", '{"sentence1": "\\ud800你好", "sentence2": "好", "label": 1}\n' * 3)],
+        ),
+        ("seed -1", [py, chat, "--data", str(SAMPLES / "dialogs.txt"), "--seed", "-1"]),
+        ("seed 2**40", [py, chat, "--data", str(SAMPLES / "dialogs.txt"), "--seed", "1099511627776"]),
+        (
+            "30-digit seed in a config",
+            [
+                py,
+                cloze,
+                "--config",
+                f("seed.yaml", "seed: " + "9" * 30 + "\n"),
+                "--data",
+                str(SAMPLES / "cloze_corpus.txt"),
+            ],
+        ),
+        (
+            "user dict GBK",
+            [
+                py,
+                cloze,
+                "--data",
+                str(SAMPLES / "cloze_corpus.txt"),
+                "--user-dict",
+                f("gbk.dict", "云栖岛 5\n".encode("gb18030")),
+            ],
+        ),
+        (
+            "user dict binary",
+            [
+                py,
+                cloze,
+                "--data",
+                str(SAMPLES / "cloze_corpus.txt"),
+                "--user-dict",
+                f("bin.dict", bytes(range(256)) * 8),
+            ],
+        ),
+        ("user dict FIFO", [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--user-dict", fifo]),
+        (
+            "n-embd 200000",
+            [
+                py,
+                chat,
+                "--data",
+                str(SAMPLES / "dialogs.txt"),
+                "--output",
+                out,
+                "--overwrite",
+                "--model",
+                "scratch",
+                "--n-embd",
+                "200000",
+                "--n-head",
+                "1",
+            ],
+        ),
+        (
+            "max-len 300000000",
+            [
+                py,
+                chat,
+                "--data",
+                str(SAMPLES / "dialogs.txt"),
+                "--output",
+                out,
+                "--overwrite",
+                "--model",
+                "scratch",
+                "--max-len",
+                "300000000",
+            ],
+        ),
+        ("empty --output", [py, chat, "--data", str(SAMPLES / "dialogs.txt"), *TINY, "--epochs", "1", "--output", ""]),
+        (
+            "model folder with its own code",
+            [
+                py,
+                cloze,
+                "--data",
+                str(SAMPLES / "cloze_corpus.txt"),
+                "--model",
+                str(custom),
+                "--output",
+                out,
+                "--overwrite",
+                "--epochs",
+                "1",
+            ],
+        ),
     ]
     trunc = d / "trunc"
     trunc.mkdir()
@@ -271,6 +376,41 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
         )
         for name, cmd in cases
     ]
+
+
+def user_files(tmp: Path) -> dict:
+    """Issue #34's two ways to lose a user's files, for each script: a folder of the user's named like the
+    publish step's aside folder (<output>.old-backup), through a refused run and an --overwrite run; and a
+    data file inside the output folder (--overwrite). Counted: user files lost, runs not refused."""
+    counts = {"bench": "faults.user_files", "cases": 0, "user_files_lost": 0, "not_refused": 0, "tracebacks": 0}
+    data_a = variants(tmp)
+    for script in ("chat", "cloze", "similarity"):
+        base = tmp / f"files-{script}"
+        out = base / "model"
+        data = data_a[script][0]
+        subprocess.run(command(script, data, out), env=ENV, capture_output=True, timeout=600)
+        backup = base / "model.old-backup"
+        shutil.copytree(out, backup)
+        (backup / "notes.txt").write_text("mine\n")
+        for extra in ([], ["--overwrite"]):
+            counts["cases"] += 1
+            r = subprocess.run(command(script, data, out, *extra), env=ENV, capture_output=True, text=True, timeout=600)
+            counts["tracebacks"] += "Traceback" in r.stderr
+            counts["user_files_lost"] += not (backup / "notes.txt").is_file()
+        counts["cases"] += 1
+        inside = out / f"mydata{Path(data[1]).suffix}"
+        shutil.copy(data[1], inside)
+        r = subprocess.run(
+            command(script, [data[0], str(inside), *data[2:]], out, "--overwrite"),
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        counts["tracebacks"] += "Traceback" in r.stderr
+        counts["not_refused"] += r.returncode != 2
+        counts["user_files_lost"] += not inside.is_file()
+    return counts
 
 
 def _limit_memory():
@@ -314,13 +454,20 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=20, help="kills per script (default 20)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--only", default="chat,cloze,similarity,bad", help="comma-separated: chat, cloze, similarity, bad")
+    p.add_argument(
+        "--only", default="chat,cloze,similarity,bad,files", help="comma-separated: chat, cloze, similarity, bad, files"
+    )
     a = p.parse_args()
     rng = random.Random(a.seed)
     with tempfile.TemporaryDirectory(prefix="faults_") as tmp:
         for part in a.only.split(","):
             t = time.perf_counter()
-            result = run_bad(Path(tmp)) if part == "bad" else kills(part, a.kills, rng, Path(tmp))
+            if part == "bad":
+                result = run_bad(Path(tmp))
+            elif part == "files":
+                result = user_files(Path(tmp))
+            else:
+                result = kills(part, a.kills, rng, Path(tmp))
             result["seconds"] = round(time.perf_counter() - t, 1)
             print(json.dumps(result, ensure_ascii=False), flush=True)
     return 0

@@ -108,6 +108,14 @@ class ClozeArguments(ScratchArguments):
             "the sentences that state them (0: off)"
         },
     )
+    bag_probability: float = field(
+        default=0.0,
+        metadata={
+            "help": "fraction of training lines seen as a bag of words: one recurring span masked, the text "
+            "around it cut into short pieces, a third of them kept, shuffled; teaches which words point to a name "
+            "(0: off)"
+        },
+    )
     user_dict: str = field(
         default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"}
     )
@@ -145,6 +153,7 @@ class ClozeArguments(ScratchArguments):
         for flag, value in (
             ("--span-probability", self.span_probability),
             ("--recombine-probability", self.recombine_probability),
+            ("--bag-probability", self.bag_probability),
         ):
             if not 0 <= value <= 1:
                 raise InputError(f"{flag} must be between 0 and 1, got {value}")
@@ -306,7 +315,11 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     # Only when something uses them (the self-quiz, span masking, jieba's dictionary), and from the first
     # SPAN_LINES lines: counting every 1-7 character n-gram of a large corpus would cost gigabytes.
     wanted = not args.pairs and (
-        not prompts or args.span_probability > 0 or args.recombine_probability > 0 or args.whole_word_mask
+        not prompts
+        or args.span_probability > 0
+        or args.recombine_probability > 0
+        or args.bag_probability > 0
+        or args.whole_word_mask
     )
     spans = recurring_spans(corpus.passages[:SPAN_LINES]) if wanted else {}
     probes, held = [], []
@@ -348,12 +361,15 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
         )
         valid_ds = collator.mask_once(encode_pairs(tokenizer, valid_text, args.max_len, args.whole_word_mask))
     else:
-        span_ids = spans if args.span_probability > 0 or args.recombine_probability > 0 else None
+        span_ids = (
+            spans if args.span_probability > 0 or args.recombine_probability > 0 or args.bag_probability > 0 else None
+        )
         train_ds = TrainingViews(
             encode_passages(tokenizer, train_text, args.max_len, args.overlap, args.whole_word_mask, span_ids),
             runa.seed,
             recombine=args.recombine_probability,
             unk_id=tokenizer.unk_token_id,
+            bag=args.bag_probability,
         )
         valid_ds = collator.mask_once(
             encode_passages(tokenizer, valid_text, args.max_len, args.overlap, args.whole_word_mask)

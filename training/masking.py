@@ -87,6 +87,9 @@ def _window_starts(n: int, size: int, overlap: int) -> list[int]:
     return [span[0] for span in spans]
 
 
+BAG_KEEP = 0.35  # share of the pieces of text around the span that a bag-of-words view keeps
+
+
 class TrainingViews:
     """Training windows seen three ways: as written; as a random sub-span (at least half) with
     `crop` probability; and, with `recombine` probability when a window holds two or more
@@ -104,9 +107,15 @@ class TrainingViews:
     """
 
     def __init__(
-        self, examples: list[dict], seed: int, crop: float = 0.5, recombine: float = 0.0, unk_id: int | None = None
+        self,
+        examples: list[dict],
+        seed: int,
+        crop: float = 0.5,
+        recombine: float = 0.0,
+        unk_id: int | None = None,
+        bag: float = 0.0,
     ):
-        self.examples, self.crop, self.recombine, self.unk_id = examples, crop, recombine, unk_id
+        self.examples, self.crop, self.recombine, self.unk_id, self.bag = examples, crop, recombine, unk_id, bag
         self.pool = sorted(
             {t for e in examples for t, special in zip(e["input_ids"], e["special_tokens_mask"]) if not special}
         )
@@ -117,6 +126,10 @@ class TrainingViews:
 
     def __getitem__(self, i: int) -> dict:
         e = self.examples[i]
+        if self.bag and "span_ids" in e and self.rng.random() < self.bag:
+            view = self.bagged(e)
+            if view is not None:
+                return view
         if self.recombine and "span_ids" in e and self.rng.random() < self.recombine:
             view = self.recombined(e)
             if view is not None:
@@ -128,6 +141,34 @@ class TrainingViews:
         start = self.rng.randint(0, n - size)
         cut = lambda seq: seq[:1] + seq[1 + start : 1 + start + size] + seq[-1:]  # noqa: E731
         return {k: cut(v) for k, v in e.items()}
+
+    def bagged(self, e: dict) -> dict | None:
+        """A bag-of-words view: one recurring span of the window kept whole, the text around it cut
+        into pieces of 1-3 characters of which about a third are kept, everything shuffled, the span
+        masked. Prose states each fact in new words every time, so what predicts the name is a few
+        words of its lines (猫, 收养, 名叫), not a sentence: this teaches each of them alone."""
+        pieces: list[tuple[int, list[int]]] = []
+        for token, k in zip(e["input_ids"][1:-1], e["span_ids"][1:-1]):
+            if pieces and pieces[-1][0] == k and (k or len(pieces[-1][1]) < self.rng.randint(1, 3)):
+                pieces[-1][1].append(token)
+            else:
+                pieces.append((k, [token]))
+        named = sorted({k for k, _ in pieces if k})
+        if not named:
+            return None
+        target = self.rng.choice(named)
+        kept = [(k, t) for k, t in pieces if k == target or self.rng.random() < BAG_KEEP]
+        if len(kept) < 2:
+            return None
+        self.rng.shuffle(kept)
+        ids = [token for _, tokens in kept for token in tokens]
+        span_ids = [k for k, tokens in kept for _ in tokens]
+        return {
+            "input_ids": [e["input_ids"][0], *ids, e["input_ids"][-1]],
+            "special_tokens_mask": [1] + [0] * len(ids) + [1],
+            "span_ids": [0, *span_ids, 0],
+            "mask_span": target,
+        }
 
     def recombined(self, e: dict) -> dict | None:
         chunks: list[tuple[int, list[int]]] = []  # (span occurrence or 0, tokens), in order

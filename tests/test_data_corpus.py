@@ -78,7 +78,7 @@ def test_masking_rates_match_the_flags(tmp_path):
     from training.masking import encode_passages
 
     tok, args, collator = _collator(tmp_path)
-    assert args.mlm_probability == 0.3  # the default for a fact corpus (0.15 with --pairs)
+    assert args.mlm_probability == 0.4  # the default for a fact corpus (0.15 with --pairs)
     tok, args, collator = _collator(tmp_path, mlm_probability=0.15)
     examples = encode_passages(tok, read_corpus(SAMPLES / "cloze_corpus.txt").passages * 20, 128, 32, False)
     masked = replaced = random_or_kept = total = 0

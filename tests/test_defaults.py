@@ -313,6 +313,33 @@ def test_recombined_views_keep_the_names_and_vary_the_words_between():
     assert all("mask_span" not in views[plain] for _ in range(20))
 
 
+def test_bag_views_keep_one_name_whole_masked_and_some_of_its_words_in_any_order():
+    from data import build_char_vocab, make_tokenizer
+    from training.masking import TrainingViews, encode_passages
+
+    tokenizer = make_tokenizer(build_char_vocab(FACTS))
+    spans = recurring_spans(FACTS)
+    views = TrainingViews(encode_passages(tokenizer, FACTS, 64, 16, False, spans), seed=0, crop=0.0, bag=1.0)
+    line = 1  # 栗子坡的铁匠叫万俟小禾，手艺很好。
+    whole = "".join(tokenizer.convert_ids_to_tokens(views.examples[line]["input_ids"][1:-1]))
+    texts, masked = set(), set()
+    for _ in range(80):
+        v = views[line]
+        if "mask_span" not in v:  # too little left around the name: the line as written instead
+            continue
+        ids, span_ids = v["input_ids"][1:-1], v["span_ids"][1:-1]
+        target = [t for t, k in zip(ids, span_ids) if k == v["mask_span"]]
+        name = "".join(tokenizer.convert_ids_to_tokens(target))
+        masked.add(name)
+        text = "".join(tokenizer.convert_ids_to_tokens(ids))
+        assert name in whole and name in text and len(text) < len(whole)  # the name whole, words left out
+        assert len(v["input_ids"]) == len(v["span_ids"]) == len(v["special_tokens_mask"])
+        texts.add(text)
+    assert len(masked) >= 2 and len(texts) > 40  # each name of the line in turn, the rest shuffled and thinned
+    plain = FACTS.index("晚饭吃了面条。")  # no recurring span: left as written
+    assert all("mask_span" not in views[plain] for _ in range(20))
+
+
 def test_a_fact_corpus_trains_a_rotary_model_and_pairs_stay_bert():
     from training.cloze import ClozeArguments
 

@@ -82,7 +82,7 @@ class ClozeArguments(ScratchArguments):
     )
     mlm_probability: float = field(
         default=None,
-        metadata={"help": "fraction of tokens (or words) masked (default: 0.3 for a fact corpus, 0.15 with --pairs)"},
+        metadata={"help": "fraction of tokens (or words) masked (default: 0.4 for a fact corpus, 0.15 with --pairs)"},
     )
     mask_replace_prob: float = field(default=0.8, metadata={"help": "of masked tokens: fraction replaced by [MASK]"})
     random_replace_prob: float = field(
@@ -92,7 +92,7 @@ class ClozeArguments(ScratchArguments):
         default=False, metadata={"help": "mask whole jieba words instead of single characters"}
     )
     span_probability: float = field(
-        default=0.5,
+        default=0.9,
         metadata={
             "help": "fraction of training lines in which one recurring span of your text (a name, a place, an "
             "object, found "
@@ -100,7 +100,7 @@ class ClozeArguments(ScratchArguments):
         },
     )
     recombine_probability: float = field(
-        default=0.5,
+        default=0.9,
         metadata={
             "help": "fraction of training lines seen recombined: their recurring spans kept (in another order half "
             "of the "
@@ -109,7 +109,7 @@ class ClozeArguments(ScratchArguments):
         },
     )
     bag_probability: float = field(
-        default=0.0,
+        default=0.3,
         metadata={
             "help": "fraction of training lines seen as a bag of words: one recurring span masked, the text "
             "around it cut into short pieces, a third of them kept, shuffled; teaches which words point to a name "
@@ -169,7 +169,7 @@ class ClozeArguments(ScratchArguments):
         if not 0 <= self.dropout < 1:
             raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.mlm_probability is None:  # a small fact corpus is learned faster with more masked per pass
-            self.mlm_probability = 0.15 if self.pairs else 0.3
+            self.mlm_probability = 0.15 if self.pairs else 0.4
         if not 0 < self.mlm_probability < 1:
             raise InputError(f"--mlm-probability must be between 0 and 1, got {self.mlm_probability}")
         if (

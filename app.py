@@ -31,6 +31,33 @@ def share_server_reachable(timeout: float = 3.0) -> bool:
     return can_connect("api.gradio.app", 443, timeout)
 
 
+def patient_localhost_check(seconds: float = 60.0) -> None:
+    """Gradio's launch asks its own server for the page once (3 s timeout) and, on a timeout, raises
+    "When localhost is not accessible, a shareable link must be created": on a busy machine (another
+    training process beside the app) that killed one start in three (issue #34). Gradio has no option
+    for it, so its check is replaced by one that keeps asking for up to a minute; a server that never
+    answers still fails the same way."""
+    import time
+
+    import httpx
+    from gradio import networking
+
+    def url_ok(url: str) -> bool:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                r = httpx.head(url, timeout=5, verify=False)
+                if r.status_code in (200, 401, 301, 302, 303, 307, 308):
+                    return True
+            except (httpx.TimeoutException, httpx.TransportError):
+                pass
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+
+    networking.url_ok = url_ok
+
+
 def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -61,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         share = False
+    patient_localhost_check()
     try:
         # quiet: Gradio's own lines advise `launch(share=True)`; the app prints its own address and link
         demo.launch(

@@ -12,6 +12,13 @@ import re
 import stat
 
 _ENCODINGS = ("utf-8-sig", "gb18030")
+# UTF-32 before UTF-16: its little-endian mark begins with UTF-16's
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
 MAX_FILE_BYTES = 2 * 2**30  # LCCC-base is ~1 GB; beyond this a file is a mistake, not a corpus
 
 
@@ -41,6 +48,20 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
         raise InputError(f"{path} cannot be read: {e.strerror or e}")
     if not raw.strip():
         raise InputError(f"{path} is empty")
+    for bom, encoding in (
+        (b"\xff\xfe\x00\x00", "utf-32"),
+        (b"\x00\x00\xfe\xff", "utf-32"),
+        (b"\xff\xfe", "utf-16"),
+        (b"\xfe\xff", "utf-16"),
+    ):
+        if raw.startswith(bom):  # Windows Notepad's "Unicode": NUL bytes, but text
+            try:
+                text = raw.decode(encoding)
+            except UnicodeDecodeError:
+                raise InputError(
+                    f"{path} starts as {encoding.upper()} text but does not decode as it; save it as UTF-8"
+                )
+            return text.replace("\r\n", "\n").replace("\r", "\n"), encoding
     if b"\x00" in raw[:8192]:
         raise InputError(f"{path} looks like a binary file, not text (save it as UTF-8 text)")
     for encoding in _ENCODINGS:

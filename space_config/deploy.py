@@ -13,6 +13,7 @@ The token comes from HF_TOKEN or the saved login (`hf auth login`).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -43,7 +44,16 @@ CHECKPOINT_FILES = re.compile(
     r"|README\.md|training_report\.json|loss\.png"
     r"|adapter/(adapter_config\.json|adapter_model\.safetensors))"
 )
-TEXT_FILES = ("README.md", "training_report.json")  # local paths in these are cut to file names
+TEXT_FILES = ("README.md",)  # local paths in these are cut to file names
+# ... and in the string values of these (tokenizer.json is left whole: its patterns are not paths)
+METADATA_JSON = (
+    "training_report.json",
+    "config.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "adapter_config.json",
+    "special_tokens_map.json",
+)
 # Access tokens that must never be uploaded: Hugging Face, GitHub, OpenAI-style, AWS, Slack, private keys.
 TOKEN = re.compile(
     rb"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9-]{10,}"
@@ -109,6 +119,33 @@ def checkpoint_files(folder: str, say=print) -> list[str]:
 def scrub_paths(text: str) -> str:
     """Absolute local paths (which name your user and folders) cut to their last part."""
     return ABS_PATH.sub(lambda m: m.group(1), text)
+
+
+# In a JSON value (escapes already undone): a path with at least one separator, POSIX or Windows,
+# absolute or relative (C:\Users\alice\Desktop\data.txt, /home/alice/base, data/dialogs.txt).
+ANY_PATH = re.compile(r"(?:[A-Za-z]:)?(?:~)?[\\/]?(?:[^\s\\/\"'`()]+[\\/])+([^\s\\/\"'`()]+)")
+
+
+def scrub_json(text: str) -> str:
+    """A JSON file with every path in its string values cut to its last part, written back as JSON.
+    Scrubbing the raw text missed escaped Windows paths ("C:\\\\Users...") and left config.json's
+    `_name_or_path` whole (issue #34); URLs are left as they are."""
+    from data.textio import loads_json
+
+    def clean(value):
+        if isinstance(value, str):
+            return value if "://" in value else ANY_PATH.sub(lambda m: m.group(1), value)
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        return value
+
+    try:
+        value = loads_json(text)
+    except ValueError:
+        return scrub_paths(text)
+    return json.dumps(clean(value), ensure_ascii=False, indent=2) + "\n"
 
 
 def find_tokens(folder: str) -> list[str]:
@@ -178,9 +215,10 @@ def assemble(out: str, checkpoints: list[str], say=print) -> None:
         for rel in checkpoint_files(folder, say):
             target = os.path.join(out, "checkpoints", name, rel)
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            if os.path.basename(rel) in TEXT_FILES and os.path.dirname(rel) == "":
+            metadata = os.path.basename(rel) in METADATA_JSON
+            if metadata or (os.path.basename(rel) in TEXT_FILES and os.path.dirname(rel) == ""):
                 with open(os.path.join(folder, rel), encoding="utf-8", errors="replace") as f:
-                    text = scrub_paths(f.read())
+                    text = scrub_json(f.read()) if metadata else scrub_paths(f.read())
                 with open(target, "w", encoding="utf-8") as f:
                     f.write(text)
             else:

@@ -577,3 +577,22 @@ def test_codes_with_latin_letters_and_digits_are_recurring_names_and_probed_piec
         (prompt,) = probe_prompts(probes, tok)
         assert prompt.text.count("[MASK]") == masks == len(tok.tokenize("Q-19")) and prompt.answer == "Q-19"
         assert prompt.text.replace("[MASK]" * masks, "Q-19") in lines
+
+
+def test_the_quiz_never_stops_a_run_that_has_not_started_to_recall():
+    """A quiz at 0% for many evaluations has no plateau yet (seen: a busy run stopped at 0 of 30)."""
+    import types
+
+    from training.mlm import QuizProgress
+
+    scores = iter([0.0] * 6 + [0.2] * 6)
+    quizzer = QuizProgress(None, ["x"], lambda m, t, items: [{"hit": next(scores) > 0}], patience=2)
+    state = types.SimpleNamespace(global_step=90, max_steps=100)
+    stops = []
+    for _ in range(12):
+        control = types.SimpleNamespace(should_training_stop=False)
+        model = types.SimpleNamespace(training=True, train=lambda was: None)
+        quizzer.on_evaluate(None, state, control, model=model)
+        stops.append(control.should_training_stop)
+    assert stops[:6] == [False] * 6  # at 0: never
+    assert stops[6] is False and any(stops[7:])  # at 20% without improving for 2 evaluations: stops

@@ -60,6 +60,30 @@ def test_dry_run_bundle_holds_exactly_the_app_and_chosen_checkpoints(tmp_path, c
     assert f"torch=={pinned}+cpu" in requirements
 
 
+def test_no_local_path_ships_in_any_metadata_file(tmp_path, chat_checkpoint):
+    """Issue #34: config.json's `_name_or_path`, a Windows path in a report field and a relative path
+    all reach the bundle as file names; the JSON stays loadable."""
+    import json
+
+    mine = tmp_path / "ck" / "chat"
+    shutil.copytree(chat_checkpoint, mine)
+    config = json.loads((mine / "config.json").read_text(encoding="utf-8"))
+    config["_name_or_path"] = "/home/alice/models/base"
+    write(mine / "config.json", json.dumps(config))
+    report = json.loads((mine / "training_report.json").read_text(encoding="utf-8"))
+    report["data"]["train"]["path"] = "C:\\Users\\alice\\Desktop\\data.txt"
+    report["data"]["valid"]["path"] = "5% of data/dialogs.txt (seed 42)"
+    write(mine / "training_report.json", json.dumps(report, ensure_ascii=False))
+    out = tmp_path / "bundle"
+    assert deploy("--space", "a/b", "--checkpoints", str(mine), "--dry-run", str(out)).returncode == 0
+    shipped = out / "checkpoints" / "chat"
+    assert json.loads((shipped / "config.json").read_text(encoding="utf-8"))["_name_or_path"] == "base"
+    data = json.loads((shipped / "training_report.json").read_text(encoding="utf-8"))["data"]
+    assert (data["train"]["path"], data["valid"]["path"]) == ("data.txt", "5% of dialogs.txt (seed 42)")
+    for f in shipped.glob("*.json"):
+        assert "alice" not in f.read_text(encoding="utf-8") and str(tmp_path) not in f.read_text(encoding="utf-8")
+
+
 def test_space_card_has_the_required_keys_and_the_pinned_gradio():
     import gradio
 

@@ -209,3 +209,73 @@ def test_a_plain_pipeline_truncates_a_long_input_to_the_checkpoints_positions(tr
     fill = pipeline("fill-mask", model=str(trained))
     out = fill("[MASK]" + "云栖岛" * 700, tokenizer_kwargs={"truncation": True})
     assert len(out) == 5
+
+
+# -- 13. smaller ones -----------------------------------------------------------------------------
+
+
+def test_utf16_with_a_bom_is_read_as_text(tmp_path):
+    data = write(tmp_path / "notepad.txt", open(CORPUS, encoding="utf-8").read(), encoding="utf-16")
+    r = script("cloze", "--data", str(data), *TINY, "--epochs", "1", "--output", str(tmp_path / "o"))
+    assert r.returncode == 0 and "read as UTF-16" in r.stderr, r.stderr[-1500:]
+
+
+def test_a_file_name_with_a_newline_is_still_one_error_line(tmp_path):
+    r = script("cloze", "--data", str(tmp_path / "two\nlines.txt"), *TINY, "--output", str(tmp_path / "o"))
+    assert "two\\nlines.txt" in one_line_error(r)
+
+
+def test_a_config_key_inside_a_config_file_is_refused(tmp_path):
+    cfg = write(tmp_path / "c.yaml", f"config: {tmp_path / 'other.yaml'}\nepochs: 1\n")
+    r = script("cloze", "--data", CORPUS, "--config", str(cfg), "--output", str(tmp_path / "o"))
+    assert "cannot name another one" in one_line_error(r)
+
+
+def test_a_refused_resume_or_a_failed_load_leaves_no_partial_folder(tmp_path, trained):
+    out = tmp_path / "o"
+    shutil.copytree(trained, out)
+    r = script("cloze", "--data", CORPUS, *TINY, "--epochs", "2", "--output", str(out), "--resume")
+    assert "already trained" in one_line_error(r)
+    assert not (tmp_path / "o.partial").exists()  # so a plain start is not told of an "interrupted run"
+    broken = write(tmp_path / "broken" / "config.json", '{"model_type": "bert"}')
+    r = script("cloze", "--data", CORPUS, "--model", str(broken.parent), "--output", str(tmp_path / "n"))
+    assert r.returncode == 2 and not (tmp_path / "n.partial").exists() and not (tmp_path / "n").exists()
+
+
+# -- 8. the app's start on a busy machine ---------------------------------------------------------
+
+
+def test_the_apps_localhost_check_waits_for_a_slow_first_answer(monkeypatch):
+    """Gradio's own check gives up after one 3 s timeout (a busy machine); the app's keeps asking."""
+    import http.server
+    import threading
+    import time
+
+    from gradio import networking
+
+    import app
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        first = [True]
+
+        def do_HEAD(self):
+            if self.first[0]:
+                self.first[0] = False
+                time.sleep(3.5)  # longer than Gradio's one timeout
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        monkeypatch.setattr(networking, "url_ok", networking.url_ok)  # restored after the test
+        assert networking.url_ok(url) is False  # Gradio's: the first request times out, and it gives up
+        Slow.first[0] = True
+        app.patient_localhost_check(seconds=20)
+        assert networking.url_ok(url) is True
+    finally:
+        server.shutdown()

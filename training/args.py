@@ -257,6 +257,8 @@ def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str
     cfg_path = _config_path(argv)
     if cfg_path:
         cfg = load_config_file(cfg_path)
+        if "config" in cfg:  # read once, never followed: say so rather than ignore it
+            raise InputError(f"{cfg_path}: a config file cannot name another one (config: {str(cfg['config'])[:60]})")
         unknown = sorted(set(cfg) - known)
         if unknown:
             raise InputError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}")

@@ -89,7 +89,11 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         say(str(e))
         return 0
     except InputError as e:
-        say(f"error: {e}", error=True)
+        from training.output import abandon_unstarted
+
+        abandon_unstarted()  # a .partial this run made and saved nothing in would block the name
+        # one line, whatever the message quotes (a file name may hold a newline)
+        say(f"error: {str(e).replace(chr(10), chr(92) + 'n').replace(chr(13), chr(92) + 'r')}", error=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         say("interrupted.")

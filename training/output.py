@@ -105,6 +105,7 @@ class OutputPlan:
         self.identity = identity
         self.resumed_from: str | None = None
         self.finished_state = False  # resuming a state whose training had already ended (killed while saving)
+        self.started = False  # training began: from then on .partial holds the run's own states
 
     def _recorded_old(self, folder: str) -> str | None:
         """The aside-folder named by `folder`'s REPLACING marker, if it exists and is the very folder
@@ -229,6 +230,7 @@ class OutputPlan:
                 target = os.path.join(self.states, f"checkpoint-{step}")
                 shutil.copytree(saved, target)
                 _write_identity(self.work, self.identity or _read_identity(saved) or {})
+                _UNSTARTED.append(self)  # a copy of ours: gone again if this resume is refused before it trains
                 self.resumed_from = saved
                 return target
             raise InputError(f"nothing to resume: no interrupted run at {self.work} and no saved state in {self.final}")
@@ -244,6 +246,7 @@ class OutputPlan:
             shutil.rmtree(self.work)
         os.makedirs(self.work)
         _write_identity(self.work, self.identity or {})
+        _UNSTARTED.append(self)
         return None
 
     def mark_ready(self) -> None:
@@ -290,6 +293,20 @@ class OutputPlan:
         while os.path.lexists(name):  # someone's own folder by that name: pick another, never replace it
             name, n = f"{base}-{n}", n + 1
         return name
+
+
+_UNSTARTED: list[OutputPlan] = []  # plans whose .partial this process made, until training saves a state
+
+
+def abandon_unstarted() -> None:
+    """Remove the .partial folders this process made for a run refused before it trained (a model that
+    will not load, a resume that has nothing left to do): they hold only what this process put there (the
+    run's identity, or a copy of the saved state it meant to resume), and left behind they make the next
+    plain start say "holds an interrupted run" (issue #34)."""
+    while _UNSTARTED:
+        plan = _UNSTARTED.pop()
+        if not plan.started and os.path.isdir(plan.work):
+            shutil.rmtree(plan.work, ignore_errors=True)
 
 
 def _test_hook(point: str) -> None:

@@ -392,6 +392,7 @@ def run_training(
     measured_before = before_train(trainer) if before_train else None  # e.g. accuracy of the untouched model
     start = time.time()
     stopper.install()
+    plan.started = True
     try:
         output = trainer.train(resume_from_checkpoint=resume_from)
     except OSError as e:  # disk full while the Trainer saved a state: one line; the previous model is untouched

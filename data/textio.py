@@ -61,6 +61,8 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
                 raise InputError(
                     f"{path} starts as {encoding.upper()} text but does not decode as it; save it as UTF-8"
                 )
+            if len(raw) > 256 and "\n" not in text:  # bytes that merely start like a mark: no line ends
+                raise InputError(f"{path} looks like a binary file, not text (save it as UTF-8 text)")
             return text.replace("\r\n", "\n").replace("\r", "\n"), encoding
     if b"\x00" in raw[:8192]:
         raise InputError(f"{path} looks like a binary file, not text (save it as UTF-8 text)")

@@ -120,7 +120,7 @@ def plan(
         limit = f"the {cap:g}-minute ceiling" if ceiling else f"--max-minutes {cap:g}"
         why = f"{why} would take ~{wanted * per / 60:.0f} min, so {limit} caps it"
     elif ceiling:
-        why = f"{why}; stops at {ceiling:g} min at the latest (--max-minutes to change)"
+        why = f"{why}; stops at {ceiling:g} min at the latest"
     return Plan(steps, steps / steps_per_epoch, per, why, capped, wanted)
 
 

@@ -201,6 +201,18 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
     surrogates = '{"dialogue": ["\\ud800你好", "好\\udfff呀"]}\n' * 3
     fifo = str(d / "fifo.dict")
     os.mkfifo(fifo)
+    # absurd sizes: the scratch chat model, without the tiny flags the other cases get
+    scratch_chat = [
+        sys.executable,
+        str(ROOT / "training" / "chat.py"),
+        "--data",
+        str(SAMPLES / "dialogs.txt"),
+        "--output",
+        str(d / "out"),
+        "--overwrite",
+        "--model",
+        "scratch",
+    ]
     custom = d / "custom"  # a model folder that asks to run its own code
     custom.mkdir()
     (custom / "config.json").write_text('{"model_type": "bert", "auto_map": {"AutoModelForMaskedLM": "evil.M"}}')
@@ -306,40 +318,8 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
             ],
         ),
         ("user dict FIFO", [py, cloze, "--data", str(SAMPLES / "cloze_corpus.txt"), "--user-dict", fifo]),
-        (
-            "n-embd 200000",
-            [
-                py,
-                chat,
-                "--data",
-                str(SAMPLES / "dialogs.txt"),
-                "--output",
-                out,
-                "--overwrite",
-                "--model",
-                "scratch",
-                "--n-embd",
-                "200000",
-                "--n-head",
-                "1",
-            ],
-        ),
-        (
-            "max-len 300000000",
-            [
-                py,
-                chat,
-                "--data",
-                str(SAMPLES / "dialogs.txt"),
-                "--output",
-                out,
-                "--overwrite",
-                "--model",
-                "scratch",
-                "--max-len",
-                "300000000",
-            ],
-        ),
+        ("n-embd 200000", [*scratch_chat, "--n-embd", "200000", "--n-head", "1"]),
+        ("max-len 300000000", [*scratch_chat, "--max-len", "300000000"]),
         ("empty --output", [py, chat, "--data", str(SAMPLES / "dialogs.txt"), *TINY, "--epochs", "1", "--output", ""]),
         (
             "model folder with its own code",

@@ -36,9 +36,9 @@ class CorpusFile:
 def read_corpus(path: str | os.PathLike, min_chars: int = 2) -> CorpusFile:
     """Read passages; raises `InputError` when nothing usable is left."""
     path = os.fspath(path)
-    text, encoding = read_text(path)
-    name = os.path.basename(path)
     bad = BadRows()
+    text, encoding = read_text(path, bad)
+    name = os.path.basename(path)
     lines = text.split("\n")
     first = next((ln.strip() for ln in lines if ln.strip()), "")
     fmt = "jsonl" if path.endswith(".jsonl") or first.startswith("{") else "text"
@@ -83,9 +83,9 @@ class ClozePrompt:
 def read_prompts(path: str | os.PathLike) -> tuple[list[ClozePrompt], BadRows]:
     """Prompts `text with [MASK]<TAB>answer`; the answer has one character per [MASK]."""
     path = os.fspath(path)
-    text, _ = read_text(path)
-    name = os.path.basename(path)
     bad, prompts = BadRows(), []
+    text, _ = read_text(path, bad)
+    name = os.path.basename(path)
     for no, line in enumerate(text.split("\n"), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue

@@ -66,11 +66,11 @@ def read_dialogues(path: str | os.PathLike, fmt: str = "auto", split: str = "tra
     path = os.fspath(path)
     if fmt not in DIALOGUE_FORMATS:
         raise InputError(f"unknown dialogue format {fmt!r}; choose one of {', '.join(DIALOGUE_FORMATS)}")
-    text, encoding = read_text(path)
+    bad = BadRows()
+    text, encoding = read_text(path, bad)
     if fmt == "auto":
         fmt = detect_format(path, text)
     name = os.path.basename(path)
-    bad = BadRows()
     reader = _READERS[fmt]
     raw_splits = reader(text, name, bad, split)  # {split: [(where, [utterances])]}
     samples = [u for items in raw_splits.values() for _, d in items[:200] for u in d if isinstance(u, str)]

@@ -137,10 +137,10 @@ def read_pairs(
         raise InputError(f"unknown pair format {fmt!r}; choose one of {', '.join(PAIR_FORMATS)}")
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    text, encoding = read_text(path)
+    bad = BadRows()
+    text, encoding = read_text(path, bad)
     fmt = _detect(path, text) if fmt == "auto" else fmt
     name = os.path.basename(path)
-    bad = BadRows()
     rows = []
     for where, s1, s2, raw in _rows(fmt, text, name, bad):
         if max(len(str(s1 or "")), len(str(s2 or ""))) > MAX_LINE_CHARS:

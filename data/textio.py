@@ -22,8 +22,37 @@ _BOMS = (
 MAX_FILE_BYTES = 2 * 2**30  # LCCC-base is ~1 GB; beyond this a file is a mistake, not a corpus
 
 
-def read_text(path: str | os.PathLike) -> tuple[str, str]:
-    """Return (text, encoding) of a text file, or raise `InputError` with one clear sentence."""
+NOT_UTF8 = "not valid UTF-8 (the file was cut mid-character or damaged here)"
+
+
+def _damaged_lines(raw: bytes) -> tuple[str, list[int]] | None:
+    """UTF-8 text with a few broken lines (a download or copy cut mid-character): the text with those lines
+    blanked, and their numbers; None when too much is broken to call it UTF-8 with damage."""
+    lines = raw.split(b"\n")
+    out, broken, cut = [], [], False
+    for no, line in enumerate(lines, 1):
+        try:
+            out.append(line.decode("utf-8-sig" if no == 1 else "utf-8"))
+        except UnicodeDecodeError as e:
+            out.append("")
+            broken.append(no)
+            cut = e.reason == "unexpected end of data"
+    if len(broken) > max(1, len(lines) // 100):
+        return None
+    if not (cut and broken == [len(lines) - (lines[-1] == b"")]):  # not a cut last line: GBK with few Chinese lines?
+        try:
+            raw.decode("gb18030")
+            return None
+        except UnicodeDecodeError:
+            pass
+    return "\n".join(out), broken
+
+
+def read_text(path: str | os.PathLike, bad=None) -> tuple[str, str]:
+    """Return (text, encoding) of a text file, or raise `InputError` with one clear sentence.
+
+    With `bad` (a `BadRows`), a UTF-8 file with a line or two that do not decode (cut mid-character) is
+    read with those lines blank, each reported there with its `file:line`; without it, refused whole."""
     from data.errors import InputError
 
     path = os.fspath(path)
@@ -70,6 +99,12 @@ def read_text(path: str | os.PathLike) -> tuple[str, str]:
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError:
+            # UTF-8 but for a line or two: read it as UTF-8 (GB18030 would decode it, as nonsense)
+            damaged = _damaged_lines(raw) if bad is not None and encoding == "utf-8-sig" else None
+            if damaged:
+                for no in damaged[1]:
+                    bad.add(f"{os.path.basename(path)}:{no}", NOT_UTF8)
+                return damaged[0].replace("\r\n", "\n").replace("\r", "\n"), "utf-8"
             continue
         # GB18030 decodes some binary junk without error: refuse text full of control characters.
         controls = sum(1 for ch in text[:20000] if ord(ch) < 32 and ch not in "\t\n\r\f")

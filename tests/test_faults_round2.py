@@ -84,6 +84,16 @@ def test_a_crash_between_the_renames_removes_only_the_folder_it_moved_aside(out_
     assert sorted(p.name for p in out.parent.iterdir()) == ["chat", "chat.old-backup"]
 
 
+@pytest.mark.parametrize("extra", [["--overwrite"], ["--resume"], []])
+def test_a_users_own_folder_named_like_the_working_folder_is_never_removed(out_and_backup, extra, capsys):
+    """`<output>.partial` is removed only when this program made it (its run.json, states or marker)."""
+    out, _ = out_and_backup
+    mine = write(out.parent / "chat.partial" / "notes.txt", "my notes\n")
+    assert cloze("--output", str(out), "--epochs", "1", *extra) == 2
+    assert mine.read_text() == "my notes\n"
+    assert "was not made by this program" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("where", ["output", "partial"])
 def test_an_output_folder_holding_the_input_data_is_refused(tmp_path, trained, where):
     out = tmp_path / "withdata"
@@ -212,6 +222,22 @@ def test_a_plain_pipeline_truncates_a_long_input_to_the_checkpoints_positions(tr
 
 
 # -- 13. smaller ones -----------------------------------------------------------------------------
+
+
+def test_a_utf8_file_cut_mid_character_loses_only_its_last_line(tmp_path):
+    from data.corpus import read_corpus
+    from data.dialogue import read_dialogues
+
+    cut = write(tmp_path / "cut.txt", "").with_suffix(".txt")
+    cut.write_bytes("小满住在城东。\n她开了一家花店。\n店名叫".encode()[:-1])
+    corpus = read_corpus(cut)
+    assert corpus.passages == ["小满住在城东。", "她开了一家花店。"] and corpus.encoding == "utf-8"
+    assert corpus.bad.examples == ["cut.txt:3: not valid UTF-8 (the file was cut mid-character or damaged here)"]
+    cut.write_bytes("你好\n你好呀\n\n早\n早上好\n再".encode()[:-1])
+    assert read_dialogues(cut).dialogues == [["你好", "你好呀"], ["早", "早上好"]]
+    # a GBK file whose only Chinese line is the last is GBK, not damaged UTF-8
+    cut.write_bytes(b"plain ascii line\n" * 150 + "最后一行。\n".encode("gbk"))
+    assert read_corpus(cut).passages[-1] == "最后一行。"
 
 
 def test_utf16_with_a_bom_is_read_as_text(tmp_path):

@@ -50,6 +50,24 @@ PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a w
 REPLACING_FILE = "REPLACING.json"
 
 
+def _made_by_us(work: str) -> bool:
+    """A `<output>.partial` this program made: it holds the run identity, the states or the publish marker
+    (or nothing at all: killed between creating it and writing the identity). Anything else by that
+    name is the user's, and is never removed (issue #34)."""
+    if not os.path.isdir(work) or os.path.islink(work):
+        return False
+    names = set(os.listdir(work))
+    return not names or bool(names & {RUN_FILE, "states", READY_FILE})
+
+
+def _refuse_foreign_work(work: str) -> None:
+    if os.path.lexists(work) and not _made_by_us(work):
+        raise InputError(
+            f"{work} exists and was not made by this program (no {RUN_FILE} inside); "
+            "it is left as it is: move it or choose another --output"
+        )
+
+
 def _read_identity(folder: str) -> dict | None:
     try:
         with open(os.path.join(folder, RUN_FILE), encoding="utf-8") as f:
@@ -225,6 +243,7 @@ class OutputPlan:
                     )
                 with open(os.path.join(saved, "trainer_state.json")) as f:
                     step = json.load(f)["global_step"]
+                _refuse_foreign_work(self.work)
                 if os.path.exists(self.work):
                     shutil.rmtree(self.work)
                 target = os.path.join(self.states, f"checkpoint-{step}")
@@ -234,6 +253,7 @@ class OutputPlan:
                 self.resumed_from = saved
                 return target
             raise InputError(f"nothing to resume: no interrupted run at {self.work} and no saved state in {self.final}")
+        _refuse_foreign_work(self.work)
         if os.path.exists(self.work) and not self.overwrite:
             raise InputError(
                 f"{self.work} holds an interrupted run; pass --resume to continue it or --overwrite to start over"

@@ -143,6 +143,9 @@ class ContinuousBatcher:
         from transformers import LogitsProcessorList
 
         config = copy.deepcopy(config)
+        # generate's begin-suppression counts the prompt's length; rows of a batch differ in it, so
+        # `_scores` applies it to each row's first token instead
+        config.begin_suppress_tokens = None
         ids = torch.tensor([prompt], device=self.model.device)
         self.model._prepare_special_tokens(config, True, device=self.model.device)
         config.max_length = len(prompt) + (config.max_new_tokens or 20)
@@ -377,7 +380,13 @@ class ContinuousBatcher:
         width = max(len(r.seq) for r in group)
         pad = first.config.pad_token_id or 0
         ids = torch.tensor([[pad] * (width - len(r.seq)) + r.seq for r in group], device=logits.device)
-        return first.processors(ids, logits.to(dtype=torch.float32, copy=True))
+        scores = logits.to(dtype=torch.float32, copy=True)
+        begin = first.config.begin_suppress_tokens
+        if begin:  # before the other processors, where generate applies it
+            for j, r in enumerate(group):
+                if not r.new:  # the reply's first token
+                    scores[j, begin] = -float("inf")
+        return first.processors(ids, scores)
 
     def _sample(self, r: Request, scores: torch.Tensor) -> int:
         """generate's choice from one row's scores: argmax, or a draw from the request's own generator."""

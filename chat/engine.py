@@ -17,12 +17,11 @@ from typing import Iterator
 
 import torch
 
-from chat.settings import MAX_HISTORY, GenerationSettings
+from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS, GenerationSettings
 from data import DialogueEncoder, InputError, despace
 
 log = logging.getLogger("chat")
 
-MAX_MESSAGE_CHARS = 1000
 PRECISIONS = ("fp32", "bf16", "int8")
 _MORE = object()  # more tokens will follow
 _SEEDED = threading.Lock()  # torch's CPU generator is process-wide: seeded runs go one at a time
@@ -142,6 +141,10 @@ class ChatEngine:
         self.defaults.pad_token_id = tokenizer.pad_token_id
         self.defaults.bos_token_id = tokenizer.cls_token_id
         self.defaults.suppress_tokens = sorted(banned | set(self.defaults.suppress_tokens or []))
+        # A reply is never empty: [SEP] (the end of a turn) cannot be its first token (issue #36).
+        self.defaults.begin_suppress_tokens = sorted(
+            {tokenizer.sep_token_id} | set(self.defaults.begin_suppress_tokens or [])
+        )
 
     @classmethod
     def from_pretrained(

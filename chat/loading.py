@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 from data.encoder import CHAT_SAMPLING
 from data.errors import InputError
 from data.hub import custom_code_reason, hub_reachable, looks_like_path
 from data.textio import read_json_dict
+
+log = logging.getLogger("chat")
 
 # What a checkpoint folder needs; a Hub download fetches only these (safetensors only).
 FOLDER_FILES = ["*.json", "*.safetensors", "vocab.txt", "*.model", "adapter/*"]
@@ -160,6 +163,12 @@ def load_chat_model(folder: str, dtype=None):
         raise InputError(f"{folder} has no usable tokenizer (tokenizer.json or vocab.txt)")
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise InputError(f"the tokenizer in {folder} has no [CLS]/[SEP]; it is not a chat model of this project")
+    from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS
+    from data.chat_template import make_chat_ready
+
+    added = make_chat_ready(tokenizer, MAX_HISTORY, MAX_MESSAGE_CHARS)
+    if "chat template" in added:  # in memory only: the folder is the user's, and is left as it is
+        log.info("%s predates chat templates; this project's template is used (retraining is not needed)", folder)
     try:
         generation_config = GenerationConfig.from_pretrained(folder)
     except OSError:

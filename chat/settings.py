@@ -15,6 +15,7 @@ MAX_NEW_TOKENS_LIMIT = 512
 # time (chat/engine.py build_prompt): with the new message last, the model sees 5 or 7 turns of it, 6 on
 # average, as many as the window of 6 sliding one turn at a time that this replaced.
 MAX_HISTORY = 8
+MAX_MESSAGE_CHARS = 1000  # a longer message keeps its last this many characters (engine, chat template)
 
 
 def _f(help: str):

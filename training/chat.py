@@ -128,6 +128,7 @@ def chat_generation_config(tokenizer):
         eos_token_id=tokenizer.sep_token_id,
         pad_token_id=tokenizer.pad_token_id,
         suppress_tokens=[t for t in banned if t is not None],
+        begin_suppress_tokens=[tokenizer.sep_token_id],  # a reply is never empty (issue #36)
     )
 
 
@@ -269,14 +270,19 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
 engine = ChatEngine.from_pretrained("{plan.final}")
 print(engine.reply([], "你好"))
 
-from transformers import pipeline
-generate = pipeline("text-generation", model="{plan.final}")""",
+from transformers import pipeline  # the chat template in the tokenizer files builds the same prompt
+generate = pipeline("text-generation", model="{plan.final}")
+print(generate([{{"role": "user", "content": "你好"}}], do_sample=False)[0]["generated_text"][-1]["content"])""",
     )
     summary = (
         f"best epoch {best['epoch']}: valid loss {best['valid_loss']:.4f}, perplexity {best['valid_perplexity']:.2f}; "
         if best
         else ""
     )
+    from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS
+    from data.chat_template import make_chat_ready
+
+    make_chat_ready(tokenizer, MAX_HISTORY, MAX_MESSAGE_CHARS)  # apply_chat_template, pipelines, servers (issue #36)
     publish(plan, result, tokenizer, report, card, summary, chat_generation_config(tokenizer))
     if result.convergence:
         say(result.convergence)

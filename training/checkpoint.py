@@ -29,6 +29,10 @@ def save_model(model, tokenizer, folder: str, generation_config=None) -> None:
         # tokenizer call or pipeline cuts where the model's position table ends (issue #34)
         tokenizer.model_max_length = positions
     tokenizer.save_pretrained(folder)
+    if getattr(tokenizer, "chat_template", None):
+        from data.chat_template import load_as_written
+
+        load_as_written(folder)
     vocab = getattr(tokenizer, "vocab", None)
     if isinstance(vocab, dict) and vocab:
         # transformers 5 writes tokenizer.json only; vocab.txt keeps the folder usable by

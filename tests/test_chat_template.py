@@ -137,3 +137,57 @@ def test_a_model_whose_likeliest_first_token_is_sep_still_replies(chat_checkpoin
     reply = engine.generate_ids([], "你好", temperature=0, max_new_tokens=8)
     assert len(reply) == 1 and reply[0] != sep  # one token, then [SEP] ends it
     assert engine.reply([], "你好", temperature=0.7, seed=1)
+
+
+@pytest.mark.slow
+def test_transformers_serve_answers_as_the_engine_through_the_openai_client(chat_checkpoint, engine):
+    """`transformers serve FOLDER`: the OpenAI-compatible server of transformers itself, our checkpoint as
+    it is written, the official client, streaming and not."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from openai import OpenAI
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cli = os.path.join(os.path.dirname(sys.executable), "transformers")
+    server = subprocess.Popen(
+        [cli, "serve", str(chat_checkpoint), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="not-needed", max_retries=0, timeout=60)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                assert [m.id for m in client.models.list().data] == [str(chat_checkpoint)]
+                break
+            except Exception:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"transformers serve did not start: {server.stdout.read()[-2000:]}")
+                time.sleep(1)
+        for messages in (
+            [{"role": "user", "content": "你好"}],
+            [
+                {"role": "user", "content": "你好"},
+                {"role": "assistant", "content": "你好呀"},
+                {"role": "user", "content": "在干嘛"},
+            ],
+        ):
+            want = engine.reply(messages[:-1], messages[-1]["content"], temperature=0, max_new_tokens=16)
+            kw = dict(model=str(chat_checkpoint), messages=messages, temperature=0, max_tokens=16)
+            whole = client.chat.completions.create(**kw).choices[0].message.content
+            streamed = "".join(
+                c.choices[0].delta.content or "" for c in client.chat.completions.create(**kw, stream=True) if c.choices
+            )
+            assert whole == streamed == want and want
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -19,6 +19,16 @@ from data import InputError
 MAX_CHARS = 1000
 
 
+def _at_half(p: float, threshold: float) -> float:
+    """p with `threshold` moved to 0.5: sigmoid(logit(p) - logit(threshold))."""
+    import math
+
+    eps = 1e-6
+    p, t = min(max(p, eps), 1 - eps), min(max(threshold, eps), 1 - eps)
+    z = math.log(p / (1 - p)) - math.log(t / (1 - t))
+    return 1 / (1 + math.exp(-z)) if z > -700 else 0.0
+
+
 class SimilarityPredictor:
     def __init__(self, model, tokenizer, max_len: int = 128, name: str = "similarity"):
         self.model, self.tokenizer, self.name = model.eval(), tokenizer, name
@@ -67,12 +77,17 @@ class SimilarityPredictor:
             for p in (logits / self.temperature).softmax(-1).tolist():
                 if len(p) == 2:
                     same = p[1]
-                    label = self.labels[int(same >= (self.threshold if self.threshold is not None else 0.5))]
+                    threshold = self.threshold if self.threshold is not None else 0.5
                     out.append(
                         {
-                            "label": label,
+                            "label": self.labels[int(same >= threshold)],
                             "probability": round(same, 4),
                             "probabilities": dict(zip(self.labels, [round(x, 4) for x in p])),
+                            "threshold": threshold,
+                            # the same probability with the tuned threshold moved to 0.5 (a shift of the
+                            # log-odds, as a bias on the classifier would): one scale for a verdict and a
+                            # chart that must agree (issue #38)
+                            "decision_probability": round(_at_half(same, threshold), 4),
                         }
                     )
                 else:

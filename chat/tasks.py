@@ -109,7 +109,13 @@ def _quiz(report: dict) -> str:
 
 def _pair_metric(report: dict) -> str:
     best = report.get("best") or {}
-    line = f" · {report['metric']} {best[report['metric']]:.3f}" if report.get("metric") in best else ""
+    at_threshold = report.get("dev_accuracy_at_threshold")
+    if at_threshold is not None:  # the accuracy of the verdicts the tab gives (threshold applied): one figure
+        line = f" · 开发集准确率 dev accuracy {at_threshold:.0%}"
+    elif report.get("metric") == "accuracy" and "accuracy" in best:
+        line = f" · 开发集准确率 dev accuracy {best['accuracy']:.0%}"
+    else:
+        line = f" · {report['metric']} {best[report['metric']]:.3f}" if report.get("metric") in best else ""
     if report.get("majority_baseline") is not None:  # what needs no model, beside what the model does
         line += f" · 总答多数类 always-majority {report['majority_baseline']:.0%}"
     if report.get("char_overlap_baseline") is not None:

@@ -60,6 +60,9 @@ def checkpoints(tmp_path_factory, chat_checkpoint) -> Path:
         )
         == 0
     )
+    config = json.loads((root / "similarity" / "config.json").read_text())
+    config["decision_threshold"] = 0.7  # a tuned threshold away from 0.5: verdict and chart must still agree
+    (root / "similarity" / "config.json").write_text(json.dumps(config))
     (root / "notes").mkdir()  # not a model: ignored
     write(root / "notes" / "todo.txt", "train a bigger model\n")
     shutil.copytree(root / "chat", root / "old.partial")  # an interrupted run: ignored
@@ -126,6 +129,23 @@ def test_each_tab_answers(served):
     assert "p(相同 same)" in verdict
     assert {x["label"] for x in label["confidences"]} == {"相同 same", "不同 different"}
     assert abs(sum(x["confidence"] for x in label["confidences"]) - 1) < 1e-3
+
+
+def test_the_similarity_verdict_and_its_chart_agree_on_every_sample_pair(served):
+    """One scale (issue #38): the chart's top class is the verdict's class, with a tuned threshold of 0.7."""
+    import csv
+
+    c = client(served)
+    rows = list(csv.reader(open(SAMPLES / "pairs.tsv", encoding="utf-8"), delimiter="\t"))[:50]
+    verdicts = []
+    for a, b, *_ in rows:
+        verdict, label = c.predict(a, b, api_name="/similarity")
+        said_same = "相同 Same meaning" in verdict
+        assert said_same != ("不同 Different meaning" in verdict)
+        assert label["label"] == ("相同 same" if said_same else "不同 different"), (a, b, verdict, label)
+        assert "0.70" in verdict  # the threshold is shown where it is not 0.5
+        verdicts.append(said_same)
+    assert len(verdicts) == 50
 
 
 def test_consecutive_masks_fill_as_one_word(served):
@@ -329,6 +349,18 @@ def test_about_line_warns_when_a_similarity_model_is_weak_or_no_better_than_the_
         Checkpoint("similarity", "p", "lcqmc", False, dict(report, best={"accuracy": 0.86}, warning=None)), "similarity"
     )
     assert "⚠" not in good
+    # one accuracy figure: the verdicts' own (threshold applied), not the epoch's accuracy at 0.5 beside it
+    tuned = about(
+        Checkpoint(
+            "similarity",
+            "p",
+            "lcqmc",
+            False,
+            dict(report, best={"accuracy": 0.63}, dev_accuracy_at_threshold=0.67, majority_baseline=0.5, warning=None),
+        ),
+        "similarity",
+    )
+    assert "dev accuracy 67%" in tuned and "63" not in tuned and "right 67% of the time" in tuned
 
 
 def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):

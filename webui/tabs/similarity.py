@@ -47,8 +47,17 @@ def build(ctx, task) -> TabParts:
         probs = {NAMES.get(k, k): v for k, v in result["probabilities"].items()}
         if judge.labels != ["0", "1"]:
             return f"**{result['label']}**", probs
+        # one scale for the verdict and the chart: the tuned threshold moved to 0.5 (issue #38)
+        same = result["decision_probability"]
         text = VERDICT_SAME if result["label"] == "1" else VERDICT_DIFFERENT
-        return f"{text} · p(相同 same) = {result['probability']:.2f}", probs
+        line = f"{text} · p(相同 same) = {same:.2f}"
+        if abs(result["threshold"] - 0.5) > 0.005:
+            line += (
+                f"<br><small>按开发集调好的阈值 {result['threshold']:.2f} 换算，0.5 以上即“相同”"
+                f" · rescaled so that the dev-tuned threshold {result['threshold']:.2f} sits at 0.5"
+                f"（模型原始输出 raw p = {result['probability']:.2f}）</small>"
+            )
+        return line, {NAMES["1"]: same, NAMES["0"]: round(1 - same, 4)}
 
     def similarity(sentence1, sentence2, model):
         if not (sentence1 or "").strip() or not (sentence2 or "").strip():

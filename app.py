@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             share=share,
             prevent_thread_lock=True,
             quiet=True,
+            auth=settings.auth,
             **{**SERVE_OPTIONS, **({"max_file_size": f"{MAX_UPLOAD_BYTES // 2**20}mb"} if trainer else {})},
         )
     except OSError as e:
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_BAD_INPUT
+    from webui.openai_api import mount_openai
+
+    mount_openai(demo.app, settings, store, settings.api_key)  # the OpenAI-compatible API on the same port
     if share and demo.share_url:
         print(f"[app] public link: {demo.share_url} (works while this app runs, up to a week)", flush=True)
     elif share:
@@ -116,6 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         "[app] serving at "
         f"http://{'localhost' if settings.host in ('127.0.0.1', '0.0.0.0') else settings.host}:{demo.server_port} "
         f"({time.perf_counter() - started:.0f} s after start); Ctrl-C stops it",
+        flush=True,
+    )
+    print(
+        f"[app] OpenAI-compatible API: http://localhost:{demo.server_port}/v1 (chat models; "
+        f"{'key required' if settings.api_key else 'no key: as open as the page'})",
         flush=True,
     )
     warm_up(settings, store)

@@ -270,10 +270,19 @@ class ChatEngine:
         """The whole reply at once."""
         return self.decode(self.generate_ids(history, message, settings, **overrides))
 
-    def stream(self, history, message: str, settings: GenerationSettings | None = None, **overrides) -> Iterator[str]:
-        """Yield the reply in pieces as it is generated (join them for the full text)."""
+    def stream(
+        self,
+        history,
+        message: str,
+        settings: GenerationSettings | None = None,
+        usage: dict | None = None,
+        **overrides,
+    ) -> Iterator[str]:
+        """Yield the reply in pieces as it is generated (join them for the full text). With `usage` (a dict),
+        the prompt's and the reply's token counts are put there when the reply ends (the API's `usage`)."""
         config, seed = self._config(settings, overrides)
         ids = self.build_prompt(history, message, config.max_new_tokens)
+        sep = self.tokenizer.sep_token_id
         if self.batcher is not None:
             text = _Text(self)
             for tokens in self._batched(ids, config, seed):
@@ -281,6 +290,8 @@ class ChatEngine:
                     yield piece
             if piece := text.add([], final=True):
                 yield piece
+            if usage is not None:
+                usage.update(prompt_tokens=len(ids), completion_tokens=len(text.ids), limit=config.max_new_tokens)
             return
         streamer = _Streamer(self)
         errors: list[BaseException] = []
@@ -301,5 +312,8 @@ class ChatEngine:
         finally:  # also when the caller stops reading (a closed browser tab): generation stops after this token
             cancel.set()
             thread.join()
+        if usage is not None:
+            reply = streamer.ids[: streamer.ids.index(sep)] if sep in streamer.ids else streamer.ids
+            usage.update(prompt_tokens=len(ids), completion_tokens=len(reply), limit=config.max_new_tokens)
         if errors:
             raise errors[0]

@@ -22,6 +22,8 @@ class Settings:
     demo_minutes: float | None = None  # time budget per demo model (None: each task's demo_minutes)
     allow_training: bool = False  # the Train tab even where the page is public (--share, a public host, Spaces)
     batching: bool = True  # concurrent chat replies share decode steps (chat/batching.py)
+    api_key: str | None = None  # /v1 needs `Authorization: Bearer KEY` when set
+    auth: tuple[str, str] | None = None  # Gradio's own login for the page
 
 
 def predictor_options(settings: Settings) -> dict:
@@ -46,6 +48,8 @@ def env_names() -> dict[str, str]:
         "allow_training": "APP_ALLOW_TRAINING",
         "fast": "APP_FAST",
         "no_batching": "APP_NO_BATCHING",
+        "api_key": "APP_API_KEY",
+        "auth": "APP_AUTH",
     }
 
 
@@ -130,7 +134,27 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="keep the 训练 Train tab on where the page is public (--share, --host other than loopback, Spaces): "
         "every visitor could then start training runs on this machine",
     )
+    p.add_argument(
+        "--api-key",
+        default=env("APP_API_KEY"),
+        help="the key the OpenAI-compatible API (/v1/chat/completions) asks for (Authorization: Bearer KEY); "
+        "without one, /v1 is as open as the page",
+    )
+    p.add_argument(
+        "--auth",
+        default=env("APP_AUTH"),
+        metavar="USER:PASSWORD",
+        help="a login for the page (Gradio's own); /v1 is guarded by --api-key instead",
+    )
     a = p.parse_args(argv)
+    auth = None
+    if a.auth:
+        user, _, password = a.auth.partition(":")
+        if not user or not password:
+            p.error("--auth must look like USER:PASSWORD")
+        auth = (user, password)
+    if a.api_key is not None and not a.api_key.strip():
+        p.error("--api-key is empty")
     if not 1 <= a.concurrency <= 64:
         p.error(f"--concurrency must be between 1 and 64, got {a.concurrency}")
     if not 0 <= a.port < 65536:
@@ -152,4 +176,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         a.demo_minutes,
         a.allow_training,
         batching=not a.no_batching,
+        api_key=a.api_key,
+        auth=auth,
     )

@@ -1,0 +1,275 @@
+"""OpenAI-compatible `/v1/models` and `/v1/chat/completions` on the app's own port (issue #36).
+
+The routes are added to the FastAPI app Gradio serves, so `/v1` shares the page's address, its
+public link and its models: the chat checkpoints the Chat tab lists, loaded once by the same
+`ModelStore` and answered by the same `ChatEngine` (with the continuous batcher unless
+`--no-batching`). Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`,
+so the official clients raise their usual exceptions. With `--api-key` (or APP_API_KEY), every
+`/v1` request needs `Authorization: Bearer KEY`.
+
+What maps how: `temperature` (0: greedy), `top_p`, `max_tokens` / `max_completion_tokens`, `seed`,
+`stop` (up to 4 strings: the reply ends before the first), and the extras `top_k` and
+`repetition_penalty`; `n` must be 1; `frequency_penalty` and `presence_penalty` other than 0 are
+refused (this model's sampling has `repetition_penalty` instead); `system` messages are left out
+as the chat template does (the format has no system prompt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import time
+import uuid
+
+from fastapi import Request  # module level: the routes' annotations are read by name
+
+from chat.settings import MAX_MESSAGE_CHARS, MAX_NEW_TOKENS_LIMIT, GenerationSettings
+from data import InputError
+
+MAX_MESSAGES = 200  # the page keeps a conversation's last 8 turns; a request of more is a mistake
+_DONE = object()
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def response(self):
+        from fastapi.responses import JSONResponse
+
+        kind = {401: "authentication_error", 404: "invalid_request_error"}.get(self.status, "invalid_request_error")
+        if self.status >= 500:
+            kind = "server_error"
+        body = {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _number(body: dict, name: str, low: float, high: float, integer: bool = False):
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        raise ApiError(400, f"{name} must be {'an integer' if integer else 'a number'}", name)
+    if not low <= value <= high:
+        raise ApiError(400, f"{name} must be between {low:g} and {high:g}, got {value}", name)
+    return value
+
+
+def _text(content, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        if any(p.get("type") != "text" for p in content):
+            raise ApiError(400, f"{where}: only text parts are understood (no images or audio)", "messages")
+        return "".join(str(p.get("text", "")) for p in content)
+    raise ApiError(400, f"{where}.content must be text", "messages")
+
+
+def parse_request(body) -> tuple[str, list[dict], str, GenerationSettings, list[str], bool]:
+    """(model, history, message, settings, stop strings, stream) of a chat completion request, or ApiError."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model is required: one of GET /v1/models", "model")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "messages must be a non-empty list", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise ApiError(
+            400, f"at most {MAX_MESSAGES} messages per request (the model sees the last 8 turns)", "messages"
+        )
+    turns = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant", "developer"):
+            raise ApiError(400, f"messages[{i}] must have role system, user or assistant", "messages")
+        text = _text(m.get("content"), f"messages[{i}]")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise ApiError(
+                400, f"messages[{i}] has {len(text):,} characters; at most {MAX_MESSAGE_CHARS:,}", "messages"
+            )
+        if m["role"] in ("user", "assistant") and text.strip():  # no system prompt in this format
+            turns.append({"role": m["role"], "content": text.strip()})
+    if not turns or turns[-1]["role"] != "user":
+        raise ApiError(400, "the last message with text must be the user's", "messages")
+    if body.get("n", 1) != 1:
+        raise ApiError(400, "n must be 1: one reply per request", "n")
+    for name in ("frequency_penalty", "presence_penalty"):
+        if body.get(name) not in (None, 0, 0.0):
+            raise ApiError(
+                400, f"{name} is not supported; pass repetition_penalty (1.0-2.0, default 1.2) instead", name
+            )
+    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+    if max_tokens is not None:
+        max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", 1, MAX_NEW_TOKENS_LIMIT, integer=True)
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(400, "stop must be a string or a list of up to 4 non-empty strings", "stop")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise ApiError(400, "stream must be true or false", "stream")
+    settings = GenerationSettings(
+        max_new_tokens=max_tokens,
+        temperature=_number(body, "temperature", 0, 2),
+        top_p=_number(body, "top_p", 0, 1),
+        top_k=_number(body, "top_k", 0, 1000, integer=True),
+        repetition_penalty=_number(body, "repetition_penalty", 1, 2),
+        seed=_number(body, "seed", 0, 2**32 - 1, integer=True),
+    )
+    try:
+        settings.check()
+    except InputError as e:
+        raise ApiError(400, str(e))
+    return model, turns[:-1], turns[-1]["content"], settings, stop, stream
+
+
+class _Reply:
+    """One reply's text with `stop` applied: what may be sent so far, and whether a stop string ended it."""
+
+    def __init__(self, stop: list[str]):
+        self.stop, self.text, self.sent, self.stopped = stop, "", 0, False
+
+    def add(self, piece: str, final: bool = False) -> str:
+        self.text += piece
+        cut = min((i for i in (self.text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.stopped = self.text[:cut], True
+        # hold back a tail that could still grow into a stop string
+        hold = 0 if final or self.stopped else max((len(s) - 1 for s in self.stop), default=0)
+        upto = max(self.sent, len(self.text) - hold)
+        out, self.sent = self.text[self.sent : upto], upto
+        return out
+
+
+def mount_openai(app, settings, store, api_key: str | None = None) -> None:
+    """Add `/v1/models` and `/v1/chat/completions` to `app` (Gradio's FastAPI app)."""
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    from webui.store import catalogue
+
+    def check_key(request: Request) -> None:
+        if not api_key:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:] if given.lower().startswith("bearer ") else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY", code="invalid_api_key")
+
+    def chat_models() -> dict:
+        return {c.label: c for c in catalogue(settings)["chat"]}
+
+    @app.get("/v1/models")
+    def list_models(request: Request):
+        try:
+            check_key(request)
+        except ApiError as e:
+            return e.response()
+        data = [{"id": label, "object": "model", "created": 0, "owned_by": "local"} for label in chat_models()]
+        return JSONResponse({"object": "list", "data": data})
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        try:
+            check_key(request)
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError):
+                raise ApiError(400, "the request body is not valid JSON")
+            name, history, message, gen, stop, stream = parse_request(body)
+            ckpt = chat_models().get(name)
+            if ckpt is None:
+                raise ApiError(
+                    404, f"the model {name!r} does not exist; GET /v1/models lists them", "model", "model_not_found"
+                )
+            try:
+                engine = await asyncio.to_thread(store.get, "chat", ckpt.path)
+            except InputError as e:
+                raise ApiError(503, f"the model failed to load: {e}", "model")
+            usage: dict = {}
+            pieces = _pieces(store, engine, history, message, gen, usage)
+            try:  # the first piece before answering, so bad input is a 400, not a broken stream
+                first = await asyncio.to_thread(next, pieces, _DONE)
+            except InputError as e:
+                raise ApiError(400, str(e), "messages")
+        except ApiError as e:
+            return e.response()
+        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        reply = _Reply(stop)
+
+        def finish() -> str:
+            if reply.stopped:
+                return "stop"
+            return "length" if usage.get("completion_tokens", 0) >= (usage.get("limit") or 10**9) else "stop"
+
+        def counts() -> dict:
+            prompt, done = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+            return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+        if not stream:
+            try:
+                text = "" if first is _DONE else first
+                if not reply.stopped:
+                    text += "".join(await asyncio.to_thread(list, pieces))
+            finally:
+                pieces.close()
+            reply.add(text, final=True)
+            return JSONResponse(
+                {
+                    "id": rid,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": reply.text},
+                            "finish_reason": finish(),
+                        }
+                    ],
+                    "usage": counts(),
+                }
+            )
+
+        def chunk(delta: dict, finish_reason=None, **extra) -> str:
+            data = {
+                "id": rid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+                **extra,
+            }
+            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+
+        async def events():
+            try:
+                yield chunk({"role": "assistant", "content": ""})
+                piece = first
+                while piece is not _DONE and not reply.stopped:
+                    if text := reply.add(piece):
+                        yield chunk({"content": text})
+                    if await request.is_disconnected():  # the client left: free its batch row now
+                        return
+                    piece = await asyncio.to_thread(next, pieces, _DONE)
+                if text := reply.add("", final=True):
+                    yield chunk({"content": text})
+                yield chunk({}, finish())
+                if want_usage:
+                    done = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name}
+                    yield f"data: {json.dumps({**done, 'choices': [], 'usage': counts()})}\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                await asyncio.to_thread(pieces.close)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+def _pieces(store, engine, history, message, settings, usage):
+    """The reply's text pieces, produced while the store lets models run (no load in between)."""
+    with store.serving():
+        yield from engine.stream(history, message, settings, usage=usage)

@@ -25,6 +25,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from data.errors import EXIT_BAD_INPUT, InputError  # noqa: E402  (needs the repo root on sys.path first)
+from data.textio import read_json_dict  # noqa: E402
 
 PACKAGES = ("chat", "training", "data", "webui")
 TOP_FILES = ("app.py", "LICENSE")
@@ -40,7 +41,7 @@ RUNTIME_MEMORY = 1.5 * 2**30  # python + torch + gradio before any model
 # (notes, credentials, Trainer states, symlinks) stays home.
 CHECKPOINT_FILES = re.compile(
     r"(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|generation_config\.json"
-    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|[\w.-]+\.model"
+    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|[\w.-]+\.model|chat_template\.jinja"
     r"|README\.md|training_report\.json|loss\.png"
     r"|adapter/(adapter_config\.json|adapter_model\.safetensors))"
 )
@@ -195,6 +196,28 @@ def space_requirements(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def add_chat_template(folder: str) -> bool:
+    """A chat checkpoint in the bundle without a chat template gets this project's (issue #36), so tools
+    reading the Space's files build the prompt the app builds; True when one was added."""
+    if os.path.exists(os.path.join(folder, "chat_template.jinja")):
+        return False
+    if read_json_dict(os.path.join(folder, "config.json")).get("model_type") != "gpt2":
+        return False
+    from transformers import BertTokenizerFast
+
+    from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS
+    from data.chat_template import load_as_written, make_chat_ready
+
+    try:
+        tokenizer = BertTokenizerFast.from_pretrained(folder)
+    except (OSError, ValueError, TypeError):
+        return False  # no usable tokenizer: the app says so when it loads the folder
+    make_chat_ready(tokenizer, MAX_HISTORY, MAX_MESSAGE_CHARS)
+    tokenizer.save_pretrained(folder)
+    load_as_written(folder)
+    return True
+
+
 def assemble(out: str, checkpoints: list[str], say=print) -> None:
     """Copy the allow-listed files into `out` (never through a symlink); refuse a bundle holding a token."""
     os.makedirs(out)
@@ -223,6 +246,8 @@ def assemble(out: str, checkpoints: list[str], say=print) -> None:
                     f.write(text)
             else:
                 shutil.copyfile(os.path.join(folder, rel), target, follow_symlinks=False)
+        if add_chat_template(os.path.join(out, "checkpoints", name)):
+            say(f"note: checkpoints/{name}: chat template added (written before chat checkpoints carried one)")
     tokens = find_tokens(out)
     if tokens:
         raise InputError(

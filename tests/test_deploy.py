@@ -39,6 +39,22 @@ def files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
+def test_a_chat_checkpoint_from_before_templates_ships_with_one(tmp_path, chat_checkpoint):
+    old = tmp_path / "checkpoints" / "chat"
+    shutil.copytree(chat_checkpoint, old)
+    (old / "chat_template.jinja").unlink()
+    before = files(old)
+    r = deploy("--space", "someone/my-demo", "--checkpoints", str(old.parent), "--dry-run", str(tmp_path / "b"))
+    assert r.returncode == 0, r.stderr
+    assert "chat template added" in r.stdout and files(old) == before  # the user's folder is left as it was
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "b" / "checkpoints" / "chat"))
+    ids = tok.apply_chat_template([{"role": "user", "content": "你好"}], add_generation_prompt=True)
+    ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    assert tok.convert_ids_to_tokens(ids) == ["[CLS]", "你", "好", "[SEP]"]
+
+
 def test_dry_run_bundle_holds_exactly_the_app_and_chosen_checkpoints(tmp_path, chat_checkpoint):
     ckpts = tmp_path / "checkpoints"
     (ckpts / "mine").mkdir(parents=True)

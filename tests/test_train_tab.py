@@ -81,9 +81,38 @@ def test_preview_reads_the_file_as_the_script_will_and_refuses_what_it_cannot_tr
     assert "text" in text and "2 dialogues" in text and "1 行跳过 skipped" in text and "mine.txt:" in text
     binary = tmp_path / "photo.txt"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 20)
-    with pytest.raises(AppError, match="binary|not a text"):
-        c.predict("chat", handle_file(str(binary)), False, api_name="/train_preview")
     assert "pairs" in c.predict("similarity", None, True, api_name="/train_preview")  # the sample pairs
+    # refusals in the preview area, Chinese first, with the file's own name and no temporary path (issue #38)
+    empty = write(tmp_path / "empty.txt", "")
+    weights = tmp_path / "model.bin"
+    weights.write_bytes(bytes(range(256)) * 40)
+    for bad, chinese in ((binary, "这不是文本文件"), (empty, "文件是空的"), (weights, "这不是文本文件")):
+        text = c.predict("chat", handle_file(str(bad)), False, api_name="/train_preview")
+        assert (
+            text.startswith(f"⚠ {chinese}") and bad.name in text and "/tmp" not in text and "train-uploads" not in text
+        )
+    assert os.listdir(served[1].uploads) == ["mine.txt"]  # refused uploads are gone at once
+    with pytest.raises(AppError, match="这不是文本文件"):  # and Start refuses them the same way
+        c.predict(*start_args(file=handle_file(str(binary)), sample=False), api_name="/train_start")
+
+
+def test_an_uploaded_file_is_kept_beside_the_run_so_its_command_still_runs(served, tmp_path):
+    from gradio_client import handle_file
+
+    demo, trainer, root = served
+    c = client(demo)
+    mine = write(tmp_path / "我的对话.txt", (SAMPLES / "dialogs.txt").read_text(encoding="utf-8"))
+    _, command, _, _ = c.predict(
+        *start_args(file=handle_file(str(mine)), sample=False, n_epochs=50), api_name="/train_start"
+    )
+    kept = root / "mine.data" / "我的对话.txt"
+    assert f"--data {kept}" in command and kept.read_text(encoding="utf-8") == mine.read_text(encoding="utf-8")
+    assert os.listdir(trainer.uploads) == []  # moved, not copied: no second copy in the temporary folder
+    wait_for(c, ("训练中 training", "完成 done", "失败 failed"))
+    with contextlib.suppress(Exception):
+        c.predict(api_name="/train_stop")
+    wait_for(c, ("已停止 stopped", "完成 done"), timeout=120)
+    assert kept.is_file()  # still there for the command (and --resume) after the run
 
 
 def test_bad_output_names_and_an_existing_model_are_refused(served):

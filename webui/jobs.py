@@ -10,6 +10,7 @@ from `<output>.partial/progress.json`, which training/runner.py's ProgressFile w
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import os
 import re
 import shutil
@@ -140,10 +141,30 @@ class TrainingJobs:
             raise InputError(
                 f"{name} 已存在 already exists under {self.checkpoints}: choose another name, or tick overwrite"
             )
+        data = self._keep(data, output)
         argv = self.command(task, data, output, base, minutes, advanced or {})
         if overwrite:
             argv.append("--overwrite")
         return self._run(Job(task, argv, output, output + ".log"))
+
+    def _keep(self, data: str, output: str) -> str:
+        """An uploaded file moves beside the run's output (`<output>.data/<file>`), so the command the tab
+        shows still runs after the app has gone (issue #38). A file already there with other contents
+        is kept, and the upload gets a new name."""
+        if self._uploads is None or os.path.dirname(os.path.abspath(data)) != os.path.abspath(self._uploads):
+            return data  # the sample data, used where it is
+        folder = output + ".data"
+        os.makedirs(folder, exist_ok=True)
+        stem, ext = os.path.splitext(os.path.basename(data))
+        target, n = os.path.join(folder, stem + ext), 1
+        while os.path.exists(target) and not filecmp.cmp(target, data, shallow=False):
+            n += 1
+            target = os.path.join(folder, f"{stem}-{n}{ext}")
+        if not os.path.exists(target):
+            shutil.copyfile(data, target)
+        with contextlib.suppress(OSError):
+            os.remove(data)
+        return target
 
     def resume(self) -> Job:
         job = self.job

@@ -3,8 +3,10 @@ script, watch its loss, stop (Ctrl-C: resumable) and resume. Off where the page 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import tempfile
 
 import gradio as gr
 
@@ -34,6 +36,40 @@ def _data_path(trainer: TrainingJobs, task: str, upload, use_sample: bool) -> st
     if os.path.abspath(source) != os.path.abspath(kept):
         shutil.copyfile(source, kept)
     return kept
+
+
+def checked(task: str, path: str) -> dict:
+    """`preview` of the file, its refusal in Chinese and English without the app's temporary path (issue
+    #38); a refused upload is removed from the upload folder at once."""
+    from data.errors import InputError
+
+    try:
+        return preview(task, path)
+    except InputError as e:
+        if path.startswith(tempfile.gettempdir()) and "train-uploads-" in path:
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise InputError(bilingual_refusal(str(e), path))
+
+
+REFUSALS = (  # the readers' English reasons, and what a Chinese user reads first
+    ("looks like a binary file", "这不是文本文件（像是二进制文件），请另存为 UTF-8 文本"),
+    ("is empty", "文件是空的"),
+    ("is neither UTF-8 nor GB18030", "认不出文件的编码，请另存为 UTF-8"),
+    ("does not decode as it", "文件编码有误，请另存为 UTF-8"),
+    ("holds no usable", "文件里没有能用的数据"),
+    ("no usable", "文件里没有能用的数据"),
+    ("is not valid JSON", "文件不是有效的 JSON"),
+    ("cannot be read", "文件读不出来"),
+)
+
+
+def bilingual_refusal(message: str, path: str) -> str:
+    """`message` with the app's temporary path replaced by the file's name, after a Chinese sentence."""
+    name = os.path.basename(path)
+    english = message.replace(path, name).replace(os.path.dirname(path) + os.sep, "")
+    chinese = next((zh for en, zh in REFUSALS if en in message), "这个文件不能用来训练")
+    return english if english.startswith(chinese) else f"{chinese}：{name}。 {english}"
 
 
 def call(fn, *args):
@@ -98,7 +134,6 @@ def build(ctx, trainer: TrainingJobs | None):
         task = gr.Dropdown(choices=tasks, value=tasks[0][1], label="任务 Task", scale=1, elem_id="train-task")
         upload = gr.File(
             label="上传数据 Upload data (≤ 50 MB)",
-            file_types=[".txt", ".tsv", ".csv", ".json", ".jsonl", ".yaml", ".yml"],
             scale=2,
         )
         use_sample = gr.Checkbox(value=False, label="用样例数据 Use the sample data", scale=1, elem_id="train-sample")
@@ -135,8 +170,13 @@ def build(ctx, trainer: TrainingJobs | None):
     log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
 
     def show_preview(task_name, file, sample):
-        path = call(_data_path, trainer, task_name, file, sample)
-        p = call(preview, task_name, path)
+        from data.errors import InputError
+
+        try:  # the reason in the preview area itself, not a bare "Error" there and the reason in a toast
+            path = _data_path(trainer, task_name, file, sample)
+            p = checked(task_name, path)
+        except InputError as e:
+            return f"⚠ {e}"
         text = (
             f"**{os.path.basename(path)}**: {p['format']}, {p['encoding']}, "
             f"{p['rows']:,} {p['unit']} 可用 usable, {p['skipped']} 行跳过 skipped"
@@ -151,7 +191,7 @@ def build(ctx, trainer: TrainingJobs | None):
 
     def begin(task_name, file, sample, base_name, amount, n_epochs, rate, batch_size, length, use_lora, out, replace):
         path = call(_data_path, trainer, task_name, file, sample)
-        call(preview, task_name, path)  # refuse a file the script cannot train on, before starting it
+        call(checked, task_name, path)  # refuse a file the script cannot train on, before starting it
         advanced = {
             "epochs": n_epochs,
             "lr": rate,

@@ -186,8 +186,10 @@ def test_bad_inputs_get_messages_not_errors(served):
     c = client(served)
     chatbot, box = c.predict("   ", api_name="/chat")  # an empty box: a note in the page, nothing sent
     assert chatbot == [] and box == "   "
-    with pytest.raises(AppError, match="too long"):  # the box stops at 1,000 characters; the server too
-        c.predict("好" * 5000, max_new_tokens=8, api_name="/chat")
+    with pytest.raises(AppError, match="too long"):  # past 20,000 characters: refused
+        c.predict("好" * 30_000, max_new_tokens=8, api_name="/chat")
+    chatbot, _ = c.predict("开头" + "好" * 3000, max_new_tokens=8, api_name="/chat")  # sent: its last 1,000
+    assert said(chatbot)[0] == ("user", "好" * 1000) and said(chatbot)[1][0] == "assistant"
     for text, message in (("没有空位的句子", "MASK"), ("", "MASK"), ("[MASK]" * 11, "10")):
         with pytest.raises(AppError, match=message):
             c.predict(text, api_name="/fill_mask")
@@ -374,6 +376,25 @@ def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):
     assert message.startswith("⚠") and "is a file, not a folder" in message and "(exit 2;" in message
     assert any("chat demo model failed" in line for line in lines)
     assert builder.message("cloze") is None  # no build for it
+
+
+def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_path, checkpoints):
+    """Issue #38: a demo whose time budget ran out well short of its plan (a busy machine) is not kept forever."""
+    import app
+    from webui.store import about, find_checkpoints, missing_demos
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(checkpoints / "chat", root / "demo-chat")
+    shutil.copytree(checkpoints / "similarity", root / "demo-similarity")
+    for name, trained in (("demo-chat", 120), ("demo-similarity", 380)):
+        path = root / name / "training_report.json"
+        report = json.loads(path.read_text())
+        report["schedule"] = {**(report.get("schedule") or {}), "steps_trained": trained, "wanted_steps": 390}
+        path.write_text(json.dumps(report))
+    assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze"]  # similarity's demo is fine
+    demos = {c.task: c for items in find_checkpoints(str(root)).values() for c in items}
+    assert "训练不足" in about(demos["chat"], "chat") and "120 of 390 planned steps" in about(demos["chat"], "chat")
+    assert "训练不足" not in about(demos["similarity"], "similarity")
 
 
 def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_path, checkpoints):

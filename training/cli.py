@@ -23,6 +23,12 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def from_the_app() -> bool:
+    """This run was started by the web app (a demo build, the Train tab): its log is read in the page, where
+    the controls are buttons, not flags and Ctrl-C (webui.demos.spawn_training sets TRAINING_FROM_APP)."""
+    return os.environ.get("TRAINING_FROM_APP") == "1"
+
+
 def say(message: str, error: bool = False) -> None:
     """Progress and notes for the person at the terminal (stderr keeps stdout clean for data).
     While a progress bar is on screen the line goes above it (tqdm.write), not into it.

@@ -24,7 +24,7 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_callback import ProgressCallback
 
 from data.errors import InputError
-from training.cli import process_count, say
+from training.cli import from_the_app, process_count, say
 from training.output import PROGRESS_FILE, STATE_DIR, OutputPlan
 from training.schedule import convergence_note
 from training.threads import BUSY_ABOVE, settle, thread_keeper
@@ -55,6 +55,9 @@ class StopOnInterrupt(TrainerCallback):
             self.uninstall()
             raise KeyboardInterrupt
         self.requested = True
+        if from_the_app():  # the Stop button: no second Ctrl-C to press there
+            say("\n停止中：这一步结束后保存可继续的状态 Stopping: saving a resumable state after this step...")
+            return
         name = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
         say(f"\n{name}: saving a resumable state after this step (press Ctrl-C again to abort without saving)...")
 
@@ -190,7 +193,15 @@ class EpochPrinter(TrainerCallback):
             ppl = (
                 "" if extra else f", perplexity {_ppl(metrics['eval_loss']):.2f}"
             )  # perplexity means something for LMs only
-            say(f"epoch {state.epoch:.2f}: {tl}valid loss {metrics['eval_loss']:.4f}{ppl}{extra}")
+            say(f"{_where(state)}: {tl}valid loss {metrics['eval_loss']:.4f}{ppl}{extra}")
+
+
+def _where(state) -> str:
+    """ "epoch 1.50" for a run of a few passes; "step 5,200 (pass 2,600)" for a tiny corpus read thousands of
+    times, where fractional epochs are noise (issue #38)."""
+    if state.epoch is None or state.epoch < 100:
+        return f"epoch {state.epoch or 0:.2f}"
+    return f"step {state.global_step:,} (pass {state.epoch:,.0f})"
 
 
 def _ppl(loss: float) -> float:

@@ -301,10 +301,15 @@ def convergence_note(
             "nothing; try a lower --lr or more data"
         )
     if before - last > 0.05 * before and valid_improving is not False:
+        from training.cli import from_the_app
+
         flag = "--max-minutes" if time_capped else "--epochs (or --max-minutes)"
+        advice = f"raise {flag}"
+        if from_the_app():  # the page's controls, not flags
+            advice = "还可以多训练：选更大的 训练量 Amount，或按 继续 Resume choose a larger Amount, or Resume this run"
         return (
             f"note: the training loss was still falling at the end ({before:.3f} -> {last:.3f} over the last fifth "
             "of the run): "
-            f"more training would help; raise {flag}"
+            f"more training would help; {advice}"
         )
     return None

@@ -54,10 +54,30 @@ def catalogue(settings) -> dict[str, list[Checkpoint]]:
     return found
 
 
+UNDERTRAINED_SHARE = 0.6  # a demo that trained less than this share of its wanted steps is rebuilt
+
+
+def undertrained(report: dict) -> tuple[int, int] | None:
+    """(steps trained, steps wanted) of a run whose time budget ended it well short of its plan (a busy
+    machine made each step slow), else None."""
+    schedule = report.get("schedule") or {}
+    done, wanted = schedule.get("steps_trained"), schedule.get("wanted_steps")
+    if isinstance(done, int) and isinstance(wanted, int) and wanted > 0 and done < UNDERTRAINED_SHARE * wanted:
+        return done, wanted
+    return None
+
+
 def missing_demos(settings) -> list[str]:
-    """Tasks with a demo recipe and neither an explicit model nor a checkpoint folder: their tabs get a demo model."""
+    """Tasks with a demo recipe and neither an explicit model nor a checkpoint folder, or only an undertrained
+    demo model (built while the machine was busy): their tabs get a demo model, built again (issue #38)."""
     found = find_checkpoints(settings.checkpoints)
-    return [t.name for t in TASKS.values() if t.demo_args and t.name not in settings.models and not found[t.name]]
+    return [
+        t.name
+        for t in TASKS.values()
+        if t.demo_args
+        and t.name not in settings.models
+        and all(c.demo and undertrained(c.report) for c in found[t.name])
+    ]
 
 
 def base_of(ckpt: Checkpoint) -> Checkpoint | None:
@@ -114,6 +134,15 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
             f"\n\n这是用 `{spec.sample}` 训练的小型演示模型，只会样例里的内容。"
             f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{spec.how_to_train}`"
         )
+        short = undertrained(r)
+        if short:
+            line += (
+                f"\n\n⚠ 这个演示模型训练不足：建的时候机器很忙，只训练了计划的 {short[0]:,}/{short[1]:,} 步，"
+                "回答可能是乱的；下次启动时会重新训练。"
+                f"This demo is undertrained: the machine was busy while it was built and it trained "
+                f"{short[0]:,} of {short[1]:,} planned steps, so its answers may be nonsense; the next start "
+                "builds it again."
+            )
     return line
 
 

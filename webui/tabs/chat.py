@@ -7,7 +7,7 @@ import time
 import gradio as gr
 
 from data.encoder import CHAT_SAMPLING
-from webui.blocks import MAX_MESSAGE_CHARS, TabParts
+from webui.blocks import MAX_MESSAGE_CHARS, MAX_PASTE_CHARS, TabParts
 from webui.widgets import CheckedSlider as Slider
 
 # Streamed replies reach the page at most this often: each update costs the server ~8 ms of CPU (Gradio's
@@ -60,7 +60,7 @@ def build(ctx, task) -> TabParts:
         message = gr.Textbox(
             placeholder="说点什么… Say something…",
             show_label=False,
-            max_length=MAX_MESSAGE_CHARS,
+            max_length=MAX_PASTE_CHARS,  # longer pastes reach the server, which says what it sends
             scale=5,
             autofocus=True,
             elem_id="chat-input",
@@ -116,23 +116,42 @@ def build(ctx, task) -> TabParts:
             gr.Warning("请先输入内容 Please type a message first.")
             yield turns or [], turns or [], message
             return
-        ctx.too_long(message, MAX_MESSAGE_CHARS, "消息 Message ")
+        ctx.too_long(message, MAX_PASTE_CHARS, "消息 Message ")
+        if len(message.strip()) > MAX_MESSAGE_CHARS:  # the model reads the end of a long message: say so
+            gr.Warning(
+                f"消息过长，只发送了最后 {MAX_MESSAGE_CHARS:,} 个字（共 {len(message.strip()):,} 字）。"
+                f"Message too long: only its last {MAX_MESSAGE_CHARS:,} of {len(message.strip()):,} characters "
+                "were sent."
+            )
+            message = message.strip()[-MAX_MESSAGE_CHARS:]
         for shown, kept in converse(message, turns, model, *sampling):
             yield shown, kept, ""
+
+    def respond_enter(message, turns, model, *sampling):
+        """Enter in the box. While there is no model (a demo still building) the Send button is disabled;
+        Enter then says why in a notice and keeps the message, instead of a red "Error" over the chat."""
+        try:
+            ctx.pick(name, model)
+        except gr.Error as e:
+            gr.Warning(e.message)
+            yield turns or [], turns or [], message
+            return
+        yield from respond(message, turns, model, *sampling)
 
     def respond_compare(message, turns, on, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         """The second model's reply to the same message while Compare is on, streamed beside the first
         (its own event, so both sides stream at once; the first side reports bad input)."""
-        if not on or not (message or "").strip() or len(message) > MAX_MESSAGE_CHARS:
+        if not on or not (message or "").strip() or len(message) > MAX_PASTE_CHARS:
             yield gr.skip(), gr.skip()
             return
+        message = message.strip()[-MAX_MESSAGE_CHARS:]  # as the first side sends it (which says so)
         yield from converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens)
 
     io = dict(fn=respond, inputs=[message, history, picker, *sliders], outputs=[chatbot, history, message])
     io_b = dict(
         fn=respond_compare, inputs=[message, history_b, toggle, picker_b, *sliders], outputs=[chatbot_b, history_b]
     )
-    message.submit(**io, api_visibility="private")
+    message.submit(**{**io, "fn": respond_enter}, api_visibility="private")
     message.submit(**io_b, api_visibility="private")
     send.click(**io, api_name="chat")
     send.click(**io_b, api_name="chat_compare")

@@ -114,11 +114,15 @@ def test_checkpoints_are_found_per_task(checkpoints):
     assert find_checkpoints(str(checkpoints / "missing")) == {"chat": [], "cloze": [], "similarity": []}
 
 
-def test_each_tab_answers(served):
+def test_each_tab_answers(served, checkpoints):
+    from chat.engine import ChatEngine
+
     c = client(served)
-    chatbot, box = c.predict("你好", api_name="/chat")
+    chatbot, box = c.predict("你好", temperature=0, api_name="/chat")
     turns = said(chatbot)
-    assert turns[0] == ("user", "你好") and turns[1][0] == "assistant" and turns[1][1]
+    # the model's own greedy reply, not the tab's "……" for an empty one (a reply is never empty now)
+    want = ChatEngine.from_pretrained(str(checkpoints / "chat")).reply([], "你好", temperature=0)
+    assert turns == [("user", "你好"), ("assistant", want)] and want
     assert box == ""
 
     filled, table = c.predict("周小满研究的动物是蝴[MASK]。", top_k=3, joint=True, api_name="/fill_mask")
@@ -180,7 +184,7 @@ def test_greedy_replies_do_not_depend_on_other_sessions(served):
     assert said(first) == said(again)
 
 
-def test_bad_inputs_get_messages_not_errors(served):
+def test_bad_inputs_get_messages_not_errors(served, checkpoints):
     from gradio_client.exceptions import AppError
 
     c = client(served)
@@ -195,8 +199,14 @@ def test_bad_inputs_get_messages_not_errors(served):
             c.predict(text, api_name="/fill_mask")
     with pytest.raises(AppError, match="both sentences"):
         c.predict("只有一句", "  ", api_name="/similarity")
-    verdict, _ = c.predict("同一句话", "同一句话", api_name="/similarity")
-    assert verdict
+    verdict, label = c.predict("同一句话", "同一句话", api_name="/similarity")
+    from chat.similarity import SimilarityPredictor
+
+    same = (
+        SimilarityPredictor.from_pretrained(str(checkpoints / "similarity")).score("同一句话", "同一句话")["label"]
+        == "1"
+    )
+    assert ("相同 Same meaning" if same else "不同 Different meaning") in verdict
 
 
 def test_sixteen_simultaneous_chat_users_are_served(served):

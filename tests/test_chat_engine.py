@@ -97,13 +97,19 @@ def test_empty_message_is_refused(engine, message):
 def test_huge_message_is_cut_from_the_left_with_a_warning(engine, caplog):
     with caplog.at_level(logging.WARNING, logger="chat"):
         out = engine.reply([], "废话" * 5000 + "你好", do_sample=False, max_new_tokens=8)
-    assert isinstance(out, str) and "cut to its last" in caplog.text
+    assert out == engine.reply([], "废话" * 500, do_sample=False, max_new_tokens=8)  # what the kept end gives
+    assert "cut to its last" in caplog.text
     ids = engine.build_prompt([], "废话" * 5000 + "你好", max_new_tokens=8)
     assert engine.tokenizer.decode(ids).replace(" ", "").endswith("你好[SEP]")
 
 
 def test_emoji_and_unknown_characters_are_handled(engine):
-    assert isinstance(engine.reply([], "😀😀 ☃ 𠀀 ok", do_sample=False, max_new_tokens=8), str)
+    ids = engine.build_prompt([], "😀😀 ☃ 𠀀 ok", 8)
+    unk = engine.tokenizer.unk_token_id
+    assert ids[0] == engine.tokenizer.cls_token_id and ids[-1] == engine.tokenizer.sep_token_id and unk in ids
+    reply = engine.generate_ids([], "😀😀 ☃ 𠀀 ok", do_sample=False, max_new_tokens=8)
+    assert reply and unk not in reply  # an answer, and [UNK] is never written
+    assert engine.reply([], "😀😀 ☃ 𠀀 ok", do_sample=False, max_new_tokens=8) == engine.decode(reply)
 
 
 @pytest.mark.parametrize(

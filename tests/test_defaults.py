@@ -389,9 +389,24 @@ def test_a_tiny_scratch_cloze_run_raises_its_self_quiz_recall(tmp_path):
     assert r["metrics_line"].startswith(f"recalls {quiz['recalled']} of {quiz['probes']} probed facts")
 
 
-def test_corpora_written_for_the_bench_are_in_the_repo():
-    names = sorted(p.name for p in (ROOT / "bench" / "corpora").glob("*.prompts.txt"))
-    assert len(names) >= 5
+@pytest.mark.parametrize("folder", ["corpora", "prose"])
+def test_corpora_written_for_the_bench_hold_their_facts_and_ask_in_other_words(folder):
+    """Every bench corpus has a prompt file whose rows read cleanly, each answer said in the corpus, each
+    prompt (issue #35, prose) sharing no 6-character run with it."""
+    from data.corpus import read_corpus, read_prompts
+
+    corpora = sorted(p for p in (ROOT / "bench" / folder).glob("*.txt") if not p.name.endswith(".prompts.txt"))
+    assert len(corpora) >= 5
+    for corpus in corpora:
+        text = "\n".join(read_corpus(corpus).passages)
+        prompts, bad = read_prompts(corpus.with_name(corpus.stem + ".prompts.txt"))
+        assert bad.count == 0 and len(prompts) >= 8, corpus.name
+        for item in prompts:
+            assert item.answer in text, (corpus.name, item.answer)
+            if folder == "prose":
+                words = item.text.replace("[MASK]", "\x00")
+                runs = {words[i : i + 6] for i in range(len(words) - 5) if "\x00" not in words[i : i + 6]}
+                assert not any(run in text for run in runs), (corpus.name, item.text)
 
 
 def test_a_max_minutes_given_with_epochs_caps_them():

@@ -205,11 +205,18 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
         assert "share server cannot be reached" in text
         c = Client(text.split("[app] serving at ")[1].split()[0], verbose=False)
         chatbot, _ = c.predict("早上好", temperature=0, api_name="/chat")
-        assert said(chatbot)[1][1]
+        from chat.engine import ChatEngine
+        from chat.similarity import SimilarityPredictor
+
+        demos = bundle / "checkpoints"
+        want = ChatEngine.from_pretrained(str(demos / "demo-chat")).reply([], "早上好", temperature=0)
+        assert said(chatbot)[1] == ("assistant", want) and want  # the demo's own greedy reply, never "……"
         filled, _ = c.predict("周小满研究的动物是蝴[MASK]。", api_name="/fill_mask")
         assert "Most likely" in filled
         verdict, _ = c.predict("哪里可以学画画", "在哪儿能学画画", api_name="/similarity")
-        assert verdict
+        judge = SimilarityPredictor.from_pretrained(str(demos / "demo-similarity"))
+        same = judge.score("哪里可以学画画", "在哪儿能学画画")["label"] == "1"
+        assert ("相同 Same meaning" if same else "不同 Different meaning") in verdict
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -402,6 +402,7 @@ def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_p
         report["schedule"] = {**(report.get("schedule") or {}), "steps_trained": trained, "wanted_steps": 390}
         path.write_text(json.dumps(report))
     assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze"]  # similarity's demo is fine
+    assert missing_demos(app.Settings(checkpoints=str(root), demo_minutes=0.25)) == ["cloze"]  # small, as asked
     demos = {c.task: c for items in find_checkpoints(str(root)).values() for c in items}
     assert "训练不足" in about(demos["chat"], "chat") and "120 of 390 planned steps" in about(demos["chat"], "chat")
     assert "训练不足" not in about(demos["similarity"], "similarity")

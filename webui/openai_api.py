@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import threading
 import time
 import uuid
 
@@ -189,11 +190,15 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
             except InputError as e:
                 raise ApiError(503, f"the model failed to load: {e}", "model")
             usage: dict = {}
-            pieces = _pieces(store, engine, history, message, gen, usage)
+            feed = _Feed(_pieces(store, engine, history, message, gen, usage))
             try:  # the first piece before answering, so bad input is a 400, not a broken stream
-                first = await asyncio.to_thread(next, pieces, _DONE)
+                first = await asyncio.to_thread(feed.next)
             except InputError as e:
+                feed.close_soon()
                 raise ApiError(400, str(e), "messages")
+            except BaseException:  # the client went away meanwhile
+                feed.close_soon()
+                raise
         except ApiError as e:
             return e.response()
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
@@ -211,10 +216,9 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
         if not stream:
             try:
                 text = "" if first is _DONE else first
-                if not reply.stopped:
-                    text += "".join(await asyncio.to_thread(list, pieces))
+                text += "".join(await asyncio.to_thread(feed.rest))
             finally:
-                pieces.close()
+                feed.close_soon()
             reply.add(text, final=True)
             return JSONResponse(
                 {
@@ -255,7 +259,7 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
                         yield chunk({"content": text})
                     if await request.is_disconnected():  # the client left: free its batch row now
                         return
-                    piece = await asyncio.to_thread(next, pieces, _DONE)
+                    piece = await asyncio.to_thread(feed.next)
                 if text := reply.add("", final=True):
                     yield chunk({"content": text})
                 yield chunk({}, finish())
@@ -263,10 +267,34 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
                     done = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name}
                     yield f"data: {json.dumps({**done, 'choices': [], 'usage': counts()})}\n\n"
                 yield "data: [DONE]\n\n"
-            finally:
-                await asyncio.to_thread(pieces.close)
+            finally:  # also when the server cancels this stream (a disconnect): no await may run here
+                feed.close_soon()
 
         return StreamingResponse(events(), media_type="text/event-stream")
+
+
+class _Feed:
+    """A reply's pieces, read in worker threads one at a time. `close_soon` ends the reply from anywhere
+    without waiting (a cancelled stream may not await): after any read in flight, the generator is closed,
+    which frees the batcher's row and the store's gate (`_pieces`)."""
+
+    def __init__(self, pieces):
+        self.pieces, self.lock = pieces, threading.Lock()
+
+    def next(self):
+        with self.lock:
+            return next(self.pieces, _DONE)
+
+    def rest(self) -> list[str]:
+        with self.lock:
+            return list(self.pieces)
+
+    def close_soon(self) -> None:
+        def close():
+            with self.lock:
+                self.pieces.close()
+
+        threading.Thread(target=close, name="close-reply", daemon=True).start()
 
 
 def _pieces(store, engine, history, message, settings, usage):

@@ -69,14 +69,16 @@ def undertrained(report: dict) -> tuple[int, int] | None:
 
 def missing_demos(settings) -> list[str]:
     """Tasks with a demo recipe and neither an explicit model nor a checkpoint folder, or only an undertrained
-    demo model (built while the machine was busy): their tabs get a demo model, built again (issue #38)."""
+    demo model (built while the machine was busy): their tabs get a demo model, built again (issue #38),
+    unless --demo-minutes asked for smaller demos (then a short one is what was asked for)."""
     found = find_checkpoints(settings.checkpoints)
+    rebuild = getattr(settings, "demo_minutes", None) is None
     return [
         t.name
         for t in TASKS.values()
         if t.demo_args
         and t.name not in settings.models
-        and all(c.demo and undertrained(c.report) for c in found[t.name])
+        and all(c.demo and rebuild and undertrained(c.report) for c in found[t.name])
     ]
 
 

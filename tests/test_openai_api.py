@@ -145,3 +145,49 @@ def test_eight_concurrent_streams_get_their_own_replies(api, engine):
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = dict(pool.map(ask, openers))
     assert got == want
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_row_and_the_gate(chat_checkpoint, tmp_path):
+    """A disconnect ends the reply at once: its batch row is freed and model loads are not held back."""
+    import time
+
+    from transformers import BertTokenizerFast, GPT2Config
+
+    import app
+    from webui.blocks import build_demo
+    from webui.openai_api import mount_openai
+    from webui.settings import predictor_options
+    from webui.store import ModelStore
+
+    folder = tmp_path / "checkpoints" / "long"
+    shutil.copytree(chat_checkpoint, folder)
+    tok = BertTokenizerFast.from_pretrained(str(folder))
+    torch.manual_seed(0)  # long replies: 1,024 positions, and [SEP] (its row zeroed) never the likeliest
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=1024, n_embd=256, n_layer=4, n_head=4))
+    with torch.no_grad():
+        model.transformer.wte.weight[tok.sep_token_id].zero_()
+    model.save_pretrained(str(folder))
+    settings = app.Settings(checkpoints=str(folder.parent), demo=False)
+    store = ModelStore(predictor_options(settings))
+    demo = build_demo(settings, store)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    mount_openai(demo.app, settings, store)
+    try:
+        url = demo.local_url.rstrip("/") + "/v1/chat/completions"
+        body = {"model": "long", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 500, "temperature": 0}
+        t = time.monotonic()
+        whole = requests.post(url, json=body, timeout=120).json()
+        full = time.monotonic() - t
+        assert whole["usage"]["completion_tokens"] == 500
+        engine = store.get("chat", str(folder))
+        with requests.post(url, json={**body, "stream": True}, stream=True, timeout=120) as r:
+            chunks = (line for line in r.iter_lines() if line.startswith(b"data: "))
+            for _ in range(6):  # the role, then a few pieces of the reply
+                next(chunks)
+            left = time.monotonic()
+            assert engine.batcher.stats()["running"] == 1  # mid-reply when the client goes
+        while engine.batcher.stats()["running"] or store._gate._readers:
+            assert time.monotonic() - left < full / 2, "the reply kept running after its client left"
+            time.sleep(0.02)
+    finally:
+        demo.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import copy
+import inspect
 import logging
 import queue
 import threading
@@ -81,6 +82,9 @@ class ContinuousBatcher:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.model, self.max_batch, self.prefill_tokens, self.idle_s = model, max_batch, prefill_tokens, idle_s
+        # transformers 5.25 renamed `past_key_values` to `cache` (the old name logs a deprecation on every chat
+        # message); earlier 5.x releases know only the old one
+        self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.max_len = int(model.config.n_positions)
         element = next(p for p in model.parameters() if p.is_floating_point()).element_size()
         # keys and values of every layer, per token of a request's context
@@ -243,7 +247,7 @@ class ContinuousBatcher:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=past,
+                **{self._cache_name: past},
                 use_cache=True,
                 logits_to_keep=1,
             )
@@ -257,7 +261,8 @@ class ContinuousBatcher:
         if not going:
             return None
         index = torch.tensor(going, device=device)
-        kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v, *_ in out.past_key_values]
+        cache = getattr(out, "cache", None) or out.past_key_values
+        kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v, *_ in cache]
         return [group[i] for i in going], kv, mask.index_select(0, index)
 
     def _rebuild(self, keep: list[int], groups: list) -> None:
@@ -322,7 +327,7 @@ class ContinuousBatcher:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                past_key_values=Cache(layers=[_SlabLayer(s, self._width) for s in self._slabs]),
+                **{self._cache_name: Cache(layers=[_SlabLayer(s, self._width) for s in self._slabs])},
                 use_cache=True,
             )
         except Exception as e:  # the shared pass failed: every running request gets the error, the loop goes on

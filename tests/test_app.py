@@ -388,6 +388,15 @@ def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):
     assert builder.message("cloze") is None  # no build for it
 
 
+def test_a_queued_demo_names_only_the_builds_before_it(tmp_path):
+    from webui.demos import DemoBuilder
+
+    builder = DemoBuilder(str(tmp_path), ["chat", "cloze", "similarity"], say=lambda line: None)
+    assert "first chat" in builder.message("cloze") and "similarity" not in builder.message("cloze")
+    assert "first chat, cloze" in builder.message("similarity")
+    assert "about to start" in builder.message("chat")
+
+
 def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_path, checkpoints):
     """Issue #38: a demo whose time budget ran out well short of its plan (a busy machine) is not kept forever."""
     import app

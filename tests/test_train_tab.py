@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import time
@@ -149,6 +150,8 @@ def test_start_busy_stop_resume_finish_then_chat_with_it(served):
     wait_for(c, ("完成 done",), timeout=600)
     status, _, plot, log = c.predict(api_name="/train_status")
     assert (root / "mine" / "config.json").is_file() and "saved to" in log
+    step = json.loads((root / "mine" / "training_report.json").read_text())["global_step"]
+    assert f"第 step {step:,}/{step:,} 步" in status  # the run's final step, as its log and report say
     assert plot["datatypes"]["step"] == plot["datatypes"]["loss"] == "quantitative"
     curves = {name for _, _, name in plot["data"]}
     assert curves == {"训练 train", "验证 valid"}  # training and validation loss, both plotted

@@ -144,7 +144,12 @@ class DemoBuilder:
         if b is None:
             return None
         if b.state == "queued":
-            ahead = [x.task for x in self.builds.values() if x.state not in ("ready", "failed") and x.task != task]
+            order = list(self.builds)  # builds run in this order: only those before this one are ahead of it
+            ahead = [
+                x.task
+                for x in self.builds.values()
+                if x.state not in ("ready", "failed") and order.index(x.task) < order.index(task)
+            ]
             return (
                 f"演示模型排队中 The demo model is queued: 先训练 first {', '.join(ahead)}（一次训练一个 one at a "
                 "time）。"

@@ -81,6 +81,7 @@ class Job:
     reason: str = ""
     started: float = field(default_factory=time.time)
     progress: dict = field(default_factory=dict)
+    first_plan: int | None = None  # the planned steps first shown: a re-plan is said once, in words
 
     @property
     def shown_command(self) -> str:
@@ -197,6 +198,14 @@ class TrainingJobs:
             if p and p.get("updated", 0) >= job.started:
                 job.progress = p
                 job.state = "saving" if p.get("phase") == "saving" else "training"
+                if job.first_plan is None and p.get("max_steps"):
+                    job.first_plan = p["max_steps"]
+        if job is not None and job.state == "done" and not job.progress.get("final"):
+            # the run's own last word (its report), not the last progress file, written every few steps
+            report = read_json_dict(os.path.join(job.output, "training_report.json"))
+            step = report.get("global_step")
+            if isinstance(step, int):
+                job.progress = {**job.progress, "step": step, "max_steps": step, "eta_s": None, "final": True}
         return job
 
     def log_tail(self, lines: int = LOG_TAIL) -> str:

@@ -103,6 +103,11 @@ def status_text(trainer: TrainingJobs) -> tuple[str, str, str]:
     line = f"**{STATES.get(job.state, job.state)}** · {task_named(job.task).title} → `{job.output}`"
     if p.get("max_steps"):
         line += f" · 第 step {p.get('step', 0):,}/{p['max_steps']:,} 步"
+        if job.first_plan and job.first_plan != p["max_steps"] and not p.get("final"):
+            line += (
+                f"（计划从 {job.first_plan:,} 步调整为 {p['max_steps']:,} 步：按实测速度重算 "
+                f"plan changed from {job.first_plan:,} to {p['max_steps']:,} steps at the measured speed）"
+            )
         if p.get("eta_s") is not None and job.state == "training":
             line += f" · 约 about {p['eta_s']:.0f} s left"
         if p.get("loss") is not None:
@@ -166,7 +171,23 @@ def build(ctx, trainer: TrainingJobs | None):
         resume = gr.Button("继续 Resume", elem_id="train-resume")
     status = gr.Markdown(elem_id="train-status")
     command = gr.Code(label="命令 Command (the same run from a terminal)", language="shell", interactive=False)
-    plot = gr.LinePlot(x="step", y="loss", color="curve", label="损失 Loss", height=260, elem_id="train-plot")
+    plot = gr.LinePlot(
+        x="step",
+        y="loss",
+        color="curve",
+        label="损失 Loss",
+        x_title="步 step",
+        y_title="损失 loss",
+        color_title="曲线 curve",
+        colors_in_legend=["训练 train", "验证 valid"],
+        caption=(
+            "验证曲线上升表示模型在背它的训练文本（过拟合）：记事实的完形填空模型本该如此，请看自测记住了几个事实。"
+            "A rising validation curve means the model is memorising its training text (overfitting): expected of "
+            "a fact (fill-mask) model; judge it by the self-quiz facts it recalls."
+        ),
+        height=260,
+        elem_id="train-plot",
+    )
     log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
 
     def show_preview(task_name, file, sample):

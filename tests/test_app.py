@@ -104,6 +104,7 @@ def test_import_is_cheap_and_loads_nothing():
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_checkpoints_are_found_per_task(checkpoints):
     from webui.store import find_checkpoints
 
@@ -135,6 +136,7 @@ def test_each_tab_answers(served, checkpoints):
     assert abs(sum(x["confidence"] for x in label["confidences"]) - 1) < 1e-3
 
 
+@pytest.mark.slow
 def test_the_similarity_verdict_and_its_chart_agree_on_every_sample_pair(served):
     """One scale (issue #38): the chart's top class is the verdict's class, with a tuned threshold of 0.7."""
     import csv
@@ -272,6 +274,7 @@ def test_explicit_model_flag_comes_first_and_bad_flags_exit_2(checkpoints, monke
 CHROMIUM = "/usr/bin/chromium"
 
 
+@pytest.mark.slow
 def test_in_a_real_browser(served):
     """Debian's Chromium driven by Playwright: type into each tab and read the answer off the page."""
     if not os.path.exists(CHROMIUM):
@@ -375,6 +378,7 @@ def test_about_line_warns_when_a_similarity_model_is_weak_or_no_better_than_the_
     assert "dev accuracy 67%" in tuned and "63" not in tuned and "right 67% of the time" in tuned
 
 
+@pytest.mark.slow
 def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):
     from webui.demos import DemoBuilder
 
@@ -417,6 +421,7 @@ def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_p
     assert "训练不足" not in about(demos["similarity"], "similarity")
 
 
+@pytest.mark.slow
 def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_path, checkpoints):
     """Serve first: the Chat tab shows the demo build's progress, then works by itself when the model is ready."""
     if not os.path.exists(CHROMIUM):
@@ -463,6 +468,7 @@ def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_pa
     assert not (root / "demo-chat" / "progress.json").exists() and not (root / "demo-chat.log").exists()
 
 
+@pytest.mark.slow
 def test_predictors_print_no_loading_bars(checkpoints):
     code = (
         "import sys; from chat import ChatEngine; from chat.fill_mask import FillMaskPredictor; "
@@ -572,6 +578,7 @@ def test_compare_answers_with_a_second_model_beside_the_first(served):
     assert off == ({"__type__": "update"}, {"__type__": "update"})
 
 
+@pytest.mark.slow
 def test_compare_starts_with_the_base_the_model_was_fine_tuned_from(tmp_path, checkpoints):
     import app
     from webui.blocks import TabContext

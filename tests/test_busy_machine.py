@@ -92,6 +92,7 @@ def fake_clock(monkeypatch):
     monkeypatch.setattr(schedule, "time", types.SimpleNamespace(perf_counter=tick))
 
 
+@pytest.mark.slow
 def test_a_run_the_ceiling_cuts_says_what_it_knows_and_resume_trains_the_rest(
     tmp_path, fake_clock, monkeypatch, capsys
 ):

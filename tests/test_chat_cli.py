@@ -46,6 +46,7 @@ def test_piped_messages_get_one_reply_line_each(chat_checkpoint, tmp_path):
     assert "already exists" in again.stderr
 
 
+@pytest.mark.slow
 def test_bad_model_and_flags_exit_2_in_one_line(tmp_path):
     r = run_chat(["--model", str(tmp_path / "nope")], "你好\n")
     assert r.returncode == 2 and r.stderr.strip() == f"error: chat model folder not found: {tmp_path / 'nope'}"

@@ -133,6 +133,7 @@ def test_a_run_slowed_at_its_start_grows_its_plan_back_and_uses_its_time(monkeyp
     assert scheduler.lr_lambdas[0].keywords["num_training_steps"] == state.max_steps
 
 
+@pytest.mark.slow
 def test_a_run_whose_probe_was_wrong_is_re_planned_and_says_so(tmp_path, monkeypatch):
     """The probe claims steps 100x faster than they are: the run re-plans from its real steps, ends
     within its cap, and training_report.json records the start plan and the re-plan."""

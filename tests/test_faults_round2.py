@@ -62,6 +62,7 @@ def test_a_marker_naming_someone_elses_folder_deletes_nothing(out_and_backup):
     assert (out.parent / "chat.old-7" / "notes.txt").is_file()
 
 
+@pytest.mark.slow
 def test_a_crash_between_the_renames_removes_only_the_folder_it_moved_aside(out_and_backup):
     out, backup = out_and_backup
     r = script(
@@ -94,6 +95,7 @@ def test_a_users_own_folder_named_like_the_working_folder_is_never_removed(out_a
     assert "was not made by this program" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["output", "partial"])
 def test_an_output_folder_holding_the_input_data_is_refused(tmp_path, trained, where):
     out = tmp_path / "withdata"
@@ -107,6 +109,7 @@ def test_an_output_folder_holding_the_input_data_is_refused(tmp_path, trained, w
         assert data.is_file() and weights(out) == before
 
 
+@pytest.mark.slow
 def test_a_config_file_inside_the_output_folder_is_refused(tmp_path, trained):
     out = tmp_path / "o"
     shutil.copytree(trained, out)
@@ -142,6 +145,7 @@ def test_a_thirty_digit_seed_in_a_config_is_one_line(tmp_path):
 # -- 3, 5, 10. bad rows and bad side files ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_lone_surrogates_in_json_rows_are_skipped_with_their_line(tmp_path):
     lines = [json.dumps({"text": t}, ensure_ascii=True) for t in open(CORPUS, encoding="utf-8").read().split("\n") if t]
     lines.insert(3, '{"text": "\\ud800\\u4f60\\u597d\\u4f60\\u597d\\u4f60\\u597d\\u4f60\\u597d"}')
@@ -151,6 +155,7 @@ def test_lone_surrogates_in_json_rows_are_skipped_with_their_line(tmp_path):
     assert "c.jsonl:4" in r.stderr and "half a character" in r.stderr
 
 
+@pytest.mark.slow
 def test_a_dialogue_file_of_lone_surrogates_only_is_one_line(tmp_path):
     data = write(tmp_path / "d.jsonl", '{"dialogue": ["\\ud800你好", "好\\udfff呀"]}\n' * 3)
     r = script("chat", "--data", str(data), *TINY, "--epochs", "1", "--output", str(tmp_path / "o"))
@@ -158,6 +163,7 @@ def test_a_dialogue_file_of_lone_surrogates_only_is_one_line(tmp_path):
     assert "no usable dialogue" in words and "d.jsonl:1: holds half a character" in words
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["gbk", "binary", "fifo"])
 def test_a_user_dictionary_in_gbk_is_read_and_a_binary_or_fifo_is_one_line(tmp_path, kind):
     path = tmp_path / "dict.txt"
@@ -177,6 +183,7 @@ def test_a_user_dictionary_in_gbk_is_read_and_a_binary_or_fifo_is_one_line(tmp_p
         assert ("binary" if kind == "binary" else "not a regular file") in words and "not found" not in words
 
 
+@pytest.mark.slow
 def test_similarity_labels_that_are_not_finite_are_skipped_not_classes(tmp_path):
     rows = [f"今天天气{i}好\t今天天气{i}不错\t{lab}" for i, lab in enumerate(["nan", "inf", "1e400", "-inf"] * 4)]
     data = write(tmp_path / "p.tsv", "\n".join(rows) + "\n")
@@ -195,6 +202,7 @@ def test_absurd_sizes_are_refused_with_the_memory_they_would_need(tmp_path, flag
     assert "GiB to train" in words and "choose smaller sizes" in words
 
 
+@pytest.mark.slow
 def test_a_model_folder_with_its_own_code_is_refused_whatever_stdin_is(tmp_path, trained):
     base = tmp_path / "custom"
     shutil.copytree(trained, base)
@@ -240,12 +248,14 @@ def test_a_utf8_file_cut_mid_character_loses_only_its_last_line(tmp_path):
     assert read_corpus(cut).passages[-1] == "最后一行。"
 
 
+@pytest.mark.slow
 def test_utf16_with_a_bom_is_read_as_text(tmp_path):
     data = write(tmp_path / "notepad.txt", open(CORPUS, encoding="utf-8").read(), encoding="utf-16")
     r = script("cloze", "--data", str(data), *TINY, "--epochs", "1", "--output", str(tmp_path / "o"))
     assert r.returncode == 0 and "read as UTF-16" in r.stderr, r.stderr[-1500:]
 
 
+@pytest.mark.slow
 def test_a_file_name_with_a_newline_is_still_one_error_line(tmp_path):
     r = script("cloze", "--data", str(tmp_path / "two\nlines.txt"), *TINY, "--output", str(tmp_path / "o"))
     assert "two\\nlines.txt" in one_line_error(r)
@@ -257,6 +267,7 @@ def test_a_config_key_inside_a_config_file_is_refused(tmp_path):
     assert "cannot name another one" in one_line_error(r)
 
 
+@pytest.mark.slow
 def test_a_refused_resume_or_a_failed_load_leaves_no_partial_folder(tmp_path, trained):
     out = tmp_path / "o"
     shutil.copytree(trained, out)
@@ -271,6 +282,7 @@ def test_a_refused_resume_or_a_failed_load_leaves_no_partial_folder(tmp_path, tr
 # -- 8. the app's start on a busy machine ---------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_apps_localhost_check_waits_for_a_slow_first_answer(monkeypatch):
     """Gradio's own check gives up after one 3 s timeout (a busy machine); the app's keeps asking."""
     import http.server

@@ -147,6 +147,7 @@ def test_eight_concurrent_streams_get_their_own_replies(api, engine):
     assert got == want
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_mid_stream_frees_its_row_and_the_gate(chat_checkpoint, tmp_path):
     """A disconnect ends the reply at once: its batch row is freed and model loads are not held back."""
     import time

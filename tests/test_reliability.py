@@ -76,6 +76,7 @@ def weights(folder: Path) -> bytes:
 # -- 1. a loaded model survives its file being overwritten -------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["fill_mask", "chat"])
 def test_a_loaded_model_survives_its_file_being_truncated(tmp_path, trained, chat_checkpoint, kind):
     folder = tmp_path / "m"
@@ -139,6 +140,7 @@ def test_app_store_reloads_a_retrained_folder_and_retries_a_failed_one(tmp_path,
 # -- 2. --resume only continues the run that was interrupted ---------------------------------
 
 
+@pytest.mark.slow
 def test_resume_refuses_the_state_of_another_run(tmp_path, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
@@ -266,6 +268,7 @@ def test_deploy_ships_no_private_file_symlink_local_path_or_token(tmp_path, trai
 # -- 4-6. crash windows: publish, signals, disk full ---------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_crash_between_the_publish_renames_is_finished_on_the_next_start(tmp_path, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
@@ -306,6 +309,7 @@ def test_resume_skips_a_checkpoint_killed_while_being_saved(tmp_path):
     assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-20")  # the library differs
 
 
+@pytest.mark.slow
 def test_a_kill_while_writing_the_model_resumes_into_writing_it(tmp_path):
     out = tmp_path / "out"
     r = script(
@@ -327,6 +331,7 @@ def test_a_kill_while_writing_the_model_resumes_into_writing_it(tmp_path):
     assert (out / "training_report.json").is_file() and (out / "resume_state" / "trainer_state.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_and_ctrl_c_save_a_resumable_state_and_print_a_valid_command(tmp_path, trained, sig):
     out = tmp_path / "out"
@@ -356,6 +361,7 @@ def test_sigterm_and_ctrl_c_save_a_resumable_state_and_print_a_valid_command(tmp
     assert list((tmp_path / "out.partial" / "states").glob("checkpoint-*/trainer_state.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("error", ["disk", "safetensors"])
 def test_disk_full_while_saving_is_one_line_and_keeps_the_old_model(tmp_path, trained, monkeypatch, capsys, error):
     import errno
@@ -399,6 +405,7 @@ DEEP = "[" * 200_000 + "\n"
         ("similarity", ["--train", "{f}.jsonl"]),
     ],
 )
+@pytest.mark.slow
 def test_deeply_nested_json_is_refused_in_one_line(tmp_path, name, args):
     for ext in ("jsonl", "json"):
         write(tmp_path / f"deep.{ext}", DEEP)
@@ -542,6 +549,7 @@ def test_a_checkpoint_trained_after_the_start_is_listed_on_the_next_page_load(se
     assert "Most likely" in filled
 
 
+@pytest.mark.slow
 def test_a_scratch_similarity_run_with_its_masked_lm_stage_resumes(tmp_path):
     """bench/faults.py found it: the pair stage of a scratch run starts from the masked-LM stage's model (32
     positions at --max-len 32) and a resume rebuilt a 64-position model: a size-mismatch traceback."""

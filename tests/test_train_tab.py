@@ -97,6 +97,7 @@ def test_preview_reads_the_file_as_the_script_will_and_refuses_what_it_cannot_tr
         c.predict(*start_args(file=handle_file(str(binary)), sample=False), api_name="/train_start")
 
 
+@pytest.mark.slow
 def test_an_uploaded_file_is_kept_beside_the_run_so_its_command_still_runs(served, tmp_path):
     from gradio_client import handle_file
 

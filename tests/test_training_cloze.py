@@ -266,6 +266,7 @@ def test_documented_commands_fail_cleanly(entry, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_continuing_a_model_on_new_text_adds_its_characters_and_learns(tmp_path, capsys):
     """A scratch model knows only its corpus's characters: continued on new facts, the new characters
     join its vocabulary (they would all read as [UNK]) and the small model gets the scratch recipe."""

@@ -67,6 +67,7 @@ def test_classification_run_reports_metrics_threshold_and_predictions(sim_checkp
         )
 
 
+@pytest.mark.slow
 def test_both_orders_double_the_training_steps_unless_turned_off(tmp_path):
     steps = {}
     for flag in ("true", "false"):
@@ -295,6 +296,7 @@ def test_majority_warning_only_when_accuracy_does_not_beat_always_answering_the_
     assert no_better_than_majority(0.71, majority, "different") is None
 
 
+@pytest.mark.slow
 def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
     """A skewed dev set and a learning rate too small to move: the run ends with the one-line warning."""
     rows = "".join(
@@ -307,6 +309,7 @@ def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
     assert "\nwarning: dev accuracy" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_scratch_run_pretrains_on_its_pairs_without_dropout_then_trains_the_pairs_with_it(tmp_path):
     """The default path offline: training/cloze.py --pairs first (no dropout, twice the batch, its own
     learning rate), then the pair task on that model with BERT's usual dropout back."""

@@ -32,6 +32,7 @@ MAX_UPLOAD_BYTES = 50 * 2**20
 PRESETS = {"快速 quick": 2.0, "标准 standard": None, "充分 thorough": 30.0}  # None: the script's own default cap
 SAFE_NAME = re.compile(r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.-]{0,63}$")
 LOG_TAIL = 12
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+(\.\d+)?(it/s|s/it)")  # tqdm: "63%|███ | 102/161 [...]"
 
 
 def output_folder(checkpoints: str, name: str) -> str:
@@ -217,10 +218,8 @@ class TrainingJobs:
                 text = f.read()[-20_000:]
         except OSError:
             return ""
-        rows = [
-            r.rstrip()
-            for r in text.replace("\r", "\n").split("\n")
-            if r.strip() and "it/s]" not in r and "s/it]" not in r
+        rows = [  # the progress bar's redraws are the status line's job, not the log's
+            r.rstrip() for r in text.replace("\r", "\n").split("\n") if r.strip() and not _PROGRESS_BAR.search(r)
         ]
         return "\n".join(rows[-lines:])
 

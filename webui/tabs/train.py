@@ -82,16 +82,16 @@ def call(fn, *args):
         raise gr.Error(str(e), print_exception=False)
 
 
-def _curve(progress: dict):
+def _curve(progress: dict, which: str = "train"):
+    """One loss curve ("train" or "valid") of the run's progress, for its own plot."""
     import pandas as pd
 
-    rows = [(s, v, "训练 train") for s, v in (progress.get("curve") or {}).get("train", [])]
-    rows += [(s, v, "验证 valid") for s, v in (progress.get("curve") or {}).get("valid", [])]
+    rows = [(s, v) for s, v in (progress.get("curve") or {}).get(which, [])]
     if not rows:
         # no plot rather than an empty one: after an empty frame the browser drew the later points'
         # axes but never their lines (Gradio 6 LinePlot, Chromium)
         return None
-    return pd.DataFrame(rows, columns=["step", "loss", "curve"])
+    return pd.DataFrame(rows, columns=["step", "loss"])
 
 
 def status_text(trainer: TrainingJobs) -> tuple[str, str, str]:
@@ -171,22 +171,34 @@ def build(ctx, trainer: TrainingJobs | None):
         resume = gr.Button("继续 Resume", elem_id="train-resume")
     status = gr.Markdown(elem_id="train-status")
     command = gr.Code(label="命令 Command (the same run from a terminal)", language="shell", interactive=False)
-    plot = gr.LinePlot(
-        x="step",
-        y="loss",
-        color="curve",
-        label="损失 Loss",
-        x_title="步 step",
-        y_title="损失 loss",
-        color_title="曲线 curve",
-        colors_in_legend=["训练 train", "验证 valid"],
-        caption=(
-            "验证曲线上升表示模型在背它的训练文本（过拟合）：记事实的完形填空模型本该如此，请看自测记住了几个事实。"
-            "A rising validation curve means the model is memorising its training text (overfitting): expected of "
-            "a fact (fill-mask) model; judge it by the self-quiz facts it recalls."
-        ),
-        height=260,
-        elem_id="train-plot",
+    # Two plots, one curve each: in a plot coloured by series, Gradio 6 never drew a series that first
+    # appeared after the first frame (the validation loss, after the first evaluation), and its legend
+    # showed only its title (Chromium, tried with color_map and colors_in_legend)
+    with gr.Row():
+        plot = gr.LinePlot(
+            x="step",
+            y="loss",
+            label="训练损失 Training loss",
+            x_title="步 step",
+            y_title="损失 loss",
+            height=260,
+            elem_id="train-plot",
+        )
+        plot_valid = gr.LinePlot(
+            x="step",
+            y="loss",
+            label="验证损失 Validation loss",
+            x_title="步 step",
+            y_title="损失 loss",
+            height=260,
+            elem_id="train-plot-valid",
+        )
+    gr.Markdown(
+        "验证损失是模型在没训练过的行上的损失。它上升表示模型在背它的训练文本（过拟合）：记事实的完形填空模型本该如此，"
+        "请看自测记住了几个事实。The validation loss is measured on lines the model does not train on; when it "
+        "rises the model is memorising its training text (overfitting): expected of a fact (fill-mask) model, "
+        "judge that one by the self-quiz facts it recalls.",
+        elem_id="train-plot-note",
     )
     log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
 
@@ -226,9 +238,10 @@ def build(ctx, trainer: TrainingJobs | None):
     def refresh():
         line, cmd, tail = status_text(trainer)
         job = trainer.job
-        return line, cmd, _curve(job.progress if job else {}), tail
+        progress = job.progress if job else {}
+        return line, cmd, _curve(progress, "train"), _curve(progress, "valid"), tail
 
-    outputs = [status, command, plot, log]
+    outputs = [status, command, plot, plot_valid, log]
     check.click(show_preview, [task, upload, use_sample], previewed, api_name="train_preview")
     task.change(bases, task, base, api_visibility="private")
     inputs = [task, upload, use_sample, base, preset, epochs, lr, batch, max_len, lora, name, overwrite]

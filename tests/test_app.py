@@ -452,10 +452,15 @@ def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_pa
                     "demo model", timeout=30_000
                 )  # queued/preparing/building
                 expect(page.locator("#chat-send")).to_be_disabled()
+                box = page.locator("#chat-input textarea")
+                box.fill("在吗")
+                box.press("Enter")  # Enter while Send is disabled: the same words in a notice, no red Error
+                expect(page.locator(".toast-body").first).to_contain_text("demo model", timeout=30_000)
+                expect(page.locator("#chatbot")).not_to_contain_text("Error")
+                expect(box).to_have_value("在吗")  # the message is kept for when the model is ready
                 # a generous cap, not a speed target: 6 s of training, plus start-up and saving on a busy CPU
                 expect(page.locator("#chat-send")).to_be_enabled(timeout=600_000)
                 expect(page.locator("#chat-about")).to_contain_text("demo-chat")
-                box = page.locator("#chat-input textarea")
                 box.fill("你好")
                 box.press("Enter")
                 expect(page.locator('#chatbot [data-testid="bot"]').first).not_to_be_empty(timeout=60_000)

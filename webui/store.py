@@ -58,13 +58,18 @@ UNDERTRAINED_SHARE = 0.6  # a demo that trained less than this share of its want
 
 
 def undertrained(report: dict) -> tuple[int, int] | None:
-    """(steps trained, steps wanted) of a run whose time budget ended it well short of its plan (a busy
-    machine made each step slow), else None."""
+    """(steps allowed, steps wanted) of a run whose time budget cut it well short of what its rule wanted (a
+    busy machine made each step slow: the plan shrank, or the cap ended it), else None. A run that stopped
+    early on its own (patience, the self-quiz) within a full plan is not undertrained."""
     schedule = report.get("schedule") or {}
-    done, wanted = schedule.get("steps_trained"), schedule.get("wanted_steps")
-    if isinstance(done, int) and isinstance(wanted, int) and wanted > 0 and done < UNDERTRAINED_SHARE * wanted:
-        return done, wanted
-    return None
+    wanted, planned = schedule.get("wanted_steps"), schedule.get("planned_steps")
+    if not (isinstance(wanted, int) and isinstance(planned, int) and wanted > 0):
+        return None
+    replans = [r.get("steps") for r in schedule.get("replanned") or [] if isinstance(r, dict)]
+    allowed = min([planned, *[n for n in replans if isinstance(n, int)]])
+    if schedule.get("ended_by_time_cap") and isinstance(schedule.get("steps_trained"), int):
+        allowed = min(allowed, schedule["steps_trained"])
+    return (allowed, wanted) if allowed < UNDERTRAINED_SHARE * wanted else None
 
 
 def missing_demos(settings) -> list[str]:
@@ -139,11 +144,11 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
         short = undertrained(r)
         if short:
             line += (
-                f"\n\n⚠ 这个演示模型训练不足：建的时候机器很忙，只训练了计划的 {short[0]:,}/{short[1]:,} 步，"
+                f"\n\n⚠ 这个演示模型训练不足：建的时候机器很忙，时间只够训练应有的 {short[0]:,}/{short[1]:,} 步，"
                 "回答可能是乱的；下次启动时会重新训练。"
-                f"This demo is undertrained: the machine was busy while it was built and it trained "
-                f"{short[0]:,} of {short[1]:,} planned steps, so its answers may be nonsense; the next start "
-                "builds it again."
+                f"This demo is undertrained: the machine was busy while it was built and its time allowed "
+                f"{short[0]:,} of the {short[1]:,} steps it should have, so its answers may be nonsense; the next "
+                "start builds it again."
             )
     return line
 

@@ -392,6 +392,18 @@ def test_a_demo_build_that_fails_says_why_in_its_tab(tmp_path):
     assert builder.message("cloze") is None  # no build for it
 
 
+def test_a_fact_models_about_line_counts_the_lines_held_out_for_its_quiz():
+    from webui.store import Checkpoint, about
+
+    report = {
+        "base_model": "scratch",
+        "data": {"train": {"path": "/x/my_facts.txt", "rows": 24}},
+        "self_quiz": {"probes": 20, "recalled": 12, "held_out_lines": 6},
+    }
+    line = about(Checkpoint("cloze", "p", "mine", False, report), "cloze")
+    assert "my_facts.txt (24 rows + 6 行留作自测 held out for the self-quiz)" in line  # 30, as the preview said
+
+
 def test_a_queued_demo_names_only_the_builds_before_it(tmp_path):
     from webui.demos import DemoBuilder
 

@@ -445,7 +445,13 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             "skipped": corpus.bad.to_dict(),
         },
         "valid": {
-            "path": f"{runa.valid_ratio:.0%} of {args.data} (seed {runa.seed})" if valid_text else None,
+            "path": (
+                f"{len(held)} lines of {args.data} held out for the self-quiz"
+                if held
+                else f"{runa.valid_ratio:.0%} of {args.data} (seed {runa.seed})"
+                if valid_text
+                else None
+            ),
             "rows": len(valid_text),
         },
     }

@@ -131,7 +131,10 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
         base = r.get("base_model")
         base = "从零训练 trained from scratch" if base == "scratch" else (base or "?")
         train = (r.get("data") or {}).get("train") or {}
-        data = f"{os.path.basename(str(train.get('path', '?')))} ({train.get('rows', '?')} rows)" if train else "?"
+        data = f"{os.path.basename(str(train.get('path', '?')))} ({train.get('rows', '?')} rows" if train else "?"
+        held = (r.get("self_quiz") or {}).get("held_out_lines")
+        if train:  # the preview counts every usable line: say where the rest went (issue #38)
+            data += f" + {held} 行留作自测 held out for the self-quiz)" if held else ")"
         line = f"**{ckpt.label}** · 基座 base: {base} · 数据 data: {data}{spec.figures(r)}"
     notes = spec.notes(r) if r else ""
     if notes:

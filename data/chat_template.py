@@ -23,13 +23,13 @@ from data.text import _DROP_SPACE
 _TEMPLATE = """\
 {#- This project's GPT-2 chat format: [CLS]turn[SEP]turn[SEP]... (see its README). User and assistant
     messages are turns in order; there are no roles, so two user messages in a row read as a message and
-    its reply. The models have no system prompt: system messages are left out. -#}
+    its reply. The models have no system prompt: system (and developer) messages are left out. -#}
 {%- set kept = namespace(turns=[]) -%}
 {%- for m in messages -%}
-  {%- if m['role'] not in ['user', 'assistant', 'system'] -%}
+  {%- if m['role'] not in ['user', 'assistant', 'system', 'developer'] -%}
     {{- raise_exception("this chat format has user and assistant messages only, not " ~ m['role']) -}}
   {%- endif -%}
-  {%- if m['role'] != 'system' -%}
+  {%- if m['role'] in ['user', 'assistant'] -%}
     {%- if m['content'] is string -%}{%- set text = m['content'] -%}
     {%- else -%}
       {%- set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') -%}

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from chat.settings import MAX_MESSAGE_CHARS as CHAT_MESSAGE_CHARS
+from chat.settings import MAX_MESSAGE_CHARS  # noqa: F401 (what the chat model reads of a message)
 from chat.tasks import TASKS, Task
 from webui.demos import DEMO_PREFIX, DemoBuilder
 from webui.settings import Settings, predictor_options
@@ -21,7 +21,6 @@ from webui.store import DEMO_SUFFIX, ModelStore, about, base_of, catalogue
 
 # Limits enforced on the server for every request (the browser's boxes refuse longer input first,
 # but API clients skip the browser): a 5-million-character message grew the server by 2 GB.
-MAX_MESSAGE_CHARS = CHAT_MESSAGE_CHARS  # what the chat model reads of a message: its last 1,000 characters
 MAX_PASTE_CHARS = 20_000  # a longer chat message is refused; up to this, its end is sent, with a notice
 MAX_SENTENCE_CHARS = 1000
 ABOUT_HEIGHT = 84  # px: the model line keeps its height when the picked model changes (the chat box stayed put)

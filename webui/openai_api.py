@@ -162,6 +162,15 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
     def chat_models() -> dict:
         return {c.label: c for c in catalogue(settings)["chat"]}
 
+    known: dict = {}
+
+    def find(name: str):
+        """The named checkpoint; the folder is scanned again only for a name not seen (a model trained since)."""
+        if name not in known:
+            known.clear()
+            known.update(chat_models())
+        return known.get(name)
+
     @app.get("/v1/models")
     def list_models(request: Request):
         try:
@@ -180,7 +189,7 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
             except (ValueError, UnicodeDecodeError):
                 raise ApiError(400, "the request body is not valid JSON")
             name, history, message, gen, stop, stream = parse_request(body)
-            ckpt = chat_models().get(name)
+            ckpt = find(name)
             if ckpt is None:
                 raise ApiError(
                     404, f"the model {name!r} does not exist; GET /v1/models lists them", "model", "model_not_found"

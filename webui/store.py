@@ -77,7 +77,7 @@ def missing_demos(settings) -> list[str]:
     demo model (built while the machine was busy): their tabs get a demo model, built again (issue #38),
     unless --demo-minutes asked for smaller demos (then a short one is what was asked for)."""
     found = find_checkpoints(settings.checkpoints)
-    rebuild = getattr(settings, "demo_minutes", None) is None
+    rebuild = settings.demo_minutes is None
     return [
         t.name
         for t in TASKS.values()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 
 import gradio as gr
 
@@ -38,15 +37,15 @@ def _data_path(trainer: TrainingJobs, task: str, upload, use_sample: bool) -> st
     return kept
 
 
-def checked(task: str, path: str) -> dict:
+def checked(trainer: TrainingJobs, task: str, path: str) -> dict:
     """`preview` of the file, its refusal in Chinese and English without the app's temporary path (issue
-    #38); a refused upload is removed from the upload folder at once."""
+    #38); a refused upload (our copy, in the upload folder the app made) is removed at once."""
     from data.errors import InputError
 
     try:
         return preview(task, path)
     except InputError as e:
-        if path.startswith(tempfile.gettempdir()) and "train-uploads-" in path:
+        if os.path.dirname(os.path.abspath(path)) == os.path.abspath(trainer.uploads):
             with contextlib.suppress(OSError):
                 os.remove(path)
         raise InputError(bilingual_refusal(str(e), path))
@@ -175,23 +174,10 @@ def build(ctx, trainer: TrainingJobs | None):
     # appeared after the first frame (the validation loss, after the first evaluation), and its legend
     # showed only its title (Chromium, tried with color_map and colors_in_legend)
     with gr.Row():
-        plot = gr.LinePlot(
-            x="step",
-            y="loss",
-            label="训练损失 Training loss",
-            x_title="步 step",
-            y_title="损失 loss",
-            height=260,
-            elem_id="train-plot",
-        )
-        plot_valid = gr.LinePlot(
-            x="step",
-            y="loss",
-            label="验证损失 Validation loss",
-            x_title="步 step",
-            y_title="损失 loss",
-            height=260,
-            elem_id="train-plot-valid",
+        curves = (("训练损失 Training loss", "train-plot"), ("验证损失 Validation loss", "train-plot-valid"))
+        plot, plot_valid = (
+            gr.LinePlot(x="step", y="loss", label=name, x_title="步 step", y_title="损失 loss", height=260, elem_id=key)
+            for name, key in curves
         )
     gr.Markdown(
         "验证损失是模型在没训练过的行上的损失。它上升表示模型在背它的训练文本（过拟合）：记事实的完形填空模型本该如此，"
@@ -207,7 +193,7 @@ def build(ctx, trainer: TrainingJobs | None):
 
         try:  # the reason in the preview area itself, not a bare "Error" there and the reason in a toast
             path = _data_path(trainer, task_name, file, sample)
-            p = checked(task_name, path)
+            p = checked(trainer, task_name, path)
         except InputError as e:
             return f"⚠ {e}"
         text = (
@@ -224,7 +210,7 @@ def build(ctx, trainer: TrainingJobs | None):
 
     def begin(task_name, file, sample, base_name, amount, n_epochs, rate, batch_size, length, use_lora, out, replace):
         path = call(_data_path, trainer, task_name, file, sample)
-        call(checked, task_name, path)  # refuse a file the script cannot train on, before starting it
+        call(checked, trainer, task_name, path)  # refuse a file the script cannot train on, before starting it
         advanced = {
             "epochs": n_epochs,
             "lr": rate,

@@ -428,12 +428,15 @@ def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_p
         "demo-similarity": {"wanted_steps": 810, "planned_steps": 810, "steps_trained": 246, "replanned": []},
     }
     for name, schedule in schedules.items():
+        write(root / name / "demo_build.json", "{}")  # built by the app's DemoBuilder
         path = root / name / "training_report.json"
         report = json.loads(path.read_text())
         report["schedule"] = schedule
         path.write_text(json.dumps(report))
     assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze"]  # similarity's demo is fine
     assert missing_demos(app.Settings(checkpoints=str(root), demo_minutes=0.25)) == ["cloze"]  # small, as asked
+    (root / "demo-chat" / "demo_build.json").unlink()  # a folder of yours that is merely named like a demo
+    assert missing_demos(app.Settings(checkpoints=str(root))) == ["cloze"]  # is never rebuilt over
     demos = {c.task: c for items in find_checkpoints(str(root)).values() for c in items}
     assert "训练不足" in about(demos["chat"], "chat") and "120 of the 390 steps" in about(demos["chat"], "chat")
     assert "训练不足" not in about(demos["similarity"], "similarity")

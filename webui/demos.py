@@ -23,6 +23,9 @@ from chat.tasks import ROOT, TASKS, task_named
 from data.precision import cpu_bf16_support
 
 DEMO_PREFIX = "demo-"
+# Written into a demo folder this builder made: only such a folder is ever rebuilt over (a folder of yours
+# named demo-chat is yours, whatever its report says)
+DEMO_MARKER = "demo_build.json"
 LOWER_PRIORITY = 10  # `nice` increment of a build: chat replies stay responsive while a demo trains
 
 
@@ -228,6 +231,8 @@ class DemoBuilder:
             self.say(f"[app] {b.task} demo model failed: {b.reason}")
             return
         b.seconds = time.time() - b.started
+        with open(os.path.join(b.output, DEMO_MARKER), "w", encoding="utf-8") as f:  # ours: may be rebuilt
+            json.dump({"task": b.task, "built_at": time.time()}, f)
         if self.on_ready is not None:
             try:
                 self.on_ready(b.task, b.output)

@@ -72,6 +72,13 @@ def undertrained(report: dict) -> tuple[int, int] | None:
     return (allowed, wanted) if allowed < UNDERTRAINED_SHARE * wanted else None
 
 
+def built_here(ckpt: Checkpoint) -> bool:
+    """A demo folder the app's DemoBuilder made (its marker), which a rebuild may replace."""
+    from webui.demos import DEMO_MARKER
+
+    return os.path.isfile(os.path.join(ckpt.path, DEMO_MARKER))
+
+
 def missing_demos(settings) -> list[str]:
     """Tasks with a demo recipe and neither an explicit model nor a checkpoint folder, or only an undertrained
     demo model (built while the machine was busy): their tabs get a demo model, built again (issue #38),
@@ -83,7 +90,7 @@ def missing_demos(settings) -> list[str]:
         for t in TASKS.values()
         if t.demo_args
         and t.name not in settings.models
-        and all(c.demo and rebuild and undertrained(c.report) for c in found[t.name])
+        and all(c.demo and rebuild and built_here(c) and undertrained(c.report) for c in found[t.name])
     ]
 
 

@@ -17,13 +17,19 @@ import time
 
 from data.errors import EXIT_BAD_INPUT
 from data.hub import can_connect
-from webui.blocks import SERVE_OPTIONS, build_demo
 from webui.demos import DemoBuilder
 from webui.jobs import MAX_UPLOAD_BYTES, TrainingJobs, public_reason
-from webui.settings import Settings, parse_settings, predictor_options
+from webui.settings import SERVE_OPTIONS, Settings, parse_settings, predictor_options
 from webui.store import ModelStore, missing_demos, warm_up
 
 __all__ = ["main", "build_demo", "Settings", "parse_settings", "ModelStore", "SERVE_OPTIONS"]
+
+
+def build_demo(settings=None, store=None, builder=None, trainer=None):
+    """The page (webui.blocks.build_demo); Gradio is imported here, on first use, not by `import app`."""
+    from webui.blocks import build_demo as build
+
+    return build(settings, store, builder, trainer)
 
 
 def share_server_reachable(timeout: float = 3.0) -> bool:

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
+from chat.settings import MAX_SENTENCE_CHARS as MAX_CHARS
 from data import InputError
 from data.corpus import MASK, normalize_masks
 from data.text import despace
 
 MAX_MASKS = 10
-MAX_CHARS = 1000
 
 
 @dataclass

@@ -15,7 +15,10 @@ MAX_NEW_TOKENS_LIMIT = 512
 # time (chat/engine.py build_prompt): with the new message last, the model sees 5 or 7 turns of it, 6 on
 # average, as many as the window of 6 sliding one turn at a time that this replaced.
 MAX_HISTORY = 8
-MAX_MESSAGE_CHARS = 1000  # a longer message keeps its last this many characters (engine, chat template)
+# Input limits, the one place each is defined: the engine, the predictors, the page and /v1 read them here.
+MAX_MESSAGE_CHARS = 1000  # a longer chat message keeps its last this many characters (engine, template, page)
+MAX_PASTE_CHARS = 20_000  # the page and /v1 refuse a longer chat message (a 5-million one grew the server 2 GB)
+MAX_SENTENCE_CHARS = 1000  # fill-mask text and each similarity sentence: longer is refused (predictor and page)
 
 
 def _f(help: str):

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from chat.settings import MAX_SENTENCE_CHARS as MAX_CHARS
 from data import InputError
-
-MAX_CHARS = 1000
 
 
 def _at_half(p: float, threshold: float) -> float:

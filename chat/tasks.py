@@ -32,6 +32,10 @@ def _nothing(report: dict) -> str:
     return ""
 
 
+def _no_examples(report: dict) -> list:
+    return []
+
+
 @dataclass(frozen=True)
 class Task:
     name: str  # folder-safe id, recorded as "task" in training_report.json
@@ -50,6 +54,8 @@ class Task:
     reader_items: str = "rows"  # .encoding, .bad and a list in this attribute
     figures: Callable[[dict], str] = _nothing  # the score shown after "base · data" in the about line
     notes: Callable[[dict], str] = _nothing  # warnings shown under it (empty: none)
+    # the tab's Try examples for a model, from its training report (rows of the tab's inputs; []: the tab's own)
+    examples: Callable[[dict], list] = _no_examples
     options: dict = field(default_factory=dict)  # default keyword arguments of from_pretrained
 
     def accepts(self, architecture: str) -> bool:
@@ -149,6 +155,20 @@ def _pair_warnings(report: dict) -> str:
     return ""
 
 
+def _quiz_prompts(report: dict, limit: int = 8) -> list:
+    """A fact model's own quiz prompts (--eval-prompts, else the self-quiz), the ones it answers first."""
+    rows = (report.get("prompts") or {}).get("after") or (report.get("self_quiz") or {}).get("after") or []
+    rows = [r for r in rows if isinstance(r, dict) and r.get("prompt")]
+    answered = [r for r in rows if r.get("hit")]
+    return [[r["prompt"]] for r in (answered or rows)[:limit]]
+
+
+def _report_examples(report: dict, limit: int = 8) -> list:
+    """The `examples` a training script kept in the report (chat: openers, similarity: pairs of its data)."""
+    rows = report.get("examples") or []
+    return [list(r) for r in rows if isinstance(r, (list, tuple)) and all(isinstance(x, str) for x in r)][:limit]
+
+
 def _chat_demo(data: str) -> list[str]:
     # every dialogue trains (no hold-out): the demo should answer the sample openers
     return [
@@ -216,6 +236,7 @@ register(
         demo_args=_chat_demo,
         demo_minutes=1.5,
         figures=_perplexity,
+        examples=_report_examples,
     )
 )
 register(
@@ -233,6 +254,7 @@ register(
         demo_args=_cloze_demo,
         demo_minutes=2.0,
         figures=_quiz,
+        examples=_quiz_prompts,
     )
 )
 register(
@@ -252,5 +274,6 @@ register(
         demo_minutes=1.0,
         figures=_pair_metric,
         notes=_pair_warnings,
+        examples=_report_examples,
     )
 )

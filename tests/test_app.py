@@ -443,58 +443,6 @@ def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_p
 
 
 @pytest.mark.slow
-def test_the_page_answers_while_a_demo_model_builds_then_the_tab_turns_on(tmp_path, checkpoints):
-    """Serve first: the Chat tab shows the demo build's progress, then works by itself when the model is ready."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"browser test skipped: Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="browser test skipped: pip install playwright")
-    import app
-    from webui.demos import DemoBuilder
-
-    root = tmp_path / "checkpoints"
-    shutil.copytree(checkpoints / "mine" / "cloze", root / "cloze")
-    from webui.store import missing_demos
-
-    settings = app.Settings(checkpoints=str(root))
-    assert missing_demos(settings) == ["chat", "similarity"]
-    store = app.ModelStore()
-    builder = DemoBuilder(str(root), ["chat"], say=lambda line: None, on_ready=store.get, minutes=0.1)
-    demo = app.build_demo(settings, store, builder)
-    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
-    builder.start()
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-            try:
-                page = browser.new_page(viewport={"width": 1100, "height": 900})
-                page.goto(demo.local_url)
-                expect = sync_api.expect
-                expect(page.locator("#chat-about")).to_contain_text(
-                    "demo model", timeout=30_000
-                )  # queued/preparing/building
-                expect(page.locator("#chat-send")).to_be_disabled()
-                box = page.locator("#chat-input textarea")
-                box.fill("在吗")
-                box.press("Enter")  # Enter while Send is disabled: the same words in a notice, no red Error
-                expect(page.locator(".toast-body").first).to_contain_text("demo model", timeout=30_000)
-                expect(page.locator("#chatbot")).not_to_contain_text("Error")
-                expect(box).to_have_value("在吗")  # the message is kept for when the model is ready
-                # a generous cap, not a speed target: 6 s of training, plus start-up and saving on a busy CPU
-                expect(page.locator("#chat-send")).to_be_enabled(timeout=600_000)
-                expect(page.locator("#chat-about")).to_contain_text("demo-chat")
-                box.fill("你好")
-                box.press("Enter")
-                expect(page.locator('#chatbot [data-testid="bot"]').first).not_to_be_empty(timeout=60_000)
-            finally:
-                browser.close()
-    finally:
-        builder.stop()
-        demo.close()
-    assert builder.status("chat").state == "ready" and (root / "demo-chat" / "config.json").is_file()
-    assert not (root / "demo-chat" / "progress.json").exists() and not (root / "demo-chat.log").exists()
-
-
-@pytest.mark.slow
 def test_predictors_print_no_loading_bars(checkpoints):
     code = (
         "import sys; from chat import ChatEngine; from chat.fill_mask import FillMaskPredictor; "
@@ -608,6 +556,7 @@ def test_compare_answers_with_a_second_model_beside_the_first(served):
 def test_compare_starts_with_the_base_the_model_was_fine_tuned_from(tmp_path, checkpoints):
     import app
     from webui.blocks import TabContext
+    from webui.compare import second_choices
     from webui.store import Checkpoint, ModelStore, base_of
 
     root = tmp_path / "checkpoints"
@@ -619,11 +568,12 @@ def test_compare_starts_with_the_base_the_model_was_fine_tuned_from(tmp_path, ch
         code = run(cloze_script.main, ["--data", corpus, "--model", str(base), "--output", str(out), "--epochs", "1"])
         assert code == 0
     ctx = TabContext(app.Settings(checkpoints=str(root), demo=False), ModelStore(), None)
-    labels, default = ctx.compare_choices("cloze", "after")
+    labels, default = second_choices(ctx, "cloze", "after")
     assert default == "before" and sorted(labels) == ["after", "before", "moved"]  # before vs after fine-tuning
-    labels, default = ctx.compare_choices("cloze", "before")  # trained from scratch: no base; another model
-    assert default == "after"
-    labels, default = ctx.compare_choices("cloze", "moved")  # a base outside --checkpoints joins the list
+    # trained from scratch: no "before"; no unrelated model either (issue #38), unless one was picked
+    assert second_choices(ctx, "cloze", "before") == (labels, None)
+    assert second_choices(ctx, "cloze", "before", "after")[1] == "after"
+    labels, default = second_choices(ctx, "cloze", "moved")  # a base outside --checkpoints joins the list
     assert default == f"基座 base: {tmp_path / 'elsewhere' / 'base'}" and labels[0] == default
     assert ctx.pick("cloze", default).predict("周小满研究的动物是蝴[MASK]。", top_k=1)
 
@@ -663,3 +613,30 @@ def test_the_temperature_slider_samples_even_over_a_greedy_checkpoint(tmp_path, 
         assert len(replies(1.5)) > 1
     finally:
         demo.close()
+
+
+def test_each_models_try_examples_come_from_its_own_data():
+    """Task.examples: a fact model's own quiz prompts (the ones it answers first), a similarity model's
+    pairs with the labels taking turns, a chat model's opening lines; none in the report: the tab's own."""
+    from chat.tasks import TASKS
+    from training.chat import opening_lines
+    from training.similarity import example_pairs
+
+    quiz = {
+        "self_quiz": {
+            "after": [{"prompt": "秒针是一只[MASK]猫。", "hit": False}, {"prompt": "桐[MASK]镇", "hit": True}]
+        }
+    }
+    assert TASKS["cloze"].examples(quiz) == [["桐[MASK]镇"]]
+    assert TASKS["cloze"].examples({"self_quiz": {"after": [{"prompt": "a[MASK]", "hit": False}]}}) == [["a[MASK]"]]
+    assert TASKS["cloze"].examples({}) == []
+    pairs = [("甲", "乙"), ("丙", "丁"), ("戊", "己"), ("x" * 50, "y" * 20)]
+    rows = example_pairs(pairs, [1, 1, 0, 0])
+    assert rows == [["甲", "乙"], ["戊", "己"], ["丙", "丁"]]  # same, different, same; a long pair left out
+    assert TASKS["similarity"].examples({"examples": rows}) == rows
+    assert opening_lines([["你好", "嗨"], ["你好", "在"], ["吃了吗", "吃了"], ["长" * 40, "x"]]) == [
+        ["你好"],
+        ["吃了吗"],
+    ]
+    assert TASKS["chat"].examples({"examples": [["你好"]]}) == [["你好"]]
+    assert TASKS["chat"].examples({"examples": "not a list of rows"}) == []

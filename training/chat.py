@@ -252,6 +252,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
     }
     report["sequences"] = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": train_tokens, **train_stats}
     report["sample_replies"] = samples
+    report["examples"] = opening_lines(valid or train)
     report["convergence"] = result.convergence
     config = model.config
     report["model"].update(
@@ -290,6 +291,17 @@ print(generate([{{"role": "user", "content": "你好"}}], do_sample=False)[0]["g
 
 
 OPENERS = ("你好", "你平时喜欢做什么？", "周末有什么打算？")  # the same three for every run, so runs compare
+
+
+def opening_lines(dialogues, limit: int = 5) -> list[list[str]]:
+    """The first lines of a few short dialogues of the run's own data: the app's Try examples for it."""
+    seen: dict = {}
+    for d in dialogues:
+        if d and len(d[0]) <= 30:
+            seen.setdefault(d[0], None)
+        if len(seen) == limit:
+            break
+    return [[line] for line in seen]
 
 
 def sample_replies(model, tokenizer) -> list[dict]:

@@ -17,6 +17,7 @@ if __package__ in (None, ""):
 
     _sys.path[0] = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 
+import itertools
 import json
 import os
 import sys
@@ -129,6 +130,16 @@ def encode(tokenizer, pairs, labels, max_len: int) -> list[dict]:
 # the masked-LM stage; patience keeps the best epoch. A pretrained base needs a few passes.
 SCRATCH_RULE = Rule(min_steps=600, min_passes=6, max_minutes=15, unit="pairs")
 PRETRAINED_RULE = Rule(min_steps=100, min_passes=3, max_minutes=30, unit="pairs", max_passes=5)
+
+
+def example_pairs(pairs, labels, limit: int = 8) -> list[list[str]]:
+    """A few short pairs of the run's own data, the labels taking turns: the app's Try examples for it."""
+    by_label: dict = {}
+    for (a, b), y in zip(pairs, labels):
+        if len(a) + len(b) <= 60:
+            by_label.setdefault(y, []).append([a, b])
+    turns = [x for group in itertools.zip_longest(*by_label.values()) for x in group if x is not None]
+    return turns[:limit]
 
 
 def main(argv: list[str] | None = None, callbacks=()) -> int:
@@ -385,6 +396,7 @@ def main(argv: list[str] | None = None, callbacks=()) -> int:
             "warning": warning,
             "mlm_stage": mlm_report if mlm_stage else None,
             "convergence": result.convergence,
+            "examples": example_pairs(dev_pairs or train_pairs, dev_labels if dev_pairs else train_labels),
         }
     )
     best = result.best or {}

@@ -3,46 +3,47 @@
 `build_demo()` returns the `gr.Blocks`. It lists checkpoint folders but loads no model. What every
 tab needs (its model picker and about line, loading the picked model, input limits, the demo
 build's progress) is in `TabContext`; a tab module's `build(ctx, task)` lays out its own inputs
-and handlers and returns `TabParts`: its picker and the handler that refreshes the tab when the
-picked model changes.
+and handlers (with webui.compare.Compare for the second model) and returns `TabParts`, named: its
+picker, about line, action button and Try examples, which the page refreshes when the picked model
+changes. Gradio is imported here at module level; app.py imports this module only to build the page.
 """
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-from chat.settings import MAX_MESSAGE_CHARS  # noqa: F401 (what the chat model reads of a message)
+import gradio as gr
+
 from chat.tasks import TASKS, Task
+from data import InputError
+from webui.compare import ABOUT_HEIGHT
 from webui.demos import DEMO_PREFIX, DemoBuilder
 from webui.settings import Settings, predictor_options
-from webui.store import DEMO_SUFFIX, ModelStore, about, base_of, catalogue
+from webui.store import DEMO_SUFFIX, ModelStore, about, catalogue
+from webui.widgets import ModelPicker
 
-# Limits enforced on the server for every request (the browser's boxes refuse longer input first,
-# but API clients skip the browser): a 5-million-character message grew the server by 2 GB.
-MAX_PASTE_CHARS = 20_000  # a longer chat message is refused; up to this, its end is sent, with a notice
-MAX_SENTENCE_CHARS = 1000
-ABOUT_HEIGHT = 84  # px: the model line keeps its height when the picked model changes (the chat box stayed put)
-MAX_UPLOAD = "1mb"  # the app has no upload box; Gradio's upload route still exists, so keep it small
-CSS = """
-.verdict { display: inline-block; padding: 1px 10px; border-radius: 6px; font-weight: 600; }
-.verdict-same { background: #dcfce7; color: #166534; }
-.verdict-different { background: #fee2e2; color: #991b1b; }
-.model-about { overflow-y: auto; }
-"""
 # Closes the toasts of the tab you leave (a Fill-Mask warning stayed on over the next tab).
 CLOSE_TOASTS_JS = "() => document.querySelectorAll('[data-testid=\"toast-close\"]').forEach(b => b.click())"
-SERVE_OPTIONS = dict(show_error=False, footer_links=["api", "gradio"], max_file_size=MAX_UPLOAD, css=CSS)
 
 
 @dataclass
 class TabParts:
-    picker: object  # the tab's model dropdown
-    # refresh(label) -> updates for `outputs` (the about line first, then the tab's own), after the
-    # picked model changes, the page loads, or its demo model becomes ready
-    refresh: Callable
-    outputs: list
+    """What a tab module's build() hands back; the page refreshes these when the picked model changes,
+    the page loads, or the tab's demo model becomes ready."""
+
+    picker: gr.Dropdown  # the tab's model picker
+    about: gr.Markdown  # the picked model's about line
+    action: gr.Button  # on when the picked model loads, off without one
+    examples: gr.Dataset | None = None  # the Try examples, refilled from the picked model's own data
+    default_examples: list = field(default_factory=list)  # when the model's report has none (Task.examples)
+    # what else follows the picked model: label -> {component: update} for `follows` (chat: its sliders)
+    follow: Callable | None = None
+    follows: list = field(default_factory=list)
+
+    @property
+    def outputs(self) -> list:
+        return [self.about, self.action, *([self.examples] if self.examples is not None else []), *self.follows]
 
 
 class TabContext:
@@ -72,9 +73,6 @@ class TabContext:
 
     def header(self, task: Task):
         """The model picker and the about line of a tab, side by side."""
-        import gradio as gr
-
-        from webui.widgets import ModelPicker
 
         items = self.models[task.name]
         names = [c.label for c in items] or self.building(
@@ -90,13 +88,13 @@ class TabContext:
                 elem_id=f"{task.name}-model",
             )
             line = about(items[0], task.name) if items else self.no_model(task.name)
-            about_md = gr.Markdown(line, elem_id=f"{task.name}-about", elem_classes="model-about", height=ABOUT_HEIGHT)
+            about_md = gr.Markdown(
+                line, elem_id=f"{task.name}-about", elem_classes="model-about", min_height=ABOUT_HEIGHT
+            )
         return picker, about_md
 
     @staticmethod
     def too_long(text, limit: int, what: str) -> None:
-        import gradio as gr
-
         if len(text or "") > limit:
             raise gr.Error(
                 f"{what}太长 too long: {len(text):,} 字 characters, 最多 at most {limit:,}", print_exception=False
@@ -104,10 +102,6 @@ class TabContext:
 
     def pick(self, task: str, label: str | None):
         """The loaded predictor of the picked model, or a gr.Error with the reason."""
-        import gradio as gr
-
-        from data import InputError
-
         ckpt = self.by_key[task].get(label or "") or self.bases[task].get(label or "")
         if ckpt is None and label:  # trained after the start? (API clients skip the page load that rescans)
             self.rescan()
@@ -124,10 +118,6 @@ class TabContext:
 
     def run(self, fn, *args, **kwargs):
         """Run a model call while no model loads, its InputError shown as the error."""
-        import gradio as gr
-
-        from data import InputError
-
         try:
             with self.store.serving():
                 return fn(*args, **kwargs)
@@ -136,10 +126,6 @@ class TabContext:
 
     def status(self, task: str, label):
         """(about line, update for the tab's action button) after trying to load the picked model."""
-        import gradio as gr
-
-        from data import InputError
-
         ckpt = self.by_key[task].get(label or "")
         if ckpt is None:
             return self.no_model(task), gr.update(interactive=False)
@@ -150,80 +136,27 @@ class TabContext:
         return about(ckpt, task), gr.update(interactive=True)
 
     def picker_update(self, task: str, label, fresh=None):
-        import gradio as gr
-
         fresh = fresh or self.rescan()
         labels = [c.label for c in fresh[task]] or self.building(task)
         value = label if label in labels else (labels[0] if labels else None)
         return gr.update(choices=labels, value=value, interactive=len(labels) > 1), value
 
-    # 对比 Compare: a second model beside the first, for the same input
+    def examples(self, task: str, label, parts: TabParts) -> list:
+        """The Try examples for the picked model: from its own data (Task.examples over its training
+        report), else the tab's defaults (the sample data the demo model learns)."""
+        ckpt = self.by_key[task].get(label or "")
+        rows = TASKS[task].examples(ckpt.report) if ckpt is not None else []
+        return rows or parts.default_examples
 
-    def compare_toggle(self, task: Task):
-        import gradio as gr
-
-        return gr.Checkbox(
-            value=False,
-            label="对比 Compare: 两个模型并排回答 two models side by side",
-            info="默认对比微调前的基座（若可加载）The base before fine-tuning, when it loads here",
-            elem_id=f"{task.name}-compare",
-        )
-
-    def second_picker(self, task: Task):
-        """The second model's picker and its about line (inside the tab's second column)."""
-        import gradio as gr
-
-        from webui.widgets import ModelPicker
-
-        picker = ModelPicker(
-            choices=[], value=None, label="对比模型 Compared with", elem_id=f"{task.name}-model-b", interactive=True
-        )
-        line = gr.Markdown(elem_classes="model-about", height=ABOUT_HEIGHT, elem_id=f"{task.name}-about-b")
-        return picker, line
-
-    def compare_choices(self, task: str, first, current=None) -> tuple[list[str], str | None]:
-        """(choices, default) of the second picker: the task's models plus the first model's base when it
-        loads here; the default is that base, else the current choice, else another model."""
-        labels = [c.label for c in self.rescan()[task]]
-        ckpt = self.by_key[task].get(first or "")
-        base = base_of(ckpt) if ckpt is not None else None
-        if base is not None:
-            same = next((c for c in self.models[task] if os.path.abspath(c.path) == os.path.abspath(base.path)), None)
-            if same is None:
-                self.bases[task][base.label] = base
-                labels.insert(0, base.label)
-            return labels, (same or base).label
-        if current in labels and current != first:
-            return labels, current
-        return labels, next((x for x in labels if x != first), first)
-
-    def compare_about(self, task: str, label) -> str:
-        ckpt = self.by_key[task].get(label or "") or self.bases[task].get(label or "")
-        return about(ckpt, task) if ckpt is not None else ""
-
-    def wire_compare(self, task: Task, toggle, column, first, second, second_about) -> None:
-        """Show the second column while Compare is on; set the second picker when it turns on and when
-        the first model changes."""
-        import gradio as gr
-
-        name = task.name
-
-        def choose(on, a, b):
-            if not on:
-                return gr.update(visible=False), gr.update(), gr.update()
-            labels, value = self.compare_choices(name, a, b)
-            return gr.update(visible=True), gr.update(choices=labels, value=value), self.compare_about(name, value)
-
-        common = dict(outputs=[column, second, second_about], api_visibility="private", show_progress="hidden")
-        toggle.change(choose, inputs=[toggle, first, second], **common)
-        first.change(choose, inputs=[toggle, first, second], **common)
-        second.change(
-            lambda label: self.compare_about(name, label),
-            inputs=[second],
-            outputs=[second_about],
-            api_visibility="private",
-            show_progress="hidden",
-        )
+    def refresh(self, task: str, parts: TabParts, label) -> dict:
+        """Updates of a tab's parts for the picked model, by component."""
+        line, action = self.status(task, label)
+        out = {parts.about: line, parts.action: action}
+        if parts.examples is not None:
+            out[parts.examples] = gr.Dataset(samples=self.examples(task, label, parts))
+        if parts.follow is not None and action.get("interactive"):
+            out.update(parts.follow(label))
+        return out
 
 
 def build_demo(
@@ -236,8 +169,6 @@ def build_demo(
     background) a tab without a model shows the build's progress and turns on by itself when its
     model is ready. With a `trainer` (webui.jobs.TrainingJobs) the last tab, 训练 Train, runs training
     scripts; without one it says how to turn it on."""
-    import gradio as gr
-
     settings = settings or Settings()
     ctx = TabContext(settings, store or ModelStore(predictor_options(settings)), builder)
     titles = "、".join(t.title.split(" ", 1)[0] for t in TASKS.values())
@@ -258,18 +189,20 @@ def build_demo(
             from webui.tabs import train
 
             train.build(ctx, trainer)
+        quiet = dict(api_visibility="private", show_progress="hidden")
         for name, p in parts.items():
+
+            def refresh(label, name=name, p=p):
+                return ctx.refresh(name, p, label)
+
             # each page load lists the checkpoint folders anew: a model trained after the start appears
             demo.load(
                 lambda label, name=name: ctx.picker_update(name, label)[0],
                 inputs=[p.picker],
                 outputs=[p.picker],
-                api_visibility="private",
-                show_progress="hidden",
-            ).then(p.refresh, inputs=[p.picker], outputs=p.outputs, api_visibility="private", show_progress="hidden")
-            p.picker.change(
-                p.refresh, inputs=[p.picker], outputs=p.outputs, api_visibility="private", show_progress="hidden"
-            )
+                **quiet,
+            ).then(refresh, inputs=[p.picker], outputs=p.outputs, **quiet)
+            p.picker.change(refresh, inputs=[p.picker], outputs=p.outputs, **quiet)
         if builder is not None and builder.builds:
             _follow_builds(ctx, parts)
     demo.queue(default_concurrency_limit=ctx.settings.concurrency, max_size=256)
@@ -281,25 +214,22 @@ def _follow_builds(ctx: TabContext, parts: dict[str, TabParts]) -> None:
     its model is ready the tick lists it in the picker and turns the tab on (the picker may
     already show the demo's name, so its change event would not fire). The timer stops once no
     build is left."""
-    import gradio as gr
-
     timer = gr.Timer(2.0)
 
     def progress(*labels):
-        out, fresh = [], None
+        out, fresh = {}, None
         for (task, p), label in zip(parts.items(), labels):
-            build, width = ctx.builder.status(task), len(p.outputs)
+            build = ctx.builder.status(task)
             if label in ctx.by_key[task] or build is None:
-                out += [gr.update()] * (1 + width)
-            elif build.state == "ready":
+                continue
+            if build.state == "ready":
                 fresh = fresh or ctx.rescan()
-                update, value = ctx.picker_update(task, label, fresh)
-                out += [update, *p.refresh(value)]
+                out[p.picker], value = ctx.picker_update(task, label, fresh)
+                out.update(ctx.refresh(task, p, value))
             else:  # the about line shows the build; the action button stays off
-                out += [gr.update(), ctx.builder.message(task), gr.update(interactive=False)] + [gr.update()] * (
-                    width - 2
-                )
-        return *out, gr.Timer(active=ctx.builder.pending())
+                out.update({p.about: ctx.builder.message(task), p.action: gr.update(interactive=False)})
+        out[timer] = gr.Timer(active=ctx.builder.pending())
+        return out
 
     timer.tick(
         progress,

@@ -8,6 +8,16 @@ from dataclasses import dataclass, field
 
 from chat.tasks import TASKS
 
+MAX_UPLOAD = "1mb"  # the app has no upload box; Gradio's upload route still exists, so keep it small
+CSS = """
+.verdict { display: inline-block; padding: 1px 10px; border-radius: 6px; font-weight: 600; }
+.verdict-same { background: #dcfce7; color: #166534; }
+.verdict-different { background: #fee2e2; color: #991b1b; }
+.model-about { overflow-y: auto; }
+"""
+# Keyword arguments of the page's launch() (webui.blocks builds the page; app.py launches it).
+SERVE_OPTIONS = dict(show_error=False, footer_links=["api", "gradio"], max_file_size=MAX_UPLOAD, css=CSS)
+
 
 @dataclass
 class Settings:

@@ -6,8 +6,10 @@ import time
 
 import gradio as gr
 
+from chat.settings import MAX_MESSAGE_CHARS, MAX_PASTE_CHARS
 from data.encoder import CHAT_SAMPLING
-from webui.blocks import MAX_MESSAGE_CHARS, MAX_PASTE_CHARS, TabParts
+from webui.blocks import TabParts
+from webui.compare import Compare
 from webui.widgets import CheckedSlider as Slider
 
 # Streamed replies reach the page at most this often: each update costs the server ~8 ms of CPU (Gradio's
@@ -47,12 +49,11 @@ def slider_values(config) -> list[float]:
 def build(ctx, task) -> TabParts:
     name = task.name
     picker, about = ctx.header(task)
-    toggle = ctx.compare_toggle(task)
+    compare = Compare(ctx, task)
     with gr.Row():
         with gr.Column():
             chatbot = gr.Chatbot(label="对话 Conversation", height=380, buttons=["copy"], elem_id="chatbot")
-        with gr.Column(visible=False) as side_b:
-            picker_b, about_b = ctx.second_picker(task)
+        with compare.side():
             chatbot_b = gr.Chatbot(label="对比 Compared", height=296, buttons=["copy"], elem_id="chatbot-b")
     history = gr.State([])  # what the model sees; one per browser session
     history_b = gr.State([])  # Compare: the second model's own conversation
@@ -77,7 +78,7 @@ def build(ctx, task) -> TabParts:
                 Slider(1, 2, value=d["repetition_penalty"], step=0.05, label="重复惩罚 repetition penalty"),
                 Slider(8, 256, value=d["max_new_tokens"], step=8, label="最长回复 max new tokens"),
             ]
-    gr.Examples([[x] for x in OPENERS], inputs=[message], label="试试 Try")
+    examples = gr.Examples([[x] for x in OPENERS], inputs=[message], label="试试 Try")
 
     def converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         """Yields (shown, kept): the conversation as it streams, and what the next turn builds on."""
@@ -138,18 +139,19 @@ def build(ctx, task) -> TabParts:
             return
         yield from respond(message, turns, model, *sampling)
 
-    def respond_compare(message, turns, on, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+    def respond_compare(message, turns, temperature, top_k, top_p, repetition_penalty, max_new_tokens, model):
         """The second model's reply to the same message while Compare is on, streamed beside the first
         (its own event, so both sides stream at once; the first side reports bad input)."""
-        if not on or not (message or "").strip() or len(message) > MAX_PASTE_CHARS:
-            yield gr.skip(), gr.skip()
-            return
         message = message.strip()[-MAX_MESSAGE_CHARS:]  # as the first side sends it (which says so)
         yield from converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens)
 
     io = dict(fn=respond, inputs=[message, history, picker, *sliders], outputs=[chatbot, history, message])
     io_b = dict(
-        fn=respond_compare, inputs=[message, history_b, toggle, picker_b, *sliders], outputs=[chatbot_b, history_b]
+        fn=compare.second(
+            respond_compare, lambda message, _: 0 < len((message or "").strip()) <= MAX_PASTE_CHARS, 2, 2
+        ),
+        inputs=[message, history_b, *compare.inputs, *sliders],
+        outputs=[chatbot_b, history_b],
     )
     message.submit(**{**io, "fn": respond_enter}, api_visibility="private")
     message.submit(**io_b, api_visibility="private")
@@ -158,15 +160,12 @@ def build(ctx, task) -> TabParts:
     clear.click(lambda: ([], []), outputs=[chatbot, history], api_name="clear", queue=False)
     clear.click(lambda: ([], []), outputs=[chatbot_b, history_b], api_name="clear_compare", queue=False)
     picker.change(lambda: ([], []), outputs=[chatbot, history], api_visibility="private", queue=False)
-    picker_b.change(lambda: ([], []), outputs=[chatbot_b, history_b], api_visibility="private", queue=False)
-    ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)
+    compare.picker.change(lambda: ([], []), outputs=[chatbot_b, history_b], api_visibility="private", queue=False)
+    compare.wire(picker)
 
-    def refresh(label):
-        """The about line, and the sliders set to the chosen model's generation_config.json."""
-        line, send_update = ctx.status(name, label)
-        ckpt = ctx.by_key[name].get(label or "")
-        if ckpt is None or not send_update.get("interactive"):
-            return line, send_update, *[gr.update() for _ in sliders]
-        return line, send_update, *[gr.update(value=v) for v in slider_values(ctx.store.get(name, ckpt.path).defaults)]
+    def follow(label):
+        """The sliders set to the picked model's generation_config.json (it has loaded)."""
+        ckpt = ctx.by_key[name][label]
+        return dict(zip(sliders, slider_values(ctx.store.get(name, ckpt.path).defaults)))
 
-    return TabParts(picker, refresh, [about, send, *sliders])
+    return TabParts(picker, about, send, examples.dataset, [[x] for x in OPENERS], follow, sliders)

@@ -6,8 +6,10 @@ import os
 
 import gradio as gr
 
+from chat.settings import MAX_SENTENCE_CHARS
 from chat.tasks import SAMPLES
-from webui.blocks import MAX_SENTENCE_CHARS, TabParts
+from webui.blocks import TabParts
+from webui.compare import Compare
 from webui.widgets import CheckedSlider as Slider
 
 
@@ -54,22 +56,21 @@ def build(ctx, task) -> TabParts:
         top_k = Slider(1, 20, value=5, step=1, label="候选数 top-k")
         joint = gr.Checkbox(value=True, label="连续 [MASK] 按整词填 Fill consecutive masks as one word")
         fill = gr.Button("填空 Fill", variant="primary", elem_id="cloze-fill")
-    toggle = ctx.compare_toggle(task)
+    compare = Compare(ctx, task)
     headers = ["空位 slot", "候选 candidate", "概率 probability"]
     with gr.Row():
         with gr.Column():
             filled = gr.Markdown(elem_id="cloze-filled")
             candidates = gr.Dataframe(headers=headers, label="候选 Candidates", interactive=False, wrap=True)
-        with gr.Column(visible=False) as side_b:
-            picker_b, about_b = ctx.second_picker(task)
+        with compare.side():
             filled_b = gr.Markdown(elem_id="cloze-filled-b")
             candidates_b = gr.Dataframe(headers=headers, label="候选 Candidates", interactive=False, wrap=True)
-    gr.Examples(
-        # the sample facts, asked in other words: what the demo model was taught (a fact model knows nothing of
-        # the weather: "今天天气很[MASK]。" read as broken, issue #38)
-        [[r[0]] for r in sample_lines("cloze_prompts.txt", 8)],
-        inputs=[masked],
-        label="试试（演示模型学过的样例事实）Try: facts the demo model was taught",
+    # the sample facts asked in other words (what the demo model learns); a model of yours gets prompts of
+    # its own quiz instead (Task.examples). A fact model knows nothing of the weather: "今天天气很[MASK]。"
+    # read as broken (issue #38).
+    samples = [[r[0]] for r in sample_lines("cloze_prompts.txt", 8)]
+    examples = gr.Examples(
+        samples, inputs=[masked], label="试试（所选模型学过的事实）Try: facts the picked model learned"
     )
 
     def answer(text, model, top_k, joint):
@@ -88,17 +89,18 @@ def build(ctx, task) -> TabParts:
         ctx.too_long(text, MAX_SENTENCE_CHARS, "句子 Text ")
         return answer(text, model, top_k, joint)
 
-    def fill_mask_compare(text, on, model, top_k, joint):
-        """The second model's answer while Compare is on (the first side reports bad input)."""
-        if not on or not (text or "").strip() or len(text) > MAX_SENTENCE_CHARS:
-            return gr.skip(), gr.skip()
-        return answer(text, model, top_k, joint)
+    def valid(text):
+        return bool((text or "").strip()) and len(text) <= MAX_SENTENCE_CHARS
 
     io = dict(fn=fill_mask, inputs=[masked, picker, top_k, joint], outputs=[filled, candidates])
-    io_b = dict(fn=fill_mask_compare, inputs=[masked, toggle, picker_b, top_k, joint], outputs=[filled_b, candidates_b])
+    io_b = dict(
+        fn=compare.second(lambda text, top_k, joint, model: answer(text, model, top_k, joint), valid, 2),
+        inputs=[masked, *compare.inputs, top_k, joint],
+        outputs=[filled_b, candidates_b],
+    )
     fill.click(**io, api_name="fill_mask")
     fill.click(**io_b, api_name="fill_mask_compare")
     masked.submit(**io, api_visibility="private")
     masked.submit(**io_b, api_visibility="private")
-    ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)
-    return TabParts(picker, lambda label: ctx.status(name, label), [about, fill])
+    compare.wire(picker)
+    return TabParts(picker, about, fill, examples.dataset, samples)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.blocks import MAX_SENTENCE_CHARS, TabParts
+from chat.settings import MAX_SENTENCE_CHARS
+from webui.blocks import TabParts
+from webui.compare import Compare
 from webui.tabs.fill_mask import sample_lines
 
 # text and CSS (webui.blocks.CSS), not emoji: Debian's Chromium without an emoji font showed empty boxes
@@ -19,22 +21,20 @@ def build(ctx, task) -> TabParts:
     with gr.Row():
         first = gr.Textbox(label="句子一 Sentence 1", max_length=MAX_SENTENCE_CHARS, elem_id="sim-first")
         second_text = gr.Textbox(label="句子二 Sentence 2", max_length=MAX_SENTENCE_CHARS, elem_id="sim-second")
-    compare = gr.Button("比较 Compare", variant="primary", elem_id="sim-compare")
-    toggle = ctx.compare_toggle(task)
+    compare_button = gr.Button("比较 Compare", variant="primary", elem_id="sim-compare")
+    compare = Compare(ctx, task)
     with gr.Row():
         with gr.Column():
             verdict = gr.Markdown(elem_id="sim-verdict")
             probabilities = gr.Label(label="概率 Probabilities", num_top_classes=3)
-        with gr.Column(visible=False) as side_b:
-            picker_b, about_b = ctx.second_picker(task)
+        with compare.side():
             verdict_b = gr.Markdown(elem_id="sim-verdict-b")
             probabilities_b = gr.Label(label="概率 Probabilities", num_top_classes=3)
     rows = sample_lines("pairs.tsv", 1000)
     same, different = ([r[:2] for r in rows if len(r) > 2 and r[2] == label][:4] for label in ("1", "0"))
-    gr.Examples(
-        [x for pair in zip(same, different) for x in pair],
-        inputs=[first, second_text],
-        label="试试（含字面相近但意思不同的句子）Try, near-misses included",
+    samples = [x for pair in zip(same, different) for x in pair]  # a model of yours: pairs of its own data
+    examples = gr.Examples(
+        samples, inputs=[first, second_text], label="试试（含字面相近但意思不同的句子）Try, near-misses included"
     )
 
     def answer(sentence1, sentence2, model):
@@ -66,20 +66,18 @@ def build(ctx, task) -> TabParts:
         ctx.too_long(sentence2, MAX_SENTENCE_CHARS, "句子二 Sentence 2 ")
         return answer(sentence1, sentence2, model)
 
-    def similarity_compare(sentence1, sentence2, on, model):
-        """The second model's verdict while Compare is on (the first side reports bad input)."""
-        texts = (sentence1 or "", sentence2 or "")
-        if not on or not all(t.strip() for t in texts) or max(map(len, texts)) > MAX_SENTENCE_CHARS:
-            return gr.skip(), gr.skip()
-        return answer(sentence1, sentence2, model)
+    def valid(*texts):
+        return all((t or "").strip() for t in texts) and max(len(t or "") for t in texts) <= MAX_SENTENCE_CHARS
 
     io = dict(fn=similarity, inputs=[first, second_text, picker], outputs=[verdict, probabilities])
     io_b = dict(
-        fn=similarity_compare, inputs=[first, second_text, toggle, picker_b], outputs=[verdict_b, probabilities_b]
+        fn=compare.second(answer, valid, 2, leading=2),
+        inputs=[first, second_text, *compare.inputs],
+        outputs=[verdict_b, probabilities_b],
     )
-    compare.click(**io, api_name="similarity")
+    compare_button.click(**io, api_name="similarity")
     second_text.submit(**io, api_visibility="private")
-    compare.click(**io_b, api_name="similarity_compare")
+    compare_button.click(**io_b, api_name="similarity_compare")
     second_text.submit(**io_b, api_visibility="private")
-    ctx.wire_compare(task, toggle, side_b, picker, picker_b, about_b)
-    return TabParts(picker, lambda label: ctx.status(name, label), [about, compare])
+    compare.wire(picker)
+    return TabParts(picker, about, compare_button, examples.dataset, samples)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from webui.blocks import MAX_SENTENCE_CHARS, TabParts
+from chat.settings import MAX_SENTENCE_CHARS
+from webui.blocks import TabParts
 
 
 def build(ctx, task) -> TabParts:
@@ -23,4 +24,4 @@ def build(ctx, task) -> TabParts:
 
     go.click(predict, inputs=[text, picker], outputs=[answer], api_name=name)
     text.submit(predict, inputs=[text, picker], outputs=[answer], api_visibility="private")
-    return TabParts(picker, lambda label: ctx.status(name, label), [about, go])
+    return TabParts(picker, about, go)

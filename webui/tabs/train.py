@@ -169,7 +169,12 @@ def build(ctx, trainer: TrainingJobs | None):
         stop = gr.Button("停止 Stop", elem_id="train-stop")
         resume = gr.Button("继续 Resume", elem_id="train-resume")
     status = gr.Markdown(elem_id="train-status")
-    command = gr.Code(label="命令 Command (the same run from a terminal)", language="shell", interactive=False)
+    command = gr.Code(
+        label="命令 Command (the same run from a terminal)",
+        language="shell",
+        interactive=False,
+        elem_id="train-command",
+    )
     # Two plots, one curve each: in a plot coloured by series, Gradio 6 never drew a series that first
     # appeared after the first frame (the validation loss, after the first evaluation), and its legend
     # showed only its title (Chromium, tried with color_map and colors_in_legend)

@@ -249,17 +249,18 @@ def test_folder_of_another_architecture_is_refused(tmp_path, capsys):
 
 def test_config_file_sets_options_and_flags_override(tmp_path):
     from training.args import LoraArguments, RunArguments, parse_args
+    from training.recipes.chat import ChatArguments
 
     cfg = write(tmp_path / "run.yaml", "data: d.txt\nepochs: 7\nbatch-size: 4\nloss_on: replies\n")
     args, lora, runa = parse_args(
-        (chat_script.ChatArguments, LoraArguments, RunArguments), ["--config", str(cfg), "--epochs", "2"], "t", ""
+        (ChatArguments, LoraArguments, RunArguments), ["--config", str(cfg), "--epochs", "2"], "t", ""
     )
     assert (args.data, args.loss_on, runa.batch_size, runa.epochs) == ("d.txt", "replies", 4, 2)
     bad = write(tmp_path / "bad.json", json.dumps({"data": "d.txt", "epochz": 3}))
     from data import InputError
 
     with pytest.raises(InputError, match="unknown option"):
-        parse_args((chat_script.ChatArguments, LoraArguments, RunArguments), ["--config", str(bad)], "t", "")
+        parse_args((ChatArguments, LoraArguments, RunArguments), ["--config", str(bad)], "t", "")
 
 
 def test_bad_rows_and_gbk_are_reported(tmp_path, capsys):

@@ -4,6 +4,10 @@ Used by training/cloze.py."""
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+
 from data import InputError
 from data.corpus import MASK
 from training.cli import say
@@ -14,7 +18,6 @@ def masked_lm_loss(outputs, labels, num_items_in_batch=None):
     only the masked ones (MaskedLMTrainer in training). Summed, then divided by the masked tokens
     of the whole (accumulated) batch as the Trainer counts them, so gradient accumulation weighs
     every masked token alike."""
-    import torch.nn.functional as F
 
     keep = labels != -100
     logits = outputs.logits[keep] if outputs.logits.dim() == 3 else outputs.logits
@@ -36,8 +39,6 @@ class _AtMasked:
 
 def _mlm_head_owner(model):
     """(module, attribute) of the output head of a BERT-style masked LM (`cls`, or RoBERTa's `lm_head`)."""
-    import torch
-    from transformers import PreTrainedModel
 
     if hasattr(model, "get_base_model"):  # peft
         model = model.get_base_model()
@@ -49,7 +50,7 @@ def _mlm_head_owner(model):
     return None
 
 
-def masked_lm_trainer():
+class MaskedLMTrainer(Trainer):
     """A Trainer whose training forward scores the vocabulary at the masked positions only.
 
     Written by hand because `*ForMaskedLM` scores every position: with 15% masked, 85% of the
@@ -59,33 +60,29 @@ def masked_lm_trainer():
     the wrapped model (accelerate's autocast, DDP, peft), only the head's input is narrowed;
     evaluation (which needs every position for masked accuracy) is the library's path.
     """
-    from transformers import Trainer
 
-    class MaskedLMTrainer(Trainer):
-        def __init__(self, *args, **kw):
-            super().__init__(*args, compute_loss_func=masked_lm_loss, **kw)
+    def __init__(self, *args, **kw):
+        super().__init__(*args, compute_loss_func=masked_lm_loss, **kw)
 
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            owner = _mlm_head_owner(self.accelerator.unwrap_model(model))
-            if return_outputs or not model.training or owner is None or "labels" not in inputs:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            module, name = owner
-            # nn.Module keeps a child in `_modules` and would register any Module assigned to it; the
-            # stand-in is a plain callable set in the instance __dict__ (object.__setattr__), so the state
-            # dict, parameters() and hooks never see it, and the real head leaves `_modules` for this one
-            # forward (popping the registered entry is the only way to swap a child without nn.Module's
-            # __setattr__/__delattr__). Both are put back in `finally`. This relies on the head being a
-            # registered child named `cls` or `lm_head`: test_the_masked_lm_head_is_where_the_trainer_looks
-            # fails loudly if a transformers release moves it (training would silently lose the 1.3x).
-            head = module._modules.pop(name)
-            object.__setattr__(module, name, _AtMasked(head, inputs["labels"] != -100))
-            try:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            finally:
-                object.__delattr__(module, name)
-                module._modules[name] = head
-
-    return MaskedLMTrainer
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        owner = _mlm_head_owner(self.accelerator.unwrap_model(model))
+        if return_outputs or not model.training or owner is None or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        module, name = owner
+        # nn.Module keeps a child in `_modules` and would register any Module assigned to it; the
+        # stand-in is a plain callable set in the instance __dict__ (object.__setattr__), so the state
+        # dict, parameters() and hooks never see it, and the real head leaves `_modules` for this one
+        # forward (popping the registered entry is the only way to swap a child without nn.Module's
+        # __setattr__/__delattr__). Both are put back in `finally`. This relies on the head being a
+        # registered child named `cls` or `lm_head`: test_the_masked_lm_head_is_where_the_trainer_looks
+        # fails loudly if a transformers release moves it (training would silently lose the 1.3x).
+        head = module._modules.pop(name)
+        object.__setattr__(module, name, _AtMasked(head, inputs["labels"] != -100))
+        try:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        finally:
+            object.__delattr__(module, name)
+            module._modules[name] = head
 
 
 def masked_accuracy(eval_pred) -> dict:
@@ -178,41 +175,38 @@ QUIZ_PATIENCE = 4  # evaluations without a better quiz score before a default-le
 QUIZ_STOP_AFTER = 0.8
 
 
-def QuizProgress(tokenizer, items, ask, patience: int | None):
+class QuizProgress(TrainerCallback):
     """A callback that runs the quiz (your prompts, or the self-quiz) at every evaluation, prints the
     score, and with `patience` stops training once it has not improved for that many evaluations."""
-    from transformers import TrainerCallback
 
-    class _QuizProgress(TrainerCallback):
-        def __init__(self):
-            self.curve, self.best, self.waited = [], -1.0, 0
+    def __init__(self, tokenizer, items, ask, patience: int | None):
+        self.tokenizer, self.items, self.ask, self.patience = tokenizer, items, ask, patience
+        self.curve, self.best, self.waited = [], -1.0, 0
 
-        def on_evaluate(self, args, state, control, model=None, **kw):
-            # every process runs the quiz (same weights, same answers), so all of them stop at the same step
-            if model is None:
-                return
-            was = model.training
-            score = hit_rate(ask(model, tokenizer, items))
-            model.train(was)
-            self.curve.append({"step": state.global_step, "recall": score})
-            say(f"  quiz at step {state.global_step}: {score:.0%} of {len(items)}")
-            if score > self.best + 1e-9:
-                self.best, self.waited = score, 0
-            else:
-                self.waited += 1
-            # Not before most of the run: the self-quiz fills up (9 of 9) long before the same facts are
-            # answered in new words (town15: 6/8 reworded at 1,200 steps, 8/8 at 3,000).
-            # and never on a quiz that is still at nothing: there is no plateau before it starts to rise
-            if (
-                patience
-                and self.best > 0
-                and self.waited >= patience
-                and state.global_step >= QUIZ_STOP_AFTER * state.max_steps
-            ):
-                say(f"  the quiz has not improved for {patience} evaluations; stopping here")
-                control.should_training_stop = True
-
-    return _QuizProgress()
+    def on_evaluate(self, args, state, control, model=None, **kw):
+        # every process runs the quiz (same weights, same answers), so all of them stop at the same step
+        if model is None:
+            return
+        was = model.training
+        score = hit_rate(self.ask(model, self.tokenizer, self.items))
+        model.train(was)
+        self.curve.append({"step": state.global_step, "recall": score})
+        say(f"  quiz at step {state.global_step}: {score:.0%} of {len(self.items)}")
+        if score > self.best + 1e-9:
+            self.best, self.waited = score, 0
+        else:
+            self.waited += 1
+        # Not before most of the run: the self-quiz fills up (9 of 9) long before the same facts are
+        # answered in new words (town15: 6/8 reworded at 1,200 steps, 8/8 at 3,000).
+        # and never on a quiz that is still at nothing: there is no plateau before it starts to rise
+        if (
+            self.patience
+            and self.best > 0
+            and self.waited >= self.patience
+            and state.global_step >= QUIZ_STOP_AFTER * state.max_steps
+        ):
+            say(f"  the quiz has not improved for {self.patience} evaluations; stopping here")
+            control.should_training_stop = True
 
 
 def general_accuracy(trainer, general_ds) -> float:

@@ -3,8 +3,9 @@
 The rule: at least `min_steps` optimizer steps and at least `min_passes` passes over the
 training examples, whichever is more, capped by `--max-minutes` using the time per step
 measured on this machine before training starts. `--epochs` or `--max-steps` replace the
-rule (and a `--max-minutes` given with them caps them the same way). A `TimeCap` callback also
-stops a run that overruns the cap (a slower second half, another program taking the CPU) and keeps what it learned.
+rule (and a `--max-minutes` given with them caps them the same way). training/plan.py turns this into
+the run's frozen RunPlan; training/callbacks.py's `TimeCap` stops a run that overruns the cap (a slower
+second half, another program taking the CPU) and keeps what it learned.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-
-from training.cli import say
 
 
 @dataclass
@@ -37,7 +36,7 @@ class Rule:
             wanted = min(wanted, max(1, math.ceil(self.max_passes * steps_per_epoch)))
         return wanted
 
-    def ceiling_minutes(self, max_minutes: float | None) -> float | None:
+    def ceilingminutes_text(self, max_minutes: float | None) -> float | None:
         """The hard stop of a default run: the rule's ceiling, unless --max-minutes set a cap of its own."""
         return self.max_minutes * self.ceiling if self.ceiling and max_minutes is None else None
 
@@ -109,7 +108,7 @@ def plan(
             reason = f"{why} capped by --max-minutes {max_minutes:g}"
             return Plan(capped, capped / steps_per_epoch, per, reason, True, steps)
         return Plan(steps, epochs if epochs is not None else steps / steps_per_epoch, per, why, wanted=steps)
-    ceiling = rule.ceiling_minutes(max_minutes)
+    ceiling = rule.ceilingminutes_text(max_minutes)
     cap = ceiling or (max_minutes if max_minutes is not None else rule.max_minutes)
     wanted = rule.wanted_steps(steps_per_epoch)
     steps, capped = wanted, False
@@ -125,7 +124,7 @@ def plan(
 
 
 def describe(p: Plan, items: int, unit: str, processes: int = 1, batch: int | None = None) -> str:
-    eta = f", ~{_minutes(p.steps * p.seconds_per_step)} on this machine" if p.seconds_per_step else ""
+    eta = f", ~{minutes_text(p.steps * p.seconds_per_step)} on this machine" if p.seconds_per_step else ""
     per = f"; global batch {batch * processes:,} = {processes} processes x {batch:,}" if processes > 1 and batch else ""
     return (
         f"{items:,} {unit} -> {p.steps:,} steps ({p.epochs:.1f} passes{eta}{per}; {p.reason}); "
@@ -133,153 +132,8 @@ def describe(p: Plan, items: int, unit: str, processes: int = 1, batch: int | No
     )
 
 
-def _minutes(seconds: float) -> str:
+def minutes_text(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
-
-
-# Shares of the time budget at which the plan is checked against the real step time. Several, each from
-# the steps since the one before: a run whose first minute was slowed by another program planned 1,522
-# masked-LM steps at the 8% check, ran them at 3x the speed once the CPU was free, and ended at 229 s of
-# its 630 (with one later check at 40%, never reached).
-REPLAN_AT = (0.08, 0.25, 0.5, 0.75)
-ENDING_EARLY = 0.85  # a plan that runs out before this share of the budget is re-planned then too
-REPLAN_MIN_S = 5  # and not before this many seconds of training (the first steps pay one-off costs)
-
-
-def time_cap(seconds: float, budget_s: float | None = None, most_steps: int | None = None):
-    """A callback that ends training (evaluating and saving first) once `seconds` have passed.
-
-    With `budget_s` it also fits the plan to the real speed: the probe before training times three
-    forward-backward passes, and a run's real steps differ (the masked-LM head runs only at masked
-    positions, the optimizer, evaluation, another program on the CPU at the start). Measured on the
-    default similarity run: probed 0.139 s per step, trained at 0.089, so its masked-LM stage planned
-    4,530 steps for 10.5 minutes and ended in 6.7. At 8%, 25%, 50% and 75% of the budget the steps left
-    are re-planned from the speed since the previous check (never more than `most_steps`, what the rule
-    or --epochs asked for), and the linear learning-rate schedule is stretched to end with them: the
-    decay ends when the time does, instead of early (time unused) or late (cut before it fell).
-    """
-    from transformers import TrainerCallback
-
-    class TimeCap(TrainerCallback):
-        def __init__(self):
-            self.seconds = seconds
-            self.start = None
-            self.start_step = 0
-            self.hit = False
-            self.checks = [budget_s * share for share in REPLAN_AT] if budget_s else []
-            self.replanned: list[dict] = []
-            self.since = (0.0, 0)  # (elapsed seconds, step) of the last check: the speed is measured from there
-            self.evaluated_at = self.saved_at = None  # steps of the last evaluation and save
-
-        @property
-        def limited(self) -> bool:
-            """The time, not the amount asked for, ended the run: the cap was hit or the plan cut to fit it."""
-            return self.hit or bool(self.replanned and most_steps and self.replanned[-1]["steps"] < most_steps)
-
-        def on_train_begin(self, args, state, control, **kw):
-            self.start = time.perf_counter()
-            self.start_step = state.global_step
-            self.since = (0.0, state.global_step)
-
-        def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
-            elapsed = time.perf_counter() - self.start if self.start is not None else 0.0
-            due = bool(self.checks) and elapsed >= max(self.checks[0], REPLAN_MIN_S)
-            # the plan is about to end with much of the time left (the steps got faster after a check): once more
-            ending = bool(
-                budget_s
-                and most_steps
-                and state.max_steps < most_steps
-                and state.global_step >= state.max_steps - 1
-                and REPLAN_MIN_S <= elapsed < ENDING_EARLY * budget_s
-            )
-            over = self.start is not None and elapsed > seconds
-            if args.world_size > 1:  # the processes' clocks differ a little: all re-plan or stop when the first is due
-                due, ending, over = (bool(x) for x in _all_max(args, [int(due), int(ending), int(over)]))
-            if due:
-                self.checks = [c for c in self.checks[1:] if c > elapsed]  # also when another process was due
-            if due or ending:
-                self._replan(args, state, lr_scheduler, elapsed)
-            if over and not control.should_training_stop:
-                self.hit = True
-                control.should_training_stop = True
-                control.should_evaluate = args.eval_strategy != "no"
-                control.should_save = True
-                say(f"\nthe time cap ({_minutes(seconds)}) is reached at step {state.global_step}; finishing here")
-
-        def on_evaluate(self, args, state, control, **kw):
-            self.evaluated_at = state.global_step
-
-        def on_save(self, args, state, control, **kw):
-            self.saved_at = state.global_step
-
-        def on_epoch_end(self, args, state, control, **kw):
-            # The Trainer ends the epoch it broke out of, and with per-epoch evaluation the default flow asks
-            # for a second evaluation and save of the step the cap has just evaluated and saved (seen: three
-            # "epoch 3.00" lines and a run 4 s over its 15 minutes). Runs after DefaultFlowCallback.
-            if self.hit and self.evaluated_at == state.global_step:
-                control.should_evaluate = False
-            if self.hit and self.saved_at == state.global_step:
-                control.should_save = False
-
-        def _replan(self, args, state, lr_scheduler, elapsed: float) -> None:
-            since_s, since_step = self.since
-            done = state.global_step - since_step
-            if done < 1:
-                return
-            self.since = (elapsed, state.global_step)
-            per = (elapsed - since_s) / done
-            total = state.global_step + int(max(0.0, budget_s - elapsed) * 0.98 / per)
-            total = max(state.global_step + 1, min(total, most_steps or total))
-            if args.world_size > 1:  # every process must stop at the same step: the main one's plan
-                (total,) = _all_max(args, [total if state.is_world_process_zero else 0])
-            old = state.max_steps
-            if abs(total - old) <= 0.02 * old or not _stretch(lr_scheduler, old, total):
-                return
-            state.max_steps = total
-            self.replanned.append({"at_step": state.global_step, "seconds_per_step": round(per, 4), "steps": total})
-            say(
-                f"\nmeasured {per:.3f} s per step: {total:,} steps fit {_minutes(budget_s)} "
-                f"(was {old:,}); the learning-rate schedule now ends there"
-            )
-
-    return TimeCap()
-
-
-def _all_max(args, values: list[int]) -> list[int]:
-    """The largest of each value over all processes (one all-reduce)."""
-    import torch
-    import torch.distributed as dist
-
-    flags = torch.tensor(values, device=args.device)
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-    return [int(x) for x in flags.tolist()]
-
-
-def _stretch(lr_scheduler, old: int, new: int) -> bool:
-    """Make a linear warmup-decay schedule (transformers' get_linear_schedule_with_warmup: a LambdaLR over a
-    functools.partial with num_warmup_steps / num_training_steps) end at step `new`, warmup scaled alike.
-    False, changing nothing, for any other schedule."""
-    import functools
-
-    sched = getattr(lr_scheduler, "scheduler", lr_scheduler)  # accelerate's wrapper, if any
-    lambdas = getattr(sched, "lr_lambdas", None)
-    if not lambdas or not all(
-        isinstance(f, functools.partial) and f.keywords.get("num_training_steps") == old for f in lambdas
-    ):
-        return False
-    sched.lr_lambdas = [
-        functools.partial(
-            f.func,
-            *f.args,
-            **{
-                **f.keywords,
-                "num_training_steps": new,
-                "num_warmup_steps": round(f.keywords.get("num_warmup_steps", 0) * new / old),
-            },
-        )
-        for f in lambdas
-    ]
-    return True
 
 
 def convergence_note(

@@ -1,7 +1,7 @@
-"""The steps every training script shares, in the order a script calls them.
+"""The steps every task shares, in the order training/pipeline.py calls them.
 
-open_output -> pick_base -> default_lr -> (task-specific data and model) ->
-run_training -> stop_if_interrupted -> base_report -> publish
+open_output -> pick_base -> (the recipe's data and model; extend_vocab) -> run_training ->
+stop_if_interrupted -> base_report -> publish
 """
 
 from __future__ import annotations
@@ -65,6 +65,11 @@ def input_files(runa, groups) -> dict[str, str]:
     return found
 
 
+def output_folder(runa, task: str) -> str:
+    """--output, else checkpoints/<task>."""
+    return runa.output or os.path.join("checkpoints", task)
+
+
 def open_output(runa, task: str, groups=()):
     """Default --output, folder checks (one process under accelerate); returns (plan, resume_from).
 
@@ -73,8 +78,8 @@ def open_output(runa, task: str, groups=()):
     from accelerate import PartialState
     from transformers import set_seed
 
-    runa.output = runa.output or os.path.join("checkpoints", task)
-    plan = OutputPlan(runa.output, runa.overwrite, runa.resume, run_identity(task, groups) if groups else None)
+    folder = output_folder(runa, task)
+    plan = OutputPlan(folder, runa.overwrite, runa.resume, run_identity(task, groups) if groups else None)
     plan.refuse_inputs_inside(input_files(runa, groups))
     import torch
 
@@ -187,13 +192,6 @@ def extend_vocab(model, tokenizer, texts, choice, lora: bool, min_freq: int = 1)
     return tokenizer
 
 
-def fit_max_len(args, limit: int, choice) -> None:
-    """A pretrained base reads at most `limit` positions: a longer --max-len is cut to it, with a warning."""
-    if args.max_len > limit:
-        say(f"warning: --max-len {args.max_len} is more than {choice.name} allows; using {limit}")
-        args.max_len = limit
-
-
 # Below this size a base gets the from-scratch recipe (learning rate, schedule): the small models these
 # scripts train from scratch, continued on new text, learned nothing in 30 passes at the fine-tuning
 # rate of 5e-5 (loss 8.9 -> 8.7 on 30 lines); pretrained Hub models are 10x larger and more.
@@ -203,11 +201,6 @@ SMALL_MODEL_PARAMETERS = 20_000_000
 def scratch_recipe(choice, model) -> bool:
     """Train with the from-scratch recipe: a scratch run, or a base as small as the ones trained here."""
     return choice.source == SCRATCH or model.num_parameters() < SMALL_MODEL_PARAMETERS
-
-
-def default_lr(runa, scratch: bool, lora: bool, scratch_lr: float = 1e-3) -> None:
-    """The learning rate when --lr is not given; the amount of training comes from training.schedule."""
-    runa.lr = runa.lr or (scratch_lr if scratch else 2e-4 if lora else 5e-5)
 
 
 def resume_command(script: str, argv) -> str:
@@ -233,28 +226,30 @@ def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) 
     return None
 
 
-def base_report(
-    task: str,
-    choice,
-    result: RunResult,
-    plan: OutputPlan,
-    arg_groups,
-    model,
-    tokenizer,
-    train_tokens: int,
-    total: int,
-    trainable: int,
-) -> dict:
-    """The fields every training_report.json has; scripts add their data and metrics."""
+def base_report(task: str, run, result: RunResult, total: int, trainable: int) -> dict:
+    """The fields every training_report.json has (`run`: training.pipeline.Run); recipes add their data and
+    metrics. "hyperparameters" are the options as given, with what the run decided in their place: the
+    plan's learning rate, passes, patience and time, the folder, the --max-len the base allows."""
     epochs_done = result.trainer.state.epoch or 0
     hyper = {}
-    for group in arg_groups:
+    for group in (run.args, run.lora, run.options):
         hyper.update({k: v for k, v in asdict(group).items() if k != "config"})
+    plan = result.plan
+    hyper.update(
+        lr=plan.lr,
+        epochs=plan.epochs,
+        patience=plan.patience,
+        max_minutes=plan.max_minutes,
+        output=output_folder(run.options, task),
+        **({"max_len": run.max_len} if "max_len" in hyper else {}),
+    )
+    model, tokenizer = run.model, run.tokenizer
+    train_tokens = run.train_tokens
     return {
         "task": task,
-        "base_model": choice.name,
-        "base_model_source": choice.source,
-        "fallback_reason": choice.fallback_reason,
+        "base_model": run.choice.name,
+        "base_model_source": run.choice.source,
+        "fallback_reason": run.choice.fallback_reason,
         "hyperparameters": hyper,
         "model": {
             "model_type": model.config.model_type,
@@ -270,7 +265,7 @@ def base_report(
         "best": result.best,
         "epochs_trained": round(epochs_done, 3),
         "global_step": result.global_step,
-        "resumed_from": plan.resumed_from,
+        "resumed_from": run.output.resumed_from,
         "wall_time_s": round(result.wall_time_s, 2),
         "train_runtime_s": round(result.train_runtime_s, 2),
         "schedule": result.schedule,

@@ -1,0 +1,221 @@
+"""One training pipeline for every task: read data -> build the model -> plan -> train -> evaluate -> publish.
+
+A task declares what is its own in a `Recipe` (training/recipes/): its options, how its data is read,
+how a scratch or pretrained model is built, how examples are encoded and scored, what the report and
+the model card add. Everything else is here, once: parsing, the output folder and resume checks, the
+base model (and the fallback to scratch), the learning rate, LoRA, the Trainer run (training/runner.py,
+planned once by training/plan.py), Ctrl-C, the report and publishing. A training script is then
+
+    from training.recipes.chat import ChatRecipe
+    main = ChatRecipe().main          # main(argv=None, callbacks=()) -> exit code
+
+and a fourth task is one Recipe subclass (tests/test_fourth_task.py trains one from the command line
+and from the app's Train tab).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from data import InputError, build_char_vocab, make_tokenizer
+from training.args import LoraArguments, RunArguments, parse_args
+from training.cli import say
+from training.models import SCRATCH, wrap_lora
+from training.runner import RunResult, TrainingSetup, run_training
+from training.schedule import Rule
+from training.task import (
+    base_report,
+    extend_vocab,
+    open_output,
+    pick_base,
+    publish,
+    resumed_tokenizer,
+    scratch_recipe,
+    split_holdout,
+    stop_if_interrupted,
+)
+
+
+@dataclass
+class Data:
+    """What a recipe read: the examples to train and validate on and what the report says of them."""
+
+    train: list
+    valid: list
+    items: int  # the count the start line names (lines, dialogues, pairs)
+    texts: list = field(default_factory=list)  # the text a scratch vocab is built from (and a base extended with)
+    report: dict = field(default_factory=dict)  # training_report.json "data"
+    extra: dict = field(default_factory=dict)  # anything else the recipe keeps for its later steps
+
+
+@dataclass
+class Run:
+    """One run's working state as the pipeline goes; the parsed options in it are never written to."""
+
+    recipe: Recipe
+    args: object  # the recipe's own options
+    lora: LoraArguments
+    options: RunArguments
+    argv: list | None
+    data: Data | None = None
+    output: object = None  # training.output.OutputPlan
+    resume_from: str | None = None
+    choice: object = None  # training.models.BaseChoice: which base, from where
+    model: object = None
+    tokenizer: object = None
+    max_len: int | None = None  # --max-len, or less where the base reads fewer positions
+    small: bool = False  # trained with the from-scratch recipe (a scratch model or one as small)
+    lr: float | None = None
+    patience: int = 0
+    max_minutes: float | None = None  # this run's time (--max-minutes, or a stage's share of it)
+    setup: TrainingSetup | None = None
+    train_tokens: int = 0
+    state: dict = field(default_factory=dict)  # the recipe's own values between its steps
+
+    @property
+    def scratch(self) -> bool:
+        return self.choice.source == SCRATCH
+
+
+class Recipe:
+    """A task's training declaration. Subclasses set the class attributes and override the steps marked
+    "override"; the others have defaults that fit most tasks."""
+
+    task: str = ""  # chat.tasks name, recorded as "task" in training_report.json
+    script: str = ""  # relative to the repo root: the command a resume prints
+    arguments: type = None  # the task's options (a dataclass extending training.args.ScratchArguments)
+    description: str = ""  # --help's first line
+    what: str = "model"  # what the base must be, for messages ("masked-LM", "GPT-2 chat model")
+    lora_targets: tuple = ("query", "value")
+    lora_task_type: str | None = None  # peft's task type
+    lora_fan_in_fan_out: bool = False  # GPT-2's Conv1D layers
+    scratch_lr: float = 1e-3
+    scratch_rule: Rule | None = None  # the default amount of training, from scratch ...
+    pretrained_rule: Rule | None = None  # ... and on a pretrained base
+    report_model_fields: tuple = ()  # config fields copied into the report's "model"
+
+    # -- entry point ---------------------------------------------------------------------------------------
+
+    def main(self, argv: list[str] | None = None, callbacks=()) -> int:
+        """The script: parse the command line, then train."""
+        args, lora, options = parse_args(
+            (self.arguments, LoraArguments, RunArguments), argv, f"python {self.script}", self.description
+        )
+        return self.train(args, lora, options, argv=argv, callbacks=callbacks)
+
+    def train(self, args, lora, options, *, argv=None, callbacks=(), max_minutes=None) -> int:
+        """The pipeline on parsed options; `max_minutes` overrides --max-minutes (a stage's share of it)."""
+        run = Run(self, args, lora, options, argv)
+        run.max_minutes = options.max_minutes if max_minutes is None else max_minutes
+        run.data = self.read(run)
+        run.output, run.resume_from = open_output(options, self.task, (args, lora))
+        self.build(run)
+        run.small = scratch_recipe(run.choice, run.model)
+        run.lr = options.lr or self.default_lr(run)
+        run.patience = self.default_patience(run)
+        run.setup = self.encode(run)
+        run.setup.callbacks = [*callbacks, *run.setup.callbacks]
+        if lora.lora:
+            if run.scratch:
+                say("warning: --lora on a scratch model trains small adapters over random weights; expect poor results")
+            run.model = wrap_lora(
+                run.model,
+                lora.lora_r,
+                lora.lora_alpha,
+                lora.lora_dropout,
+                list(self.lora_targets),
+                self.lora_task_type,
+                fan_in_fan_out=self.lora_fan_in_fan_out,
+            )
+        total, trainable = run.model.num_parameters(), run.model.num_parameters(only_trainable=True)
+        say(f"parameters: {total / 1e6:.2f} M, trainable {trainable / 1e6:.2f} M")
+        result = run_training(
+            run.model,
+            run.tokenizer,
+            run.setup,
+            options,
+            run.output,
+            run.resume_from,
+            lr=run.lr,
+            patience=run.patience,
+            max_minutes=run.max_minutes,
+            rule=self.scratch_rule if run.small else self.pretrained_rule,
+            items=run.data.items,
+        )
+        code = stop_if_interrupted(result, run.output, self.script, argv)
+        if code is not None:
+            return code
+        report = base_report(self.task, run, result, total, trainable)
+        report["data"] = run.data.report
+        config = run.model.config
+        report["model"].update({k: getattr(config, k) for k in self.report_model_fields if hasattr(config, k)})
+        card, summary, generation_config = self.evaluate(run, result, report)
+        publish(run.output, result, run.tokenizer, report, card, summary, generation_config)
+        self.after_publish(run, result, report)
+        return 0
+
+    # -- the steps ---------------------------------------------------------------------------------------
+
+    def read(self, run: Run) -> Data:
+        """Override: read the data files (say what was read and skipped); split off validation data."""
+        raise NotImplementedError
+
+    def holdout(self, run: Run, items: list, groups: list | None = None) -> tuple[list, list]:
+        """A seeded --valid-ratio split (whole groups to one side when `groups` is given)."""
+        return split_holdout(items, run.options.valid_ratio, run.options.seed, groups=groups)
+
+    def load_pretrained(self, name: str, **kw):
+        """Override: (model, tokenizer) of a Hub id or folder, or data.InputError with the reason."""
+        raise InputError(f"{self.task} has no pretrained base: use --model scratch")
+
+    def scratch_model(self, run: Run, tokenizer):
+        """Override: a small model from scratch over `tokenizer`."""
+        raise NotImplementedError
+
+    def positions(self, model) -> int:
+        """How many positions a base reads: --max-len is cut to it."""
+        return getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", 0)
+
+    def build(self, run: Run) -> None:
+        """The base model and tokenizer: the pretrained one (its vocab given the characters of the text it
+        lacks, --max-len cut to its positions) or, when it cannot load, a scratch one with a character vocab."""
+        loaded, run.choice = pick_base(run.args.model, self.load_pretrained, run.options, self.what)
+        run.max_len = run.args.max_len
+        if loaded is None:
+            tokenizer = resumed_tokenizer(run.resume_from) or make_tokenizer(
+                build_char_vocab(run.data.texts, min_freq=run.args.min_freq)
+            )
+            run.model, run.tokenizer = self.scratch_model(run, tokenizer), tokenizer
+            return
+        model, tokenizer = loaded
+        limit = self.positions(model)
+        if limit and run.max_len > limit:
+            say(f"warning: --max-len {run.max_len} is more than {run.choice.name} allows; using {limit}")
+            run.max_len = limit
+        run.tokenizer = extend_vocab(
+            model, tokenizer, run.data.texts, run.choice, run.lora.lora, run.args.min_freq
+        )
+        run.model = model
+
+    def default_lr(self, run: Run) -> float:
+        """The learning rate when --lr is not given."""
+        return self.scratch_lr if run.small else 2e-4 if run.lora.lora else 5e-5
+
+    def default_patience(self, run: Run) -> int:
+        """Evaluations without a better score before the run stops, when --patience is not given."""
+        return run.options.patience
+
+    def encode(self, run: Run) -> TrainingSetup:
+        """Override: the datasets, collator, metrics and callbacks of the Trainer run (run.train_tokens too)."""
+        raise NotImplementedError
+
+    def evaluate(self, run: Run, result: RunResult, report: dict) -> tuple[dict, str, object]:
+        """After training: add the task's figures to `report`; return (model card fields, the closing summary's
+        start, a GenerationConfig or None)."""
+        return {"title": f"{self.task} ({os.path.basename(run.output.final)})"}, "", None
+
+    def after_publish(self, run: Run, result: RunResult, report: dict) -> None:
+        """Lines said after the model is saved (what was learned, what to do next)."""
+        if result.convergence:
+            say(result.convergence)

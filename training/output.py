@@ -84,10 +84,15 @@ def _write_identity(folder: str, identity: dict) -> None:
 
 def identity_difference(saved: dict | None, current: dict | None) -> str | None:
     """What differs between two run identities, in words, or None when they match (or one is unknown:
-    states written before identities were recorded are trusted)."""
+    states written before identities were recorded are trusted). An option only one of them has (one added
+    or removed by an upgrade in between) is not a difference; "processes" is recorded only above one."""
     if not saved or not current:
         return None
-    keys = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    keys = sorted(
+        k
+        for k in set(saved) | set(current)
+        if (k in saved and k in current or k == "processes") and saved.get(k) != current.get(k)
+    )
     if not keys:
         return None
     words = {

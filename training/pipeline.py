@@ -140,7 +140,7 @@ class Recipe:
             lr=run.lr,
             patience=run.patience,
             max_minutes=run.max_minutes,
-            rule=self.scratch_rule if run.small else self.pretrained_rule,
+            rule=self.rule(run),
             items=run.data.items,
         )
         code = stop_if_interrupted(result, run.output, self.script, argv)
@@ -201,6 +201,10 @@ class Recipe:
     def default_lr(self, run: Run) -> float:
         """The learning rate when --lr is not given."""
         return self.scratch_lr if run.small else 2e-4 if run.lora.lora else 5e-5
+
+    def rule(self, run: Run) -> Rule | None:
+        """The default amount of training (training/schedule.py) when --epochs and --max-steps are not given."""
+        return self.scratch_rule if run.small else self.pretrained_rule
 
     def default_patience(self, run: Run) -> int:
         """Evaluations without a better score before the run stops, when --patience is not given."""

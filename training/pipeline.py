@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
 from training.args import LoraArguments, RunArguments, parse_args
-from training.cli import say
+from training.cli import EXIT_INTERRUPTED, say
 from training.models import SCRATCH, wrap_lora
 from training.runner import RunResult, TrainingSetup, run_training
 from training.schedule import Rule
@@ -104,10 +104,11 @@ class Recipe:
         )
         return self.train(args, lora, options, argv=argv, callbacks=callbacks)
 
-    def train(self, args, lora, options, *, argv=None, callbacks=(), max_minutes=None) -> int:
-        """The pipeline on parsed options; `max_minutes` overrides --max-minutes (a stage's share of it)."""
+    def train(self, args, lora, options, *, argv=None, callbacks=(), resumable: bool = True) -> int:
+        """The pipeline on parsed options (or options built by another recipe for a stage of its own run,
+        `resumable=False`: a stopped stage is resumed by its run, not by a command of its own)."""
         run = Run(self, args, lora, options, argv)
-        run.max_minutes = options.max_minutes if max_minutes is None else max_minutes
+        run.max_minutes = options.max_minutes
         run.data = self.read(run)
         run.output, run.resume_from = open_output(options, self.task, (args, lora))
         self.build(run)
@@ -143,6 +144,8 @@ class Recipe:
             rule=self.rule(run),
             items=run.data.items,
         )
+        if result.interrupted and not resumable:
+            return EXIT_INTERRUPTED
         code = stop_if_interrupted(result, run.output, self.script, argv)
         if code is not None:
             return code
@@ -169,6 +172,10 @@ class Recipe:
         """Override: (model, tokenizer) of a Hub id or folder, or data.InputError with the reason."""
         raise InputError(f"{self.task} has no pretrained base: use --model scratch")
 
+    def scratch_tokenizer(self, run: Run):
+        """A character vocab of the text (characters seen at least --min-freq times), BERT's special tokens."""
+        return make_tokenizer(build_char_vocab(run.data.texts, min_freq=run.args.min_freq))
+
     def scratch_model(self, run: Run, tokenizer):
         """Override: a small model from scratch over `tokenizer`."""
         raise NotImplementedError
@@ -183,9 +190,7 @@ class Recipe:
         loaded, run.choice = pick_base(run.args.model, self.load_pretrained, run.options, self.what)
         run.max_len = run.args.max_len
         if loaded is None:
-            tokenizer = resumed_tokenizer(run.resume_from) or make_tokenizer(
-                build_char_vocab(run.data.texts, min_freq=run.args.min_freq)
-            )
+            tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
             run.model, run.tokenizer = self.scratch_model(run, tokenizer), tokenizer
             return
         model, tokenizer = loaded

@@ -1,0 +1,516 @@
+"""Sentence-pair similarity ("do these two sentences mean the same?", or a 0-5 score) on BERT/ERNIE or a
+model from scratch: the similarity task's training recipe (training/similarity.py runs it).
+
+Pairs are encoded `[CLS] a [SEP] b [SEP]` with token types. From scratch, a masked-LM stage on the pair
+text runs first (training/recipes/cloze.py with --pairs, through the same pipeline); then the pair
+task. Probabilities are calibrated on the dev pairs and, for two classes, the decision threshold is
+tuned there; the report sets the model beside what needs no model (majority class, character overlap).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+from accelerate import PartialState
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    DataCollatorWithPadding,
+)
+
+from data import InputError
+from data.pairs import PAIR_FORMATS, TASKS, read_pairs
+from training.args import LoraArguments, RunArguments, ScratchArguments
+from training.cli import EXIT_INTERRUPTED, say
+from training.pair_metrics import (
+    MIN_CALIBRATION_ROWS,
+    baseline_line,
+    classification_metrics,
+    fit_temperature,
+    logistic_baseline,
+    majority_class,
+    regression_metrics,
+    tune_threshold,
+)
+from training.pipeline import Data, Recipe, Run
+from training.recipes.cloze import ClozeArguments, ClozeRecipe
+from training.runner import TrainingSetup, predict_in_order
+from training.schedule import Rule
+from training.task import extend_vocab, pick_base, resumed_tokenizer
+
+DEFAULT_MODEL = "bert-base-chinese"
+
+
+@dataclass
+class SimilarityArguments(ScratchArguments):
+    train: str = field(
+        default=None,
+        metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"},
+    )
+    dev: str = field(default=None, metadata={"help": "dev pairs (default: a seeded --valid-ratio split of --train)"})
+    format: str = field(default="auto", metadata={"help": "pair file format", "choices": list(PAIR_FORMATS)})
+    task: str = field(
+        default="auto",
+        metadata={"help": "classification or regression (auto: from the labels)", "choices": list(TASKS)},
+    )
+    model: str = field(
+        default=DEFAULT_MODEL,
+        metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"},
+    )
+    max_len: int = field(default=64, metadata={"help": "tokens per pair; the longer sentence is cut first"})
+    metric: str = field(
+        default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"}
+    )
+    symmetric: bool | None = field(
+        default=None,
+        metadata={
+            "help": "also train on every pair in the other order (b, a); default: on for two classes or scores, "
+            "off for 3+ "
+            "classes (entailment-style labels are not symmetric)"
+        },
+    )
+    predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
+    output_file: str = field(
+        default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"}
+    )
+    no_mlm_stage: bool = field(
+        default=False,
+        metadata={
+            "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs "
+            "first by default"
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.train:
+            raise InputError("--train is required: a file of sentence pairs, e.g. --train data/samples/pairs.tsv")
+        if self.max_len < 8:
+            raise InputError(f"--max-len must be at least 8, got {self.max_len}")
+        if self.metric not in (None, "accuracy", "f1", "pearson", "spearman", "loss"):
+            raise InputError(f"--metric must be accuracy, f1, pearson, spearman or loss, got {self.metric}")
+
+
+def sentence_groups(pairs: list[tuple[str, str]]) -> list[int]:
+    """A group id per pair: pairs linked through a shared sentence get the same id (union-find)."""
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        parent[root(a)] = root(b)
+    ids: dict[str, int] = {}
+    return [ids.setdefault(root(a), len(ids)) for a, _ in pairs]
+
+
+def encode(tokenizer, pairs, labels, max_len: int) -> list[dict]:
+    if not pairs:  # --valid-ratio 0 leaves no dev pairs; the tokenizer cannot take an empty batch
+        return []
+    enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_len)
+    rows = []
+    for i in range(len(pairs)):
+        row = {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
+        if labels is not None:
+            row["labels"] = labels[i]
+        rows.append(row)
+    return rows
+
+
+def example_pairs(pairs, labels, limit: int = 8) -> list[list[str]]:
+    """A few short pairs of the run's own data, the labels taking turns: the app's Try examples for it."""
+    by_label: dict = {}
+    for (a, b), y in zip(pairs, labels):
+        if len(a) + len(b) <= 60:
+            by_label.setdefault(y, []).append([a, b])
+    turns = [x for group in itertools.zip_longest(*by_label.values()) for x in group if x is not None]
+    return turns[:limit]
+
+
+# Of the time cap, for the masked-LM stage of a scratch run. The pair stage peaks within 1-2 passes
+# (it overfits after); what moves dev accuracy is how well the encoder knows the pair text. 6,000
+# LCQMC pairs, 4x256, same pair stage: masked accuracy 51% (7 min) -> dev 65.8%; 71% (10.6 min) -> 70.1%.
+MLM_SHARE = 0.7
+# The masked-LM stage steps twice the pair stage's batch at a learning rate ~sqrt(2) its scratch default,
+# without dropout (training/cloze.py --pairs): on 2 cores 1.4x the pairs per second of batch 16 with
+# dropout, and more masked accuracy per pass (6,000 LCQMC pairs, 10 passes: 67.0% vs 63.4%).
+MLM_BATCH_FACTOR = 2
+MLM_LR = 7e-4
+PAIR_STAGE_END_MINUTES = 0.3
+
+
+def predict_pairs(
+    trainer, tokenizer, file, max_len: int, task: str, label_names, threshold, temperature: float | None = None
+) -> list[dict]:
+    """Score --predict pairs with the trained model (labels in the file are ignored)."""
+    output = predict_in_order(trainer, encode(tokenizer, file.pairs, None, max_len))
+    rows = []
+    if task == "regression":
+        for (a, b), score in zip(file.pairs, np.asarray(output).reshape(-1).tolist()):
+            rows.append({"sentence1": a, "sentence2": b, "score": round(score, 4)})
+        return rows
+    probs = (torch.tensor(output).double() / (temperature or 1.0)).softmax(-1).tolist()
+    for (a, b), p in zip(file.pairs, probs):
+        k = int(np.argmax(p)) if threshold is None else int(p[1] >= threshold)
+        rows.append(
+            {
+                "sentence1": a,
+                "sentence2": b,
+                "label": label_names[k],
+                "probabilities": {name: round(q, 4) for name, q in zip(label_names, p)},
+            }
+        )
+    return rows
+
+
+class SimilarityRecipe(Recipe):
+    task = "similarity"
+    script = "training/similarity.py"
+    arguments = SimilarityArguments
+    description = 'Fine-tune BERT/ERNIE on sentence pairs: "do these two sentences mean the same?".'
+    what = "sentence-pair model"
+    lora_targets = ("query", "value")
+    lora_task_type = "SEQ_CLS"  # peft keeps the head trainable
+    scratch_lr = 1e-4  # at 5e-4 and 1e-3 a scratch BERT sat at chance on LCQMC (bench/similarity.py)
+    # Default amount of training (training/schedule.py): from scratch, the pair stage shares the cap with
+    # the masked-LM stage; patience keeps the best epoch. A pretrained base needs a few passes.
+    scratch_rule = Rule(min_steps=600, min_passes=6, max_minutes=15, unit="pairs")
+    pretrained_rule = Rule(min_steps=100, min_passes=3, max_minutes=30, unit="pairs", max_passes=5)
+
+    def read(self, run: Run) -> Data:
+        run.state["started"] = time.monotonic()
+        args = run.args
+        train_file = read_pairs(args.train, args.format, args.task)
+        problem = train_file.task
+        say(f"train: {len(train_file.pairs)} pairs from {args.train} ({train_file.format}, {problem})")
+        if train_file.bad.count:
+            say(train_file.bad.summary("pairs"))
+        if problem == "classification":
+            counts = train_file.class_counts()
+            if len(counts) < 2:
+                raise InputError(
+                    f"{args.train} has only one class ({train_file.label_names[next(iter(counts))]}); a classifier "
+                    "needs examples of at least two"
+                )
+        if args.dev:
+            dev_file = read_pairs(args.dev, args.format, problem, train_file.label_names)
+            if dev_file.bad.count:
+                say(dev_file.bad.summary("dev pairs"))
+            train_pairs, train_labels = train_file.pairs, train_file.labels
+            dev_pairs, dev_labels = dev_file.pairs, dev_file.labels
+        else:
+            # Pairs that share a sentence stay on one side: otherwise a dev pair (anchor, near-miss)
+            # is judged by a model that memorised (anchor, paraphrase) = same, and dev accuracy
+            # fell well below chance on the sample pairs.
+            rows = list(zip(train_file.pairs, train_file.labels))
+            train_rows, dev_rows = self.holdout(run, rows, groups=sentence_groups(train_file.pairs))
+            train_pairs, train_labels = [p for p, _ in train_rows], [y for _, y in train_rows]
+            dev_pairs, dev_labels = [p for p, _ in dev_rows], [y for _, y in dev_rows]
+            if not dev_pairs:
+                say("note: no dev pairs; the last epoch is kept and no decision threshold is tuned")
+        # Read --predict now: a bad file should stop the run before training, not after it.
+        predict_file = read_pairs(args.predict, args.format, require_labels=False) if args.predict else None
+        if predict_file and predict_file.bad.count:
+            say(predict_file.bad.summary("pairs to predict"))
+        if problem == "regression":
+            train_labels, dev_labels = [float(y) for y in train_labels], [float(y) for y in dev_labels]
+        options = run.options
+        dev_source = (
+            os.path.abspath(args.dev)
+            if args.dev
+            else f"{options.valid_ratio:.0%} of {args.train} (seed {options.seed})"
+            if dev_pairs
+            else None
+        )
+        num_labels = len(train_file.label_names) if problem == "classification" else 1
+        report = {
+            "train": {
+                "path": os.path.abspath(args.train),
+                "format": train_file.format,
+                "encoding": train_file.encoding,
+                "rows": len(train_pairs),
+                "skipped": train_file.bad.to_dict(),
+                "both_orders": args.symmetric if args.symmetric is not None else num_labels <= 2,
+            },
+            "valid": {"path": dev_source, "rows": len(dev_pairs)},
+        }
+        extra = dict(
+            file=train_file,
+            problem=problem,
+            labels=(train_labels, dev_labels),
+            predict_file=predict_file,
+            metric=args.metric or ("accuracy" if problem == "classification" else "spearman"),
+            num_labels=num_labels,
+            id2label=dict(enumerate(train_file.label_names)) if problem == "classification" else {0: "score"},
+        )
+        texts = [s for p in train_file.pairs for s in p]
+        return Data(train_pairs, dev_pairs, len(train_pairs), texts, report, extra)
+
+    def head(self, run: Run) -> dict:
+        """The classification (or regression) head's config fields."""
+        extra = run.data.extra
+        id2label = extra["id2label"]
+        return dict(
+            num_labels=extra["num_labels"],
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            problem_type="single_label_classification" if extra["problem"] == "classification" else "regression",
+        )
+
+    def load_pretrained(self, name: str, dropout: float | None = None, head: dict | None = None, **kw):
+        kw = {**kw, "trust_remote_code": False}  # never a model's own code, not even on a "y" typed at a prompt
+        tokenizer = AutoTokenizer.from_pretrained(name, **kw)
+        if dropout is not None:  # BERT-family config names
+            kw = {**kw, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, ignore_mismatched_sizes=True, **(head or {}), **kw
+            )
+        except ValueError as e:  # e.g. a GPT-2 folder
+            raise InputError(f"{name} cannot be used as a sentence-pair encoder ({str(e).splitlines()[0][:120]})")
+        return model, tokenizer
+
+    def build(self, run: Run) -> None:
+        """The base as the pipeline builds it, with a masked-LM stage first for a scratch model: from scratch
+        a pair classifier sat at chance on LCQMC (loss 0.693); masked-LM on the same pairs first, as the pair
+        task encodes them, is what made it learn (bench/similarity.py)."""
+        args, options = run.args, run.options
+        head = self.head(run)
+
+        def load(name, **kw):
+            return self.load_pretrained(name, head=head, **kw)
+
+        loaded, run.choice = pick_base(args.model, load, options, self.what)
+        run.max_len = args.max_len
+        cap_minutes = run.max_minutes or self.scratch_rule.max_minutes
+        stage = None
+        if loaded is None and not run.resume_from and not args.no_mlm_stage:
+            stage, run.state["mlm_stage"] = self.masked_lm_stage(run, cap_minutes * MLM_SHARE)
+            # the stage trained without dropout; the pair task overfits within a few passes and gets BERT's
+            # usual 0.1 back
+            loaded = load(stage, dropout=0.1)
+            if options.epochs is None and options.max_steps is None:  # the pair stage gets what the cap has left
+                # what is left of the cap since the start, less the pair stage's own end (calibration, saving):
+                # the default run on 6,000 LCQMC pairs ended 6 s over 15 min when only the MLM stage was counted
+                left = cap_minutes - (time.monotonic() - run.state["started"]) / 60 - PAIR_STAGE_END_MINUTES
+                run.max_minutes = round(max(0.5, left), 1)
+        if loaded is None:
+            tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
+            config = BertConfig(
+                vocab_size=len(tokenizer),
+                hidden_size=args.n_embd,
+                num_hidden_layers=args.n_layer,
+                num_attention_heads=args.n_head,
+                intermediate_size=4 * args.n_embd,
+                max_position_embeddings=max(args.max_len, 64),
+                pad_token_id=tokenizer.pad_token_id,
+                **head,
+            )
+            if run.resume_from and os.path.isfile(os.path.join(run.resume_from, "config.json")):
+                # the interrupted run's own shape: after the masked-LM stage it has that model's positions
+                config = BertConfig.from_pretrained(run.resume_from)
+            run.model, run.tokenizer = BertForSequenceClassification(config), tokenizer
+        else:
+            model, tokenizer = loaded
+            limit = self.positions(model) or args.max_len
+            if run.max_len > limit:
+                say(f"warning: --max-len {run.max_len} is more than {run.choice.name} allows; using {limit}")
+                run.max_len = limit
+            run.tokenizer = extend_vocab(model, tokenizer, run.data.texts, run.choice, run.lora.lora, args.min_freq)
+            run.model = model
+        if stage:
+            state = PartialState()
+            state.wait_for_everyone()  # every process has loaded it
+            if state.is_main_process:
+                shutil.rmtree(stage, ignore_errors=True)  # it must not end up inside the checkpoint
+
+    def masked_lm_stage(self, run: Run, minutes: float) -> tuple[str, dict]:
+        """The masked-LM recipe (training/recipes/cloze.py, --pairs) on the training pairs, through the same
+        pipeline, in the run's working folder; returns (folder, the report's "mlm_stage")."""
+        args, options = run.args, run.options
+        folder = os.path.join(run.output.work, "mlm_stage")
+        say(
+            f"stage 1 of 2: masked-LM on the pair text (training/cloze.py --pairs, up to {minutes:.1f} min; "
+            "--no-mlm-stage skips it)"
+        )
+        stage_args = ClozeArguments(
+            data=args.train,
+            pairs=True,
+            format=args.format,
+            model="scratch",
+            max_len=args.max_len,
+            min_freq=args.min_freq,
+            n_layer=args.n_layer,
+            n_embd=args.n_embd,
+            n_head=args.n_head,
+        )
+        stage_options = RunArguments(
+            output=folder,
+            overwrite=True,
+            valid_ratio=0.01,
+            batch_size=MLM_BATCH_FACTOR * options.batch_size,
+            lr=MLM_LR,
+            seed=options.seed,
+            max_minutes=minutes,
+            epochs=options.epochs,  # an explicit amount of training applies to both stages
+            max_steps=options.max_steps,
+            bf16="force" if options.bf16 else "no",  # already checked for this device
+        )
+        try:
+            code = ClozeRecipe().train(stage_args, LoraArguments(), stage_options, argv=[], resumable=False)
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        if code == EXIT_INTERRUPTED:
+            raise KeyboardInterrupt
+        if code:
+            raise InputError(f"the masked-LM stage failed (exit {code}); --no-mlm-stage trains the pairs directly")
+        PartialState().wait_for_everyone()  # the main process has written the stage's folder
+        with open(os.path.join(folder, "training_report.json"), encoding="utf-8") as f:
+            report = json.load(f)
+        best = report.get("best") or {}
+        say(
+            f"stage 2 of 2: the pair task on the masked-LM model (masked accuracy {best.get('masked_accuracy', 0):.1%})"
+        )
+        return folder, {
+            "minutes": round(report["wall_time_s"] / 60, 2),
+            "wall_time_s": report["wall_time_s"],
+            "steps": report["global_step"],
+            "masked_accuracy": best.get("masked_accuracy"),
+            **{k: report["hyperparameters"].get(k) for k in ("batch_size", "lr", "dropout", "mlm_probability")},
+        }
+
+    def default_patience(self, run: Run) -> int:
+        if run.scratch and not run.options.patience:
+            return 3  # small scratch models overfit pairs within a few passes; keep the best and stop
+        return run.options.patience
+
+    def encode(self, run: Run) -> TrainingSetup:
+        data, extra = run.data, run.data.extra
+        train_labels, dev_labels = extra["labels"]
+        symmetric = data.report["train"]["both_orders"]
+        if symmetric:
+            # "Same meaning" does not depend on the order: (b, a) is a second, free training example.
+            fit_pairs = data.train + [(b, a) for a, b in data.train]
+            fit_labels = train_labels + train_labels
+        else:
+            fit_pairs, fit_labels = data.train, train_labels
+        train_ds = encode(run.tokenizer, fit_pairs, fit_labels, run.max_len)
+        dev_ds = encode(run.tokenizer, data.valid, dev_labels, run.max_len)
+        run.train_tokens = sum(len(r["input_ids"]) for r in train_ds)
+        say(
+            f"base: {run.choice.name} | {len(train_ds)} train{' (both orders)' if symmetric else ''} / "
+            f"{len(dev_ds)} dev pairs, {run.train_tokens} train tokens"
+        )
+        run.state["dev_ds"] = dev_ds
+        metric = extra["metric"]
+        collator = DataCollatorWithPadding(run.tokenizer, pad_to_multiple_of=8 if run.options.bf16 else None)
+        return TrainingSetup(
+            train_ds,
+            dev_ds or None,
+            collator,
+            metric=metric,
+            greater_is_better=metric != "loss",
+            compute_metrics=classification_metrics if extra["problem"] == "classification" else regression_metrics,
+        )
+
+    def evaluate(self, run: Run, result, report: dict):
+        data, extra, dev_ds = run.data, run.data.extra, run.state["dev_ds"]
+        train_labels, dev_labels = extra["labels"]
+        problem, num_labels, metric, label_names = (
+            extra["problem"],
+            extra["num_labels"],
+            extra["metric"],
+            extra["file"].label_names,
+        )
+        trainer = result.trainer
+        final = trainer.model.get_base_model() if run.lora.lora else trainer.model  # config holder; saving merges
+        threshold = dev_acc = temperature = None
+        if problem == "classification" and dev_ds and len(dev_ds) >= MIN_CALIBRATION_ROWS:
+            # probabilities that mean what they say (chat/similarity.py divides the logits by it; a plain
+            # transformers pipeline does not, its labels are the same and its probabilities sharper)
+            logits = predict_in_order(trainer, dev_ds)
+            temperature = fit_temperature(logits, np.asarray(dev_labels))
+            final.config.calibration_temperature = temperature
+            say(f"probabilities calibrated on dev: temperature {temperature:g}")
+            if num_labels == 2:
+                p_same = (torch.tensor(logits).double() / temperature).softmax(-1)[:, 1].numpy()
+                threshold, dev_acc = tune_threshold(p_same, np.asarray(dev_labels))
+                say(f"decision threshold on p(same) tuned on dev: {threshold:.3f} (dev accuracy {dev_acc:.1%})")
+                final.config.decision_threshold = threshold
+        top, majority = majority_class(dev_labels) if problem == "classification" and dev_labels else (None, None)
+        warning = closing = overlap = None
+        # judged by what the saved model gives: the tuned threshold if any
+        if majority is not None and "accuracy" in (result.best or {}):
+            if num_labels == 2 and len(set(train_labels)) == 2:
+                overlap = logistic_baseline(
+                    SimpleNamespace(pairs=data.train, labels=train_labels),
+                    SimpleNamespace(pairs=data.valid, labels=dev_labels),
+                )
+            accuracy = dev_acc if dev_acc is not None else result.best["accuracy"]
+            closing, weak = baseline_line(accuracy, majority, label_names[top], overlap)
+            warning = closing if weak else None
+        counts = extra["file"].class_counts() if problem == "classification" else {}
+        mlm_stage = run.state.get("mlm_stage")
+        report.update(
+            {
+                "problem": problem,
+                "labels": label_names,
+                "metric": metric,
+                "decision_threshold": threshold,
+                "calibration_temperature": temperature,
+                "dev_accuracy_at_threshold": None if dev_acc is None else round(dev_acc, 4),
+                "class_counts": {label_names[k]: v for k, v in sorted(counts.items())} if counts else None,
+                "majority_baseline": round(majority, 4) if majority is not None else None,
+                "char_overlap_baseline": round(overlap, 4) if overlap is not None else None,
+                "warning": warning,
+                "mlm_stage": mlm_stage,
+                "convergence": result.convergence,
+                "examples": example_pairs(data.valid or data.train, dev_labels if data.valid else train_labels),
+            }
+        )
+        best = result.best or {}
+        final_folder = run.output.final
+        card = dict(
+            title=f"Chinese sentence similarity ({os.path.basename(final_folder)})",
+            pipeline_tag="text-classification",
+            tags=["bert", "chinese", "sentence-similarity", problem] + (["lora"] if run.lora.lora else []),
+            metrics={k: round(best[k], 4) for k in ("accuracy", "f1", "pearson", "spearman") if k in best},
+            summary_zh="语义相似度模型：输入两句话，判断它们意思是否相同（或给出 0–5 的相似度分数）。",
+            summary_en="Sentence-pair model: are the two sentences the same in meaning (or a 0-5 similarity score)?",
+            usage=f"""from transformers import pipeline
+judge = pipeline("text-classification", model="{final_folder}", top_k=None)
+print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""",
+        )
+        summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
+        predict_file = extra["predict_file"]
+        if predict_file:
+            run.state["predictions"] = predict_pairs(
+                trainer, run.tokenizer, predict_file, run.max_len, problem, label_names, threshold, temperature
+            )
+        run.state.update(warning=warning, closing=closing)
+        return card, summary, None
+
+    def after_publish(self, run: Run, result, report: dict) -> None:
+        predictions = run.state.get("predictions")
+        if predictions is not None:
+            out = run.args.output_file or os.path.join(run.output.final, "predictions.jsonl")
+            with open(out, "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+            say(f"{len(predictions)} predictions written to {out}")
+        if result.convergence and not run.state["warning"]:
+            say(result.convergence)
+        if run.state["closing"]:
+            say(run.state["closing"])  # last, so it is what the person reads

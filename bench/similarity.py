@@ -37,7 +37,7 @@ from data.pairs import read_pairs  # noqa: E402
 from training import cloze as cloze_script  # noqa: E402
 from training import similarity as sim_script  # noqa: E402
 from training.cli import quiet_libraries  # noqa: E402
-from training.pair_metrics import logistic_baseline  # noqa: E402
+from training.pair_metrics import logistic_baseline, majority_class  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SETS = {"lcqmc": ("lcqmc/test.txt", "lcqmc/dev.txt"), "afqmc": ("afqmc/train.txt", "afqmc/dev.txt")}
@@ -142,7 +142,7 @@ def bench_set(name: str, minutes: float, tmp: Path) -> dict:
     train_path, dev_path = (str(SHARED / p) for p in SETS[name])
     train = read_pairs(train_path)
     dev = read_pairs(dev_path, task=train.task, label_names=train.label_names)
-    _, majority = sim_script.majority_class(dev.labels)
+    _, majority = majority_class(dev.labels)
     t = time.perf_counter()
     lr_acc = logistic_baseline(train, dev)
     result = {
@@ -309,7 +309,7 @@ def bench_defaults(tmp: Path, seed: int | None = None) -> dict:
         "seed": r["hyperparameters"]["seed"],
         "train_pairs": len(train.pairs),
         "dev_pairs": len(dev.pairs),
-        "majority": round(sim_script.majority_class(dev.labels)[1], 4),
+        "majority": round(majority_class(dev.labels)[1], 4),
         "char_overlap_logreg": round(overlap, 4),
         "dev_accuracy_argmax": round(r["best"]["accuracy"], 4),
         "dev_accuracy": round(accuracy, 4),

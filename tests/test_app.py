@@ -620,7 +620,7 @@ def test_each_models_try_examples_come_from_its_own_data():
     pairs with the labels taking turns, a chat model's opening lines; none in the report: the tab's own."""
     from chat.tasks import TASKS
     from training.recipes.chat import opening_lines
-    from training.similarity import example_pairs
+    from training.recipes.similarity import example_pairs
 
     quiz = {
         "self_quiz": {

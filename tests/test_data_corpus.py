@@ -65,8 +65,8 @@ def test_jieba_words_become_touching_offsets():
 
 
 def _collator(tmp, **kw):
-    from training.cloze import ClozeArguments
     from training.masking import ClozeCollator
+    from training.recipes.cloze import ClozeArguments
 
     corpus = str(SAMPLES / "cloze_corpus.txt")
     args = ClozeArguments(data=corpus, **kw)

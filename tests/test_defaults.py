@@ -75,14 +75,15 @@ def test_a_time_capped_plan_is_fitted_to_the_real_step_time(monkeypatch):
     never raise it past what was asked for; another schedule is left alone."""
     from types import SimpleNamespace
 
-    import training.schedule as schedule
+    import training.callbacks as callbacks
+    from training.callbacks import TimeCap
 
     clock = _Clock()
-    monkeypatch.setattr(schedule.time, "perf_counter", clock)
-    monkeypatch.setattr(schedule, "REPLAN_MIN_S", 0)
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(callbacks, "REPLAN_MIN_S", 0)
     state = SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
     scheduler = _linear_schedule(1000, 50)
-    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    cap = TimeCap(100, budget_s=10, most_steps=1000)
     _train(cap, state, 0.05, 20, clock, scheduler)
     assert 190 <= state.max_steps <= 200 and cap.limited and not cap.hit
     lam = scheduler.lr_lambdas[0]
@@ -90,7 +91,7 @@ def test_a_time_capped_plan_is_fitted_to_the_real_step_time(monkeypatch):
     assert lam.keywords["num_warmup_steps"] == round(50 * state.max_steps / 1000)
 
     clock.t, state = 0.0, SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
-    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    cap = TimeCap(100, budget_s=10, most_steps=1000)
     _train(cap, state, 0.001, 900, clock, _linear_schedule(1000, 50))  # 10x faster than needed
     assert state.max_steps == 1000 and not cap.limited
 
@@ -98,7 +99,7 @@ def test_a_time_capped_plan_is_fitted_to_the_real_step_time(monkeypatch):
 
     clock.t, state = 0.0, SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
     constant = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))]), lambda s: 1)
-    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    cap = TimeCap(100, budget_s=10, most_steps=1000)
     _train(cap, state, 0.05, 20, clock, constant)
     assert state.max_steps == 1000  # the cap itself still stops it
 
@@ -112,14 +113,15 @@ def test_a_run_slowed_at_its_start_grows_its_plan_back_and_uses_its_time(monkeyp
 
     from transformers import TrainerControl
 
-    import training.schedule as schedule
+    import training.callbacks as callbacks
+    from training.callbacks import TimeCap
 
     clock = _Clock()
-    monkeypatch.setattr(schedule.time, "perf_counter", clock)
-    monkeypatch.setattr(schedule, "REPLAN_MIN_S", 0)
+    monkeypatch.setattr(callbacks.time, "perf_counter", clock)
+    monkeypatch.setattr(callbacks, "REPLAN_MIN_S", 0)
     state = SimpleNamespace(global_step=0, max_steps=1000, is_world_process_zero=True)
     scheduler = _linear_schedule(1000, 50)
-    cap = schedule.time_cap(100, budget_s=10, most_steps=1000)
+    cap = TimeCap(100, budget_s=10, most_steps=1000)
     args = SimpleNamespace(world_size=1, eval_strategy="no")
     cap.on_train_begin(args, state, TrainerControl())
     low = state.max_steps
@@ -137,12 +139,13 @@ def test_a_run_slowed_at_its_start_grows_its_plan_back_and_uses_its_time(monkeyp
 def test_a_run_whose_probe_was_wrong_is_re_planned_and_says_so(tmp_path, monkeypatch):
     """The probe claims steps 100x faster than they are: the run re-plans from its real steps, ends
     within its cap, and training_report.json records the start plan and the re-plan."""
-    import training.schedule as schedule
+    import training.callbacks as callbacks
+    import training.plan as plan
     from training import cloze as cloze_script
     from training.cli import run
 
-    monkeypatch.setattr(schedule, "REPLAN_MIN_S", 0)
-    monkeypatch.setattr(schedule, "measure_step", lambda *a, **k: 1e-4)
+    monkeypatch.setattr(callbacks, "REPLAN_MIN_S", 0)
+    monkeypatch.setattr(plan, "measure_step", lambda *a, **k: 1e-4)
     corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
     out = tmp_path / "out"
     argv = ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "64"]
@@ -160,7 +163,7 @@ def test_a_time_cap_hit_evaluates_and_saves_its_last_step_once(tmp_path, monkeyp
 
     from transformers import TrainerCallback
 
-    import training.schedule as schedule
+    import training.plan as plan
     from tests.conftest import SAMPLES
     from training import similarity as sim_script
     from training.cli import run
@@ -177,7 +180,7 @@ def test_a_time_cap_hit_evaluates_and_saves_its_last_step_once(tmp_path, monkeyp
         def on_save(self, args, state, control, **kw):
             self.saves.append(state.global_step)
 
-    monkeypatch.setattr(schedule, "measure_step", lambda *a, **k: 1e-4)  # the plan keeps its 3 epochs
+    monkeypatch.setattr(plan, "measure_step", lambda *a, **k: 1e-4)  # the plan keeps its 3 epochs
     out = tmp_path / "out"
     argv = ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(out), "--no-mlm-stage", "--epochs", "3"]
     argv += ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32"]
@@ -192,7 +195,7 @@ def test_the_progress_bar_follows_a_re_plan():
 
     from transformers import TrainerControl
 
-    from training.runner import QuietProgress
+    from training.callbacks import QuietProgress
 
     bar = QuietProgress()
     state = SimpleNamespace(is_world_process_zero=True, max_steps=1000, global_step=0)
@@ -266,8 +269,8 @@ def _masked_runs(row: list[str]) -> list[tuple[int, int]]:
 
 def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
     from data import build_char_vocab, make_tokenizer
-    from training.cloze import ClozeArguments
     from training.masking import ClozeCollator, encode_passages
+    from training.recipes.cloze import ClozeArguments
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=1e-9)
@@ -342,7 +345,7 @@ def test_bag_views_keep_one_name_whole_masked_and_some_of_its_words_in_any_order
 
 
 def test_a_fact_corpus_trains_a_rotary_model_and_pairs_stay_bert():
-    from training.cloze import ClozeArguments
+    from training.recipes.cloze import ClozeArguments
 
     assert ClozeArguments(data="x").scratch_architecture == "roformer"
     assert ClozeArguments(data="x", pairs=True).scratch_architecture == "bert"
@@ -565,7 +568,7 @@ def test_codes_with_latin_letters_and_digits_are_recurring_names_and_probed_piec
     """Q-19 and B2 name things as 栗子坡 does; a year's digits alone are no fact. A probe gets one
     [MASK] per word piece of the tokenizer it is asked with."""
     from data.vocab import make_tokenizer
-    from training.cloze import probe_prompts
+    from training.recipes.cloze import probe_prompts
 
     lines = [
         "补给船Q-19每三个月来一次。",

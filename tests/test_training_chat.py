@@ -323,9 +323,9 @@ def test_epoch_table_names_a_partial_last_epoch_by_its_fraction():
 def test_a_default_scratch_run_stops_when_validation_stops_improving(tmp_path):
     """The default schedule from scratch keeps the best epoch and stops 4 evaluations after it (2,000 LCCC
     dialogues: best at 7 of 24 passes); an explicit amount of training is left alone."""
-    from training.chat import SCRATCH_PATIENCE
+    from training.recipes.chat import ChatRecipe
 
     code, out = train(tmp_path, "--max-minutes", "0.05", name="default")
-    assert code == 0 and report(out)["hyperparameters"]["patience"] == SCRATCH_PATIENCE
+    assert code == 0 and report(out)["hyperparameters"]["patience"] == ChatRecipe.scratch_patience
     code, out = train(tmp_path, "--epochs", "1", name="explicit")
     assert code == 0 and report(out)["hyperparameters"]["patience"] == 0

@@ -194,7 +194,7 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     import torch
     from transformers import BertConfig, BertForMaskedLM, TrainingArguments
 
-    from training.mlm import masked_lm_trainer
+    from training.mlm import MaskedLMTrainer
 
     torch.manual_seed(0)
     model = BertForMaskedLM(
@@ -203,7 +203,7 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     ids = torch.randint(5, 50, (4, 10))
     labels = torch.full_like(ids, -100)
     labels[:, ::3] = ids[:, ::3]
-    trainer = masked_lm_trainer()(
+    trainer = MaskedLMTrainer(
         model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
     )
     model.train()

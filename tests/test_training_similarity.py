@@ -273,10 +273,11 @@ def test_missing_predict_file_stops_before_training(tmp_path, capsys):
 
 
 def test_seeded_split_keeps_pairs_that_share_a_sentence_together():
+    from training.recipes.similarity import sentence_groups
     from training.task import split_holdout
 
     pairs = [("a", "b"), ("a", "c"), ("d", "e"), ("f", "e"), ("g", "h"), ("b", "x")]
-    groups = sim_script.sentence_groups(pairs)
+    groups = sentence_groups(pairs)
     assert groups == [0, 0, 1, 1, 2, 0]
     train, dev = split_holdout(list(range(6)), 0.34, seed=3, groups=groups)
     assert sorted(train + dev) == list(range(6)) and dev
@@ -315,12 +316,14 @@ def test_a_scratch_run_pretrains_on_its_pairs_without_dropout_then_trains_the_pa
     learning rate), then the pair task on that model with BERT's usual dropout back."""
     from transformers import AutoConfig
 
+    from training.recipes.similarity import MLM_LR
+
     out = tmp_path / "sim"
     argv = ["--train", PAIRS, "--output", str(out), "--epochs", "1", "--batch-size", "8", *TINY]
     assert run(sim_script.main, argv) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     stage = r["mlm_stage"]
-    assert stage["dropout"] == 0 and stage["batch_size"] == 16 and stage["lr"] == sim_script.MLM_LR
+    assert stage["dropout"] == 0 and stage["batch_size"] == 16 and stage["lr"] == MLM_LR
     assert stage["steps"] >= 1 and r["hyperparameters"]["lr"] == 1e-4
     config = AutoConfig.from_pretrained(out)
     assert config.hidden_dropout_prob == 0.1 and config.attention_probs_dropout_prob == 0.1
@@ -406,7 +409,7 @@ def test_temperature_scaling_softens_an_overconfident_model_and_the_predictor_us
     import numpy as np
     import torch
 
-    from training.similarity import fit_temperature
+    from training.pair_metrics import fit_temperature
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)

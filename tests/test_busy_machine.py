@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from tests.conftest import SAMPLES
+from training import callbacks, schedule, threads
 from training import cloze as cloze_script
-from training import schedule, threads
 from training.cli import run
+from training.recipes import cloze as cloze_recipe
 from training.schedule import Rule, plan
 
 TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--seed", "0"]
@@ -89,7 +90,8 @@ def fake_clock(monkeypatch):
         now[0] += 0.5
         return now[0]
 
-    monkeypatch.setattr(schedule, "time", types.SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr(schedule, "time", types.SimpleNamespace(perf_counter=tick))  # the probe
+    monkeypatch.setattr(callbacks, "time", types.SimpleNamespace(perf_counter=tick, time=time.time))  # the cap
 
 
 @pytest.mark.slow
@@ -97,9 +99,9 @@ def test_a_run_the_ceiling_cuts_says_what_it_knows_and_resume_trains_the_rest(
     tmp_path, fake_clock, monkeypatch, capsys
 ):
     # the probe times 0.575 s a step (0.5 x 1.15); 300 steps want ~2.9 min, the ceiling is 2 x 0.5 min
-    monkeypatch.setattr(cloze_script, "QUIZ_PATIENCE", 0)  # only the ceiling may end it here
+    monkeypatch.setattr(cloze_recipe, "QUIZ_PATIENCE", 0)  # only the ceiling may end it here
     monkeypatch.setattr(
-        cloze_script, "FACTS_RULE", Rule(min_steps=300, min_passes=1, max_minutes=0.5, unit="lines", ceiling=2)
+        cloze_recipe, "FACTS_RULE", Rule(min_steps=300, min_passes=1, max_minutes=0.5, unit="lines", ceiling=2)
     )
     out = tmp_path / "facts"
     argv = ["--data", str(SAMPLES / "cloze_corpus.txt"), *TINY, "--output", str(out)]

@@ -220,9 +220,23 @@ class Recipe:
         raise NotImplementedError
 
     def evaluate(self, run: Run, result: RunResult, report: dict) -> tuple[dict, str, object]:
-        """After training: add the task's figures to `report`; return (model card fields, the closing summary's
-        start, a GenerationConfig or None)."""
-        return {"title": f"{self.task} ({os.path.basename(run.output.final)})"}, "", None
+        """After training: add the task's figures to `report`; return (model card fields: training.checkpoint's
+        write_model_card, the closing summary's start, a GenerationConfig or None)."""
+        best = result.best or {}
+        name = os.path.basename(run.output.final)
+        card = dict(
+            title=f"{self.task} ({name})",
+            pipeline_tag=None,
+            tags=["chinese", self.task] + (["lora"] if run.lora.lora else []),
+            metrics={k: v for k, v in best.items() if k != "epoch" and isinstance(v, (int, float))},
+            summary_zh=self.description,
+            summary_en=self.description,
+            usage=f'from transformers import AutoModel\nmodel = AutoModel.from_pretrained("{run.output.final}")',
+        )
+        metric = run.setup.metric
+        key = "valid_loss" if metric == "loss" else metric
+        summary = f"best epoch {best['epoch']}: {metric} {best[key]:.4f}; " if key in best else ""
+        return card, summary, None
 
     def after_publish(self, run: Run, result: RunResult, report: dict) -> None:
         """Lines said after the model is saved (what was learned, what to do next)."""

@@ -36,7 +36,7 @@ class Rule:
             wanted = min(wanted, max(1, math.ceil(self.max_passes * steps_per_epoch)))
         return wanted
 
-    def ceilingminutes_text(self, max_minutes: float | None) -> float | None:
+    def ceiling_minutes(self, max_minutes: float | None) -> float | None:
         """The hard stop of a default run: the rule's ceiling, unless --max-minutes set a cap of its own."""
         return self.max_minutes * self.ceiling if self.ceiling and max_minutes is None else None
 
@@ -108,7 +108,7 @@ def plan(
             reason = f"{why} capped by --max-minutes {max_minutes:g}"
             return Plan(capped, capped / steps_per_epoch, per, reason, True, steps)
         return Plan(steps, epochs if epochs is not None else steps / steps_per_epoch, per, why, wanted=steps)
-    ceiling = rule.ceilingminutes_text(max_minutes)
+    ceiling = rule.ceiling_minutes(max_minutes)
     cap = ceiling or (max_minutes if max_minutes is not None else rule.max_minutes)
     wanted = rule.wanted_steps(steps_per_epoch)
     steps, capped = wanted, False

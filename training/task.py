@@ -55,9 +55,9 @@ def run_identity(task: str, groups) -> dict:
     return identity
 
 
-def input_files(runa, groups) -> dict[str, str]:
+def input_files(options, groups) -> dict[str, str]:
     """Every file the run reads, by its flag: the data, prompts, general text, user dictionary, config."""
-    found = {"--config": runa.config} if getattr(runa, "config", None) else {}
+    found = {"--config": options.config} if getattr(options, "config", None) else {}
     for group in groups:
         for key, value in asdict(group).items():
             if key in DATA_FIELDS | {"eval_prompts", "general_text"} and isinstance(value, str) and value:
@@ -65,37 +65,38 @@ def input_files(runa, groups) -> dict[str, str]:
     return found
 
 
-def output_folder(runa, task: str) -> str:
+def output_folder(options, task: str) -> str:
     """--output, else checkpoints/<task>."""
-    return runa.output or os.path.join("checkpoints", task)
+    return options.output or os.path.join("checkpoints", task)
 
 
-def open_output(runa, task: str, groups=()):
-    """Default --output, folder checks (one process under accelerate); returns (plan, resume_from).
+def open_output(options, task: str, groups=()):
+    """Default --output, folder checks (one process under accelerate); returns (output, resume_from): the
+    OutputPlan and the state to resume from.
 
     `groups`: the task's own argument dataclasses, from which the run identity is recorded and,
     on --resume, checked."""
     from accelerate import PartialState
     from transformers import set_seed
 
-    folder = output_folder(runa, task)
-    plan = OutputPlan(folder, runa.overwrite, runa.resume, run_identity(task, groups) if groups else None)
-    plan.refuse_inputs_inside(input_files(runa, groups))
+    folder = output_folder(options, task)
+    output = OutputPlan(folder, options.overwrite, options.resume, run_identity(task, groups) if groups else None)
+    output.refuse_inputs_inside(input_files(options, groups))
     import torch
 
     # cpu=True on a machine without a GPU: under torchrun a plain PartialState() reported 1 process
     # there (DistributedType.NO), and both processes prepared the same folders
     state = PartialState(cpu=not torch.cuda.is_available())
     if state.num_processes == 1:
-        resume_from = plan.prepare()
+        resume_from = output.prepare()
     else:  # torchrun / accelerate launch: the main process alone touches the folders and tells the others
-        resume_from = _prepare_once(state, plan)
-    set_seed(runa.seed)
-    return plan, resume_from
+        resume_from = _prepare_once(state, output)
+    set_seed(options.seed)
+    return output, resume_from
 
 
-def _prepare_once(state, plan: OutputPlan) -> str | None:
-    """plan.prepare() on the main process; its outcome (the checkpoint to resume from, or the reason it
+def _prepare_once(state, output: OutputPlan) -> str | None:
+    """output.prepare() on the main process; its outcome (the checkpoint to resume from, or the reason it
     refused) is broadcast, so the other processes neither race on the folders nor hang in a collective."""
     from accelerate.utils import broadcast_object_list
 
@@ -105,7 +106,7 @@ def _prepare_once(state, plan: OutputPlan) -> str | None:
     box, failure = [None], None
     if state.is_main_process:
         try:
-            box = [("ok", plan.prepare(), plan.resumed_from)]
+            box = [("ok", output.prepare(), output.resumed_from)]
         except NothingToDo as e:
             box, failure = [("done", None, None)], e
         except BaseException as e:  # InputError, or anything else: the others must not wait for ever
@@ -113,7 +114,7 @@ def _prepare_once(state, plan: OutputPlan) -> str | None:
     broadcast_object_list(box)
     outcome, value, resumed = box[0]
     if outcome == "ok":
-        plan.resumed_from = resumed
+        output.resumed_from = resumed
         return value
     if failure is not None:
         raise failure  # said once, by the main process
@@ -138,9 +139,9 @@ def split_holdout(items: list, ratio: float, seed: int, groups: list | None = No
     return [x for x, h in zip(items, held) if not h], [x for x, h in zip(items, held) if h]
 
 
-def pick_base(name: str, loader, runa, what: str):
+def pick_base(name: str, loader, options, what: str):
     """Load the base model (or decide on scratch) and say so when falling back."""
-    loaded, choice = load_base(name, loader, runa.no_fallback, what)
+    loaded, choice = load_base(name, loader, options.no_fallback, what)
     if choice.fallback_reason:
         say(f"note: {choice.fallback_reason}; training a small model from scratch instead (--no-fallback to stop)")
     return loaded, choice
@@ -215,11 +216,11 @@ def resume_command(script: str, argv) -> str:
     return f"the same launch ({processes} processes) of {cmd}" if processes > 1 else cmd
 
 
-def stop_if_interrupted(result: RunResult, plan: OutputPlan, script: str, argv) -> int | None:
+def stop_if_interrupted(result: RunResult, output: OutputPlan, script: str, argv) -> int | None:
     """Exit code after Ctrl-C (with the command that resumes), 0 for non-main processes, else None."""
     if result.interrupted:
         cmd = resume_command(script, argv)
-        say(f"stopped at step {result.global_step}; the resumable state is in {plan.work}\nresume with: {cmd}")
+        say(f"stopped at step {result.global_step}; the resumable state is in {output.work}\nresume with: {cmd}")
         return EXIT_INTERRUPTED
     if not result.trainer.is_world_process_zero():
         return 0
@@ -274,19 +275,19 @@ def base_report(task: str, run, result: RunResult, total: int, trainable: int) -
 
 
 def publish(
-    plan: OutputPlan, result: RunResult, tokenizer, report: dict, card: dict, summary: str, generation_config=None
+    output: OutputPlan, result: RunResult, tokenizer, report: dict, card: dict, summary: str, generation_config=None
 ) -> None:
     """Write the checkpoint folder (weights, tokenizer, report, card, plot) and move it into place."""
     from data.errors import InputError
     from training.checkpoint import plot_loss, save_model, write_model_card, write_report
 
-    folder, trainer = plan.work, result.trainer
+    folder, trainer = output.work, result.trainer
     resume = "free some space, then run the same command with --resume to write it"
     try:
         save_model(trainer.model, tokenizer, folder, generation_config)
         _test_hook("after_weights")
         write_report(folder, report)
-        plot_loss(folder, trainer.state.log_history, f"{report['task']}: {os.path.basename(plan.final)}")
+        plot_loss(folder, trainer.state.log_history, f"{report['task']}: {os.path.basename(output.final)}")
         write_model_card(
             folder,
             report=report,
@@ -294,20 +295,20 @@ def publish(
             **card,
         )
     except KeyboardInterrupt:
-        plan.discard_model_files()
+        output.discard_model_files()
         say(
-            f"interrupted while writing the model; the finished training state is in {plan.work}: "
+            f"interrupted while writing the model; the finished training state is in {output.work}: "
             f"run the same command with --resume to write it"
         )
         raise SystemExit(EXIT_INTERRUPTED)
     except Exception as e:  # OSError (disk full, no permission) or safetensors' SafetensorError: one line
         if not isinstance(e, OSError) and type(e).__name__ != "SafetensorError":
             raise
-        plan.discard_model_files()
+        output.discard_model_files()
         reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise InputError(
-            f"could not write the model to {plan.work}: {reason}; the previous model in {plan.final} is untouched "
+            f"could not write the model to {output.work}: {reason}; the previous model in {output.final} is untouched "
             f"and the training state is kept: {resume}"
         )
-    plan.finalize()
-    say(f"{summary}saved to {plan.final} in {result.wall_time_s:.0f} s")
+    output.finalize()
+    say(f"{summary}saved to {output.final} in {result.wall_time_s:.0f} s")

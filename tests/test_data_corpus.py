@@ -66,7 +66,7 @@ def test_jieba_words_become_touching_offsets():
 
 def _collator(tmp, **kw):
     from training.masking import ClozeCollator
-    from training.recipes.cloze import ClozeArguments
+    from training.recipes.options import ClozeArguments
 
     corpus = str(SAMPLES / "cloze_corpus.txt")
     args = ClozeArguments(data=corpus, **kw)

@@ -270,7 +270,7 @@ def _masked_runs(row: list[str]) -> list[tuple[int, int]]:
 def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
     from data import build_char_vocab, make_tokenizer
     from training.masking import ClozeCollator, encode_passages
-    from training.recipes.cloze import ClozeArguments
+    from training.recipes.options import ClozeArguments
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=1e-9)
@@ -345,7 +345,7 @@ def test_bag_views_keep_one_name_whole_masked_and_some_of_its_words_in_any_order
 
 
 def test_a_fact_corpus_trains_a_rotary_model_and_pairs_stay_bert():
-    from training.recipes.cloze import ClozeArguments
+    from training.recipes.options import ClozeArguments
 
     assert ClozeArguments(data="x").scratch_architecture == "roformer"
     assert ClozeArguments(data="x", pairs=True).scratch_architecture == "bert"

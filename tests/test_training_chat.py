@@ -249,7 +249,7 @@ def test_folder_of_another_architecture_is_refused(tmp_path, capsys):
 
 def test_config_file_sets_options_and_flags_override(tmp_path):
     from training.args import LoraArguments, RunArguments, parse_args
-    from training.recipes.chat import ChatArguments
+    from training.recipes.options import ChatArguments
 
     cfg = write(tmp_path / "run.yaml", "data: d.txt\nepochs: 7\nbatch-size: 4\nloss_on: replies\n")
     args, lora, runa = parse_args(

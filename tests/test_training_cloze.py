@@ -203,9 +203,7 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     ids = torch.randint(5, 50, (4, 10))
     labels = torch.full_like(ids, -100)
     labels[:, ::3] = ids[:, ::3]
-    trainer = MaskedLMTrainer(
-        model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[])
-    )
+    trainer = MaskedLMTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[]))
     model.train()
     torch.manual_seed(1)  # same dropout masks for both forwards
     mine = trainer.compute_loss(

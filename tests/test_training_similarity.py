@@ -273,7 +273,7 @@ def test_missing_predict_file_stops_before_training(tmp_path, capsys):
 
 
 def test_seeded_split_keeps_pairs_that_share_a_sentence_together():
-    from training.recipes.similarity import sentence_groups
+    from training.pairs import sentence_groups
     from training.task import split_holdout
 
     pairs = [("a", "b"), ("a", "c"), ("d", "e"), ("f", "e"), ("g", "h"), ("b", "x")]

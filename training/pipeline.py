@@ -198,9 +198,7 @@ class Recipe:
         if limit and run.max_len > limit:
             say(f"warning: --max-len {run.max_len} is more than {run.choice.name} allows; using {limit}")
             run.max_len = limit
-        run.tokenizer = extend_vocab(
-            model, tokenizer, run.data.texts, run.choice, run.lora.lora, run.args.min_freq
-        )
+        run.tokenizer = extend_vocab(model, tokenizer, run.data.texts, run.choice, run.lora.lora, run.args.min_freq)
         run.model = model
 
     def default_lr(self, run: Run) -> float:

@@ -9,7 +9,6 @@ character vocab built from the training data.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 
 from transformers import BertTokenizerFast, DataCollatorForSeq2Seq, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
@@ -17,45 +16,13 @@ from chat.engine import ChatEngine
 from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS
 from data import DialogueEncoder, InputError, read_dialogues
 from data.chat_template import make_chat_ready
-from data.dialogue import DIALOGUE_FORMATS
-from data.encoder import CHAT_SAMPLING, LOSS_ON
-from training.args import ScratchArguments
+from data.encoder import CHAT_SAMPLING
 from training.cli import say
 from training.models import check_model_type
 from training.pipeline import Data, Recipe, Run
+from training.recipes.options import ChatArguments
 from training.runner import TrainingSetup
 from training.schedule import Rule
-
-DEFAULT_MODEL = "uer/gpt2-chinese-cluecorpussmall"
-
-
-@dataclass
-class ChatArguments(ScratchArguments):
-    data: str = field(
-        default=None, metadata={"help": "dialogue file: blank-line text, JSON Lines, LCCC JSON, TSV or chatterbot YAML"}
-    )
-    valid_data: str = field(
-        default=None, metadata={"help": "validation dialogues (default: a seeded --valid-ratio split of --data)"}
-    )
-    format: str = field(default="auto", metadata={"help": "dialogue file format", "choices": list(DIALOGUE_FORMATS)})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"})
-    loss_on: str = field(
-        default="all",
-        metadata={
-            "help": "tokens that carry loss: all, replies (2nd speaker's turns), last (final turn)",
-            "choices": list(LOSS_ON),
-        },
-    )
-    max_len: int = field(
-        default=256, metadata={"help": "longest sequence in tokens; longer dialogues drop their earliest turns"}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.data:
-            raise InputError("--data is required: a file of dialogues, e.g. --data data/samples/dialogs.txt")
-        if self.max_len < 16:
-            raise InputError(f"--max-len must be at least 16, got {self.max_len}")
 
 
 def _read(path: str, fmt: str, what: str):

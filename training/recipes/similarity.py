@@ -9,12 +9,10 @@ tuned there; the report sets the model beside what needs no model (majority clas
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,8 +27,8 @@ from transformers import (
 )
 
 from data import InputError
-from data.pairs import PAIR_FORMATS, TASKS, read_pairs
-from training.args import LoraArguments, RunArguments, ScratchArguments
+from data.pairs import read_pairs
+from training.args import LoraArguments, RunArguments
 from training.cli import EXIT_INTERRUPTED, say
 from training.pair_metrics import (
     MIN_CALIBRATION_ROWS,
@@ -42,103 +40,13 @@ from training.pair_metrics import (
     regression_metrics,
     tune_threshold,
 )
+from training.pairs import encode, example_pairs, predict_pairs, sentence_groups
 from training.pipeline import Data, Recipe, Run
-from training.recipes.cloze import ClozeArguments, ClozeRecipe
+from training.recipes.cloze import ClozeRecipe
+from training.recipes.options import ClozeArguments, SimilarityArguments
 from training.runner import TrainingSetup, predict_in_order
 from training.schedule import Rule
 from training.task import extend_vocab, pick_base, resumed_tokenizer
-
-DEFAULT_MODEL = "bert-base-chinese"
-
-
-@dataclass
-class SimilarityArguments(ScratchArguments):
-    train: str = field(
-        default=None,
-        metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"},
-    )
-    dev: str = field(default=None, metadata={"help": "dev pairs (default: a seeded --valid-ratio split of --train)"})
-    format: str = field(default="auto", metadata={"help": "pair file format", "choices": list(PAIR_FORMATS)})
-    task: str = field(
-        default="auto",
-        metadata={"help": "classification or regression (auto: from the labels)", "choices": list(TASKS)},
-    )
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"},
-    )
-    max_len: int = field(default=64, metadata={"help": "tokens per pair; the longer sentence is cut first"})
-    metric: str = field(
-        default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"}
-    )
-    symmetric: bool | None = field(
-        default=None,
-        metadata={
-            "help": "also train on every pair in the other order (b, a); default: on for two classes or scores, "
-            "off for 3+ "
-            "classes (entailment-style labels are not symmetric)"
-        },
-    )
-    predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
-    output_file: str = field(
-        default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"}
-    )
-    no_mlm_stage: bool = field(
-        default=False,
-        metadata={
-            "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs "
-            "first by default"
-        },
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.train:
-            raise InputError("--train is required: a file of sentence pairs, e.g. --train data/samples/pairs.tsv")
-        if self.max_len < 8:
-            raise InputError(f"--max-len must be at least 8, got {self.max_len}")
-        if self.metric not in (None, "accuracy", "f1", "pearson", "spearman", "loss"):
-            raise InputError(f"--metric must be accuracy, f1, pearson, spearman or loss, got {self.metric}")
-
-
-def sentence_groups(pairs: list[tuple[str, str]]) -> list[int]:
-    """A group id per pair: pairs linked through a shared sentence get the same id (union-find)."""
-    parent: dict[str, str] = {}
-
-    def root(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    for a, b in pairs:
-        parent[root(a)] = root(b)
-    ids: dict[str, int] = {}
-    return [ids.setdefault(root(a), len(ids)) for a, _ in pairs]
-
-
-def encode(tokenizer, pairs, labels, max_len: int) -> list[dict]:
-    if not pairs:  # --valid-ratio 0 leaves no dev pairs; the tokenizer cannot take an empty batch
-        return []
-    enc = tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation="longest_first", max_length=max_len)
-    rows = []
-    for i in range(len(pairs)):
-        row = {k: enc[k][i] for k in ("input_ids", "token_type_ids", "attention_mask") if k in enc}
-        if labels is not None:
-            row["labels"] = labels[i]
-        rows.append(row)
-    return rows
-
-
-def example_pairs(pairs, labels, limit: int = 8) -> list[list[str]]:
-    """A few short pairs of the run's own data, the labels taking turns: the app's Try examples for it."""
-    by_label: dict = {}
-    for (a, b), y in zip(pairs, labels):
-        if len(a) + len(b) <= 60:
-            by_label.setdefault(y, []).append([a, b])
-    turns = [x for group in itertools.zip_longest(*by_label.values()) for x in group if x is not None]
-    return turns[:limit]
-
 
 # Of the time cap, for the masked-LM stage of a scratch run. The pair stage peaks within 1-2 passes
 # (it overfits after); what moves dev accuracy is how well the encoder knows the pair text. 6,000
@@ -150,30 +58,6 @@ MLM_SHARE = 0.7
 MLM_BATCH_FACTOR = 2
 MLM_LR = 7e-4
 PAIR_STAGE_END_MINUTES = 0.3
-
-
-def predict_pairs(
-    trainer, tokenizer, file, max_len: int, task: str, label_names, threshold, temperature: float | None = None
-) -> list[dict]:
-    """Score --predict pairs with the trained model (labels in the file are ignored)."""
-    output = predict_in_order(trainer, encode(tokenizer, file.pairs, None, max_len))
-    rows = []
-    if task == "regression":
-        for (a, b), score in zip(file.pairs, np.asarray(output).reshape(-1).tolist()):
-            rows.append({"sentence1": a, "sentence2": b, "score": round(score, 4)})
-        return rows
-    probs = (torch.tensor(output).double() / (temperature or 1.0)).softmax(-1).tolist()
-    for (a, b), p in zip(file.pairs, probs):
-        k = int(np.argmax(p)) if threshold is None else int(p[1] >= threshold)
-        rows.append(
-            {
-                "sentence1": a,
-                "sentence2": b,
-                "label": label_names[k],
-                "probabilities": {name: round(q, 4) for name, q in zip(label_names, p)},
-            }
-        )
-    return rows
 
 
 class SimilarityRecipe(Recipe):

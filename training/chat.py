@@ -14,9 +14,10 @@ if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
 from training.cli import run
-from training.recipes.chat import ChatRecipe
+from training.launch import recipe_main
+from training.recipes.options import ChatArguments
 
-main = ChatRecipe().main
+main = recipe_main("training.recipes.chat:ChatRecipe", ChatArguments, "training/chat.py", __doc__)
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -14,9 +14,10 @@ if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
 from training.cli import run
-from training.recipes.cloze import ClozeRecipe
+from training.launch import recipe_main
+from training.recipes.options import ClozeArguments
 
-main = ClozeRecipe().main
+main = recipe_main("training.recipes.cloze:ClozeRecipe", ClozeArguments, "training/cloze.py", __doc__)
 
 if __name__ == "__main__":
     sys.exit(run(main))

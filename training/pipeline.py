@@ -6,11 +6,11 @@ the model card add. Everything else is here, once: parsing, the output folder an
 base model (and the fallback to scratch), the learning rate, LoRA, the Trainer run (training/runner.py,
 planned once by training/plan.py), Ctrl-C, the report and publishing. A training script is then
 
-    from training.recipes.chat import ChatRecipe
-    main = ChatRecipe().main          # main(argv=None, callbacks=()) -> exit code
+    main = recipe_main("training.recipes.chat:ChatRecipe", ChatArguments, "training/chat.py", __doc__)
 
-and a fourth task is one Recipe subclass (tests/test_fourth_task.py trains one from the command line
-and from the app's Train tab).
+(training/launch.py: the options are parsed before the recipe, with torch, is imported), or for a
+recipe of your own simply `MyRecipe().main`. A fourth task is one Recipe subclass
+(tests/test_fourth_task.py trains one from the command line and from the app's Train tab).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ class Recipe:
     task: str = ""  # chat.tasks name, recorded as "task" in training_report.json
     script: str = ""  # relative to the repo root: the command a resume prints
     arguments: type = None  # the task's options (a dataclass extending training.args.ScratchArguments)
-    description: str = ""  # --help's first line
+    description: str = ""  # --help's first line (Recipe.main; the scripts give their docstring's, training/launch.py)
     what: str = "model"  # what the base must be, for messages ("masked-LM", "GPT-2 chat model")
     lora_targets: tuple = ("query", "value")
     lora_task_type: str | None = None  # peft's task type

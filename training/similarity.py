@@ -14,9 +14,12 @@ if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
 from training.cli import run
-from training.recipes.similarity import SimilarityRecipe
+from training.launch import recipe_main
+from training.recipes.options import SimilarityArguments
 
-main = SimilarityRecipe().main
+main = recipe_main(
+    "training.recipes.similarity:SimilarityRecipe", SimilarityArguments, "training/similarity.py", __doc__
+)
 
 if __name__ == "__main__":
     sys.exit(run(main))

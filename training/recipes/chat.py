@@ -91,7 +91,6 @@ class ChatRecipe(Recipe):
     task = "chat"
     script = "training/chat.py"
     arguments = ChatArguments
-    description = "Fine-tune GPT-2 (Chinese) on multi-turn dialogues and write a chat checkpoint folder."
     what = "GPT-2 chat model"
     lora_targets = ("c_attn", "c_proj")
     lora_task_type = "CAUSAL_LM"

@@ -101,10 +101,6 @@ class ClozeRecipe(Recipe):
     task = "cloze"
     script = "training/cloze.py"
     arguments = ClozeArguments
-    description = (
-        "Teach a masked-LM (BERT, RoBERTa, RoFormer ...) the facts in your own text; write a fill-mask checkpoint "
-        "folder."
-    )
     what = "masked-LM"
     lora_targets = ("query", "value")
 

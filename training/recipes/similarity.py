@@ -64,7 +64,6 @@ class SimilarityRecipe(Recipe):
     task = "similarity"
     script = "training/similarity.py"
     arguments = SimilarityArguments
-    description = 'Fine-tune BERT/ERNIE on sentence pairs: "do these two sentences mean the same?".'
     what = "sentence-pair model"
     lora_targets = ("query", "value")
     lora_task_type = "SEQ_CLS"  # peft keeps the head trainable

@@ -28,11 +28,12 @@ from __future__ import annotations
 
 import warnings
 
+import torch
+
 from data.errors import InputError
 
 
 def _conv1d_to_linear(model) -> None:
-    import torch
     from transformers.pytorch_utils import Conv1D
 
     for module in list(model.modules()):
@@ -49,7 +50,6 @@ def _conv1d_to_linear(model) -> None:
 
 def quantize_int8(model):
     """Return `model` (fp32, eval mode) with int8 linear layers; InputError if this torch cannot."""
-    import torch
 
     try:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -83,28 +83,23 @@ def quantize_int8(model):
 PACK_ROWS = 16
 
 
-def _packed_linear_class():
-    import torch
+class PackedLinear(torch.nn.Module):
+    """A linear layer (inference only) whose weight is held in oneDNN's blocked layout.
 
-    class PackedLinear(torch.nn.Module):
-        """A linear layer (inference only) whose weight is held in oneDNN's blocked layout.
+    The packed weight is an opaque tensor outside the state dict: a model with these layers
+    serves, it is not saved or trained (ChatEngine only serves)."""
 
-        The packed weight is an opaque tensor outside the state dict: a model with these layers
-        serves, it is not saved or trained (ChatEngine only serves)."""
+    def __init__(self, weight, bias):  # weight: (out, in), as nn.Linear's
+        super().__init__()
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), PACK_ROWS)
+        self.bias = bias
 
-        def __init__(self, weight, bias):  # weight: (out, in), as nn.Linear's
-            super().__init__()
-            self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), PACK_ROWS)
-            self.bias = bias
+    def forward(self, x):
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
-        def forward(self, x):
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-
-        def extra_repr(self):
-            return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
-
-    return PackedLinear
+    def extra_repr(self):
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed for oneDNN"
 
 
 def pack_fp32(model):
@@ -113,7 +108,6 @@ def pack_fp32(model):
     differ from the stock ones by more than float rounding."""
     import logging
 
-    import torch
     from transformers.pytorch_utils import Conv1D
 
     weight = next(model.parameters())
@@ -122,7 +116,6 @@ def pack_fp32(model):
     probe = torch.tensor([[1, 2, 3]])
     swaps = []
     try:
-        PackedLinear = _packed_linear_class()
         with torch.inference_mode():
             expected = model(input_ids=probe).logits
         for module in list(model.modules()):

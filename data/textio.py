@@ -11,6 +11,8 @@ import os
 import re
 import stat
 
+import yaml
+
 _ENCODINGS = ("utf-8-sig", "gb18030")
 # UTF-32 before UTF-16: its little-endian mark begins with UTF-16's
 _BOMS = (
@@ -144,18 +146,19 @@ def read_json_dict(path: str | os.PathLike) -> dict:
     return value if isinstance(value, dict) else {}
 
 
+class NoAliases(yaml.SafeLoader):
+    """YAML's safe loader without aliases."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def load_yaml(text: str):
     """`yaml.safe_load` without aliases (a few hundred bytes of `*a` references can expand to
     gigabytes) and without absurd nesting; raises `yaml.YAMLError` or ValueError."""
-    import yaml
-
-    class NoAliases(yaml.SafeLoader):
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                event = self.peek_event()
-                raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed here", event.start_mark)
-            return super().compose_node(parent, index)
-
     try:
         return yaml.load(text, Loader=NoAliases)
     except RecursionError:

@@ -91,7 +91,9 @@ def fake_clock(monkeypatch):
         return now[0]
 
     monkeypatch.setattr(schedule, "time", types.SimpleNamespace(perf_counter=tick))  # the probe
-    monkeypatch.setattr(callbacks, "time", types.SimpleNamespace(perf_counter=tick, time=time.time))  # the cap
+    monkeypatch.setattr(
+        callbacks, "time", types.SimpleNamespace(perf_counter=tick, time=time.time, monotonic=time.monotonic)
+    )  # the cap
 
 
 @pytest.mark.slow

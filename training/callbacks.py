@@ -19,6 +19,7 @@ from transformers.trainer_callback import ProgressCallback
 from training.cli import from_the_app, say
 from training.output import PROGRESS_FILE
 from training.schedule import minutes_text
+from training.threads import CHECK_EVERY_S, CpuShare, threads_for, user_fixed_threads
 
 
 class StopOnInterrupt(TrainerCallback):
@@ -335,3 +336,30 @@ def _stretch(lr_scheduler, old: int, new: int) -> bool:
         for f in lambdas
     ]
     return True
+
+
+class ThreadKeeper(TrainerCallback):
+    """Re-measures the other processes every CHECK_EVERY_S while training and moves the thread count to the
+    free cores (training/threads.py); its `changes` list is kept in the report."""
+
+    def __init__(self, say=None):
+        self.say = say
+        self.share = CpuShare()
+        self.next_check = time.monotonic() + CHECK_EVERY_S
+        self.changes: list[dict] = []
+
+    def on_step_end(self, args, state, control, **kw):
+        if time.monotonic() < self.next_check or user_fixed_threads():
+            return
+        self.next_check = time.monotonic() + CHECK_EVERY_S
+        others = self.share.others()
+        if others is None:
+            return
+        now = torch.get_num_threads()
+        want = threads_for(others, self.share.cores, now)
+        if want != now:
+            torch.set_num_threads(want)
+            self.changes.append({"at_step": state.global_step, "others_cores": round(others, 2), "threads": want})
+            if self.say:
+                busy = "another program uses" if want < now else "other programs now use"
+                self.say(f"\n{busy} {others:.1f} of {self.share.cores} cores: training on {want} thread(s)")

@@ -22,12 +22,12 @@ from transformers import EarlyStoppingCallback, Trainer, TrainingArguments
 from transformers.trainer_callback import ProgressCallback
 
 from data.errors import InputError
-from training.callbacks import EpochPrinter, ProgressFile, QuietProgress, StopOnInterrupt, perplexity
+from training.callbacks import EpochPrinter, ProgressFile, QuietProgress, StopOnInterrupt, ThreadKeeper, perplexity
 from training.cli import process_count, say
 from training.output import STATE_DIR, OutputPlan
 from training.plan import RunPlan, plan_run
 from training.schedule import convergence_note
-from training.threads import BUSY_ABOVE, settle, thread_keeper
+from training.threads import BUSY_ABOVE, settle
 
 
 def epoch_table(log_history: list[dict]) -> list[dict]:
@@ -195,7 +195,7 @@ def run_training(
         threads, others = settle()
         if others is not None and others >= BUSY_ABOVE:
             say(f"another program uses {others:.1f} of {os.cpu_count()} cores: training on {threads} thread(s)")
-        keeper = thread_keeper(say)
+        keeper = ThreadKeeper(say)
     plan = plan_run(
         run,
         lr=lr,

@@ -90,35 +90,3 @@ def settle(seconds: float = 0.5) -> tuple[int, float | None]:
     if others is not None:
         torch.set_num_threads(threads_for(others, share.cores, torch.get_num_threads()))
     return torch.get_num_threads(), others
-
-
-def thread_keeper(say=None):
-    """A TrainerCallback that re-measures the other processes every CHECK_EVERY_S while training and
-    moves the thread count to the free cores; its `changes` list is kept in the report."""
-    from transformers import TrainerCallback
-
-    class ThreadKeeper(TrainerCallback):
-        def __init__(self):
-            self.share = CpuShare()
-            self.next_check = time.monotonic() + CHECK_EVERY_S
-            self.changes: list[dict] = []
-
-        def on_step_end(self, args, state, control, **kw):
-            if time.monotonic() < self.next_check or user_fixed_threads():
-                return
-            self.next_check = time.monotonic() + CHECK_EVERY_S
-            import torch
-
-            others = self.share.others()
-            if others is None:
-                return
-            now = torch.get_num_threads()
-            want = threads_for(others, self.share.cores, now)
-            if want != now:
-                torch.set_num_threads(want)
-                self.changes.append({"at_step": state.global_step, "others_cores": round(others, 2), "threads": want})
-                if say:
-                    busy = "another program uses" if want < now else "other programs now use"
-                    say(f"\n{busy} {others:.1f} of {self.share.cores} cores: training on {want} thread(s)")
-
-    return ThreadKeeper()

@@ -188,14 +188,14 @@ class Recipe:
         """The base model and tokenizer: the pretrained one (its vocab given the characters of the text it
         lacks, --max-len cut to its positions) or, when it cannot load, a scratch one with a character vocab."""
         loaded, run.choice = pick_base(run.args.model, self.load_pretrained, run.options, self.what)
-        run.max_len = run.args.max_len
+        run.max_len = getattr(run.args, "max_len", None)  # a task's options may have no --max-len
         if loaded is None:
             tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
             run.model, run.tokenizer = self.scratch_model(run, tokenizer), tokenizer
             return
         model, tokenizer = loaded
         limit = self.positions(model)
-        if limit and run.max_len > limit:
+        if limit and run.max_len and run.max_len > limit:
             say(f"warning: --max-len {run.max_len} is more than {run.choice.name} allows; using {limit}")
             run.max_len = limit
         run.tokenizer = extend_vocab(model, tokenizer, run.data.texts, run.choice, run.lora.lora, run.args.min_freq)

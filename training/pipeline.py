@@ -193,7 +193,10 @@ class Recipe:
             tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
             run.model, run.tokenizer = self.scratch_model(run, tokenizer), tokenizer
             return
-        model, tokenizer = loaded
+        self.use_base(run, *loaded)
+
+    def use_base(self, run: Run, model, tokenizer) -> None:
+        """A loaded base: --max-len cut to the positions it reads, its vocab given the text's missing characters."""
         limit = self.positions(model)
         if limit and run.max_len and run.max_len > limit:
             say(f"warning: --max-len {run.max_len} is more than {run.choice.name} allows; using {limit}")

@@ -46,7 +46,7 @@ from training.recipes.cloze import ClozeRecipe
 from training.recipes.options import ClozeArguments, SimilarityArguments
 from training.runner import TrainingSetup, predict_in_order
 from training.schedule import Rule
-from training.task import extend_vocab, pick_base, resumed_tokenizer
+from training.task import pick_base, resumed_tokenizer
 
 # Of the time cap, for the masked-LM stage of a scratch run. The pair stage peaks within 1-2 passes
 # (it overfits after); what moves dev accuracy is how well the encoder knows the pair text. 6,000
@@ -207,13 +207,7 @@ class SimilarityRecipe(Recipe):
                 config = BertConfig.from_pretrained(run.resume_from)
             run.model, run.tokenizer = BertForSequenceClassification(config), tokenizer
         else:
-            model, tokenizer = loaded
-            limit = self.positions(model) or args.max_len
-            if run.max_len > limit:
-                say(f"warning: --max-len {run.max_len} is more than {run.choice.name} allows; using {limit}")
-                run.max_len = limit
-            run.tokenizer = extend_vocab(model, tokenizer, run.data.texts, run.choice, run.lora.lora, args.min_freq)
-            run.model = model
+            self.use_base(run, *loaded)
         if stage:
             state = PartialState()
             state.wait_for_everyone()  # every process has loaded it

@@ -20,7 +20,7 @@ from data import InputError
 from webui.compare import ABOUT_HEIGHT
 from webui.demos import DEMO_PREFIX, DemoBuilder
 from webui.settings import Settings, predictor_options
-from webui.store import DEMO_SUFFIX, ModelStore, about, catalogue
+from webui.store import DEMO_SUFFIX, ModelStore, ScanThrottle, about, catalogue
 from webui.widgets import ModelPicker
 
 # Closes the toasts of the tab you leave (a Fill-Mask warning stayed on over the next tab).
@@ -54,6 +54,7 @@ class TabContext:
         self.models = catalogue(settings)
         self.by_key = {task: {c.label: c for c in items} for task, items in self.models.items()}
         self.bases: dict[str, dict] = {task: {} for task in self.models}  # Compare's "基座 base: ..." entries
+        self.misses = ScanThrottle()  # when a model name not in the catalogue may rescan for it
 
     def rescan(self):
         fresh = catalogue(self.settings)
@@ -103,7 +104,8 @@ class TabContext:
     def pick(self, task: str, label: str | None):
         """The loaded predictor of the picked model, or a gr.Error with the reason."""
         ckpt = self.by_key[task].get(label or "") or self.bases[task].get(label or "")
-        if ckpt is None and label:  # trained after the start? (API clients skip the page load that rescans)
+        # trained after the start? (API clients skip the page load that rescans)
+        if ckpt is None and label and self.misses.due():
             self.rescan()
             ckpt = self.by_key[task].get(label)
         if ckpt is None:

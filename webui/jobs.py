@@ -4,7 +4,9 @@ priority so chat stays responsive.
 
 Stop is Ctrl-C (SIGINT to the child): the runner saves a resumable state and exits, and
 `resume()` runs the same command with `--resume`. Progress (step, ETA, the loss curve) comes
-from `<output>.partial/progress.json`, which training/runner.py's ProgressFile writes.
+from `<output>.partial/progress.json`, which training/runner.py's ProgressFile writes. What a
+run prints goes to `<output>.log`, kept beside the model; the log of a run that failed before writing
+anything else is removed when the next run starts or the app closes (only a log file this app created).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -83,6 +86,7 @@ class Job:
     started: float = field(default_factory=time.time)
     progress: dict = field(default_factory=dict)
     first_plan: int | None = None  # the planned steps first shown: a re-plan is said once, in words
+    made_log: tuple | None = None  # (device, inode) of the log file when this app created it (not a file of yours)
 
     @property
     def shown_command(self) -> str:
@@ -173,14 +177,18 @@ class TrainingJobs:
         if job is None or job.state != "stopped":
             raise InputError("没有可继续的训练 There is no stopped run to resume")
         argv = [a for a in job.command if a != "--overwrite"] + ["--resume"]
-        return self._run(Job(job.task, argv, job.output, job.log))
+        return self._run(Job(job.task, argv, job.output, job.log, made_log=job.made_log))
 
     def _run(self, job: Job) -> Job:
         with self._lock:
             if self.busy():
                 raise InputError("正在训练另一个模型 Busy: another training run is going on; wait for it or stop it")
             os.makedirs(self.checkpoints, exist_ok=True)
+            self._drop_failed_log(self.job)
+            new = not os.path.lexists(job.log)
             self._proc = spawn_training(job.command, job.log, append=True)  # a resume adds to the run's log
+            if new:
+                job.made_log = _file_id(job.log)
             self.job = job
         threading.Thread(target=self._watch, args=(self._proc, job), daemon=True).start()
         return job
@@ -239,6 +247,19 @@ class TrainingJobs:
             with contextlib.suppress(OSError):  # an uploaded file is kept only while its run may be resumed
                 os.remove(data)
 
+    def _drop_failed_log(self, job: Job | None) -> None:
+        """Remove the log of a run that failed before it wrote its model or a resumable state, when the next run
+        starts or the app closes: the page has shown it until then, and failed tries must not pile up NAME.log
+        files among the models. Only a log this app created (its record: the file's device and inode) goes; a run
+        that left a folder keeps its log beside it."""
+        if job is None or job.state != "failed" or job.made_log is None:
+            return
+        if os.path.lexists(job.output) or os.path.lexists(job.output + ".partial"):
+            return
+        if _file_id(job.log) == job.made_log:
+            with contextlib.suppress(OSError):
+                os.remove(job.log)
+
     def close(self) -> None:
         proc = self._proc
         if proc is not None and proc.poll() is None:
@@ -247,8 +268,17 @@ class TrainingJobs:
                 proc.wait(15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        self._drop_failed_log(self.job)
         if self._uploads is not None:
             shutil.rmtree(self._uploads, ignore_errors=True)
+
+
+def _file_id(path: str) -> tuple | None:
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
 
 
 def public_reason(settings) -> str | None:

@@ -11,7 +11,8 @@ What maps how: `temperature` (0: greedy), `top_p`, `max_tokens` / `max_completio
 `stop` (up to 4 strings: the reply ends before the first), and the extras `top_k` and
 `repetition_penalty`; `n` must be 1; `frequency_penalty` and `presence_penalty` other than 0 are
 refused (this model's sampling has `repetition_penalty` instead); `system` messages are left out
-as the chat template does (the format has no system prompt).
+as the chat template does (the format has no system prompt). Every field is checked before any model
+work; a body over MAX_BODY_BYTES is refused with 413 before the rest of it is read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import threading
 import time
 import uuid
+from typing import NamedTuple
 
 from fastapi import Request  # module level: the routes' annotations are read by name
 
@@ -29,6 +31,11 @@ from chat.settings import MAX_MESSAGE_CHARS, MAX_NEW_TOKENS_LIMIT, GenerationSet
 from data import InputError
 
 MAX_MESSAGES = 200  # the page keeps a conversation's last 8 turns; a request of more is a mistake
+# The largest body read: MAX_MESSAGES messages of MAX_MESSAGE_CHARS characters is the biggest request that can be
+# valid, and JSON writes a character in at most 12 bytes (an emoji as two \uXXXX escapes; the official clients
+# escape all non-ASCII), plus 64 KiB for the rest (roles, settings, stop strings). A body over it is refused
+# before the rest is read, so a huge one costs neither the memory nor the parsing.
+MAX_BODY_BYTES = MAX_MESSAGES * MAX_MESSAGE_CHARS * 12 + 2**16
 _DONE = object()
 
 
@@ -64,12 +71,39 @@ def _text(content, where: str) -> str:
     if isinstance(content, list) and all(isinstance(p, dict) for p in content):
         if any(p.get("type") != "text" for p in content):
             raise ApiError(400, f"{where}: only text parts are understood (no images or audio)", "messages")
-        return "".join(str(p.get("text", "")) for p in content)
+        if not all(isinstance(p.get("text", ""), str) for p in content):
+            raise ApiError(400, f"{where}: a text part's text must be a string", "messages")
+        return "".join(p.get("text", "") for p in content)
     raise ApiError(400, f"{where}.content must be text", "messages")
 
 
-def parse_request(body) -> tuple[str, list[dict], str, GenerationSettings, list[str], bool]:
-    """(model, history, message, settings, stop strings, stream) of a chat completion request, or ApiError."""
+class Asked(NamedTuple):
+    """A chat completion request, checked."""
+
+    model: str
+    history: list[dict]
+    message: str
+    settings: GenerationSettings
+    stop: list[str]
+    stream: bool
+    include_usage: bool  # stream_options.include_usage: a last chunk with the token counts
+
+
+def _include_usage(body: dict) -> bool:
+    """stream_options.include_usage; `stream_options` must be an object (or absent, or null)."""
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise ApiError(400, 'stream_options must be an object, e.g. {"include_usage": true}', "stream_options")
+    usage = options.get("include_usage")
+    if usage is not None and not isinstance(usage, bool):
+        raise ApiError(400, "stream_options.include_usage must be true or false", "stream_options")
+    return bool(usage)
+
+
+def parse_request(body) -> Asked:
+    """The checked request (every field read here, before any model work), or ApiError."""
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object")
     model = body.get("model")
@@ -124,7 +158,32 @@ def parse_request(body) -> tuple[str, list[dict], str, GenerationSettings, list[
         settings.check()
     except InputError as e:
         raise ApiError(400, str(e))
-    return model, turns[:-1], turns[-1]["content"], settings, stop, stream
+    return Asked(model, turns[:-1], turns[-1]["content"], settings, stop, stream, _include_usage(body))
+
+
+async def read_json(request: Request):
+    """The request's JSON body. Over MAX_BODY_BYTES it is a 413 as soon as that shows: from Content-Length before
+    any of it is read, else (a chunked body) at the chunk that passes it, so at most one chunk more is held."""
+    too_big = ApiError(
+        413,
+        f"the request body is over {MAX_BODY_BYTES:,} bytes "
+        f"(at most {MAX_MESSAGES} messages of {MAX_MESSAGE_CHARS:,} characters)",
+        code="request_too_large",
+    )
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_big
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise too_big
+    try:
+        return json.loads(body)
+    except RecursionError:  # json's parser recurses once per level: deep nesting is no ValueError
+        raise ApiError(400, "the request body is not valid JSON: it is nested too deeply")
+    except ValueError:  # UnicodeDecodeError too
+        raise ApiError(400, "the request body is not valid JSON")
 
 
 class _Reply:
@@ -149,7 +208,7 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
     """Add `/v1/models` and `/v1/chat/completions` to `app` (Gradio's FastAPI app)."""
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    from webui.store import catalogue
+    from webui.store import ScanThrottle, catalogue
 
     def check_key(request: Request) -> None:
         if not api_key:
@@ -159,17 +218,20 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
         if not hmac.compare_digest(token.encode(), api_key.encode()):
             raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY", code="invalid_api_key")
 
-    def chat_models() -> dict:
-        return {c.label: c for c in catalogue(settings)["chat"]}
+    seen: dict = {"models": {}}  # the last scan's chat models by name, replaced whole (requests run in threads)
+    throttle = ScanThrottle()
 
-    known: dict = {}
+    def chat_models() -> dict:
+        seen["models"] = {c.label: c for c in catalogue(settings)["chat"]}
+        return seen["models"]
 
     def find(name: str):
-        """The named checkpoint; the folder is scanned again only for a name not seen (a model trained since)."""
-        if name not in known:
-            known.clear()
-            known.update(chat_models())
-        return known.get(name)
+        """The named checkpoint. A name not seen scans the folder again (a model trained since), at most once
+        per RESCAN_AFTER_S: a client repeating an unknown name must not keep the server scanning."""
+        models = seen["models"]
+        if name not in models and throttle.due():
+            models = chat_models()
+        return models.get(name)
 
     @app.get("/v1/models")
     def list_models(request: Request):
@@ -184,12 +246,8 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
     async def chat_completions(request: Request):
         try:
             check_key(request)
-            try:
-                body = await request.json()
-            except (ValueError, UnicodeDecodeError):
-                raise ApiError(400, "the request body is not valid JSON")
-            name, history, message, gen, stop, stream = parse_request(body)
-            ckpt = find(name)
+            name, history, message, gen, stop, stream, want_usage = parse_request(await read_json(request))
+            ckpt = await asyncio.to_thread(find, name)
             if ckpt is None:
                 raise ApiError(
                     404, f"the model {name!r} does not exist; GET /v1/models lists them", "model", "model_not_found"
@@ -256,8 +314,6 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
                 **extra,
             }
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-        want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
 
         async def events():
             try:

@@ -124,6 +124,8 @@ class FillMaskPredictor:
                         new[pos] = t
                         grown.append((score + math.log(q), new, chosen + [t]))
             beams = sorted(grown, key=lambda b: -b[0])[:width]
+            if not beams:  # no candidate had a probability (a model whose weights went NaN): nothing to propose
+                return []
         return [
             Candidate("".join(self._token_text(t) for t in chosen), round(math.exp(score), 5))
             for score, _, chosen in beams[:top_k]

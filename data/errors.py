@@ -14,6 +14,15 @@ EXIT_BAD_INPUT = 2  # the exit code of every command line (scripts, the app, the
 class InputError(ValueError):
     """Bad input that a user can fix: the message is one plain sentence."""
 
+    exit_code = EXIT_BAD_INPUT
+
+
+class RunFailed(InputError):
+    """A run that trained but produced nothing usable (weights or loss not finite): said in one sentence like bad
+    input, with exit code 1, and nothing is published."""
+
+    exit_code = 1
+
 
 @dataclass
 class BadRows:

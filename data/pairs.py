@@ -98,6 +98,20 @@ def _pick(obj: dict, keys: tuple[str, ...]):
     return None
 
 
+# The scales similarity scores come on (STS-B 0..5, cosine 0..1 or -1..1, percentages). A file's scores are read
+# on the smallest scale that holds nine in ten of them; the rest (1e308, a stray -1 among 0..5 scores) are typos
+# that, trained as regression targets, made every weight NaN.
+SCORE_SCALES = ((0, 1), (-1, 1), (0, 5), (0, 10), (0, 100))
+SCALE_SHARE = 0.9
+
+
+def score_scale(values: list[float]) -> tuple[float, float] | None:
+    for low, high in SCORE_SCALES:
+        if sum(low <= v <= high for v in values) >= SCALE_SHARE * len(values):
+            return low, high
+    return None
+
+
 MAX_CLASS = 999  # a class number above this is a typo, not a class (2000000000 built a 4 GB head)
 
 
@@ -177,6 +191,15 @@ def read_pairs(
             fractional = any(v != int(v) for v in values)
             task = "regression" if fractional or len(values) > 5 else "classification"
 
+    scale = None
+    if task == "regression":
+        scale = score_scale([n for n in numbers if n is not None])
+        if scale is None:
+            shown = ", ".join(str(x)[:12] for x in raws[:6])
+            raise InputError(
+                f"{path}: the labels do not look like similarity scores (fewer than {SCALE_SHARE:.0%} of them lie on "
+                f"one scale such as 0..5 or 0..1; first ones: {shown}); fix them, or use class labels (0/1)"
+            )
     pairs, labels = [], []
     for where, s1, s2, raw in rows:
         if raw is None:
@@ -186,6 +209,12 @@ def read_pairs(
         if task == "regression":
             if n is None:
                 bad.add(where, f"label {raw!r} is not a finite number")
+                continue
+            if not scale[0] <= n <= scale[1]:
+                bad.add(
+                    where,
+                    f"score {str(raw)[:20]} is outside {scale[0]}..{scale[1]}, the scale of the file's other scores",
+                )
                 continue
             label = n
         elif label_names is not None and numeric_share < 0.5:

@@ -65,7 +65,8 @@ def test_dry_run_bundle_holds_exactly_the_app_and_chosen_checkpoints(tmp_path, c
     assert r.returncode == 0, r.stderr
     assert "nothing was uploaded" in r.stdout and "checkpoints/chat: weights" in r.stdout
 
-    model = sorted(f"checkpoints/chat/{f}" for f in files(chat_checkpoint) if not f.startswith("resume_state"))
+    home_only = ("resume_state", "checkpoint_manifest.json")  # the Trainer state and the publish's own bookkeeping
+    model = sorted(f"checkpoints/chat/{f}" for f in files(chat_checkpoint) if not f.startswith(home_only))
     assert files(out) == sorted(CODE + ["README.md", "requirements.txt"] + model)
     assert "checkpoints/chat/model.safetensors" in model
     assert not any("resume_state" in f or "tests" in f or ".git" in f for f in files(out))

@@ -155,16 +155,20 @@ def test_ctrl_c_saves_state_and_resume_reaches_the_same_step(tmp_path, capsys):
 
 def test_existing_output_is_not_overwritten_without_flag(tmp_path, capsys):
     out = tmp_path / "chat"
-    write(out / "config.json", "{}")
+    write(out / "config.json", "{}")  # a model folder from elsewhere: never replaced, with or without the flag
     code, _ = train(tmp_path, "--epochs", "1")
     assert code == 2
-    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert "is not a checkpoint this program wrote" in capsys.readouterr().err
     assert (out / "config.json").read_text() == "{}"
+    code, _ = train(tmp_path / "ours", "--epochs", "1")
+    assert code == 0
+    code, _ = train(tmp_path / "ours", "--epochs", "1")  # one of ours: replaced only with --overwrite
+    assert code == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
     foreign = tmp_path / "mine"
     write(foreign / "notes.txt", "my notes")
     code = run(chat_script.main, ["--data", DIALOGS, "--output", str(foreign), "--overwrite", *TINY_CHAT])
     assert code == 2 and (foreign / "notes.txt").exists()
-    assert "is not a checkpoint folder" in capsys.readouterr().err
+    assert "is not a checkpoint this program wrote" in capsys.readouterr().err
 
 
 @pytest.mark.slow

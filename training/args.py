@@ -7,6 +7,7 @@ keys (dashes or underscores), and flags on the command line override the file.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
@@ -30,6 +31,7 @@ class ScratchArguments:
     n_head: int = _f(4, "scratch: attention heads")
 
     def __post_init__(self):
+        require_finite(self)
         if self.min_freq < 1:
             raise InputError(f"--min-freq must be at least 1, got {self.min_freq}")
         if min(self.n_layer, self.n_embd, self.n_head) < 1 or self.n_embd % self.n_head:
@@ -44,6 +46,33 @@ class ScratchArguments:
                 f"{getattr(self, 'max_len', 512)} needs about {need / 2**30:,.0f} GiB to train; this machine has "
                 f"{have / 2**30:,.0f} GiB: choose smaller sizes"
             )
+        for flag, value, most in (
+            ("--n-layer", self.n_layer, MAX_LAYERS),
+            ("--n-embd", self.n_embd, MAX_EMBD),
+            ("--n-head", self.n_head, MAX_HEADS),
+            ("--max-len", getattr(self, "max_len", 0), MAX_LEN),
+        ):
+            if value > most:
+                raise InputError(
+                    f"{flag} must be at most {most:,} (got {value:,}): larger does not train on this kind of machine"
+                )
+
+
+# Sizes past which a run cannot be what was meant: GPT-2 XL has 48 layers of 1,600, BERT and GPT-2 read 512 and
+# 1,024 positions. Larger values were typos that spent minutes building a model or failed at the first save.
+MAX_LAYERS, MAX_EMBD, MAX_HEADS, MAX_LEN = 96, 8192, 128, 8192
+MAX_BATCH = 65536  # sequences per step (and accumulation steps): beyond it, a typo; memory is checked separately
+MAX_EPOCHS = 1_000_000
+MAX_MINUTES = 7 * 24 * 60
+
+
+def require_finite(options) -> None:
+    """Every number option is a finite number: argparse reads `inf` and `nan` as floats, and `--epochs inf`
+    reached the schedule as an OverflowError."""
+    for f in fields(options):
+        value = getattr(options, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
 
 
 def scratch_training_bytes(n_layer: int, n_embd: int, max_len: int, vocab: int = 21128) -> int:
@@ -71,8 +100,11 @@ class LoraArguments:
     lora_dropout: float = _f(0.05, "dropout on the LoRA path")
 
     def __post_init__(self):
+        require_finite(self)
         if self.lora_r < 1:
             raise InputError(f"--lora-r must be at least 1, got {self.lora_r}")
+        if self.lora_alpha <= 0:
+            raise InputError(f"--lora-alpha must be positive, got {self.lora_alpha}")
         if not 0 <= self.lora_dropout < 1:
             raise InputError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
 
@@ -80,7 +112,7 @@ class LoraArguments:
 @dataclass
 class RunArguments:
     output: str = _f(None, "output checkpoint folder (default: checkpoints/<task>)")
-    overwrite: bool = _f(False, "replace an existing output folder")
+    overwrite: bool = _f(False, "replace an existing output folder this program wrote (and an existing --output-file)")
     resume: bool = _f(False, "continue the interrupted or finished run in --output (optimizer state included)")
     epochs: float = _f(
         None, "passes over the training data (default: sized by the data and this machine; see the start line)"
@@ -113,8 +145,21 @@ class RunArguments:
     config: str = _f(None, "YAML or JSON file with any of these options (flags override it)")
 
     def __post_init__(self):
+        require_finite(self)
         checks = [
             (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
+            (
+                self.epochs is None or self.epochs <= MAX_EPOCHS,
+                f"--epochs must be at most {MAX_EPOCHS:,}, got {self.epochs}",
+            ),
+            (
+                self.max_steps is None or self.max_steps <= MAX_EPOCHS * 100,
+                f"--max-steps must be at most {MAX_EPOCHS * 100:,}",
+            ),
+            (
+                self.max_minutes is None or self.max_minutes <= MAX_MINUTES,
+                f"--max-minutes must be at most {MAX_MINUTES:,} (a week), got {self.max_minutes}",
+            ),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1, got {self.max_steps}"),
             (
                 self.max_minutes is None or self.max_minutes > 0,
@@ -122,8 +167,15 @@ class RunArguments:
             ),
             (self.epochs is None or self.max_steps is None, "give --epochs or --max-steps, not both"),
             (self.lr is None or 0 < self.lr < 1, f"--lr must be between 0 and 1, got {self.lr}"),
-            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
-            (self.grad_accum >= 1, f"--grad-accum must be at least 1, got {self.grad_accum}"),
+            (
+                1 <= self.batch_size <= MAX_BATCH,
+                f"--batch-size must be from 1 to {MAX_BATCH:,}, got {self.batch_size:,}",
+            ),
+            (
+                1 <= self.grad_accum <= MAX_BATCH,
+                f"--grad-accum must be from 1 to {MAX_BATCH:,}, got {self.grad_accum:,}",
+            ),
+            (self.logging_steps >= 0, f"--logging-steps must be 0 (automatic) or more, got {self.logging_steps}"),
             (0 <= self.warmup_ratio < 1, f"--warmup-ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
             (self.patience >= 0, f"--patience must be >= 0, got {self.patience}"),
@@ -254,6 +306,7 @@ def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str
     shape = {f.name for f in fields(ScratchArguments)}
     for actions in (parser._actions, *(g._group_actions for g in parser._action_groups)):
         actions.sort(key=lambda a: a.dest in shape)
+    parser.error = _refuse  # one line, not argparse's usage block
     known = {f.name for t in types for f in fields(t)}
     cfg_path = _config_path(argv)
     if cfg_path:
@@ -265,11 +318,33 @@ def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str
             raise InputError(f"{cfg_path}: unknown option(s) {', '.join(unknown)}")
         parser.set_defaults(**check_config_types(cfg, types, cfg_path))
     try:
-        return parser.parse_args_into_dataclasses(argv)
+        *groups, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True)
     except InputError:
         raise
     except (TypeError, ValueError) as e:  # a config value of the wrong type, caught in __init__
         raise InputError(f"bad option value: {e}")
+    if unknown:
+        raise InputError(f"unknown option {' '.join(unknown)[:80]}; {prog} --help lists the options")
+    return groups
+
+
+def _refuse(message: str):
+    """argparse's complaint as one sentence naming the flag (its usage block would be 19 lines of every flag)."""
+    import re
+
+    m = re.match(r"argument (\S+): (.*)", message, re.S)
+    if not m:
+        raise InputError(f"{message}; see --help")
+    flag = sorted(m.group(1).split("/"), key=lambda o: "_" in o)[0]
+    problem = m.group(2).strip()
+    if problem == "expected one argument":
+        raise InputError(f"{flag} needs a value")
+    kind = re.match(r"invalid (int|float) value: (.*)", problem)
+    if kind:
+        raise InputError(
+            f"{flag} must be {_TYPE_WORDS[{'int': int, 'float': float}[kind.group(1)]]}, got {kind.group(2)}"
+        )
+    raise InputError(f"{flag}: {problem}")
 
 
 def _config_path(argv: list[str]) -> str | None:

@@ -74,7 +74,8 @@ def _leave_process_group() -> None:
 
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
-    """Call `main(argv)`; turn `InputError` into `error: ...` + exit 2 and Ctrl-C into exit 130."""
+    """Call `main(argv)`; turn `InputError` into `error: ...` + exit 2 (1 for a run that failed: data.errors.RunFailed)
+    and Ctrl-C into exit 130."""
     import signal
     import threading
 
@@ -100,7 +101,7 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         abandon_unstarted()  # a .partial this run made and saved nothing in would block the name
         # one line, whatever the message quotes (a file name may hold a newline)
         say(f"error: {str(e).replace(chr(10), chr(92) + 'n').replace(chr(13), chr(92) + 'r')}", error=True)
-        return EXIT_BAD_INPUT
+        return getattr(e, "exit_code", EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         say("interrupted.")
         return EXIT_INTERRUPTED

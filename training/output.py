@@ -30,34 +30,94 @@ def _latest_checkpoint(folder: str) -> str | None:
     return max(found)[1] if found else None
 
 
-def _is_checkpoint_folder(path: str) -> bool:
-    return any(os.path.exists(os.path.join(path, f)) for f in ("config.json", "training_report.json"))
-
-
 RUN_FILE = "run.json"  # the identity of the run that a working folder or a resume_state/ belongs to
 
 
-READY_FILE = (
-    "PUBLISH_READY"  # written once every model file is in .partial/: from then on the publish is finished, not redone
-)
+# written once every model file is in .partial/: from then on the publish is finished, not redone
+READY_FILE = "PUBLISH_READY"
 
 
 PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a watcher (the app) shows
 
 # Written into <output>.partial/ just before the publish moves <output> aside: the name (and inode) of the
 # folder it moves it to. Only a folder named there is ever deleted, so a user's own `<output>.old-backup`
-# or a look-alike from elsewhere is never touched (issue #34).
+# or a look-alike from elsewhere is never touched.
 REPLACING_FILE = "REPLACING.json"
 
 
+# Written into every checkpoint this program publishes: the names it wrote there. Only a folder holding it (or,
+# from before it existed, a training_report.json of ours) is ever replaced, and only the names it lists are
+# ours: anything else found in the folder is the user's and is never deleted.
+MANIFEST = "checkpoint_manifest.json"
+# What a checkpoint published before the manifest existed holds: the names a publish wrote.
+_LEGACY_NAMES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "pytorch_model.bin",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+    "added_tokens.json",
+    "training_report.json",
+    "README.md",
+    "loss.png",
+    "adapter",
+    "predictions.jsonl",
+    STATE_DIR,
+}
+_BOOKKEEPING = {MANIFEST, READY_FILE, PROGRESS_FILE, REPLACING_FILE}
+
+
+def _read_json(path: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def written_names(folder: str) -> set[str] | None:
+    """The names this program wrote in `folder`, or None when `folder` is not a checkpoint it published."""
+    manifest = _read_json(os.path.join(folder, MANIFEST))
+    if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
+        return {str(n) for n in manifest["files"]} | _BOOKKEEPING
+    report = _read_json(os.path.join(folder, "training_report.json"))
+    if isinstance(report, dict) and "task" in report and "hyperparameters" in report:
+        return _LEGACY_NAMES | _BOOKKEEPING
+    return None
+
+
+def foreign_names(folder: str) -> list[str]:
+    """Entries of a published checkpoint that this program did not write there (a user's notes, say)."""
+    ours = written_names(folder) or set()
+    return sorted(n for n in os.listdir(folder) if n not in ours)
+
+
+def adopt(folder: str, name: str) -> None:
+    """Record `name`, written into a published checkpoint after the publish (the app's demo marker), as ours."""
+    path = os.path.join(folder, MANIFEST)
+    manifest = _read_json(path)
+    if isinstance(manifest, dict) and isinstance(manifest.get("files"), list) and name not in manifest["files"]:
+        manifest["files"].append(name)
+        _write_json_atomic(path, manifest)
+
+
+def _write_json_atomic(path: str, value) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, path)
+
+
 def _made_by_us(work: str) -> bool:
-    """A `<output>.partial` this program made: it holds the run identity, the states or the publish marker
-    (or nothing at all: killed between creating it and writing the identity). Anything else by that
-    name is the user's, and is never removed (issue #34)."""
+    """A `<output>.partial` this program made: it holds the run identity (written before the folder got its
+    name: training/output.py _make_work) or the publish marker. Anything else by that name, an empty folder
+    or one with a `states/` of the user's included, is the user's and is never removed."""
     if not os.path.isdir(work) or os.path.islink(work):
         return False
-    names = set(os.listdir(work))
-    return not names or bool(names & {RUN_FILE, "states", READY_FILE})
+    return any(os.path.isfile(os.path.join(work, n)) for n in (RUN_FILE, READY_FILE))
 
 
 def _refuse_foreign_work(work: str) -> None:
@@ -151,10 +211,24 @@ class OutputPlan:
 
     def _forget_replacing(self) -> None:
         old = self._recorded_old(self.final)
-        if old:
+        if old and self._carry_foreign(old):
             shutil.rmtree(old, ignore_errors=True)
         if os.path.isfile(os.path.join(self.final, REPLACING_FILE)):
             os.remove(os.path.join(self.final, REPLACING_FILE))
+
+    def _carry_foreign(self, old: str) -> bool:
+        """Move what a user put into the replaced checkpoint (while this run trained) into the new one; True when
+        nothing of theirs is left in `old`, which may then be removed."""
+        kept = True
+        for name in foreign_names(old):
+            if os.path.lexists(os.path.join(self.final, name)):
+                kept = False  # the new model has a file by that name: keep the old folder rather than lose theirs
+                continue
+            os.replace(os.path.join(old, name), os.path.join(self.final, name))
+            say(f"note: kept your {name} (not written by this program) in {self.final}")
+        if not kept:
+            say(f"note: left {old} in place: it holds files of yours that the new model's names would hide")
+        return kept
 
     def recover(self) -> str | None:
         """Finish a publish that a crash interrupted; returns what was done, in words.
@@ -191,6 +265,35 @@ class OutputPlan:
                         "move the file elsewhere or choose another --output"
                     )
 
+    def place_output_file(self, flag: str, path: str, inputs: dict[str, str]) -> str:
+        """Where a file the run writes beside its model (similarity's --output-file) goes, checked before training:
+        never onto an input, a folder or a file of the user's (unless --overwrite); a file named directly in the
+        output folder is written into the new checkpoint, so its manifest lists it."""
+        target = os.path.realpath(path)
+        for other, given in inputs.items():
+            if os.path.realpath(given) == target:
+                raise InputError(f"{flag} {path} is the file of {other}: it would be overwritten; choose another name")
+        if os.path.isdir(target):
+            raise InputError(f"{flag} {path} is a folder; name a file, e.g. {os.path.join(path, 'predictions.jsonl')}")
+        parent = os.path.dirname(target)
+        if parent == os.path.realpath(self.final):
+            return os.path.join(self.work, os.path.basename(target))
+        for folder in (self.final, self.work):
+            inside = os.path.realpath(folder).rstrip(os.sep) + os.sep
+            if target.startswith(inside):
+                raise InputError(
+                    f"{flag} {path} is in a subfolder of {folder}, which this run replaces; name a file "
+                    "in the output folder itself or outside it"
+                )
+        if os.path.lexists(target) and not self.overwrite:
+            raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it or choose another name")
+        probe = parent
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+            raise InputError(f"{flag} {path} cannot be written: {probe} is not a writable folder")
+        return target
+
     def _check_writable(self) -> None:
         parent = os.path.dirname(self.final) or "."
         probe = parent
@@ -219,9 +322,35 @@ class OutputPlan:
         except OSError as e:
             raise InputError(f"cannot prepare {self.work}: {e.strerror or e}")
 
+    def _refuse_foreign_final(self) -> None:
+        """<output> is replaced as a whole when the run publishes: only a checkpoint this program wrote, holding
+        nothing else, may be (an empty folder loses nothing)."""
+        if not os.path.isdir(self.final) or not os.listdir(self.final):
+            return
+        if written_names(self.final) is None:
+            raise InputError(
+                f"{self.final} exists and is not a checkpoint this program wrote (no {MANIFEST} or "
+                "training_report.json inside); it is left as it is: choose another --output"
+            )
+        foreign = foreign_names(self.final)
+        if foreign and (self.overwrite or self.resume):
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            raise InputError(
+                f"{self.final} holds files this program did not write ({shown}); the new model replaces the "
+                "folder, so move them out first"
+            )
+
+    def _make_work(self) -> None:
+        """Create <output>.partial with the run identity already inside (written in a temporary folder that is then
+        renamed): a kill at any moment leaves either no .partial or one that says it is ours."""
+        tmp = f"{self.work}.new-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)  # our own name (this process id), left by a kill of an earlier try
+        os.makedirs(tmp)
+        _write_identity(tmp, self.identity or {})
+        os.rename(tmp, self.work)
+
     def _prepare(self) -> str | None:
-        if os.path.isdir(self.final) and os.listdir(self.final) and not _is_checkpoint_folder(self.final):
-            raise InputError(f"{self.final} exists and is not a checkpoint folder; choose another --output")
+        self._refuse_foreign_final()
         interrupted = _latest_checkpoint(self.states)
         if self.resume:
             if interrupted:
@@ -251,9 +380,10 @@ class OutputPlan:
                 _refuse_foreign_work(self.work)
                 if os.path.exists(self.work):
                     shutil.rmtree(self.work)
+                self.identity = self.identity or _read_identity(saved) or {}
+                self._make_work()
                 target = os.path.join(self.states, f"checkpoint-{step}")
                 shutil.copytree(saved, target)
-                _write_identity(self.work, self.identity or _read_identity(saved) or {})
                 _UNSTARTED.append(self)  # a copy of ours: gone again if this resume is refused before it trains
                 self.resumed_from = saved
                 return target
@@ -269,13 +399,17 @@ class OutputPlan:
             )
         if os.path.exists(self.work):
             shutil.rmtree(self.work)
-        os.makedirs(self.work)
-        _write_identity(self.work, self.identity or {})
+        self._make_work()
         _UNSTARTED.append(self)
         return None
 
     def mark_ready(self) -> None:
-        """Every model file is in .partial/: a crash from here on is finished by the next start."""
+        """Every model file is in .partial/: record their names (the manifest), then the marker after which a crash
+        is finished by the next start."""
+        names = {n for n in os.listdir(self.work) if n not in _BOOKKEEPING and n not in ("states", RUN_FILE)}
+        if _latest_checkpoint(self.states) or os.path.isdir(os.path.join(self.work, STATE_DIR)):
+            names.add(STATE_DIR)  # _swap moves the last state there
+        _write_json_atomic(os.path.join(self.work, MANIFEST), {"written_by": "training", "files": sorted(names)})
         with open(os.path.join(self.work, READY_FILE), "w") as f:
             f.write("ok\n")
 

@@ -30,6 +30,8 @@ from training.task import (
     open_output,
     pick_base,
     publish,
+    refuse_non_finite,
+    refuse_oversized_batch,
     resumed_tokenizer,
     scratch_recipe,
     split_holdout,
@@ -116,6 +118,7 @@ class Recipe:
         run.lr = options.lr or self.default_lr(run)
         run.patience = self.default_patience(run)
         run.setup = self.encode(run)
+        refuse_oversized_batch(run)
         run.setup.callbacks = [*callbacks, *run.setup.callbacks]
         if lora.lora:
             if run.scratch:
@@ -149,6 +152,7 @@ class Recipe:
         code = stop_if_interrupted(result, run.output, self.script, argv)
         if code is not None:
             return code
+        refuse_non_finite(result, run.output)
         report = base_report(self.task, run, result, total, trainable)
         report["data"] = run.data.report
         config = run.model.config

@@ -10,6 +10,7 @@ import os
 import sys
 from dataclasses import asdict
 
+from data.errors import InputError
 from training.cli import EXIT_INTERRUPTED, process_count, say
 from training.models import SCRATCH, load_base
 from training.output import OutputPlan, _test_hook
@@ -18,6 +19,8 @@ from training.runner import RunResult
 # Options that do not change what is trained: a resume may change them freely.
 NOT_IDENTITY = {"eval_prompts", "general_text", "predict", "output_file"}
 DATA_FIELDS = {"data", "valid_data", "train", "dev", "user_dict"}
+# Every option naming a file the run reads: none may sit where the run writes (training/output.py)
+INPUT_FIELDS = DATA_FIELDS | {"eval_prompts", "general_text", "predict"}
 
 
 def _fingerprint(path: str) -> str:
@@ -60,7 +63,7 @@ def input_files(options, groups) -> dict[str, str]:
     found = {"--config": options.config} if getattr(options, "config", None) else {}
     for group in groups:
         for key, value in asdict(group).items():
-            if key in DATA_FIELDS | {"eval_prompts", "general_text"} and isinstance(value, str) and value:
+            if key in INPUT_FIELDS and isinstance(value, str) and value:
                 found["--" + key.replace("_", "-")] = value
     return found
 
@@ -225,6 +228,52 @@ def stop_if_interrupted(result: RunResult, output: OutputPlan, script: str, argv
     if not result.trainer.is_world_process_zero():
         return 0
     return None
+
+
+def refuse_oversized_batch(run) -> None:
+    """A batch that cannot fit in this machine's memory is refused before training (it failed after the first step
+    with the allocator's message). Stored activations per token and layer: ~(34 h + 5 a s) x 2 bytes in fp32
+    (Korthikanti et al. 2022, doubled from their 16-bit figure), plus the output logits, their softmax and grad."""
+    from training.args import physical_memory_bytes
+
+    config, options = run.model.config, run.options
+    have = physical_memory_bytes()
+    hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1)
+    length = run.max_len or 512
+    rows = min(options.batch_size, len(run.setup.train_ds))  # a batch holds at most the whole training set
+    tokens = rows * length
+    need = tokens * (layers * (34 * hidden + 5 * heads * length) * 2 + 12 * len(run.tokenizer))
+    if have and need > have:
+        raise InputError(
+            f"a batch of {rows:,} sequences of {length:,} tokens needs about {need / 2**30:,.0f} GiB to train and this "
+            f"machine has {have / 2**30:,.0f} GiB: use a smaller --batch-size (--grad-accum N keeps the same "
+            "effective batch)"
+        )
+
+
+def refuse_non_finite(result: RunResult, output: OutputPlan) -> None:
+    """A run whose weights or losses are not finite numbers failed, whatever its metrics printed: nothing is
+    published, the previous model stays, and the run's own working folder goes (its states hold the same NaNs)."""
+    import math
+    import shutil
+
+    import torch
+
+    from data.errors import RunFailed
+
+    model = result.trainer.model
+    bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
+    losses = [e[k] for e in result.trainer.state.log_history for k in ("loss", "eval_loss") if k in e]
+    last = losses[-1] if losses else 0.0
+    if not bad and math.isfinite(last):
+        return
+    total = sum(1 for _ in model.parameters())
+    what = f"{len(bad)} of {total} weight tensors hold NaN or infinity" if bad else f"the loss is {last}"
+    shutil.rmtree(output.work, ignore_errors=True)
+    kept = f"the previous model in {output.final} is untouched" if os.path.isdir(output.final) else "nothing was saved"
+    raise RunFailed(f"training diverged ({what}): {kept}; try a lower --lr, and check the data for extreme values")
 
 
 def base_report(task: str, run, result: RunResult, total: int, trainable: int) -> dict:

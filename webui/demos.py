@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from chat.tasks import ROOT, TASKS, task_named
 from data.precision import cpu_bf16_support
+from training.output import adopt
 
 DEMO_PREFIX = "demo-"
 # Written into a demo folder this builder made: only such a folder is ever rebuilt over (a folder of yours
@@ -233,6 +234,7 @@ class DemoBuilder:
         b.seconds = time.time() - b.started
         with open(os.path.join(b.output, DEMO_MARKER), "w", encoding="utf-8") as f:  # ours: may be rebuilt
             json.dump({"task": b.task, "built_at": time.time()}, f)
+        adopt(b.output, DEMO_MARKER)  # the training script's manifest lists it: a rebuild may replace it
         if self.on_ready is not None:
             try:
                 self.on_ready(b.task, b.output)

@@ -46,7 +46,7 @@ from training.recipes.cloze import ClozeRecipe
 from training.recipes.options import ClozeArguments, SimilarityArguments
 from training.runner import TrainingSetup, predict_in_order
 from training.schedule import Rule
-from training.task import pick_base, resumed_tokenizer
+from training.task import input_files, pick_base, resumed_tokenizer
 
 # Of the time cap, for the masked-LM stage of a scratch run. The pair stage peaks within 1-2 passes
 # (it overfits after); what moves dev accuracy is how well the encoder knows the pair text. 6,000
@@ -58,6 +58,7 @@ MLM_SHARE = 0.7
 MLM_BATCH_FACTOR = 2
 MLM_LR = 7e-4
 PAIR_STAGE_END_MINUTES = 0.3
+MIN_PAIRS = 10  # fewer cannot both train and leave a pair to check it on
 
 
 class SimilarityRecipe(Recipe):
@@ -88,6 +89,11 @@ class SimilarityRecipe(Recipe):
                     f"{args.train} has only one class ({train_file.label_names[next(iter(counts))]}); a classifier "
                     "needs examples of at least two"
                 )
+        if len(train_file.pairs) < MIN_PAIRS:
+            raise InputError(
+                f"{args.train} has only {len(train_file.pairs)} usable sentence pair(s); a similarity model needs at "
+                f"least {MIN_PAIRS} (hundreds to learn well)"
+            )
         if args.dev:
             dev_file = read_pairs(args.dev, args.format, problem, train_file.label_names)
             if dev_file.bad.count:
@@ -171,6 +177,12 @@ class SimilarityRecipe(Recipe):
         a pair classifier sat at chance on LCQMC (loss 0.693); masked-LM on the same pairs first, as the pair
         task encodes them, is what made it learn (bench/similarity.py)."""
         args, options = run.args, run.options
+        if args.predict:  # checked now: a bad --output-file must stop the run before it trains, not after
+            run.state["predictions_to"] = run.output.place_output_file(
+                "--output-file",
+                args.output_file or os.path.join(run.output.final, "predictions.jsonl"),
+                input_files(options, (args, run.lora)),
+            )
         head = self.head(run)
 
         def load(name, **kw):
@@ -377,15 +389,28 @@ print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}})
             run.state["predictions"] = predict_pairs(
                 trainer, run.tokenizer, predict_file, run.max_len, problem, label_names, threshold, temperature
             )
+            if run.state["predictions_to"].startswith(run.output.work + os.sep):
+                self.write_predictions(run)  # into the checkpoint before it is published
         run.state.update(warning=warning, closing=closing)
         return card, summary, None
+
+    def write_predictions(self, run: Run) -> None:
+        """--predict's rows as JSON Lines, written under a temporary name and renamed (never half a file)."""
+        out = run.state["predictions_to"]
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        tmp = f"{out}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in run.state["predictions"])
+        os.replace(tmp, out)
 
     def after_publish(self, run: Run, result, report: dict) -> None:
         predictions = run.state.get("predictions")
         if predictions is not None:
-            out = run.args.output_file or os.path.join(run.output.final, "predictions.jsonl")
-            with open(out, "w", encoding="utf-8") as f:
-                f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in predictions)
+            out = run.state["predictions_to"]
+            if out.startswith(run.output.work + os.sep):
+                out = os.path.join(run.output.final, os.path.basename(out))
+            else:
+                self.write_predictions(run)
             say(f"{len(predictions)} predictions written to {out}")
         if result.convergence and not run.state["warning"]:
             say(result.convergence)

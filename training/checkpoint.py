@@ -62,6 +62,32 @@ def write_report(folder: str, report: dict) -> None:
         json.dump(report, f, ensure_ascii=False, indent=2)
 
 
+CJK_FONTS = (
+    "Noto Sans CJK SC",
+    "Noto Sans CJK JP",
+    "Source Han Sans SC",
+    "WenQuanYi Zen Hei",
+    "SimHei",
+    "Microsoft YaHei",
+)
+
+
+def _drawable(title: str) -> str:
+    """The title in a font that has its characters: a CJK font when one is installed, else the title without the
+    characters matplotlib's default font lacks (which it would draw as boxes, warning once per character)."""
+    from matplotlib import font_manager, rcParams
+
+    if title.isascii():
+        return title
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    found = [name for name in CJK_FONTS if name in installed]
+    if found:
+        rcParams["font.sans-serif"] = [found[0], *rcParams["font.sans-serif"]]
+        return title
+    kept = "".join(c for c in title if c.isascii()).strip()
+    return kept or "loss"
+
+
 def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
     """loss.png: training loss per logged step and validation loss per epoch."""
     import matplotlib
@@ -78,7 +104,7 @@ def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
         ax.plot(*zip(*valid), "o-", label="valid loss", linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(title)
+    ax.set_title(_drawable(title))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

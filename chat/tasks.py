@@ -141,7 +141,14 @@ def _pair_warnings(report: dict) -> str:
                 f"On dev it is no better than always answering the commonest label ({share:.0%}): it has not "
                 "learned the task yet."
             )
-        best = max(share, report.get("char_overlap_baseline") or 0.0)
+        overlap = report.get("char_overlap_baseline")
+        if overlap is not None and accuracy < overlap - 0.005:
+            return (
+                f"⚠ 它在开发集上答对 {accuracy:.0%}，比只数两句共有几个字的简单规则（{overlap:.0%}）还低，学到的很少。"
+                f"On dev it is right {accuracy:.0%} of the time, below a rule that counts shared characters "
+                f"({overlap:.0%}): it has learned little."
+            )
+        best = max(share, overlap or 0.0)
         return (
             f"⚠ 它在开发集上答对 {accuracy:.0%}，只比不用模型的办法（{best:.0%}）高一点点，学到的很少。"
             f"On dev it is right {accuracy:.0%} of the time, barely above what needs no model ({best:.0%}): "

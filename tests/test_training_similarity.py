@@ -429,13 +429,19 @@ def test_temperature_scaling_softens_an_overconfident_model_and_the_predictor_us
 def test_the_closing_line_compares_with_the_majority_and_character_overlap():
     # the hidden word-order set: 57.2% held out against a 57.4% majority was let through in silence
     line, weak = baseline_line(0.572, 0.574, "0", 0.55)
-    assert weak and line.startswith("warning: dev accuracy 57.2% is no better")
+    assert weak and line.startswith('warning: dev accuracy 57.2%: no better than always answering "0" (57.4%)')
     line, weak = baseline_line(0.736, 0.696, "0", 0.72)  # 4 points over the majority, 1.6 over overlap
-    assert weak and "only 1.6 points above" in line and "character overlap 72.0%" in line
+    assert weak and "only 1.6 points above a rule that counts shared characters (72.0%)" in line
+    # issue #43: "only 13.6 points below" read as good news; each baseline is named and "below" is said plainly
+    line, weak = baseline_line(0.584, 0.574, "0", 0.72)
+    assert weak and line.startswith(
+        'warning: dev accuracy 58.4%: only 1.0 points above always answering "0" (57.4%), and 13.6 points below a '
+        "rule that counts shared characters (72.0%)"
+    )
     line, weak = baseline_line(0.742, 0.5095, "1", 0.642)
     assert not weak and line == (
-        'dev accuracy 74.2%, 10.0 points above what needs no model (always answering "1" scores 50.9%, '
-        "character overlap 64.2%)"
+        'dev accuracy 74.2%: 23.3 points above always answering "1" (50.9%), and 10.0 points above a rule that '
+        "counts shared characters (64.2%)"
     )
 
 

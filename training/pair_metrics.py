@@ -82,26 +82,37 @@ def majority_class(labels: list[int]) -> tuple[int, float]:
 SMALL_MARGIN = 0.03  # dev accuracy within this of the better baseline: worth a warning of its own
 
 
+def _against(accuracy: float, baseline: float, what: str) -> str:
+    """How `accuracy` stands to one baseline, in words that cannot be misread: "no better than", "N points
+    below", "only N points above" or "N points above"."""
+    margin = accuracy - baseline
+    if abs(margin) <= 0.005:
+        return f"no better than {what} ({baseline:.1%})"
+    if margin < 0:
+        return f"{-margin * 100:.1f} points below {what} ({baseline:.1%})"
+    return f"{'only ' if margin < SMALL_MARGIN else ''}{margin * 100:.1f} points above {what} ({baseline:.1%})"
+
+
 def baseline_line(accuracy: float, majority: float, label: str, overlap: float | None) -> tuple[str, bool]:
-    """The closing line comparing dev accuracy with what needs no model: always answering the commonest
-    dev label, and (two classes) character overlap. Returns (line, weak): weak when the model is no
-    better than either, or less than SMALL_MARGIN above the better one."""
+    """The closing line comparing dev accuracy with what needs no model, each baseline named: always answering
+    the commonest dev label, and (two classes) a rule that counts shared characters. Returns (line, weak): weak
+    when the model is less than SMALL_MARGIN above the better of the two (or below it)."""
     nothing = no_better_than_majority(accuracy, majority, label)
-    if nothing:
-        return nothing, True
-    best = max(majority, overlap if overlap is not None else 0.0)
-    against = f'always answering "{label}" scores {majority:.1%}' + (
-        f", character overlap {overlap:.1%}" if overlap is not None else ""
+    if nothing and (overlap is None or accuracy <= overlap + 0.005):
+        parts = [f'no better than always answering "{label}" ({majority:.1%})']
+    else:
+        parts = [_against(accuracy, majority, f'always answering "{label}"')]
+    if overlap is not None:
+        parts.append(_against(accuracy, overlap, "a rule that counts shared characters"))
+    weak = accuracy - max(majority, overlap if overlap is not None else 0.0) < SMALL_MARGIN
+    line = f"dev accuracy {accuracy:.1%}: {', and '.join(parts)}"
+    if not weak:
+        return line, False
+    return (
+        f"warning: {line}; it has learned little of this task: more or more varied pairs, a longer run, or a "
+        "pretrained base (--model bert-base-chinese) help",
+        True,
     )
-    margin = accuracy - best
-    if margin < SMALL_MARGIN:
-        how = f"{margin * 100:.1f} points above" if margin >= 0 else f"{-margin * 100:.1f} points below"
-        return (
-            f"warning: dev accuracy {accuracy:.1%} is only {how} what needs no model ({against}): it has learned "
-            "little of this task; more or more varied pairs, or a pretrained base (--model bert-base-chinese) help",
-            True,
-        )
-    return f"dev accuracy {accuracy:.1%}, {margin * 100:.1f} points above what needs no model ({against})", False
 
 
 def no_better_than_majority(accuracy: float, majority: float, label: str) -> str | None:

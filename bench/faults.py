@@ -17,7 +17,11 @@
    Round 2 (issue #34) adds lone surrogates, out-of-range seeds, user dictionaries in GBK, binary
    or a FIFO, absurd model sizes, a model folder with its own code, an empty --output.
 3. User files (`files`): a folder of the user's named like the publish step's aside folder, through a
-   refused and an --overwrite run, and a data file inside the output folder: none may be lost.
+   refused and an --overwrite run, and a data file inside the output folder: none may be lost. Round 3
+   (issue #50) adds --output-file onto the data, --resume over a notes file, --predict inside the output,
+   a user's own <output>.partial (with a states/ folder, and empty), --overwrite on a model folder from
+   elsewhere; and to the bad inputs, non-finite and absurd option values, argparse's complaints, output
+   files that are folders, and a run that diverges (it must fail in one line and publish nothing).
 
 Prints one JSON line per category.
 """
@@ -337,6 +341,8 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
                 "1",
             ],
         ),
+        # round 3 (issue #50): non-finite and absurd values, argparse's complaints, output files, divergence
+        *round3_cases(d, f, out),
     ]
     trunc = d / "trunc"
     trunc.mkdir()
@@ -356,6 +362,154 @@ def bad_inputs(tmp: Path) -> list[tuple[str, list[str]]]:
         )
         for name, cmd in cases
     ]
+
+
+def round3_cases(d: Path, f, out: str) -> list[tuple[str, list[str]]]:
+    """Issue #50's bad inputs. Cases that name --output themselves get no tiny flags appended (bad_inputs)."""
+    py = sys.executable
+    chat, cloze, sim = (str(ROOT / "training" / f"{s}.py") for s in ("chat", "cloze", "similarity"))
+    pairs, dialogs, corpus = (str(SAMPLES / n) for n in ("pairs.tsv", "dialogs.txt", "cloze_corpus.txt"))
+    rows = [line.split("\t")[:2] for line in (SAMPLES / "pairs.tsv").read_text(encoding="utf-8").splitlines()[:60]]
+    cycle = ["1e308", "-1", "nan", "2", "0", "1", "1.5", "99999999999999999999"]
+    weird = f("weird.tsv", "".join(f"{a}\t{b}\t{cycle[i % 8]}\n" for i, (a, b) in enumerate(rows)))
+    tiny_out = [*TINY, "--output", out, "--overwrite"]
+    no_len = [a for a in TINY if a not in ("--max-len", "32")]
+    cases = [
+        ("similarity labels 1e308/-1/nan/1e20", [py, sim, "--train", weird]),
+        ("pair file with text labels, 2 rows", [py, sim, "--train", f("foo.tsv", "a\tb\tfoo\nc\td\tbar\n")]),
+        ("epochs inf", [py, chat, "--data", dialogs, *tiny_out, "--epochs", "inf"]),
+        ("epochs 1e308", [py, chat, "--data", dialogs, *tiny_out, "--epochs", "1e308"]),
+        (
+            "batch size 1e12",
+            [py, chat, "--data", dialogs, *tiny_out, "--batch-size", "1000000000000", "--max-steps", "5"],
+        ),
+        (
+            "batch_size 1e12 in a config",
+            [py, cloze, "--data", corpus, "--config", f("b.yaml", "batch_size: 1e12\n"), "--output", out],
+        ),
+        ("lora alpha -5", [py, cloze, "--data", corpus, "--lora", "--lora-alpha", "-5"]),
+        ("logging steps -1", [py, cloze, "--data", corpus, "--logging-steps", "-1"]),
+        ("format xml", [py, chat, "--data", dialogs, "--format", "xml"]),
+        ("lr without a value", [py, chat, "--data", dialogs, "--lr"]),
+        ("max-steps 1.5", [py, chat, "--data", dialogs, "--max-steps", "1.5"]),
+        ("symmetric maybe", [py, sim, "--train", pairs, "--symmetric", "maybe"]),
+        ("unknown flag", [py, sim, "--train", pairs, "--bogus", "3"]),
+        (
+            "output-file a folder",
+            [py, sim, "--train", pairs, *tiny_out, "--max-steps", "3", "--predict", pairs, "--output-file", str(d)],
+        ),
+        (
+            "output-file in a missing folder (made)",
+            [
+                py,
+                sim,
+                "--train",
+                pairs,
+                *tiny_out,
+                "--max-steps",
+                "3",
+                "--predict",
+                pairs,
+                "--output-file",
+                str(d / "new" / "p.jsonl"),
+            ],
+        ),
+        *[
+            (f"{name} max-len 20000000", [py, script, flag, data, *no_len, "--max-len", "20000000", "--output", out])
+            for name, script, flag, data in (
+                ("chat", chat, "--data", dialogs),
+                ("similarity", sim, "--train", pairs),
+                ("cloze", cloze, "--data", corpus),
+            )
+        ],
+        (
+            "chat n-layer 100000",
+            [
+                py,
+                chat,
+                "--data",
+                dialogs,
+                "--model",
+                "scratch",
+                "--n-layer",
+                "100000",
+                "--n-embd",
+                "32",
+                "--n-head",
+                "2",
+                "--output",
+                out,
+            ],
+        ),
+        (
+            "weight decay 1e30 (diverges)",
+            [py, cloze, "--data", corpus, *tiny_out, "--max-steps", "3", "--weight-decay", "1e30"],
+        ),
+    ]
+    return cases
+
+
+def _finite_weights(folder: Path) -> bool:
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    path = folder / "model.safetensors"
+    return not path.is_file() or all(np.isfinite(t).all() for t in load_file(str(path)).values())
+
+
+def _digest(path: Path) -> str | None:
+    import hashlib
+
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def round3_files(script: str, data: list[str], base: Path, counts: dict) -> None:
+    """Issue #50's five ways to lose a file: --output-file onto the data, --resume over a notes file, an input inside
+    the output (--predict), a user's own <output>.partial, --overwrite on a model folder from elsewhere."""
+    out = base / "model"
+
+    def attempt(path: Path, *extra: str, output: Path = out, argv: list[str] | None = None) -> None:
+        before = {
+            p: _digest(p) for p in ([path] if path.is_file() else sorted(path.rglob("*")) if path.is_dir() else [])
+        }
+        r = subprocess.run(
+            argv or command(script, data, output, *extra), env=ENV, capture_output=True, text=True, timeout=600
+        )
+        counts["cases"] += 1
+        counts["tracebacks"] += "Traceback" in r.stderr
+        counts["not_refused"] += r.returncode != 2
+        counts["user_files_lost"] += any(_digest(p) != h for p, h in before.items())
+
+    notes = out / "my_notes.txt"
+    notes.write_text("notes\n")
+    attempt(notes, "--resume")
+    notes.unlink()
+    theirs = base / "theirs"
+    (theirs / "states").mkdir(parents=True)
+    (theirs / "states" / "ca.csv").write_text("1,2\n")
+    partial = base / "mine.partial"
+    shutil.copytree(theirs, partial)
+    attempt(partial, "--overwrite", output=base / "mine")
+    empty = base / "empty.partial"
+    empty.mkdir()
+    attempt(empty, "--overwrite", output=base / "empty")
+    counts["user_files_lost"] += not empty.is_dir()
+    foreign = base / "m8"
+    foreign.mkdir()
+    (foreign / "config.json").write_text("{}")
+    (foreign / "thesis.docx").write_text("chapter 1\n")
+    attempt(foreign, "--overwrite", output=foreign)
+    if script == "similarity":
+        mine = base / "mine.tsv"
+        shutil.copy(data[1], mine)
+        predict = ["--max-steps", "3", "--overwrite", "--predict", str(SAMPLES / "pairs.tsv")]
+        attempt(mine, argv=command(script, ["--train", str(mine)], base / "m5", *predict, "--output-file", str(mine)))
+        inside = out / "to_predict.tsv"
+        shutil.copy(SAMPLES / "pairs.tsv", inside)
+        attempt(inside, argv=command(script, data, out, "--overwrite", "--predict", str(inside)))
 
 
 def user_files(tmp: Path) -> dict:
@@ -390,6 +544,8 @@ def user_files(tmp: Path) -> dict:
         counts["tracebacks"] += "Traceback" in r.stderr
         counts["not_refused"] += r.returncode != 2
         counts["user_files_lost"] += not inside.is_file()
+        inside.unlink(missing_ok=True)
+        round3_files(script, data, base, counts)
     return counts
 
 
@@ -403,10 +559,13 @@ def run_bad(tmp: Path) -> dict:
         "cases": 0,
         "refused_in_one_line": 0,
         "trained_skipping_bad_rows": 0,
+        "failed_in_one_line": 0,
         "tracebacks": 0,
         "runaways": 0,
+        "non_finite_published": 0,
         "other": [],
     }
+    out = tmp / "bad" / "out"
     for name, cmd in bad_inputs(tmp):
         counts["cases"] += 1
         try:
@@ -422,8 +581,11 @@ def run_bad(tmp: Path) -> dict:
             counts["other"].append(f"{name}: {r.stderr.strip().splitlines()[-1][:160]}")
         elif r.returncode == 2 and r.stderr.count("error:") == 1:
             counts["refused_in_one_line"] += 1
+        elif r.returncode == 1 and r.stderr.count("error:") == 1:  # trained, failed (diverged), published nothing
+            counts["failed_in_one_line"] += 1
         elif r.returncode == 0:
             counts["trained_skipping_bad_rows"] += 1
+            counts["non_finite_published"] += not _finite_weights(out)
         else:
             counts["runaways" if r.returncode < 0 else "tracebacks"] += 1
             counts["other"].append(f"{name}: exit {r.returncode}")

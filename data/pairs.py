@@ -39,6 +39,7 @@ class PairFile:
     task: str  # "classification" | "regression" | "unlabelled"
     label_names: list[str] | None = None  # class id -> name, for classification
     bad: BadRows = field(default_factory=BadRows)
+    scale: tuple[float, float] | None = None  # regression: the range its scores were read on (SCORE_SCALES)
 
     def class_counts(self) -> dict[int, int]:
         counts: dict[int, int] = {}
@@ -144,8 +145,10 @@ def read_pairs(
     task: str = "auto",
     label_names: list[str] | None = None,
     require_labels: bool = True,
+    scale: tuple[float, float] | None = None,
 ) -> PairFile:
-    """Read a pair file. `label_names` (from a training file) maps words the same way in dev/test files."""
+    """Read a pair file. `label_names` (from a training file) maps words the same way in dev/test files, and
+    `scale` reads their scores on the training file's scale."""
     path = os.fspath(path)
     if fmt not in PAIR_FORMATS:
         raise InputError(f"unknown pair format {fmt!r}; choose one of {', '.join(PAIR_FORMATS)}")
@@ -191,8 +194,7 @@ def read_pairs(
             fractional = any(v != int(v) for v in values)
             task = "regression" if fractional or len(values) > 5 else "classification"
 
-    scale = None
-    if task == "regression":
+    if task == "regression" and scale is None:
         scale = score_scale([n for n in numbers if n is not None])
         if scale is None:
             shown = ", ".join(str(x)[:12] for x in raws[:6])
@@ -238,4 +240,5 @@ def read_pairs(
         raise InputError(f"{path} holds no pair with a usable label{detail}")
     if task == "classification" and label_names is None:
         label_names = [str(i) for i in range(max(labels) + 1)]
-    return PairFile(path, fmt, encoding, pairs, labels, task, label_names if task == "classification" else None, bad)
+    names = label_names if task == "classification" else None
+    return PairFile(path, fmt, encoding, pairs, labels, task, names, bad, scale if task == "regression" else None)

@@ -170,7 +170,8 @@ def test_a_run_whose_weights_turn_nan_publishes_nothing_and_fails(model):
         next(ln for ln in r.stderr.splitlines() if "training diverged" in ln)
     ]
     assert "previous model" in r.stderr and weights(model) == before
-    assert not (model.parent / "m.partial").exists()  # the next plain run is not told of an interrupted run
+    r = script("cloze", "--data", CORPUS, *TINY, "--max-steps", "3", "--output", str(model))
+    assert "holds an interrupted run" in one_line_error(r)  # its states are kept: --overwrite starts afresh
 
 
 def test_similarity_scores_off_their_scale_are_refused_or_skipped(tmp_path, capsys):
@@ -243,3 +244,35 @@ def test_the_manifest_lists_what_a_publish_wrote(trained):
     manifest = json.loads((trained / MANIFEST).read_text())
     assert {"model.safetensors", "config.json", "training_report.json", "resume_state"} <= set(manifest["files"])
     assert foreign_names(str(trained)) == []
+
+
+def test_a_checkpoint_from_before_the_manifest_is_still_replaced_and_resumed(model, chat_checkpoint, tmp_path):
+    """Folders published by earlier versions have no manifest: our training_report.json and the names a publish
+    wrote (a chat model's chat_template.jinja, the app's demo_build.json) still make them ours."""
+    from training.output import MANIFEST, foreign_names
+
+    old_chat = tmp_path / "old-chat"
+    shutil.copytree(chat_checkpoint, old_chat)
+    (old_chat / MANIFEST).unlink()
+    write(old_chat / "demo_build.json", "{}")
+    assert foreign_names(str(old_chat)) == []
+    (model / MANIFEST).unlink()
+    assert cloze("--output", str(model), "--epochs", "3", "--resume") == 0
+    assert json.loads((model / MANIFEST).read_text())["files"]
+
+
+@pytest.mark.parametrize("name", ["config.json", "PUBLISH_READY", "run.json", "states", ""])
+def test_an_output_file_never_takes_a_name_of_the_checkpoint_itself(tmp_path, name, capsys):
+    out = tmp_path / "m"
+    argv = ["--train", PAIRS, "--output", str(out), "--max-steps", "2", "--predict", PAIRS]
+    assert similarity(*argv, "--output-file", str(out / name) if name else str(out)) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint itself" in err or "output folder itself" in err
+
+
+def test_dev_scores_are_read_on_the_training_files_scale(tmp_path):
+    from data.pairs import read_pairs
+
+    train = read_pairs(write(tmp_path / "t.tsv", "".join(f"甲{i}\t乙{i}\t{i % 5}.5\n" for i in range(20))))
+    dev = read_pairs(write(tmp_path / "d.tsv", "丙\t丁\t0.5\n戊\t己\t7\n"), task="regression", scale=train.scale)
+    assert train.scale == (0, 5) and dev.labels == [0.5] and "outside 0..5" in dev.bad.examples[0]

@@ -83,10 +83,20 @@ def scratch_training_bytes(n_layer: int, n_embd: int, max_len: int, vocab: int =
 
 
 def physical_memory_bytes() -> int | None:
+    """This machine's memory, or the container's limit when that is lower (cgroup v2 or v1)."""
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # not on this platform: no check
         return None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                limit = f.read().strip()
+        except OSError:
+            continue
+        if limit.isdigit() and 0 < int(limit) < have:
+            return int(limit)
+    return have
 
 
 @dataclass

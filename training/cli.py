@@ -96,7 +96,11 @@ def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None =
         say(str(e))
         return 0
     except InputError as e:
+        from data.errors import RunFailed
         from training.output import abandon_unstarted
+
+        if isinstance(e, RunFailed):  # said by the main process after training: the others wait for it there
+            _leave_process_group()
 
         abandon_unstarted()  # a .partial this run made and saved nothing in would block the name
         # one line, whatever the message quotes (a file name may hold a newline)

@@ -65,6 +65,12 @@ _LEGACY_NAMES = {
     "loss.png",
     "adapter",
     "predictions.jsonl",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "demo_build.json",  # the app's demo marker (webui/demos.py)
+    "run.json",
     STATE_DIR,
 }
 _BOOKKEEPING = {MANIFEST, READY_FILE, PROGRESS_FILE, REPLACING_FILE}
@@ -92,7 +98,7 @@ def written_names(folder: str) -> set[str] | None:
 def foreign_names(folder: str) -> list[str]:
     """Entries of a published checkpoint that this program did not write there (a user's notes, say)."""
     ours = written_names(folder) or set()
-    return sorted(n for n in os.listdir(folder) if n not in ours)
+    return sorted(n for n in os.listdir(folder) if n not in ours and not n.startswith(MANIFEST + ".tmp-"))
 
 
 def adopt(folder: str, name: str) -> None:
@@ -109,6 +115,19 @@ def _write_json_atomic(path: str, value) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f, ensure_ascii=False, indent=1)
     os.replace(tmp, path)
+
+
+def remove_ours(folder: str) -> None:
+    """Remove a folder this program made, its markers (run.json, PUBLISH_READY) last: a kill part-way leaves a
+    folder still known as ours, never one the next run must refuse as the user's."""
+    if not os.path.isdir(folder):
+        return
+    markers = (RUN_FILE, READY_FILE)
+    for name in os.listdir(folder):
+        if name not in markers:
+            path = os.path.join(folder, name)
+            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _made_by_us(work: str) -> bool:
@@ -190,13 +209,15 @@ class OutputPlan:
         self.finished_state = False  # resuming a state whose training had already ended (killed while saving)
         self.started = False  # training began: from then on .partial holds the run's own states
 
-    def _recorded_old(self, folder: str) -> str | None:
+    def _recorded_old(self, folder: str) -> tuple[str, set[str] | None] | None:
         """The aside-folder named by `folder`'s REPLACING marker, if it exists and is the very folder
-        this program moved there (same name pattern, same parent, same inode)."""
+        this program moved there (same name pattern, same parent, same inode), and the names in it that were
+        ours when it was moved (recorded then: its own manifest may be the first thing a killed removal took)."""
         try:
             with open(os.path.join(folder, REPLACING_FILE), encoding="utf-8") as f:
                 record = json.load(f)
             name, inode = record["name"], (record["dev"], record["ino"])
+            ours = set(record["ours"]) if isinstance(record.get("ours"), list) else None
         except (OSError, ValueError, KeyError, TypeError):
             return None
         base = os.path.basename(self.final.rstrip(os.sep))
@@ -207,20 +228,21 @@ class OutputPlan:
             st = os.stat(path)
         except OSError:
             return None
-        return path if os.path.isdir(path) and (st.st_dev, st.st_ino) == tuple(inode) else None
+        return (path, ours) if os.path.isdir(path) and (st.st_dev, st.st_ino) == tuple(inode) else None
 
     def _forget_replacing(self) -> None:
-        old = self._recorded_old(self.final)
-        if old and self._carry_foreign(old):
-            shutil.rmtree(old, ignore_errors=True)
+        recorded = self._recorded_old(self.final)
+        if recorded and self._carry_foreign(*recorded):
+            shutil.rmtree(recorded[0], ignore_errors=True)
         if os.path.isfile(os.path.join(self.final, REPLACING_FILE)):
             os.remove(os.path.join(self.final, REPLACING_FILE))
 
-    def _carry_foreign(self, old: str) -> bool:
+    def _carry_foreign(self, old: str, ours: set[str] | None) -> bool:
         """Move what a user put into the replaced checkpoint (while this run trained) into the new one; True when
-        nothing of theirs is left in `old`, which may then be removed."""
+        nothing of theirs is left in `old`, which may then be removed. `ours`: the names that were ours in it."""
+        foreign = foreign_names(old) if ours is None else sorted(set(os.listdir(old)) - ours)
         kept = True
-        for name in foreign_names(old):
+        for name in foreign:
             if os.path.lexists(os.path.join(self.final, name)):
                 kept = False  # the new model has a file by that name: keep the old folder rather than lose theirs
                 continue
@@ -276,7 +298,12 @@ class OutputPlan:
         if os.path.isdir(target):
             raise InputError(f"{flag} {path} is a folder; name a file, e.g. {os.path.join(path, 'predictions.jsonl')}")
         parent = os.path.dirname(target)
+        if target in (os.path.realpath(self.final), os.path.realpath(self.work)):
+            raise InputError(f"{flag} {path} is the output folder itself; name a file, e.g. predictions.jsonl")
         if parent == os.path.realpath(self.final):
+            reserved = (_LEGACY_NAMES - {"predictions.jsonl"}) | _BOOKKEEPING | {"states", "mlm_stage"}
+            if os.path.basename(target) in reserved:
+                raise InputError(f"{flag} {path} would replace a file of the checkpoint itself; choose another name")
             return os.path.join(self.work, os.path.basename(target))
         for folder in (self.final, self.work):
             inside = os.path.realpath(folder).rstrip(os.sep) + os.sep
@@ -286,7 +313,12 @@ class OutputPlan:
                     "in the output folder itself or outside it"
                 )
         if os.path.lexists(target) and not self.overwrite:
-            raise InputError(f"{flag} {path} already exists; pass --overwrite to replace it or choose another name")
+            how = (
+                "choose another name or move it"
+                if self.resume
+                else "pass --overwrite to replace it or choose another name"
+            )
+            raise InputError(f"{flag} {path} already exists; {how}")
         probe = parent
         while not os.path.exists(probe):
             probe = os.path.dirname(probe)
@@ -343,9 +375,10 @@ class OutputPlan:
     def _make_work(self) -> None:
         """Create <output>.partial with the run identity already inside (written in a temporary folder that is then
         renamed): a kill at any moment leaves either no .partial or one that says it is ours."""
-        tmp = f"{self.work}.new-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)  # our own name (this process id), left by a kill of an earlier try
-        os.makedirs(tmp)
+        import tempfile
+
+        os.makedirs(os.path.dirname(self.work), exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=os.path.basename(self.work) + ".new-", dir=os.path.dirname(self.work))
         _write_identity(tmp, self.identity or {})
         os.rename(tmp, self.work)
 
@@ -378,12 +411,13 @@ class OutputPlan:
                 with open(os.path.join(saved, "trainer_state.json")) as f:
                     step = json.load(f)["global_step"]
                 _refuse_foreign_work(self.work)
-                if os.path.exists(self.work):
-                    shutil.rmtree(self.work)
+                remove_ours(self.work)
                 self.identity = self.identity or _read_identity(saved) or {}
                 self._make_work()
                 target = os.path.join(self.states, f"checkpoint-{step}")
-                shutil.copytree(saved, target)
+                copying = os.path.join(self.states, f".copy-{step}")  # renamed when whole: a kill leaves no half state
+                shutil.copytree(saved, copying)
+                os.rename(copying, target)
                 _UNSTARTED.append(self)  # a copy of ours: gone again if this resume is refused before it trains
                 self.resumed_from = saved
                 return target
@@ -397,16 +431,20 @@ class OutputPlan:
             raise InputError(
                 f"{self.final} already exists; pass --overwrite to replace it or --resume to continue training it"
             )
-        if os.path.exists(self.work):
-            shutil.rmtree(self.work)
+        remove_ours(self.work)
         self._make_work()
         _UNSTARTED.append(self)
         return None
 
+    def trained(self) -> None:
+        """Training ended: what .partial holds now is not the publish's (anything of a user's put there included)."""
+        self._before_publish = set(os.listdir(self.work)) if os.path.isdir(self.work) else set()
+
     def mark_ready(self) -> None:
-        """Every model file is in .partial/: record their names (the manifest), then the marker after which a crash
-        is finished by the next start."""
-        names = {n for n in os.listdir(self.work) if n not in _BOOKKEEPING and n not in ("states", RUN_FILE)}
+        """Every model file is in .partial/: record the names written since training ended (the manifest), then
+        the marker after which a crash is finished by the next start."""
+        before = getattr(self, "_before_publish", set())
+        names = {n for n in os.listdir(self.work) if n not in _BOOKKEEPING | before and n not in ("states", RUN_FILE)}
         if _latest_checkpoint(self.states) or os.path.isdir(os.path.join(self.work, STATE_DIR)):
             names.add(STATE_DIR)  # _swap moves the last state there
         _write_json_atomic(os.path.join(self.work, MANIFEST), {"written_by": "training", "files": sorted(names)})
@@ -437,7 +475,8 @@ class OutputPlan:
             aside = self._aside_name()
             st = os.stat(self.final)
             with open(os.path.join(self.work, REPLACING_FILE), "w", encoding="utf-8") as f:
-                json.dump({"name": os.path.basename(aside), "dev": st.st_dev, "ino": st.st_ino}, f)
+                ours = sorted(written_names(self.final) or ())
+                json.dump({"name": os.path.basename(aside), "dev": st.st_dev, "ino": st.st_ino, "ours": ours}, f)
             os.replace(self.final, aside)
         _test_hook("between_renames")
         os.replace(self.work, self.final)
@@ -464,8 +503,8 @@ def abandon_unstarted() -> None:
     plain start say "holds an interrupted run" (issue #34)."""
     while _UNSTARTED:
         plan = _UNSTARTED.pop()
-        if not plan.started and os.path.isdir(plan.work):
-            shutil.rmtree(plan.work, ignore_errors=True)
+        if not plan.started:
+            remove_ours(plan.work)
 
 
 def _test_hook(point: str) -> None:

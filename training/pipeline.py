@@ -153,6 +153,7 @@ class Recipe:
         if code is not None:
             return code
         refuse_non_finite(result, run.output)
+        run.output.trained()
         report = base_report(self.task, run, result, total, trainable)
         report["data"] = run.data.report
         config = run.model.config

@@ -237,7 +237,13 @@ def refuse_oversized_batch(run) -> None:
     from training.args import physical_memory_bytes
 
     config, options = run.model.config, run.options
-    have = physical_memory_bytes()
+    device = next(run.model.parameters()).device
+    if device.type == "cuda":
+        import torch
+
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        have = physical_memory_bytes()
     hidden = getattr(config, "hidden_size", None) or getattr(config, "n_embd", 0)
     layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", 0)
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_head", 1)
@@ -254,10 +260,10 @@ def refuse_oversized_batch(run) -> None:
 
 
 def refuse_non_finite(result: RunResult, output: OutputPlan) -> None:
-    """A run whose weights or losses are not finite numbers failed, whatever its metrics printed: nothing is
-    published, the previous model stays, and the run's own working folder goes (its states hold the same NaNs)."""
+    """A run whose weights (those it would publish) or whose kept evaluation are not finite numbers failed, whatever
+    its metrics printed: nothing is published and the previous model stays. Its working folder is left as it is
+    (the states may go back to before it diverged); --overwrite starts afresh."""
     import math
-    import shutil
 
     import torch
 
@@ -265,15 +271,19 @@ def refuse_non_finite(result: RunResult, output: OutputPlan) -> None:
 
     model = result.trainer.model
     bad = [name for name, p in model.named_parameters() if not torch.isfinite(p.detach()).all()]
-    losses = [e[k] for e in result.trainer.state.log_history for k in ("loss", "eval_loss") if k in e]
-    last = losses[-1] if losses else 0.0
-    if not bad and math.isfinite(last):
+    kept = (result.best or {}).get("valid_loss")
+    losses = [e["loss"] for e in result.trainer.state.log_history if "loss" in e]
+    loss = kept if kept is not None else losses[-1] if losses else 0.0
+    if not bad and math.isfinite(loss):
         return
     total = sum(1 for _ in model.parameters())
-    what = f"{len(bad)} of {total} weight tensors hold NaN or infinity" if bad else f"the loss is {last}"
-    shutil.rmtree(output.work, ignore_errors=True)
-    kept = f"the previous model in {output.final} is untouched" if os.path.isdir(output.final) else "nothing was saved"
-    raise RunFailed(f"training diverged ({what}): {kept}; try a lower --lr, and check the data for extreme values")
+    what = f"{len(bad)} of {total} weight tensors hold NaN or infinity" if bad else f"the loss is {loss}"
+    previous = os.path.isdir(output.final) and bool(os.listdir(output.final))
+    untouched = f"the previous model in {output.final} is untouched" if previous else "no model was saved"
+    raise RunFailed(
+        f"training diverged ({what}): {untouched}, the run's states are in {output.work} (--overwrite starts "
+        "afresh); try a lower --lr, and check the data for extreme values"
+    )
 
 
 def base_report(task: str, run, result: RunResult, total: int, trainable: int) -> dict:

@@ -232,9 +232,9 @@ class DemoBuilder:
             self.say(f"[app] {b.task} demo model failed: {b.reason}")
             return
         b.seconds = time.time() - b.started
+        adopt(b.output, DEMO_MARKER)  # listed first in the checkpoint's manifest: a rebuild may replace it
         with open(os.path.join(b.output, DEMO_MARKER), "w", encoding="utf-8") as f:  # ours: may be rebuilt
             json.dump({"task": b.task, "built_at": time.time()}, f)
-        adopt(b.output, DEMO_MARKER)  # the training script's manifest lists it: a rebuild may replace it
         if self.on_ready is not None:
             try:
                 self.on_ready(b.task, b.output)

@@ -218,7 +218,7 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
         if not hmac.compare_digest(token.encode(), api_key.encode()):
             raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY", code="invalid_api_key")
 
-    seen: dict = {"models": {}}  # the last scan's chat models by name, replaced whole (requests run in threads)
+    seen: dict = {"models": None}  # the last scan's chat models by name, replaced whole (requests run in threads)
     throttle = ScanThrottle()
 
     def chat_models() -> dict:
@@ -229,7 +229,7 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
         """The named checkpoint. A name not seen scans the folder again (a model trained since), at most once
         per RESCAN_AFTER_S: a client repeating an unknown name must not keep the server scanning."""
         models = seen["models"]
-        if name not in models and throttle.due():
+        if models is None or (name not in models and throttle.due()):  # the first lookup always scans
             models = chat_models()
         return models.get(name)
 

@@ -28,7 +28,7 @@ from transformers import (
 
 from data import InputError
 from data.pairs import read_pairs
-from training.args import LoraArguments, RunArguments
+from training.args import MAX_BATCH, LoraArguments, RunArguments
 from training.cli import EXIT_INTERRUPTED, say
 from training.pair_metrics import (
     MIN_CALIBRATION_ROWS,
@@ -95,7 +95,7 @@ class SimilarityRecipe(Recipe):
                 f"least {MIN_PAIRS} (hundreds to learn well)"
             )
         if args.dev:
-            dev_file = read_pairs(args.dev, args.format, problem, train_file.label_names)
+            dev_file = read_pairs(args.dev, args.format, problem, train_file.label_names, scale=train_file.scale)
             if dev_file.bad.count:
                 say(dev_file.bad.summary("dev pairs"))
             train_pairs, train_labels = train_file.pairs, train_file.labels
@@ -250,7 +250,7 @@ class SimilarityRecipe(Recipe):
             output=folder,
             overwrite=True,
             valid_ratio=0.01,
-            batch_size=MLM_BATCH_FACTOR * options.batch_size,
+            batch_size=min(MLM_BATCH_FACTOR * options.batch_size, MAX_BATCH),
             lr=MLM_LR,
             seed=options.seed,
             max_minutes=minutes,

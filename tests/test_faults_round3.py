@@ -276,3 +276,19 @@ def test_dev_scores_are_read_on_the_training_files_scale(tmp_path):
     train = read_pairs(write(tmp_path / "t.tsv", "".join(f"甲{i}\t乙{i}\t{i % 5}.5\n" for i in range(20))))
     dev = read_pairs(write(tmp_path / "d.tsv", "丙\t丁\t0.5\n戊\t己\t7\n"), task="regression", scale=train.scale)
     assert train.scale == (0, 5) and dev.labels == [0.5] and "outside 0..5" in dev.bad.examples[0]
+
+
+@pytest.mark.slow
+def test_a_model_written_again_after_a_kill_is_all_ours(model):
+    """A kill after the weights were written leaves them in .partial; the resume writes them again, and the
+    manifest must list them (it listed only the names new since training ended, and the next --overwrite was
+    refused as if model.safetensors were the user's)."""
+    from training.output import foreign_names
+
+    argv = ["--data", CORPUS, *TINY, "--epochs", "3", "--output", str(model)]
+    r = script("cloze", *argv, "--overwrite", env={"TRAINING_TEST_CRASH_AT": "after_weights"})
+    assert r.returncode == -signal.SIGKILL
+    assert script("cloze", *argv, "--resume").returncode == 0
+    assert foreign_names(str(model)) == []
+    r = script("cloze", *argv, "--overwrite")
+    assert r.returncode == 0, r.stderr[-2000:]

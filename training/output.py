@@ -208,6 +208,7 @@ class OutputPlan:
         self.resumed_from: str | None = None
         self.finished_state = False  # resuming a state whose training had already ended (killed while saving)
         self.started = False  # training began: from then on .partial holds the run's own states
+        self.not_published: set[str] = set()  # in .partial before the publish began, not written by it (trained())
 
     def _recorded_old(self, folder: str) -> tuple[str, set[str] | None] | None:
         """The aside-folder named by `folder`'s REPLACING marker, if it exists and is the very folder
@@ -437,14 +438,16 @@ class OutputPlan:
         return None
 
     def trained(self) -> None:
-        """Training ended: what .partial holds now is not the publish's (anything of a user's put there included)."""
-        self._before_publish = set(os.listdir(self.work)) if os.path.isdir(self.work) else set()
+        """Training ended: what .partial holds now, other than names a publish writes (left by a save that a kill
+        interrupted, written again now), is not the publish's: a file of a user's put there is never listed."""
+        names = set(os.listdir(self.work)) if os.path.isdir(self.work) else set()
+        self.not_published = names - _LEGACY_NAMES
 
     def mark_ready(self) -> None:
         """Every model file is in .partial/: record the names written since training ended (the manifest), then
         the marker after which a crash is finished by the next start."""
-        before = getattr(self, "_before_publish", set())
-        names = {n for n in os.listdir(self.work) if n not in _BOOKKEEPING | before and n not in ("states", RUN_FILE)}
+        skip = _BOOKKEEPING | self.not_published | {"states", RUN_FILE}
+        names = {n for n in os.listdir(self.work) if n not in skip}
         if _latest_checkpoint(self.states) or os.path.isdir(os.path.join(self.work, STATE_DIR)):
             names.add(STATE_DIR)  # _swap moves the last state there
         _write_json_atomic(os.path.join(self.work, MANIFEST), {"written_by": "training", "files": sorted(names)})

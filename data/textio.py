@@ -175,3 +175,17 @@ def json_lines(text: str, name: str, bad):
         except ValueError as e:
             reason = str(e) if str(e) in ("nested too deeply", LONE_SURROGATE) else "not valid JSON"
             bad.add(f"{name}:{no}", reason)
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` whole or not at all: a temporary file beside it, renamed over it (a kill or a full
+    disk never leaves half a file, and a reader never sees one)."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise

@@ -16,6 +16,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from data.textio import write_atomic
 from training.cli import from_the_app, say
 from training.output import PROGRESS_FILE
 from training.schedule import minutes_text
@@ -109,14 +110,8 @@ class ProgressFile(TrainerCallback):
             "curve": self.curve,
             "updated": now,
         }
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        try:
-            with open(tmp, "w", encoding="utf-8") as f:
-                json.dump(value, f)
-            os.replace(tmp, self.path)
-        except OSError:  # progress is a courtesy: a full disk must not stop training here
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+        with contextlib.suppress(OSError):  # progress is a courtesy: a full disk must not stop training here
+            write_atomic(self.path, json.dumps(value))
         self.last = now
 
     def on_train_begin(self, args, state, control, **kw):

@@ -72,20 +72,18 @@ CJK_FONTS = (
 )
 
 
-def _drawable(title: str) -> str:
-    """The title in a font that has its characters: a CJK font when one is installed, else the title without the
+def _drawable(title: str) -> tuple[str, str | None]:
+    """(title, font family): a CJK font when the title needs one and one is installed, else the title without the
     characters matplotlib's default font lacks (which it would draw as boxes, warning once per character)."""
-    from matplotlib import font_manager, rcParams
+    from matplotlib import font_manager
 
     if title.isascii():
-        return title
+        return title, None
     installed = {f.name for f in font_manager.fontManager.ttflist}
     found = [name for name in CJK_FONTS if name in installed]
     if found:
-        rcParams["font.sans-serif"] = [found[0], *rcParams["font.sans-serif"]]
-        return title
-    kept = "".join(c for c in title if c.isascii()).strip()
-    return kept or "loss"
+        return title, found[0]
+    return "".join(c for c in title if c.isascii()).strip() or "loss", None
 
 
 def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
@@ -104,7 +102,8 @@ def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
         ax.plot(*zip(*valid), "o-", label="valid loss", linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_title(_drawable(title))
+    text, family = _drawable(title)
+    ax.set_title(text, **({"fontfamily": family} if family else {}))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()

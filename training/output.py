@@ -12,6 +12,7 @@ import shutil
 import signal
 
 from data.errors import InputError
+from data.textio import write_atomic
 from training.cli import say
 
 STATE_DIR = "resume_state"
@@ -111,10 +112,7 @@ def adopt(folder: str, name: str) -> None:
 
 
 def _write_json_atomic(path: str, value) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, ensure_ascii=False, indent=1)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, ensure_ascii=False, indent=1))
 
 
 def remove_ours(folder: str) -> None:

@@ -28,6 +28,7 @@ from transformers import (
 
 from data import InputError
 from data.pairs import read_pairs
+from data.textio import write_atomic
 from training.args import MAX_BATCH, LoraArguments, RunArguments
 from training.cli import EXIT_INTERRUPTED, say
 from training.pair_metrics import (
@@ -398,10 +399,7 @@ print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}})
         """--predict's rows as JSON Lines, written under a temporary name and renamed (never half a file)."""
         out = run.state["predictions_to"]
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        tmp = f"{out}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in run.state["predictions"])
-        os.replace(tmp, out)
+        write_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in run.state["predictions"]))
 
     def after_publish(self, run: Run, result, report: dict) -> None:
         predictions = run.state.get("predictions")

@@ -176,6 +176,9 @@ def kills(script: str, n: int, rng: random.Random, tmp: Path) -> dict:
             counts["wrong_model_resumes"] += vocab(out) != reference[name][1]
         elif r.returncode == 2 and r.stderr.count("error:") == 1:
             counts["refused_in_one_line"] += 1
+            # why, in a few words: a refusal that names our own files would be a fault, not a fine outcome
+            reason = next(ln for ln in r.stderr.splitlines() if ln.startswith("error:")).split(str(out))[-1][:70]
+            counts.setdefault("refusals", {})[reason] = counts.get("refusals", {}).get(reason, 0) + 1
         if out.is_dir() and loads(script, out):
             counts["recovered"] += 1
         else:

@@ -180,12 +180,16 @@ def json_lines(text: str, name: str, bad):
 def write_atomic(path: str, text: str) -> None:
     """Write `text` to `path` whole or not at all: a temporary file beside it, renamed over it (a kill or a full
     disk never leaves half a file, and a reader never sees one)."""
-    tmp = f"{path}.tmp-{os.getpid()}"
+    import tempfile
+
+    # a new name of our own (created exclusively): never a file of the user's that happened to be called so
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=os.path.dirname(path) or ".")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        # the mode of the file it replaces, else a plain file's (not mkstemp's 0600; reading the umask would set it)
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if os.path.isfile(path) else 0o644)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.remove(tmp)
         raise

@@ -22,6 +22,11 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
+from training.tasks import Training
+from training.tasks.chat import TRAINING as chat_training
+from training.tasks.cloze import TRAINING as cloze_training
+from training.tasks.similarity import TRAINING as similarity_training
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
 
@@ -43,20 +48,24 @@ class Task:
     architectures: tuple[str, ...]  # config.json "architectures" it serves; "*Suffix" matches any model family
     predictor: str  # "module:Class" with from_pretrained(folder, **options)
     tab: str = "webui.tabs.text"  # module with build(ctx, task) -> webui.blocks.TabParts
-    how_to_train: str = ""  # one command line, shown where a tab has no model
-    script: str | None = None  # training script, relative to the repo root
-    sample: str | None = None  # sample data file, relative to the repo root
-    # demo model: flags for `script` given the sample file's absolute path (None: no demo for this task)
-    demo_args: Callable[[str], list[str]] | None = None
-    demo_minutes: float = 1.0  # time budget of the demo build on this CPU
-    data_flag: str = "--data"  # the script's flag for its training file
-    reader: str | None = None  # "module:function" reading that file (the Train tab's preview), returns .format,
-    reader_items: str = "rows"  # .encoding, .bad and a list in this attribute
+    # how it is trained (training/tasks/<task>/__init__.py: script, options, reader, sample, demo); None: not here
+    training: Training | None = None
     figures: Callable[[dict], str] = _nothing  # the score shown after "base · data" in the about line
     notes: Callable[[dict], str] = _nothing  # warnings shown under it (empty: none)
     # the tab's Try examples for a model, from its training report (rows of the tab's inputs; []: the tab's own)
     examples: Callable[[dict], list] = _no_examples
     options: dict = field(default_factory=dict)  # default keyword arguments of from_pretrained
+
+    @property
+    def how_to_train(self) -> str:
+        """One command line, shown where a tab has no model."""
+        t = self.training
+        return f"python {t.script} {t.data_flag} {t.your_file} --output checkpoints/{self.name}" if t else ""
+
+    @property
+    def has_demo(self) -> bool:
+        """Its training declares a demo model, and the sample it is trained on."""
+        return self.training is not None and bool(self.training.demo and self.training.sample)
 
     def accepts(self, architecture: str) -> bool:
         return any(architecture.endswith(a[1:]) if a.startswith("*") else architecture == a for a in self.architectures)
@@ -176,109 +185,38 @@ def _report_examples(report: dict, limit: int = 8) -> list:
     return [list(r) for r in rows if isinstance(r, (list, tuple)) and all(isinstance(x, str) for x in r)][:limit]
 
 
-def _chat_demo(data: str) -> list[str]:
-    # every dialogue trains (no hold-out): the demo should answer the sample openers
-    return [
-        "--data",
-        data,
-        "--n-layer",
-        "2",
-        "--n-embd",
-        "192",
-        "--n-head",
-        "4",
-        "--max-len",
-        "128",
-        "--epochs",
-        "30",
-        "--lr",
-        "2e-3",
-        "--valid-ratio",
-        "0",
-    ]
-
-
-def _cloze_demo(data: str) -> list[str]:
-    # the default recipe and schedule, within the budget (the quiz stops it when it stops improving)
-    return ["--data", data, "--eval-prompts", os.path.join(os.path.dirname(data), "cloze_prompts.txt")]
-
-
-def _similarity_demo(data: str) -> list[str]:
-    # 30 epochs of the pairs in both orders (the --symmetric default): the steps of 60 in one order. A fifth
-    # is held out: the best epoch on it is kept and its probabilities are calibrated on it (with nothing
-    # held out the model memorised the pairs and said 0.00 or 1.00 about any two sentences).
-    return [
-        "--train",
-        data,
-        "--n-layer",
-        "2",
-        "--n-embd",
-        "128",
-        "--n-head",
-        "4",
-        "--lr",
-        "1e-3",
-        "--epochs",
-        "30",
-        "--valid-ratio",
-        "0.2",
-        "--no-mlm-stage",
-    ]
-
-
-# Demo budgets on this CPU: on a 2-core AVX-512 machine, alone, the full recipes take about 60 s
-# (chat), 90 s (cloze) and 50 s (similarity); a slower or busier CPU trains fewer steps.
 register(
     Task(
-        name="chat",
+        name=chat_training.task,
+        training=chat_training,
         title="聊天 Chat",
         architectures=("GPT2LMHeadModel",),
         predictor="chat.engine:ChatEngine",
         tab="webui.tabs.chat",
-        how_to_train="python training/chat.py --data 你的对话.txt --output checkpoints/chat",
-        script="training/chat.py",
-        sample="data/samples/dialogs.txt",
-        reader="data.dialogue:read_dialogues",
-        reader_items="dialogues",
-        demo_args=_chat_demo,
-        demo_minutes=1.5,
         figures=_perplexity,
         examples=_report_examples,
     )
 )
 register(
     Task(
-        name="cloze",
+        name=cloze_training.task,
+        training=cloze_training,
         title="完形填空 Fill-Mask",
         architectures=("*ForMaskedLM",),
         predictor="chat.fill_mask:FillMaskPredictor",
         tab="webui.tabs.fill_mask",
-        how_to_train="python training/cloze.py --data 你的文本.txt --output checkpoints/cloze",
-        script="training/cloze.py",
-        sample="data/samples/cloze_corpus.txt",
-        reader="data.corpus:read_corpus",
-        reader_items="passages",
-        demo_args=_cloze_demo,
-        demo_minutes=2.0,
         figures=_quiz,
         examples=_quiz_prompts,
     )
 )
 register(
     Task(
-        name="similarity",
+        name=similarity_training.task,
+        training=similarity_training,
         title="语义相似度 Similarity",
         architectures=("*ForSequenceClassification",),
         predictor="chat.similarity:SimilarityPredictor",
         tab="webui.tabs.similarity",
-        how_to_train="python training/similarity.py --train 你的句对.tsv --output checkpoints/similarity",
-        script="training/similarity.py",
-        sample="data/samples/pairs.tsv",
-        data_flag="--train",
-        reader="data.pairs:read_pairs",
-        reader_items="pairs",
-        demo_args=_similarity_demo,
-        demo_minutes=1.0,
         figures=_pair_metric,
         notes=_pair_warnings,
         examples=_report_examples,

@@ -619,8 +619,8 @@ def test_each_models_try_examples_come_from_its_own_data():
     """Task.examples: a fact model's own quiz prompts (the ones it answers first), a similarity model's
     pairs with the labels taking turns, a chat model's opening lines; none in the report: the tab's own."""
     from chat.tasks import TASKS
-    from training.pairs import example_pairs
-    from training.recipes.chat import opening_lines
+    from training.tasks.chat.recipe import opening_lines
+    from training.tasks.similarity.pairs import example_pairs
 
     quiz = {
         "self_quiz": {

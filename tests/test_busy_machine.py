@@ -18,8 +18,8 @@ from tests.conftest import SAMPLES
 from training import callbacks, schedule, threads
 from training import cloze as cloze_script
 from training.cli import run
-from training.recipes import cloze as cloze_recipe
 from training.schedule import Rule, plan
+from training.tasks.cloze import recipe as cloze_recipe
 
 TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--seed", "0"]
 

@@ -65,8 +65,8 @@ def test_jieba_words_become_touching_offsets():
 
 
 def _collator(tmp, **kw):
-    from training.masking import ClozeCollator
-    from training.recipes.options import ClozeArguments
+    from training.tasks.cloze.masking import ClozeCollator
+    from training.tasks.cloze.options import ClozeArguments
 
     corpus = str(SAMPLES / "cloze_corpus.txt")
     args = ClozeArguments(data=corpus, **kw)
@@ -75,7 +75,7 @@ def _collator(tmp, **kw):
 
 
 def test_masking_rates_match_the_flags(tmp_path):
-    from training.masking import encode_passages
+    from training.tasks.cloze.masking import encode_passages
 
     tok, args, collator = _collator(tmp_path)
     assert args.mlm_probability == 0.4  # the default for a fact corpus (0.15 with --pairs)
@@ -104,7 +104,7 @@ def test_masking_rates_match_the_flags(tmp_path):
 def test_whole_word_masking_keeps_jieba_words_whole(tmp_path):
     import jieba
 
-    from training.masking import encode_passages
+    from training.tasks.cloze.masking import encode_passages
 
     words_file = write(tmp_path / "dict.txt", "诸葛涛\n林小溪\n")
     jieba.load_userdict(str(words_file))
@@ -126,7 +126,7 @@ def test_whole_word_masking_keeps_jieba_words_whole(tmp_path):
 def test_pair_windows_match_the_pair_task_and_keep_words_in_their_sentence(tmp_path):
     import jieba
 
-    from training.masking import encode_pairs
+    from training.tasks.cloze.masking import encode_pairs
 
     jieba.load_userdict(str(write(tmp_path / "dict.txt", "诸葛涛\n林小溪\n")))
     tok, args, collator = _collator(tmp_path, whole_word_mask=True, mlm_probability=0.5)

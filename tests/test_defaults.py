@@ -269,8 +269,8 @@ def _masked_runs(row: list[str]) -> list[tuple[int, int]]:
 
 def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
     from data import build_char_vocab, make_tokenizer
-    from training.masking import ClozeCollator, encode_passages
-    from training.recipes.options import ClozeArguments
+    from training.tasks.cloze.masking import ClozeCollator, encode_passages
+    from training.tasks.cloze.options import ClozeArguments
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     args = ClozeArguments(data="x", span_probability=1.0, mlm_probability=1e-9)
@@ -295,7 +295,7 @@ def test_span_masking_masks_one_recurring_name_whole_or_from_a_prefix():
 
 def test_recombined_views_keep_the_names_and_vary_the_words_between():
     from data import build_char_vocab, make_tokenizer
-    from training.masking import TrainingViews, encode_passages
+    from training.tasks.cloze.masking import TrainingViews, encode_passages
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     spans = recurring_spans(FACTS)
@@ -319,7 +319,7 @@ def test_recombined_views_keep_the_names_and_vary_the_words_between():
 
 def test_bag_views_keep_one_name_whole_masked_and_some_of_its_words_in_any_order():
     from data import build_char_vocab, make_tokenizer
-    from training.masking import TrainingViews, encode_passages
+    from training.tasks.cloze.masking import TrainingViews, encode_passages
 
     tokenizer = make_tokenizer(build_char_vocab(FACTS))
     spans = recurring_spans(FACTS)
@@ -345,7 +345,7 @@ def test_bag_views_keep_one_name_whole_masked_and_some_of_its_words_in_any_order
 
 
 def test_a_fact_corpus_trains_a_rotary_model_and_pairs_stay_bert():
-    from training.recipes.options import ClozeArguments
+    from training.tasks.cloze.options import ClozeArguments
 
     assert ClozeArguments(data="x").scratch_architecture == "roformer"
     assert ClozeArguments(data="x", pairs=True).scratch_architecture == "bert"
@@ -499,7 +499,7 @@ def test_the_quiz_stops_a_run_only_late_and_only_once_it_stopped_rising():
 
     from transformers import TrainerControl
 
-    from training.mlm import QUIZ_STOP_AFTER, QuizProgress
+    from training.tasks.cloze.mlm import QUIZ_STOP_AFTER, QuizProgress
 
     progress = QuizProgress(None, ["probe"], lambda model, tok, items: [{"hit": True}], patience=2)
     state = SimpleNamespace(global_step=0, max_steps=1000)
@@ -545,7 +545,7 @@ def test_an_answer_with_latin_letters_counts_as_the_uncased_model_writes_it():
     (q, -, 1, ##9). Both quizzes count that as right; a wrong answer stays wrong."""
     from data.corpus import ClozePrompt
     from data.vocab import make_tokenizer
-    from training.mlm import joint_quiz, quiz, same_answer
+    from training.tasks.cloze.mlm import joint_quiz, quiz, same_answer
 
     tok = make_tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "补", "给", "船", "是", "q", "-", "1", "##9"])
     assert tok.tokenize("Q-19") == ["q", "-", "1", "##9"]
@@ -568,7 +568,7 @@ def test_codes_with_latin_letters_and_digits_are_recurring_names_and_probed_piec
     """Q-19 and B2 name things as 栗子坡 does; a year's digits alone are no fact. A probe gets one
     [MASK] per word piece of the tokenizer it is asked with."""
     from data.vocab import make_tokenizer
-    from training.recipes.cloze import probe_prompts
+    from training.tasks.cloze.recipe import probe_prompts
 
     lines = [
         "补给船Q-19每三个月来一次。",
@@ -602,7 +602,7 @@ def test_the_quiz_never_stops_a_run_that_has_not_started_to_recall():
     """A quiz at 0% for many evaluations has no plateau yet (seen: a busy run stopped at 0 of 30)."""
     import types
 
-    from training.mlm import QuizProgress
+    from training.tasks.cloze.mlm import QuizProgress
 
     scores = iter([0.0] * 6 + [0.2] * 6)
     quizzer = QuizProgress(None, ["x"], lambda m, t, items: [{"hit": next(scores) > 0}], patience=2)

@@ -1,5 +1,5 @@
-"""A fourth trainable task is one declaration (issue #37): a training recipe (reader, model, metric) and a
-registry entry, in a file of its own. It trains through the same pipeline from the command line and
+"""A fourth trainable task is one declaration (issues #37, #44): its training facts, options, recipe (reader, model,
+metric) and a registry entry, in a file of its own. It trains through the same pipeline from the command line and
 from the app's Train tab, and the app then serves the model it wrote, with no edit anywhere else."""
 
 from __future__ import annotations
@@ -33,11 +33,23 @@ from training.args import ScratchArguments
 from training.cli import run
 from training.pipeline import Data, Recipe
 from training.runner import TrainingSetup
+from training.tasks import TRAIN_FILE, Training
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TRAINING = Training(
+    task="sentiment",
+    script=os.path.abspath(__file__),
+    options="sentiment_task:SentimentArguments",
+    recipe="sentiment_task:SentimentRecipe",
+    reader="sentiment_task:read_rows",
+    sample=os.path.join(HERE, "sentiment.tsv"),
+    description="Train a sentence sentiment classifier.",
+)
 
 
 @dataclass
 class SentimentArguments(ScratchArguments):
-    data: str = field(default=None, metadata={{"help": "sentence<TAB>1 or 0 per line"}})
+    data: str = field(default=None, metadata={{"role": TRAIN_FILE, "help": "sentence<TAB>1 or 0 per line"}})
     model: str = field(default="scratch", metadata={{"help": "scratch only"}})
     max_len: int = field(default=32, metadata={{"help": "tokens per sentence"}})
 
@@ -67,10 +79,7 @@ def accuracy(eval_pred):
 
 
 class SentimentRecipe(Recipe):
-    task = "sentiment"
-    script = os.path.abspath(__file__)
-    arguments = SentimentArguments
-    description = "Train a sentence sentiment classifier."
+    training = TRAINING
 
     def read(self, run):
         found = read_rows(run.args.data)
@@ -113,18 +122,16 @@ class SentimentPredictor:
 
 register(
     Task(
-        name="sentiment",
+        name=TRAINING.task,
         title="情感 Sentiment",
         architectures=("BertForSequenceClassification",),
         predictor="sentiment_task:SentimentPredictor",
-        script=os.path.abspath(__file__),
-        sample=os.path.join(os.path.dirname(os.path.abspath(__file__)), "sentiment.tsv"),
-        reader="sentiment_task:read_rows",
+        training=TRAINING,
     )
 )
 
 if __name__ == "__main__":
-    sys.exit(run(SentimentRecipe().main))
+    sys.exit(run(TRAINING.main))
 '''
 
 
@@ -164,7 +171,7 @@ def test_a_fourth_task_trains_from_the_command_line_through_the_pipeline(fourth_
 
     out = tmp_path / "sentiment-model"
     argv = ["--data", str(tmp_path / "sentiment.tsv"), "--output", str(out), *TINY]
-    assert run(fourth_task.SentimentRecipe().main, argv) == 0
+    assert run(fourth_task.TRAINING.main, argv) == 0
     report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert report["task"] == "sentiment" and report["data"]["valid"]["rows"] == 20
     assert report["hyperparameters"]["lr"] == 1e-3  # the pipeline's scratch default, decided once

@@ -198,8 +198,8 @@ def test_the_sample_files_preview_for_every_task():
     from webui.jobs import preview
 
     for task in TASKS.values():
-        p = preview(task.name, str(SAMPLES.parent.parent / task.sample))
-        assert p["rows"] > 10 and p["unit"] == task.reader_items
+        p = preview(task.name, task.training.path(task.training.sample))
+        assert p["rows"] > 10 and p["unit"] == task.training.items
 
 
 CHROMIUM = "/usr/bin/chromium"

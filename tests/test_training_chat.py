@@ -253,7 +253,7 @@ def test_folder_of_another_architecture_is_refused(tmp_path, capsys):
 
 def test_config_file_sets_options_and_flags_override(tmp_path):
     from training.args import LoraArguments, RunArguments, parse_args
-    from training.recipes.options import ChatArguments
+    from training.tasks.chat.options import ChatArguments
 
     cfg = write(tmp_path / "run.yaml", "data: d.txt\nepochs: 7\nbatch-size: 4\nloss_on: replies\n")
     args, lora, runa = parse_args(
@@ -327,7 +327,7 @@ def test_epoch_table_names_a_partial_last_epoch_by_its_fraction():
 def test_a_default_scratch_run_stops_when_validation_stops_improving(tmp_path):
     """The default schedule from scratch keeps the best epoch and stops 4 evaluations after it (2,000 LCCC
     dialogues: best at 7 of 24 passes); an explicit amount of training is left alone."""
-    from training.recipes.chat import ChatRecipe
+    from training.tasks.chat.recipe import ChatRecipe
 
     code, out = train(tmp_path, "--max-minutes", "0.05", name="default")
     assert code == 0 and report(out)["hyperparameters"]["patience"] == ChatRecipe.scratch_patience

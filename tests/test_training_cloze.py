@@ -169,7 +169,7 @@ def test_the_masked_lm_head_is_where_the_trainer_looks(family):
     import torch
     import transformers
 
-    from training.mlm import _mlm_head_owner
+    from training.tasks.cloze.mlm import _mlm_head_owner
 
     config = getattr(transformers, f"{family}Config")(
         vocab_size=50,
@@ -194,7 +194,7 @@ def test_masked_positions_loss_equals_the_library_loss(tmp_path):
     import torch
     from transformers import BertConfig, BertForMaskedLM, TrainingArguments
 
-    from training.mlm import MaskedLMTrainer
+    from training.tasks.cloze.mlm import MaskedLMTrainer
 
     torch.manual_seed(0)
     model = BertForMaskedLM(

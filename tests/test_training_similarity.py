@@ -11,7 +11,7 @@ from data import InputError
 from tests.conftest import SAMPLES, write
 from training import similarity as sim_script
 from training.cli import run
-from training.pair_metrics import baseline_line, logistic_baseline, majority_class, no_better_than_majority
+from training.tasks.similarity.metrics import baseline_line, logistic_baseline, majority_class, no_better_than_majority
 
 PAIRS = str(SAMPLES / "pairs.tsv")
 TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "64", "--n-head", "2", "--max-len", "48", "--seed", "0"]
@@ -273,8 +273,8 @@ def test_missing_predict_file_stops_before_training(tmp_path, capsys):
 
 
 def test_seeded_split_keeps_pairs_that_share_a_sentence_together():
-    from training.pairs import sentence_groups
-    from training.task import split_holdout
+    from training.steps import split_holdout
+    from training.tasks.similarity.pairs import sentence_groups
 
     pairs = [("a", "b"), ("a", "c"), ("d", "e"), ("f", "e"), ("g", "h"), ("b", "x")]
     groups = sentence_groups(pairs)
@@ -316,7 +316,7 @@ def test_a_scratch_run_pretrains_on_its_pairs_without_dropout_then_trains_the_pa
     learning rate), then the pair task on that model with BERT's usual dropout back."""
     from transformers import AutoConfig
 
-    from training.recipes.similarity import MLM_LR
+    from training.tasks.similarity.recipe import MLM_LR
 
     out = tmp_path / "sim"
     argv = ["--train", PAIRS, "--output", str(out), "--epochs", "1", "--batch-size", "8", *TINY]
@@ -409,7 +409,7 @@ def test_temperature_scaling_softens_an_overconfident_model_and_the_predictor_us
     import numpy as np
     import torch
 
-    from training.pair_metrics import fit_temperature
+    from training.tasks.similarity.metrics import fit_temperature
 
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 200)

@@ -7,14 +7,18 @@ keys (dashes or underscores), and flags on the command line override the file.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import sys
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 
 from data.errors import InputError
 
 MAX_CONFIG_BYTES = 256 * 1024
+# The pretrained base of the BERT tasks (cloze, similarity) when --model is not given
+DEFAULT_BERT = "bert-base-chinese"
 
 
 def _f(default, help, **kw):
@@ -309,7 +313,17 @@ def parse_args(types: tuple, argv: list[str] | None, prog: str, description: str
     from transformers import HfArgumentParser
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(types, prog=prog, description=description, formatter_class=_HelpFormatter)
+
+    class Parser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            # a field's "role" (training.tasks: which file it names) is ours, not an argparse keyword
+            if "role" in field.metadata:
+                field = copy.copy(field)
+                field.metadata = MappingProxyType({k: v for k, v in field.metadata.items() if k != "role"})
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    parser = Parser(types, prog=prog, description=description, formatter_class=_HelpFormatter)
     for action in parser._actions:  # `--max-len` first in usage and help (`--max_len` still works)
         action.option_strings.sort(key=lambda o: "_" in o)
     # the inherited scratch-shape flags come first as fields; in usage and help they go after the script's own

@@ -2,7 +2,7 @@
 
     python training/chat.py --data data/samples/dialogs.txt --output checkpoints/chat
 
-The recipe (options, data, model, encoding, report) is training/recipes/chat.py; the steps every task
+The recipe (options, data, model, encoding, report) is training/tasks/chat/; the steps every task
 shares are training/pipeline.py.
 """
 
@@ -14,10 +14,9 @@ if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
 from training.cli import run
-from training.launch import recipe_main
-from training.recipes.options import ChatArguments
+from training.tasks.chat import TRAINING
 
-main = recipe_main("training.recipes.chat:ChatRecipe", ChatArguments, "training/chat.py", __doc__)
+main = TRAINING.main
 
 if __name__ == "__main__":
     sys.exit(run(main))

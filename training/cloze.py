@@ -2,7 +2,7 @@
 
     python training/cloze.py --data data/samples/cloze_corpus.txt --eval-prompts data/samples/cloze_prompts.txt
 
-The recipe (options, corpus and self-quiz, model, masking, report) is training/recipes/cloze.py; the
+The recipe (options, corpus and self-quiz, model, masking, report) is training/tasks/cloze/; the
 steps every task shares are training/pipeline.py.
 """
 
@@ -14,10 +14,9 @@ if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
 from training.cli import run
-from training.launch import recipe_main
-from training.recipes.options import ClozeArguments
+from training.tasks.cloze import TRAINING
 
-main = recipe_main("training.recipes.cloze:ClozeRecipe", ClozeArguments, "training/cloze.py", __doc__)
+main = TRAINING.main
 
 if __name__ == "__main__":
     sys.exit(run(main))

@@ -1,16 +1,16 @@
 """One training pipeline for every task: read data -> build the model -> plan -> train -> evaluate -> publish.
 
-A task declares what is its own in a `Recipe` (training/recipes/): its options, how its data is read,
-how a scratch or pretrained model is built, how examples are encoded and scored, what the report and
-the model card add. Everything else is here, once: parsing, the output folder and resume checks, the
-base model (and the fallback to scratch), the learning rate, LoRA, the Trainer run (training/runner.py,
+A task declares what is its own in a package (training/tasks/<task>/): its training facts once
+(`Training`: script, options, reader, sample, demo), its options and a `Recipe`: how its data is
+read, how a scratch or pretrained model is built, how examples are encoded and scored, what the report
+and the model card add. Everything else is here, once: the output folder and resume checks, the base
+model (and the fallback to scratch), the learning rate, LoRA, the Trainer run (training/runner.py,
 planned once by training/plan.py), Ctrl-C, the report and publishing. A training script is then
 
-    main = recipe_main("training.recipes.chat:ChatRecipe", ChatArguments, "training/chat.py", __doc__)
+    main = TRAINING.main  # training/tasks/__init__.py: options parsed before the recipe (torch) is imported
 
-(training/launch.py: the options are parsed before the recipe, with torch, is imported), or for a
-recipe of your own simply `MyRecipe().main`. A fourth task is one Recipe subclass
-(tests/test_fourth_task.py trains one from the command line and from the app's Train tab).
+A fourth task is one package (tests/test_fourth_task.py trains one, declared in one file, from the
+command line and from the app's Train tab).
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ import os
 from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
-from training.args import LoraArguments, RunArguments, parse_args
+from training.args import LoraArguments, RunArguments
 from training.cli import EXIT_INTERRUPTED, say
 from training.models import SCRATCH, wrap_lora
 from training.runner import RunResult, TrainingSetup, run_training
 from training.schedule import Rule
-from training.task import (
+from training.steps import (
     base_report,
     extend_vocab,
     open_output,
@@ -37,6 +37,7 @@ from training.task import (
     split_holdout,
     stop_if_interrupted,
 )
+from training.tasks import Training
 
 
 @dataclass
@@ -84,10 +85,7 @@ class Recipe:
     """A task's training declaration. Subclasses set the class attributes and override the steps marked
     "override"; the others have defaults that fit most tasks."""
 
-    task: str = ""  # chat.tasks name, recorded as "task" in training_report.json
-    script: str = ""  # relative to the repo root: the command a resume prints
-    arguments: type = None  # the task's options (a dataclass extending training.args.ScratchArguments)
-    description: str = ""  # --help's first line (Recipe.main; the scripts give their docstring's, training/launch.py)
+    training: Training = None  # the task's facts (training/tasks/<task>/__init__.py): its name, script, options
     what: str = "model"  # what the base must be, for messages ("masked-LM", "GPT-2 chat model")
     lora_targets: tuple = ("query", "value")
     lora_task_type: str | None = None  # peft's task type
@@ -97,14 +95,13 @@ class Recipe:
     pretrained_rule: Rule | None = None  # ... and on a pretrained base
     report_model_fields: tuple = ()  # config fields copied into the report's "model"
 
-    # -- entry point ---------------------------------------------------------------------------------------
+    @property
+    def task(self) -> str:
+        return self.training.task
 
-    def main(self, argv: list[str] | None = None, callbacks=()) -> int:
-        """The script: parse the command line, then train."""
-        args, lora, options = parse_args(
-            (self.arguments, LoraArguments, RunArguments), argv, f"python {self.script}", self.description
-        )
-        return self.train(args, lora, options, argv=argv, callbacks=callbacks)
+    @property
+    def script(self) -> str:
+        return self.training.script
 
     def train(self, args, lora, options, *, argv=None, callbacks=(), resumable: bool = True) -> int:
         """The pipeline on parsed options (or options built by another recipe for a stage of its own run,
@@ -235,8 +232,8 @@ class Recipe:
             pipeline_tag=None,
             tags=["chinese", self.task] + (["lora"] if run.lora.lora else []),
             metrics={k: v for k, v in best.items() if k != "epoch" and isinstance(v, (int, float))},
-            summary_zh=self.description,
-            summary_en=self.description,
+            summary_zh=self.training.description,
+            summary_en=self.training.description,
             usage=f'from transformers import AutoModel\nmodel = AutoModel.from_pretrained("{run.output.final}")',
         )
         metric = run.setup.metric

@@ -3,7 +3,7 @@
     python training/similarity.py --train data/samples/pairs.tsv --output checkpoints/similarity
 
 The recipe (options, pairs, the masked-LM stage, calibration, baselines, report) is
-training/recipes/similarity.py; the steps every task shares are training/pipeline.py.
+training/tasks/similarity/; the steps every task shares are training/pipeline.py.
 """
 
 from __future__ import annotations
@@ -14,12 +14,9 @@ if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
 from training.cli import run
-from training.launch import recipe_main
-from training.recipes.options import SimilarityArguments
+from training.tasks.similarity import TRAINING
 
-main = recipe_main(
-    "training.recipes.similarity:SimilarityRecipe", SimilarityArguments, "training/similarity.py", __doc__
-)
+main = TRAINING.main
 
 if __name__ == "__main__":
     sys.exit(run(main))

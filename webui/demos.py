@@ -53,13 +53,13 @@ def spawn_training(command: list[str], log_path: str, append: bool = False) -> s
 
 
 def demo_recipe(task: str, output: str, minutes: float | None = None) -> list[str]:
-    """The task's demo flags (chat.tasks: tiny seeded configs that train in a minute or two on 2 CPU
-    cores) plus the common ones: scratch, the output, the time budget."""
-    spec = task_named(task)
-    minutes = spec.demo_minutes if minutes is None else minutes
-    common = ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0", "--max-minutes", f"{minutes:g}"]
-    common += ["--bf16"] if cpu_bf16_support() else []  # emulated bf16 is slower: not even a note then
-    return [*spec.demo_args(os.path.join(ROOT, spec.sample)), *common]
+    """The task's sample data and demo options (training/tasks/<task>/demo.yaml: tiny seeded configs that train in
+    a minute or two on 2 CPU cores) plus the common ones: scratch, the output, the time budget."""
+    training = task_named(task).training
+    minutes = training.demo_minutes if minutes is None else minutes
+    argv = [training.data_flag, training.path(training.sample), "--config", training.path(training.demo)]
+    argv += ["--model", "scratch", "--output", output, "--overwrite", "--seed", "0", "--max-minutes", f"{minutes:g}"]
+    return argv + (["--bf16"] if cpu_bf16_support() else [])  # emulated bf16 is slower: not even a note then
 
 
 @dataclass
@@ -98,7 +98,7 @@ class DemoBuilder:
     ):
         # in tab order: chat, the first tab, first
         self.builds = {
-            t: Build(t, os.path.join(checkpoints, DEMO_PREFIX + t)) for t in TASKS if t in tasks and TASKS[t].demo_args
+            t: Build(t, os.path.join(checkpoints, DEMO_PREFIX + t)) for t in TASKS if t in tasks and TASKS[t].has_demo
         }
         self.say, self.on_ready, self.minutes, self.python, self.poll_s = say, on_ready, minutes, python, poll_s
         self._proc: subprocess.Popen | None = None
@@ -201,11 +201,11 @@ class DemoBuilder:
             b.state, b.reason = state, reason
 
     def _build(self, b: Build) -> None:
-        spec = task_named(b.task)
-        script = os.path.join(ROOT, spec.script)
-        minutes = self.minutes or spec.demo_minutes
+        training = task_named(b.task).training
+        script = training.path(training.script)
+        minutes = self.minutes or training.demo_minutes
         self.say(
-            f"[app] building the {b.task} demo model from {spec.sample} in the background "
+            f"[app] building the {b.task} demo model from {training.sample} in the background "
             f"(at most ~{minutes:g} min; the tab shows its progress) -> {b.output}"
         )
         b.state, b.started = "preparing", time.time()

@@ -53,22 +53,20 @@ def preview(task: str, path: str) -> dict:
     """What the training script will read from `path`: format, encoding, rows, skipped rows with their
     file:line reasons (the script's own reader). Raises InputError when it cannot train on it at all."""
     spec = task_named(task)
-    if not spec.reader:
+    if spec.training is None:
         raise InputError(f"{spec.title} has no data reader to preview with")
     if os.path.getsize(path) > MAX_UPLOAD_BYTES:
         raise InputError(f"文件太大 The file is over {MAX_UPLOAD_BYTES // 2**20} MB")
-    module, _, name = spec.reader.partition(":")
-    import importlib
-
-    found = getattr(importlib.import_module(module), name)(path)
-    items = getattr(found, spec.reader_items)
+    unit = spec.training.items
+    found = spec.training.read(path)
+    items = getattr(found, unit)
     if not items:
-        raise InputError(f"{os.path.basename(path)}: no usable {spec.reader_items} in it ({found.bad.count} bad rows)")
+        raise InputError(f"{os.path.basename(path)}: no usable {unit} in it ({found.bad.count} bad rows)")
     return {
         "format": found.format,
         "encoding": found.encoding,
         "rows": len(items),
-        "unit": spec.reader_items,
+        "unit": unit,
         "skipped": found.bad.count,
         "reasons": list(found.bad.examples),
         "first": [str(x)[:120] for x in items[:3]],
@@ -79,6 +77,7 @@ def preview(task: str, path: str) -> dict:
 class Job:
     task: str
     command: list[str]
+    data: str  # the training file in `command`
     output: str
     log: str
     state: str = "starting"  # starting -> training -> saving -> done | stopped | failed
@@ -119,18 +118,12 @@ class TrainingJobs:
         return self._proc is not None and self._proc.poll() is None
 
     def command(self, task: str, data: str, output: str, base: str, minutes: float | None, advanced: dict) -> list[str]:
-        spec = task_named(task)
-        argv = [self.python, os.path.join(ROOT, spec.script), spec.data_flag, data, "--output", output]
-        argv += ["--model", base or "scratch"]
-        if minutes:
-            argv += ["--max-minutes", f"{minutes:g}"]
-        for flag in ("epochs", "lr", "batch_size", "max_len"):
-            value = advanced.get(flag)
-            if value:
-                argv += [f"--{flag.replace('_', '-')}", f"{value:g}" if isinstance(value, float) else str(value)]
-        if advanced.get("lora"):
-            argv.append("--lora")
-        return argv
+        """The script's command line, built from its options by name (`advanced`: option names, e.g. epochs, lr,
+        batch_size, max_len, lora; 0 or empty leaves one to the script's default)."""
+        training = task_named(task).training
+        values = {training.data_option: data, "output": output, "model": base or "scratch", "max_minutes": minutes}
+        values.update({name: value for name, value in advanced.items() if value})
+        return [self.python, training.path(training.script), *training.flags(values)]
 
     def start(
         self,
@@ -151,7 +144,7 @@ class TrainingJobs:
         argv = self.command(task, data, output, base, minutes, advanced or {})
         if overwrite:
             argv.append("--overwrite")
-        return self._run(Job(task, argv, output, output + ".log"))
+        return self._run(Job(task, argv, data, output, output + ".log"))
 
     def _keep(self, data: str, output: str) -> str:
         """An uploaded file moves beside the run's output (`<output>.data/<file>`), so the command the tab
@@ -177,7 +170,7 @@ class TrainingJobs:
         if job is None or job.state != "stopped":
             raise InputError("没有可继续的训练 There is no stopped run to resume")
         argv = [a for a in job.command if a != "--overwrite"] + ["--resume"]
-        return self._run(Job(job.task, argv, job.output, job.log, made_log=job.made_log))
+        return self._run(Job(job.task, argv, job.data, job.output, job.log, made_log=job.made_log))
 
     def _run(self, job: Job) -> Job:
         with self._lock:
@@ -233,7 +226,7 @@ class TrainingJobs:
 
     def _watch(self, proc: subprocess.Popen, job: Job) -> None:
         code = proc.wait()
-        data = job.command[job.command.index(task_named(job.task).data_flag) + 1]
+        data = job.data
         if code == 0 and os.path.isfile(os.path.join(job.output, "config.json")):
             job.state = "done"
             if self.on_done is not None:

@@ -117,7 +117,7 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         default=_env_bool("APP_NO_DEMO"),
         help="do not build demo models for tabs without a checkpoint",
     )
-    budgets = ", ".join(f"{t.demo_minutes:g} {t.name}" for t in TASKS.values() if t.demo_args)
+    budgets = ", ".join(f"{t.training.demo_minutes:g} {t.name}" for t in TASKS.values() if t.has_demo)
     p.add_argument(
         "--demo-minutes",
         type=float,

@@ -109,7 +109,7 @@ def missing_demos(settings) -> list[str]:
     return [
         t.name
         for t in TASKS.values()
-        if t.demo_args
+        if t.has_demo
         and t.name not in settings.models
         and all(c.demo and rebuild and built_here(c) and undertrained(c.report) for c in found[t.name])
     ]
@@ -169,7 +169,7 @@ def about(ckpt: Checkpoint | None, task: str) -> str:
         line += "\n\n" + notes
     if ckpt.demo:
         line += (
-            f"\n\n这是用 `{spec.sample}` 训练的小型演示模型，只会样例里的内容。"
+            f"\n\n这是用 `{spec.training.sample}` 训练的小型演示模型，只会样例里的内容。"
             f"This is a small demo model trained on the sample data. 训练你自己的 Train your own: `{spec.how_to_train}`"
         )
         short = undertrained(r)

@@ -9,7 +9,7 @@ import shutil
 
 import gradio as gr
 
-from chat.tasks import ROOT, TASKS, task_named
+from chat.tasks import TASKS, task_named
 from webui.jobs import PRESETS, TrainingJobs, preview, public_reason
 
 STATES = {
@@ -29,7 +29,8 @@ def _data_path(trainer: TrainingJobs, task: str, upload, use_sample: bool) -> st
     if use_sample or not upload:
         if not use_sample:
             raise InputError("请上传数据文件，或勾选“用样例数据” Upload a data file, or tick 'use the sample data'")
-        return os.path.join(ROOT, task_named(task).sample)
+        training = task_named(task).training
+        return training.path(training.sample)
     source = upload if isinstance(upload, str) else getattr(upload, "name", str(upload))
     kept = os.path.join(trainer.uploads, os.path.basename(source))
     if os.path.abspath(source) != os.path.abspath(kept):
@@ -133,7 +134,7 @@ def build(ctx, trainer: TrainingJobs | None):
             elem_id="train-off",
         )
         return
-    tasks = [(t.title, t.name) for t in TASKS.values() if t.script and t.reader]
+    tasks = [(t.title, t.name) for t in TASKS.values() if t.training]
     with gr.Row():
         task = gr.Dropdown(choices=tasks, value=tasks[0][1], label="任务 Task", scale=1, elem_id="train-task")
         upload = gr.File(

@@ -31,7 +31,14 @@ from data.pairs import read_pairs
 from data.textio import write_atomic
 from training.args import MAX_BATCH, LoraArguments, RunArguments
 from training.cli import EXIT_INTERRUPTED, say
-from training.pair_metrics import (
+from training.pipeline import Data, Recipe, Run
+from training.runner import TrainingSetup, predict_in_order
+from training.schedule import Rule
+from training.steps import input_files, pick_base, resumed_tokenizer
+from training.tasks.cloze.options import ClozeArguments
+from training.tasks.cloze.recipe import ClozeRecipe
+from training.tasks.similarity import TRAINING
+from training.tasks.similarity.metrics import (
     MIN_CALIBRATION_ROWS,
     baseline_line,
     classification_metrics,
@@ -41,13 +48,7 @@ from training.pair_metrics import (
     regression_metrics,
     tune_threshold,
 )
-from training.pairs import encode, example_pairs, predict_pairs, sentence_groups
-from training.pipeline import Data, Recipe, Run
-from training.recipes.cloze import ClozeRecipe
-from training.recipes.options import ClozeArguments, SimilarityArguments
-from training.runner import TrainingSetup, predict_in_order
-from training.schedule import Rule
-from training.task import input_files, pick_base, resumed_tokenizer
+from training.tasks.similarity.pairs import encode, example_pairs, predict_pairs, sentence_groups
 
 # Of the time cap, for the masked-LM stage of a scratch run. The pair stage peaks within 1-2 passes
 # (it overfits after); what moves dev accuracy is how well the encoder knows the pair text. 6,000
@@ -63,9 +64,7 @@ MIN_PAIRS = 10  # fewer cannot both train and leave a pair to check it on
 
 
 class SimilarityRecipe(Recipe):
-    task = "similarity"
-    script = "training/similarity.py"
-    arguments = SimilarityArguments
+    training = TRAINING
     what = "sentence-pair model"
     lora_targets = ("query", "value")
     lora_task_type = "SEQ_CLS"  # peft keeps the head trainable

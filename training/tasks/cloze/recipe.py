@@ -24,8 +24,13 @@ from data.pairs import read_pairs
 from data.spans import recurring_spans, self_quiz
 from data.textio import read_text
 from training.cli import say
-from training.masking import ClozeCollator, TrainingViews, encode_pairs, encode_passages
-from training.mlm import (
+from training.pipeline import Data, Recipe, Run
+from training.runner import TrainingSetup
+from training.schedule import Rule
+from training.steps import resume_command
+from training.tasks.cloze import TRAINING
+from training.tasks.cloze.masking import ClozeCollator, TrainingViews, encode_pairs, encode_passages
+from training.tasks.cloze.mlm import (
     QUIZ_PATIENCE,
     MaskedLMTrainer,
     QuizProgress,
@@ -37,11 +42,7 @@ from training.mlm import (
     print_quiz,
     quiz,
 )
-from training.pipeline import Data, Recipe, Run
-from training.recipes.options import SCRATCH_ARCHITECTURES, ClozeArguments
-from training.runner import TrainingSetup
-from training.schedule import Rule
-from training.task import resume_command
+from training.tasks.cloze.options import SCRATCH_ARCHITECTURES
 
 SPAN_LINES = 20_000
 
@@ -98,9 +99,7 @@ def facts_line(facts: dict, shown: int = 12) -> str:
 
 
 class ClozeRecipe(Recipe):
-    task = "cloze"
-    script = "training/cloze.py"
-    arguments = ClozeArguments
+    training = TRAINING
     what = "masked-LM"
     lora_targets = ("query", "value")
 

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, fields
 
 from data.errors import InputError
 from training.cli import EXIT_INTERRUPTED, process_count, say
 from training.models import SCRATCH, load_base
 from training.output import OutputPlan, _test_hook
 from training.runner import RunResult
+from training.tasks import DATA_FILE, INPUT_ROLES, OUTPUT_FILE, SIDE_FILE, TRAIN_FILE
 
-# Options that do not change what is trained: a resume may change them freely.
-NOT_IDENTITY = {"eval_prompts", "general_text", "predict", "output_file"}
-DATA_FIELDS = {"data", "valid_data", "train", "dev", "user_dict"}
-# Every option naming a file the run reads: none may sit where the run writes (training/output.py)
-INPUT_FIELDS = DATA_FIELDS | {"eval_prompts", "general_text", "predict"}
+
+def _roles(group) -> dict[str, str | None]:
+    """Each option of a dataclass with its role (training.tasks: TRAIN_FILE, DATA_FILE, SIDE_FILE, OUTPUT_FILE)."""
+    return {f.name: f.metadata.get("role") for f in fields(group)}
 
 
 def _fingerprint(path: str) -> str:
@@ -42,10 +42,11 @@ def run_identity(task: str, groups) -> dict:
     identity: dict = {"task": task}
     data = {}
     for group in groups:
+        roles = _roles(group)
         for key, value in asdict(group).items():
-            if key in NOT_IDENTITY:
+            if roles[key] in (SIDE_FILE, OUTPUT_FILE):  # a resume may change them freely
                 continue
-            if key in DATA_FIELDS:
+            if roles[key] in (TRAIN_FILE, DATA_FILE):
                 if value:
                     data[key] = _fingerprint(value)
             else:
@@ -59,11 +60,13 @@ def run_identity(task: str, groups) -> dict:
 
 
 def input_files(options, groups) -> dict[str, str]:
-    """Every file the run reads, by its flag: the data, prompts, general text, user dictionary, config."""
+    """Every file the run reads, by its flag: the data, prompts, general text, user dictionary, config. None may sit
+    where the run writes (training/output.py)."""
     found = {"--config": options.config} if getattr(options, "config", None) else {}
     for group in groups:
+        roles = _roles(group)
         for key, value in asdict(group).items():
-            if key in INPUT_FIELDS and isinstance(value, str) and value:
+            if roles[key] in INPUT_ROLES and isinstance(value, str) and value:
                 found["--" + key.replace("_", "-")] = value
     return found
 

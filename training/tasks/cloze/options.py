@@ -1,8 +1,5 @@
-"""The options of each task's recipe (training/recipes/), as `python training/<task>.py --help` lists them.
-
-Each extends training.args.ScratchArguments (the shape of a model from scratch); RunArguments and
-LoraArguments (training/args.py) are every task's. HfArgumentParser turns the fields into flags.
-"""
+"""The cloze task's options, as `python training/cloze.py --help` lists them (with training.args' RunArguments and
+LoraArguments, every task's)."""
 
 from __future__ import annotations
 
@@ -10,13 +7,10 @@ import os
 from dataclasses import dataclass, field
 
 from data import InputError
-from data.dialogue import DIALOGUE_FORMATS
-from data.encoder import LOSS_ON
-from data.pairs import PAIR_FORMATS, TASKS
-from training.args import ScratchArguments
+from data.pairs import PAIR_FORMATS
+from training.args import DEFAULT_BERT, ScratchArguments
+from training.tasks import DATA_FILE, SIDE_FILE, TRAIN_FILE
 
-DEFAULT_CHAT_MODEL = "uer/gpt2-chinese-cluecorpussmall"
-DEFAULT_MODEL = "bert-base-chinese"
 # Measured on bench/corpora (reworded prompts, 3,000 steps, same recipe otherwise): town15 8/8, shop30 13/14,
 # friends60 21/26 with rotary positions; 4/8, 6/14, 8/26 with BERT's absolute ones. A masked name in a new
 # sentence sits at new positions, and the model has to tell which character of the name each [MASK] is.
@@ -27,40 +21,10 @@ SCRATCH_ARCHITECTURES = {
 
 
 @dataclass
-class ChatArguments(ScratchArguments):
-    data: str = field(
-        default=None, metadata={"help": "dialogue file: blank-line text, JSON Lines, LCCC JSON, TSV or chatterbot YAML"}
-    )
-    valid_data: str = field(
-        default=None, metadata={"help": "validation dialogues (default: a seeded --valid-ratio split of --data)"}
-    )
-    format: str = field(default="auto", metadata={"help": "dialogue file format", "choices": list(DIALOGUE_FORMATS)})
-    model: str = field(
-        default=DEFAULT_CHAT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"}
-    )
-    loss_on: str = field(
-        default="all",
-        metadata={
-            "help": "tokens that carry loss: all, replies (2nd speaker's turns), last (final turn)",
-            "choices": list(LOSS_ON),
-        },
-    )
-    max_len: int = field(
-        default=256, metadata={"help": "longest sequence in tokens; longer dialogues drop their earliest turns"}
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.data:
-            raise InputError("--data is required: a file of dialogues, e.g. --data data/samples/dialogs.txt")
-        if self.max_len < 16:
-            raise InputError(f"--max-len must be at least 16, got {self.max_len}")
-
-
-@dataclass
 class ClozeArguments(ScratchArguments):
     data: str = field(
-        default=None, metadata={"help": "corpus: one passage per line, or JSON Lines with a 'text' field"}
+        default=None,
+        metadata={"role": TRAIN_FILE, "help": "corpus: one passage per line, or JSON Lines with a 'text' field"},
     )
     pairs: bool = field(
         default=False,
@@ -75,15 +39,19 @@ class ClozeArguments(ScratchArguments):
         default="auto", metadata={"help": "with --pairs: the pair file's format", "choices": list(PAIR_FORMATS)}
     )
     model: str = field(
-        default=DEFAULT_MODEL,
+        default=DEFAULT_BERT,
         metadata={"help": "base masked-LM: a Hub id (any *ForMaskedLM), a local folder, or 'scratch'"},
     )
     eval_prompts: str = field(
         default=None,
-        metadata={"help": "quiz file: `text with [MASK]<TAB>answer` per line; top-5 before/after training"},
+        metadata={
+            "role": SIDE_FILE,
+            "help": "quiz file: `text with [MASK]<TAB>answer` per line; top-5 before/after training",
+        },
     )
     general_text: str = field(
-        default=None, metadata={"help": "general text to measure how much ordinary cloze accuracy is lost"}
+        default=None,
+        metadata={"role": SIDE_FILE, "help": "general text to measure how much ordinary cloze accuracy is lost"},
     )
     max_len: int = field(
         default=128, metadata={"help": "window length in tokens; longer passages become overlapping windows"}
@@ -129,7 +97,8 @@ class ClozeArguments(ScratchArguments):
         },
     )
     user_dict: str = field(
-        default=None, metadata={"help": "jieba user dictionary (one word per line) so invented names stay whole"}
+        default=None,
+        metadata={"role": DATA_FILE, "help": "jieba user dictionary (one word per line) so invented names stay whole"},
     )
     n_layer: int = field(
         default=2, metadata={"help": "scratch: transformer layers"}
@@ -194,53 +163,3 @@ class ClozeArguments(ScratchArguments):
             self.mask_replace_prob, self.random_replace_prob = 1.0, 0.0
         if self.user_dict and not os.path.exists(self.user_dict):
             raise InputError(f"file not found: {self.user_dict}")
-
-
-@dataclass
-class SimilarityArguments(ScratchArguments):
-    train: str = field(
-        default=None,
-        metadata={"help": "training pairs: TSV s1<TAB>s2<TAB>label, AFQMC JSON Lines, or CSV with a header"},
-    )
-    dev: str = field(default=None, metadata={"help": "dev pairs (default: a seeded --valid-ratio split of --train)"})
-    format: str = field(default="auto", metadata={"help": "pair file format", "choices": list(PAIR_FORMATS)})
-    task: str = field(
-        default="auto",
-        metadata={"help": "classification or regression (auto: from the labels)", "choices": list(TASKS)},
-    )
-    model: str = field(
-        default=DEFAULT_MODEL,
-        metadata={"help": "base: a Hub id or folder (BERT, ERNIE, our cloze checkpoint) or 'scratch'"},
-    )
-    max_len: int = field(default=64, metadata={"help": "tokens per pair; the longer sentence is cut first"})
-    metric: str = field(
-        default=None, metadata={"help": "metric that picks the best epoch (default: accuracy, or spearman for scores)"}
-    )
-    symmetric: bool | None = field(
-        default=None,
-        metadata={
-            "help": "also train on every pair in the other order (b, a); default: on for two classes or scores, "
-            "off for 3+ "
-            "classes (entailment-style labels are not symmetric)"
-        },
-    )
-    predict: str = field(default=None, metadata={"help": "after training, score the pairs in this file"})
-    output_file: str = field(
-        default=None, metadata={"help": "where --predict writes JSON Lines (default: <output>/predictions.jsonl)"}
-    )
-    no_mlm_stage: bool = field(
-        default=False,
-        metadata={
-            "help": "from scratch, skip the masked-LM stage on the pair text (training/cloze.py --pairs) that runs "
-            "first by default"
-        },
-    )
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.train:
-            raise InputError("--train is required: a file of sentence pairs, e.g. --train data/samples/pairs.tsv")
-        if self.max_len < 8:
-            raise InputError(f"--max-len must be at least 8, got {self.max_len}")
-        if self.metric not in (None, "accuracy", "f1", "pearson", "spearman", "loss"):
-            raise InputError(f"--metric must be accuracy, f1, pearson, spearman or loss, got {self.metric}")

@@ -20,9 +20,9 @@ from data.encoder import CHAT_SAMPLING
 from training.cli import say
 from training.models import check_model_type
 from training.pipeline import Data, Recipe, Run
-from training.recipes.options import ChatArguments
 from training.runner import TrainingSetup
 from training.schedule import Rule
+from training.tasks.chat import TRAINING
 
 
 def _read(path: str, fmt: str, what: str):
@@ -88,9 +88,7 @@ def opening_lines(dialogues, limit: int = 5) -> list[list[str]]:
 
 
 class ChatRecipe(Recipe):
-    task = "chat"
-    script = "training/chat.py"
-    arguments = ChatArguments
+    training = TRAINING
     what = "GPT-2 chat model"
     lora_targets = ("c_attn", "c_proj")
     lora_task_type = "CAUSAL_LM"

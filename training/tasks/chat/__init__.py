@@ -1,0 +1,17 @@
+"""聊天 Chat: GPT-2 (Chinese) fine-tuned on multi-turn dialogues, `[CLS]u1[SEP]u2[SEP]...` with shifted labels."""
+
+from training.tasks import Training
+
+TRAINING = Training(
+    task="chat",
+    script="training/chat.py",
+    options="training.tasks.chat.options:ChatArguments",
+    recipe="training.tasks.chat.recipe:ChatRecipe",
+    reader="data.dialogue:read_dialogues",
+    items="dialogues",
+    sample="data/samples/dialogs.txt",
+    your_file="你的对话.txt",
+    demo="training/tasks/chat/demo.yaml",
+    demo_minutes=1.5,
+    description="Fine-tune GPT-2 (Chinese) on multi-turn dialogues and write a chat checkpoint folder.",
+)

@@ -1,0 +1,18 @@
+"""完形填空 Fill-Mask: a masked-LM (BERT, RoFormer ...) taught the facts of your own text."""
+
+from training.tasks import Training
+
+TRAINING = Training(
+    task="cloze",
+    script="training/cloze.py",
+    options="training.tasks.cloze.options:ClozeArguments",
+    recipe="training.tasks.cloze.recipe:ClozeRecipe",
+    reader="data.corpus:read_corpus",
+    items="passages",
+    sample="data/samples/cloze_corpus.txt",
+    your_file="你的文本.txt",
+    demo="training/tasks/cloze/demo.yaml",
+    demo_minutes=2.0,
+    description="Teach a masked-LM (BERT, RoBERTa, RoFormer ...) the facts in your own text; write a fill-mask "
+    "checkpoint folder.",
+)

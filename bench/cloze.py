@@ -36,7 +36,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from chat.fill_mask import FillMaskPredictor  # noqa: E402
 from training import cloze as cloze_script  # noqa: E402
 from training.cli import quiet_libraries  # noqa: E402
-from training.mlm import same_answer  # noqa: E402
+from training.tasks.cloze.mlm import same_answer  # noqa: E402
 
 SAMPLES = ROOT / "data" / "samples"
 LCQMC = ROOT.parent / "shared" / "data" / "lcqmc"
@@ -94,7 +94,7 @@ def reworded_top1(folder: Path, prompts: Path) -> tuple[float, float, int]:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from data.corpus import read_prompts
-    from training.mlm import hit_rate, quiz
+    from training.tasks.cloze.mlm import hit_rate, quiz
 
     fill = FillMaskPredictor.from_pretrained(str(folder))
     items, _ = read_prompts(prompts)

@@ -37,7 +37,7 @@ from data.pairs import read_pairs  # noqa: E402
 from training import cloze as cloze_script  # noqa: E402
 from training import similarity as sim_script  # noqa: E402
 from training.cli import quiet_libraries  # noqa: E402
-from training.pair_metrics import logistic_baseline, majority_class  # noqa: E402
+from training.tasks.similarity.metrics import logistic_baseline, majority_class  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 SETS = {"lcqmc": ("lcqmc/test.txt", "lcqmc/dev.txt"), "afqmc": ("afqmc/train.txt", "afqmc/dev.txt")}

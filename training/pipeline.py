@@ -49,7 +49,11 @@ class Data:
     items: int  # the count the start line names (lines, dialogues, pairs)
     texts: list = field(default_factory=list)  # the text a scratch vocab is built from (and a base extended with)
     report: dict = field(default_factory=dict)  # training_report.json "data"
-    extra: dict = field(default_factory=dict)  # anything else the recipe keeps for its later steps
+
+
+@dataclass
+class NoCarry:
+    """What a recipe keeps between its steps (`Recipe.carry`, a dataclass of the recipe's own): here, nothing."""
 
 
 @dataclass
@@ -71,10 +75,9 @@ class Run:
     small: bool = False  # trained with the from-scratch recipe (a scratch model or one as small)
     lr: float | None = None
     patience: int = 0
-    max_minutes: float | None = None  # this run's time (--max-minutes, or a stage's share of it)
     setup: TrainingSetup | None = None
     train_tokens: int = 0
-    state: dict = field(default_factory=dict)  # the recipe's own values between its steps
+    carry: object = None  # an instance of the recipe's `carry` dataclass: its own values between its steps
 
     @property
     def scratch(self) -> bool:
@@ -94,6 +97,7 @@ class Recipe:
     scratch_rule: Rule | None = None  # the default amount of training, from scratch ...
     pretrained_rule: Rule | None = None  # ... and on a pretrained base
     report_model_fields: tuple = ()  # config fields copied into the report's "model"
+    carry: type = NoCarry  # what the recipe keeps between its steps (a dataclass; every field has a default)
 
     @property
     def task(self) -> str:
@@ -106,8 +110,7 @@ class Recipe:
     def train(self, args, lora, options, *, argv=None, callbacks=(), resumable: bool = True) -> int:
         """The pipeline on parsed options (or options built by another recipe for a stage of its own run,
         `resumable=False`: a stopped stage is resumed by its run, not by a command of its own)."""
-        run = Run(self, args, lora, options, argv)
-        run.max_minutes = options.max_minutes
+        run = Run(self, args, lora, options, argv, carry=self.carry())
         run.data = self.read(run)
         run.output, run.resume_from = open_output(options, self.task, (args, lora))
         self.build(run)
@@ -140,7 +143,7 @@ class Recipe:
             run.resume_from,
             lr=run.lr,
             patience=run.patience,
-            max_minutes=run.max_minutes,
+            max_minutes=self.max_minutes(run),
             rule=self.rule(run),
             items=run.data.items,
         )
@@ -189,13 +192,23 @@ class Recipe:
     def build(self, run: Run) -> None:
         """The base model and tokenizer: the pretrained one (its vocab given the characters of the text it
         lacks, --max-len cut to its positions) or, when it cannot load, a scratch one with a character vocab."""
-        loaded, run.choice = pick_base(run.args.model, self.load_pretrained, run.options, self.what)
+        loaded, run.choice = pick_base(run.args.model, self.loader(run), run.options, self.what)
         run.max_len = getattr(run.args, "max_len", None)  # a task's options may have no --max-len
+        loaded = self.prepare_base(run, loaded)
         if loaded is None:
             tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
             run.model, run.tokenizer = self.scratch_model(run, tokenizer), tokenizer
             return
         self.use_base(run, *loaded)
+
+    def loader(self, run: Run):
+        """load_pretrained, or a function like it that gives the base what this run needs (a head's labels)."""
+        return self.load_pretrained
+
+    def prepare_base(self, run: Run, loaded):
+        """(model, tokenizer) to build on, or None for a scratch model: `loaded` (the base, None when it cannot
+        load), or what a stage trained first (similarity: a masked-LM on the pair text)."""
+        return loaded
 
     def use_base(self, run: Run, model, tokenizer) -> None:
         """A loaded base: --max-len cut to the positions it reads, its vocab given the text's missing characters."""
@@ -217,6 +230,10 @@ class Recipe:
     def default_patience(self, run: Run) -> int:
         """Evaluations without a better score before the run stops, when --patience is not given."""
         return run.options.patience
+
+    def max_minutes(self, run: Run) -> float | None:
+        """The time this run's training is given: --max-minutes (a recipe with stages gives each its share)."""
+        return run.options.max_minutes
 
     def encode(self, run: Run) -> TrainingSetup:
         """Override: the datasets, collator, metrics and callbacks of the Trainer run (run.train_tokens too)."""

@@ -9,6 +9,7 @@ character vocab built from the training data.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 from transformers import BertTokenizerFast, DataCollatorForSeq2Seq, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
@@ -87,8 +88,14 @@ def opening_lines(dialogues, limit: int = 5) -> list[list[str]]:
     return [[line] for line in seen]
 
 
+@dataclass
+class ChatCarry:
+    sequences: dict = field(default_factory=dict)  # the report's "sequences": counts after encoding
+
+
 class ChatRecipe(Recipe):
     training = TRAINING
+    carry = ChatCarry
     what = "GPT-2 chat model"
     lora_targets = ("c_attn", "c_proj")
     lora_task_type = "CAUSAL_LM"
@@ -179,8 +186,8 @@ class ChatRecipe(Recipe):
                 f"utterances were cut to fit --max-len {run.max_len}"
             )
         run.train_tokens = sum(len(x["input_ids"]) for x in train_ds)
-        run.state["sequences"] = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": run.train_tokens}
-        run.state["sequences"].update(stats)
+        run.carry.sequences = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": run.train_tokens}
+        run.carry.sequences.update(stats)
         say(
             f"base: {run.choice.name} | {len(train_ds)} train / {len(valid_ds)} valid sequences, "
             f"{run.train_tokens} train tokens"
@@ -191,7 +198,7 @@ class ChatRecipe(Recipe):
 
     def evaluate(self, run: Run, result, report: dict):
         tokenizer, final = run.tokenizer, run.output.final
-        report["sequences"] = run.state["sequences"]
+        report["sequences"] = run.carry.sequences
         report["sample_replies"] = sample_replies(result.trainer.model, tokenizer)
         report["examples"] = opening_lines(run.data.valid or run.data.train)
         report["convergence"] = result.convergence

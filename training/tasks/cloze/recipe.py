@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+from dataclasses import dataclass, field
+from typing import Callable
 
 import jieba
 import transformers
@@ -20,6 +22,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer
 
 from data import InputError
 from data.corpus import MASK, ClozePrompt, read_corpus, read_prompts
+from data.errors import BadRows
 from data.pairs import read_pairs
 from data.spans import recurring_spans, self_quiz
 from data.textio import read_text
@@ -98,8 +101,27 @@ def facts_line(facts: dict, shown: int = 12) -> str:
     return line
 
 
+@dataclass
+class ClozeCarry:
+    """What the cloze recipe keeps between its steps."""
+
+    prompts: list = field(default_factory=list)  # --eval-prompts' quiz, read
+    prompt_bad: BadRows | None = None  # its skipped lines
+    general: list = field(default_factory=list)  # --general-text's passages
+    spans: dict = field(default_factory=dict)  # recurring spans of the text (data/spans.py)
+    probes: list = field(default_factory=list)  # the self-quiz's probes, without --eval-prompts
+    held: list = field(default_factory=list)  # the lines held out for the self-quiz
+    quiz_items: list = field(default_factory=list)  # what is quizzed: the prompts, else the probes
+    ask: Callable | None = None  # how: quiz (prompts) or joint_quiz (probes)
+    before: list = field(default_factory=list)  # the quiz's answers before training
+    quizzer: QuizProgress | None = None  # the callback quizzing while training
+    general_ds: list = field(default_factory=list)  # --general-text, masked once
+    windows: dict = field(default_factory=dict)  # the report's "windows": counts after encoding
+
+
 class ClozeRecipe(Recipe):
     training = TRAINING
+    carry = ClozeCarry
     what = "masked-LM"
     lora_targets = ("query", "value")
 
@@ -180,8 +202,10 @@ class ClozeRecipe(Recipe):
             },
             "valid": {"path": valid_source, "rows": len(valid_text)},
         }
-        extra = dict(prompts=prompts, prompt_bad=prompt_bad, general=general, spans=spans, probes=probes, held=held)
-        return Data(train_text, valid_text, len(items), sentences + general, report, extra)
+        carry = run.carry
+        carry.prompts, carry.prompt_bad, carry.general = prompts, prompt_bad, general
+        carry.spans, carry.probes, carry.held = spans, probes, held
+        return Data(train_text, valid_text, len(items), sentences + general, report)
 
     def load_pretrained(self, name: str, **kw):
         kw = {**kw, "trust_remote_code": False}  # never a model's own code, not even on a "y" typed at a prompt
@@ -220,8 +244,7 @@ class ClozeRecipe(Recipe):
         return PAIRS_RULE if run.args.pairs else FACTS_RULE if run.small else PRETRAINED_FACTS_RULE
 
     def encode(self, run: Run) -> TrainingSetup:
-        args, options, tokenizer, data = run.args, run.options, run.tokenizer, run.data
-        extra = data.extra
+        args, options, tokenizer, data, carry = run.args, run.options, run.tokenizer, run.data, run.carry
         collator = ClozeCollator(tokenizer, args, options.seed, pad_to_multiple_of=8 if options.bf16 else None)
         max_len, overlap, wwm = run.max_len, args.overlap, args.whole_word_mask
         if args.pairs:
@@ -229,7 +252,7 @@ class ClozeRecipe(Recipe):
             train_ds = encode_pairs(tokenizer, data.train + [(b, a) for a, b in data.train], max_len, wwm)
             valid_ds = collator.mask_once(encode_pairs(tokenizer, data.valid, max_len, wwm))
         else:
-            spans = extra["spans"]
+            spans = carry.spans
             span_ids = (
                 spans
                 if args.span_probability > 0 or args.recombine_probability > 0 or args.bag_probability > 0
@@ -243,7 +266,7 @@ class ClozeRecipe(Recipe):
                 bag=args.bag_probability,
             )
             valid_ds = collator.mask_once(encode_passages(tokenizer, data.valid, max_len, overlap, wwm))
-        general = extra["general"]
+        general = carry.general
         general_ds = collator.mask_once(encode_passages(tokenizer, general, max_len, overlap, False)) if general else []
         run.train_tokens = sum(len(x["input_ids"]) for x in getattr(train_ds, "examples", train_ds))
         unit = "pairs (both orders in training)" if args.pairs else "windows"
@@ -251,21 +274,15 @@ class ClozeRecipe(Recipe):
             f"base: {run.choice.name} | {len(train_ds)} train / {len(valid_ds)} valid {unit}, "
             f"{run.train_tokens} train tokens"
         )
-        prompts = extra["prompts"]
-        quiz_items = prompts or probe_prompts(extra["probes"], tokenizer)
-        ask = quiz if prompts else joint_quiz
+        quiz_items = carry.prompts or probe_prompts(carry.probes, tokenizer)
+        ask = quiz if carry.prompts else joint_quiz
         quizzer = None
         if quiz_items:
             patience = QUIZ_PATIENCE if not (options.epochs or options.max_steps) else None
             quizzer = QuizProgress(tokenizer, quiz_items, ask, patience=patience)
-        run.state.update(
-            quiz_items=quiz_items,
-            ask=ask,
-            before=ask(run.model, tokenizer, quiz_items) if quiz_items else [],
-            quizzer=quizzer,
-            general_ds=general_ds,
-            windows={"train": len(train_ds), "valid": len(valid_ds), "train_tokens": run.train_tokens},
-        )
+        carry.quiz_items, carry.ask, carry.quizzer, carry.general_ds = quiz_items, ask, quizzer, general_ds
+        carry.before = ask(run.model, tokenizer, quiz_items) if quiz_items else []
+        carry.windows = {"train": len(train_ds), "valid": len(valid_ds), "train_tokens": run.train_tokens}
         return TrainingSetup(
             train_ds,
             valid_ds or None,
@@ -281,24 +298,39 @@ class ClozeRecipe(Recipe):
         )
 
     def evaluate(self, run: Run, result, report: dict):
-        args, extra, state = run.args, run.data.extra, run.state
-        prompts, probes, general_ds = extra["prompts"], extra["probes"], state["general_ds"]
-        quiz_items, ask, before, quizzer = state["quiz_items"], state["ask"], state["before"], state["quizzer"]
-        trainer = result.trainer
-        general_before = result.before_train
-        general_after = general_accuracy(trainer, general_ds) if general_ds else None
+        carry, trainer = run.carry, result.trainer
+        general_after = general_accuracy(trainer, carry.general_ds) if carry.general_ds else None
         # With LoRA the adapters sit inside the base model's layers: quiz it as it is, unmerged.
         quizzed = trainer.model.get_base_model() if run.lora.lora else trainer.model
-        after = ask(quizzed, run.tokenizer, quiz_items) if quiz_items else []
-        if prompts:
+        after = carry.ask(quizzed, run.tokenizer, carry.quiz_items) if carry.quiz_items else []
+        report["windows"] = carry.windows
+        self.report_quizzes(run, report, after, (result.before_train, general_after))
+        best = result.best or {}
+        summary = (
+            f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; "
+            if "masked_accuracy" in best
+            else ""
+        )
+        if after and hit_rate(after) == 1.0 and result.convergence and "still falling" in result.convergence:
+            result.convergence = None  # every quiz answer is right: "more training would help" would mislead
+        report["convergence"] = result.convergence
+        if carry.probes:
+            report["metrics_line"] = summary = (
+                f"recalls {report['self_quiz']['recalled']} of {len(carry.probes)} probed facts from your text "
+                f"(before training {sum(r['hit'] for r in carry.before)}); "
+            )
+        self.note_ceiling(run, result, report)
+        return self.card(run, best, after), summary, None
+
+    def report_quizzes(self, run: Run, report: dict, after: list, general: tuple) -> None:
+        """The report's "prompts" (--eval-prompts), "self_quiz" and "general" (--general-text), said as well."""
+        args, carry = run.args, run.carry
+        before, probes = carry.before, carry.probes
+        if carry.prompts:
             print_quiz(before, after)
-        if general_ds:
-            say(f"general cloze accuracy: before {general_before:.1%}, after {general_after:.1%}")
-        report["windows"] = state["windows"]
-        if prompts:
             report["prompts"] = {
                 "path": os.path.abspath(args.eval_prompts),
-                "skipped": extra["prompt_bad"].to_dict(),
+                "skipped": carry.prompt_bad.to_dict(),
                 "top1_accuracy_before": hit_rate(before),
                 "top1_accuracy_after": hit_rate(after),
                 "before": before,
@@ -307,26 +339,47 @@ class ClozeRecipe(Recipe):
         if probes:
             report["self_quiz"] = {
                 "probes": len(probes),
-                "held_out_lines": len(extra["held"]),
+                "held_out_lines": len(carry.held),
                 "recall_before": hit_rate(before),
                 "recall_after": hit_rate(after),
                 "recalled": sum(r["hit"] for r in after),
-                "curve": quizzer.curve if quizzer else [],
-                "spans": dict(list(extra["spans"].items())[:100]),
+                "curve": carry.quizzer.curve if carry.quizzer else [],
+                "spans": dict(list(carry.spans.items())[:100]),
                 "after": [{**r, "held_out": p.held_out} for r, p in zip(after, probes)],
                 "facts": facts_learned(after),
             }
-        if general_ds:
+        if carry.general_ds:
+            general_before, general_after = general
+            say(f"general cloze accuracy: before {general_before:.1%}, after {general_after:.1%}")
             report["general"] = {
                 "path": os.path.abspath(args.general_text),
                 "masked_accuracy_before": general_before,
                 "masked_accuracy_after": general_after,
             }
-        best = result.best or {}
+
+    def note_ceiling(self, run: Run, result, report: dict) -> None:
+        """A run the default ceiling stopped (a busy or slow machine, not a failed run): what it knows and how to go
+        on (the plan extends)."""
+        ceiling = (result.schedule or {}).get("ceiling_s")
+        if not (ceiling and result.time_capped):  # stopped at the ceiling, or re-planned down to end there
+            return
+        quizzer, probes = run.carry.quizzer, run.carry.probes
+        curve = [c["recall"] for c in (quizzer.curve if quizzer else [])]
+        improving = bool(curve) and curve[-1] >= max(curve) and (len(curve) < 2 or curve[-1] > curve[0])
+        knows = f"it recalls {report['self_quiz']['recalled']} of {len(probes)} facts of your text" if probes else ""
+        result.convergence = (
+            f"note: the {ceiling / 60:g}-minute ceiling ended training at step {result.global_step:,} of "
+            f"{result.schedule.get('wanted_steps') or result.global_step:,} (this machine was slower than "
+            f"planned; busy?){'; ' + knows if knows else ''}{' and was still improving' if improving else ''}. "
+            f"To train on: {resume_command(self.script, run.argv)}"
+        )
+        report["convergence"] = result.convergence
+
+    def card(self, run: Run, best: dict, after: list) -> dict:
         metrics = {k: best[k] for k in ("valid_loss", "masked_accuracy") if k in best}
-        if prompts:
+        if run.carry.prompts:
             metrics["prompt_top1_accuracy"] = hit_rate(after)
-        card = dict(
+        return dict(
             title=f"Chinese cloze BERT ({os.path.basename(run.output.final)})",
             pipeline_tag="fill-mask",
             tags=["bert", "chinese", "fill-mask", "cloze"] + (["lora"] if run.lora.lora else []),
@@ -337,41 +390,6 @@ class ClozeRecipe(Recipe):
 fill = pipeline("fill-mask", model="{run.output.final}")
 print(fill("三国人物诸[MASK][MASK]"))""",
         )
-        summary = (
-            f"last epoch {best['epoch']}: held-out masked accuracy {best['masked_accuracy']:.1%}; "
-            if "masked_accuracy" in best
-            else ""
-        )
-        if (
-            quiz_items
-            and after
-            and hit_rate(after) == 1.0
-            and result.convergence
-            and "still falling" in result.convergence
-        ):
-            result.convergence = None  # every quiz answer is right: "more training would help" would mislead
-        report["convergence"] = result.convergence
-        if probes:
-            report["metrics_line"] = summary = (
-                f"recalls {report['self_quiz']['recalled']} of {len(probes)} probed facts from your text "
-                f"(before training {sum(r['hit'] for r in before)}); "
-            )
-        ceiling = (result.schedule or {}).get("ceiling_s")
-        if ceiling and result.time_capped:  # stopped at the ceiling, or the plan re-planned down to end there
-            # a busy or slow machine, not a failed run: say what it knows and how to go on (the plan extends)
-            curve = [c["recall"] for c in (quizzer.curve if quizzer else [])]
-            improving = bool(curve) and curve[-1] >= max(curve) and (len(curve) < 2 or curve[-1] > curve[0])
-            knows = (
-                f"it recalls {report['self_quiz']['recalled']} of {len(probes)} facts of your text" if probes else ""
-            )
-            result.convergence = (
-                f"note: the {ceiling / 60:g}-minute ceiling ended training at step {result.global_step:,} of "
-                f"{result.schedule.get('wanted_steps') or result.global_step:,} (this machine was slower than "
-                f"planned; busy?){'; ' + knows if knows else ''}{' and was still improving' if improving else ''}. "
-                f"To train on: {resume_command(self.script, run.argv)}"
-            )
-            report["convergence"] = result.convergence
-        return card, summary, None
 
     def after_publish(self, run: Run, result, report: dict) -> None:
         if "self_quiz" in report:

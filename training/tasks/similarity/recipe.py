@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -27,14 +28,14 @@ from transformers import (
 )
 
 from data import InputError
-from data.pairs import read_pairs
+from data.pairs import PairFile, read_pairs
 from data.textio import write_atomic
 from training.args import MAX_BATCH, LoraArguments, RunArguments
 from training.cli import EXIT_INTERRUPTED, say
 from training.pipeline import Data, Recipe, Run
 from training.runner import TrainingSetup, predict_in_order
 from training.schedule import Rule
-from training.steps import input_files, pick_base, resumed_tokenizer
+from training.steps import input_files
 from training.tasks.cloze.options import ClozeArguments
 from training.tasks.cloze.recipe import ClozeRecipe
 from training.tasks.similarity import TRAINING
@@ -63,8 +64,31 @@ PAIR_STAGE_END_MINUTES = 0.3
 MIN_PAIRS = 10  # fewer cannot both train and leave a pair to check it on
 
 
+@dataclass
+class PairCarry:
+    """What the similarity recipe keeps between its steps."""
+
+    started: float = 0.0  # time.monotonic() when it started: the pair stage gets what the time cap has left
+    file: PairFile | None = None  # the training file as read
+    problem: str = "classification"  # or "regression" (the --task option, or the labels')
+    train_labels: list = field(default_factory=list)
+    dev_labels: list = field(default_factory=list)
+    metric: str = "accuracy"
+    num_labels: int = 2
+    id2label: dict = field(default_factory=dict)
+    predict_file: PairFile | None = None  # --predict, read before training
+    predictions_to: str | None = None  # where its rows go (checked before training)
+    mlm_stage: dict | None = None  # the report's "mlm_stage"
+    pair_minutes: float | None = None  # the pair stage's share of the time cap, after the masked-LM stage
+    dev_ds: list = field(default_factory=list)
+    predictions: list | None = None
+    warning: str | None = None  # the baseline line, when the model is no better than what needs no model
+    closing: str | None = None  # the last line said
+
+
 class SimilarityRecipe(Recipe):
     training = TRAINING
+    carry = PairCarry
     what = "sentence-pair model"
     lora_targets = ("query", "value")
     lora_task_type = "SEQ_CLS"  # peft keeps the head trainable
@@ -75,7 +99,7 @@ class SimilarityRecipe(Recipe):
     pretrained_rule = Rule(min_steps=100, min_passes=3, max_minutes=30, unit="pairs", max_passes=5)
 
     def read(self, run: Run) -> Data:
-        run.state["started"] = time.monotonic()
+        run.carry.started = time.monotonic()
         args = run.args
         train_file = read_pairs(args.train, args.format, args.task)
         problem = train_file.task
@@ -136,27 +160,22 @@ class SimilarityRecipe(Recipe):
             },
             "valid": {"path": dev_source, "rows": len(dev_pairs)},
         }
-        extra = dict(
-            file=train_file,
-            problem=problem,
-            labels=(train_labels, dev_labels),
-            predict_file=predict_file,
-            metric=args.metric or ("accuracy" if problem == "classification" else "spearman"),
-            num_labels=num_labels,
-            id2label=dict(enumerate(train_file.label_names)) if problem == "classification" else {0: "score"},
-        )
+        carry = run.carry
+        carry.file, carry.problem, carry.predict_file, carry.num_labels = train_file, problem, predict_file, num_labels
+        carry.train_labels, carry.dev_labels = train_labels, dev_labels
+        carry.metric = args.metric or ("accuracy" if problem == "classification" else "spearman")
+        carry.id2label = dict(enumerate(train_file.label_names)) if problem == "classification" else {0: "score"}
         texts = [s for p in train_file.pairs for s in p]
-        return Data(train_pairs, dev_pairs, len(train_pairs), texts, report, extra)
+        return Data(train_pairs, dev_pairs, len(train_pairs), texts, report)
 
     def head(self, run: Run) -> dict:
         """The classification (or regression) head's config fields."""
-        extra = run.data.extra
-        id2label = extra["id2label"]
+        carry = run.carry
         return dict(
-            num_labels=extra["num_labels"],
-            id2label=id2label,
-            label2id={v: k for k, v in id2label.items()},
-            problem_type="single_label_classification" if extra["problem"] == "classification" else "regression",
+            num_labels=carry.num_labels,
+            id2label=carry.id2label,
+            label2id={v: k for k, v in carry.id2label.items()},
+            problem_type="single_label_classification" if carry.problem == "classification" else "regression",
         )
 
     def load_pretrained(self, name: str, dropout: float | None = None, head: dict | None = None, **kw):
@@ -173,58 +192,59 @@ class SimilarityRecipe(Recipe):
         return model, tokenizer
 
     def build(self, run: Run) -> None:
-        """The base as the pipeline builds it, with a masked-LM stage first for a scratch model: from scratch
-        a pair classifier sat at chance on LCQMC (loss 0.693); masked-LM on the same pairs first, as the pair
-        task encodes them, is what made it learn (bench/similarity.py)."""
-        args, options = run.args, run.options
-        if args.predict:  # checked now: a bad --output-file must stop the run before it trains, not after
-            run.state["predictions_to"] = run.output.place_output_file(
+        if run.args.predict:  # checked now: a bad --output-file must stop the run before it trains, not after
+            run.carry.predictions_to = run.output.place_output_file(
                 "--output-file",
-                args.output_file or os.path.join(run.output.final, "predictions.jsonl"),
-                input_files(options, (args, run.lora)),
+                run.args.output_file or os.path.join(run.output.final, "predictions.jsonl"),
+                input_files(run.options, (run.args, run.lora)),
             )
+        super().build(run)
+
+    def loader(self, run: Run):
         head = self.head(run)
+        return lambda name, **kw: self.load_pretrained(name, head=head, **kw)
 
-        def load(name, **kw):
-            return self.load_pretrained(name, head=head, **kw)
+    def prepare_base(self, run: Run, loaded):
+        """A masked-LM stage first for a scratch model: from scratch a pair classifier sat at chance on LCQMC (loss
+        0.693); masked-LM on the same pairs first, as the pair task encodes them, is what made it learn
+        (bench/similarity.py). The pair stage then gets what the time cap has left (`max_minutes`)."""
+        if loaded is not None or run.resume_from or run.args.no_mlm_stage:
+            return loaded
+        options = run.options
+        max_minutes = options.max_minutes or self.scratch_rule.max_minutes
+        stage, run.carry.mlm_stage = self.masked_lm_stage(run, max_minutes * MLM_SHARE)
+        # the stage trained without dropout; the pair task overfits within a few passes and gets BERT's usual 0.1
+        loaded = self.loader(run)(stage, dropout=0.1)
+        if options.epochs is None and options.max_steps is None:
+            # what is left of the cap since the start, less the pair stage's own end (calibration, saving): the
+            # default run on 6,000 LCQMC pairs ended 6 s over 15 min when only the MLM stage was counted
+            left = max_minutes - (time.monotonic() - run.carry.started) / 60 - PAIR_STAGE_END_MINUTES
+            run.carry.pair_minutes = round(max(0.5, left), 1)
+        state = PartialState()
+        state.wait_for_everyone()  # every process has loaded it
+        if state.is_main_process:
+            shutil.rmtree(stage, ignore_errors=True)  # it must not end up inside the checkpoint
+        return loaded
 
-        loaded, run.choice = pick_base(args.model, load, options, self.what)
-        run.max_len = args.max_len
-        cap_minutes = run.max_minutes or self.scratch_rule.max_minutes
-        stage = None
-        if loaded is None and not run.resume_from and not args.no_mlm_stage:
-            stage, run.state["mlm_stage"] = self.masked_lm_stage(run, cap_minutes * MLM_SHARE)
-            # the stage trained without dropout; the pair task overfits within a few passes and gets BERT's
-            # usual 0.1 back
-            loaded = load(stage, dropout=0.1)
-            if options.epochs is None and options.max_steps is None:  # the pair stage gets what the cap has left
-                # what is left of the cap since the start, less the pair stage's own end (calibration, saving):
-                # the default run on 6,000 LCQMC pairs ended 6 s over 15 min when only the MLM stage was counted
-                left = cap_minutes - (time.monotonic() - run.state["started"]) / 60 - PAIR_STAGE_END_MINUTES
-                run.max_minutes = round(max(0.5, left), 1)
-        if loaded is None:
-            tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
-            config = BertConfig(
-                vocab_size=len(tokenizer),
-                hidden_size=args.n_embd,
-                num_hidden_layers=args.n_layer,
-                num_attention_heads=args.n_head,
-                intermediate_size=4 * args.n_embd,
-                max_position_embeddings=max(args.max_len, 64),
-                pad_token_id=tokenizer.pad_token_id,
-                **head,
-            )
-            if run.resume_from and os.path.isfile(os.path.join(run.resume_from, "config.json")):
-                # the interrupted run's own shape: after the masked-LM stage it has that model's positions
-                config = BertConfig.from_pretrained(run.resume_from)
-            run.model, run.tokenizer = BertForSequenceClassification(config), tokenizer
-        else:
-            self.use_base(run, *loaded)
-        if stage:
-            state = PartialState()
-            state.wait_for_everyone()  # every process has loaded it
-            if state.is_main_process:
-                shutil.rmtree(stage, ignore_errors=True)  # it must not end up inside the checkpoint
+    def max_minutes(self, run: Run) -> float | None:
+        return run.carry.pair_minutes or run.options.max_minutes
+
+    def scratch_model(self, run: Run, tokenizer):
+        args = run.args
+        if run.resume_from and os.path.isfile(os.path.join(run.resume_from, "config.json")):
+            # the interrupted run's own shape: after the masked-LM stage it has that model's positions
+            return BertForSequenceClassification(BertConfig.from_pretrained(run.resume_from))
+        config = BertConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=args.n_embd,
+            num_hidden_layers=args.n_layer,
+            num_attention_heads=args.n_head,
+            intermediate_size=4 * args.n_embd,
+            max_position_embeddings=max(args.max_len, 64),
+            pad_token_id=tokenizer.pad_token_id,
+            **self.head(run),
+        )
+        return BertForSequenceClassification(config)
 
     def masked_lm_stage(self, run: Run, minutes: float) -> tuple[str, dict]:
         """The masked-LM recipe (training/recipes/cloze.py, --pairs) on the training pairs, through the same
@@ -287,8 +307,8 @@ class SimilarityRecipe(Recipe):
         return run.options.patience
 
     def encode(self, run: Run) -> TrainingSetup:
-        data, extra = run.data, run.data.extra
-        train_labels, dev_labels = extra["labels"]
+        data, carry = run.data, run.carry
+        train_labels, dev_labels = carry.train_labels, carry.dev_labels
         symmetric = data.report["train"]["both_orders"]
         if symmetric:
             # "Same meaning" does not depend on the order: (b, a) is a second, free training example.
@@ -303,8 +323,8 @@ class SimilarityRecipe(Recipe):
             f"base: {run.choice.name} | {len(train_ds)} train{' (both orders)' if symmetric else ''} / "
             f"{len(dev_ds)} dev pairs, {run.train_tokens} train tokens"
         )
-        run.state["dev_ds"] = dev_ds
-        metric = extra["metric"]
+        carry.dev_ds = dev_ds
+        metric = carry.metric
         collator = DataCollatorWithPadding(run.tokenizer, pad_to_multiple_of=8 if run.options.bf16 else None)
         return TrainingSetup(
             train_ds,
@@ -312,18 +332,13 @@ class SimilarityRecipe(Recipe):
             collator,
             metric=metric,
             greater_is_better=metric != "loss",
-            compute_metrics=classification_metrics if extra["problem"] == "classification" else regression_metrics,
+            compute_metrics=classification_metrics if carry.problem == "classification" else regression_metrics,
         )
 
     def evaluate(self, run: Run, result, report: dict):
-        data, extra, dev_ds = run.data, run.data.extra, run.state["dev_ds"]
-        train_labels, dev_labels = extra["labels"]
-        problem, num_labels, metric, label_names = (
-            extra["problem"],
-            extra["num_labels"],
-            extra["metric"],
-            extra["file"].label_names,
-        )
+        data, carry = run.data, run.carry
+        dev_ds, train_labels, dev_labels = carry.dev_ds, carry.train_labels, carry.dev_labels
+        problem, num_labels, metric, label_names = carry.problem, carry.num_labels, carry.metric, carry.file.label_names
         trainer = result.trainer
         final = trainer.model.get_base_model() if run.lora.lora else trainer.model  # config holder; saving merges
         threshold = dev_acc = temperature = None
@@ -351,8 +366,7 @@ class SimilarityRecipe(Recipe):
             accuracy = dev_acc if dev_acc is not None else result.best["accuracy"]
             closing, weak = baseline_line(accuracy, majority, label_names[top], overlap)
             warning = closing if weak else None
-        counts = extra["file"].class_counts() if problem == "classification" else {}
-        mlm_stage = run.state.get("mlm_stage")
+        counts = carry.file.class_counts() if problem == "classification" else {}
         report.update(
             {
                 "problem": problem,
@@ -365,7 +379,7 @@ class SimilarityRecipe(Recipe):
                 "majority_baseline": round(majority, 4) if majority is not None else None,
                 "char_overlap_baseline": round(overlap, 4) if overlap is not None else None,
                 "warning": warning,
-                "mlm_stage": mlm_stage,
+                "mlm_stage": carry.mlm_stage,
                 "convergence": result.convergence,
                 "examples": example_pairs(data.valid or data.train, dev_labels if data.valid else train_labels),
             }
@@ -384,32 +398,31 @@ judge = pipeline("text-classification", model="{final_folder}", top_k=None)
 print(judge({{"text": "花呗怎么还款", "text_pair": "花呗如何还钱"}}))""",
         )
         summary = f"best epoch {best['epoch']}: {metric} {best[metric]:.4f}; " if metric in best else ""
-        predict_file = extra["predict_file"]
-        if predict_file:
-            run.state["predictions"] = predict_pairs(
-                trainer, run.tokenizer, predict_file, run.max_len, problem, label_names, threshold, temperature
+        if carry.predict_file:
+            carry.predictions = predict_pairs(
+                trainer, run.tokenizer, carry.predict_file, run.max_len, problem, label_names, threshold, temperature
             )
-            if run.state["predictions_to"].startswith(run.output.work + os.sep):
+            if carry.predictions_to.startswith(run.output.work + os.sep):
                 self.write_predictions(run)  # into the checkpoint before it is published
-        run.state.update(warning=warning, closing=closing)
+        carry.warning, carry.closing = warning, closing
         return card, summary, None
 
     def write_predictions(self, run: Run) -> None:
         """--predict's rows as JSON Lines, written under a temporary name and renamed (never half a file)."""
-        out = run.state["predictions_to"]
+        out = run.carry.predictions_to
         os.makedirs(os.path.dirname(out), exist_ok=True)
-        write_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in run.state["predictions"]))
+        write_atomic(out, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in run.carry.predictions))
 
     def after_publish(self, run: Run, result, report: dict) -> None:
-        predictions = run.state.get("predictions")
+        predictions = run.carry.predictions
         if predictions is not None:
-            out = run.state["predictions_to"]
+            out = run.carry.predictions_to
             if out.startswith(run.output.work + os.sep):
                 out = os.path.join(run.output.final, os.path.basename(out))
             else:
                 self.write_predictions(run)
             say(f"{len(predictions)} predictions written to {out}")
-        if result.convergence and not run.state["warning"]:
+        if result.convergence and not run.carry.warning:
             say(result.convergence)
-        if run.state["closing"]:
-            say(run.state["closing"])  # last, so it is what the person reads
+        if run.carry.closing:
+            say(run.carry.closing)  # last, so it is what the person reads

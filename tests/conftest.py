@@ -50,9 +50,9 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
 def chat_checkpoint(tmp_path_factory):
     """A tiny chat model trained by training/chat.py on the sample dialogues (the real contract)."""
     from training import chat as chat_script
-    from training.cli import run
+    from training.cli import guarded
 
     out = tmp_path_factory.mktemp("ckpt") / "chat"
     argv = ["--data", str(SAMPLES / "dialogs.txt"), "--output", str(out), *TINY_CHAT, "--epochs", "3", "--lr", "3e-3"]
-    assert run(chat_script.main, argv) == 0
+    assert guarded(chat_script.main, argv) == 0
     return out

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT, SAMPLES, write
 from training import cloze as cloze_script
 from training import similarity as sim_script
-from training.cli import run
+from training.cli import guarded
 
 TINY_BERT = [
     "--model",
@@ -39,7 +39,7 @@ def checkpoints(tmp_path_factory, chat_checkpoint) -> Path:
     root = tmp_path_factory.mktemp("app") / "checkpoints"
     shutil.copytree(chat_checkpoint, root / "chat")
     assert (
-        run(
+        guarded(
             cloze_script.main,
             [
                 "--data",
@@ -54,7 +54,7 @@ def checkpoints(tmp_path_factory, chat_checkpoint) -> Path:
         == 0
     )
     assert (
-        run(
+        guarded(
             sim_script.main,
             ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(root / "similarity"), *TINY_BERT, "--epochs", "2"],
         )
@@ -565,7 +565,9 @@ def test_compare_starts_with_the_base_the_model_was_fine_tuned_from(tmp_path, ch
     shutil.copytree(checkpoints / "similarity", root / "pairs")
     corpus = str(SAMPLES / "cloze_corpus.txt")
     for base, out in ((root / "before", root / "after"), (tmp_path / "elsewhere" / "base", root / "moved")):
-        code = run(cloze_script.main, ["--data", corpus, "--model", str(base), "--output", str(out), "--epochs", "1"])
+        code = guarded(
+            cloze_script.main, ["--data", corpus, "--model", str(base), "--output", str(out), "--epochs", "1"]
+        )
         assert code == 0
     ctx = TabContext(app.Settings(checkpoints=str(root), demo=False), ModelStore(), None)
     labels, default = second_choices(ctx, "cloze", "after")

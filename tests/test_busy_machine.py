@@ -17,8 +17,8 @@ import torch
 from tests.conftest import SAMPLES
 from training import callbacks, schedule, threads
 from training import cloze as cloze_script
-from training.cli import run
-from training.schedule import Rule, plan
+from training.cli import guarded
+from training.schedule import Rule, amount
 from training.tasks.cloze import recipe as cloze_recipe
 
 TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--seed", "0"]
@@ -71,14 +71,14 @@ def test_a_users_omp_num_threads_is_left_alone(busy_core, monkeypatch):
 
 def test_a_ceiling_rule_keeps_its_steps_on_a_slow_machine_and_caps_only_past_the_ceiling():
     rule = Rule(min_steps=100, min_passes=1, max_minutes=1, ceiling=3)
-    slow = plan(rule, 10, 1, 1.0, None, None, None)  # 100 s at 1 s a step: over the 1 minute, under the 3
+    slow = amount(rule, 10, 1, 1.0, None, None, None)  # 100 s at 1 s a step: over the 1 minute, under the 3
     assert (slow.steps, slow.capped) == (100, False) and "stops at 3 min at the latest" in slow.reason
-    crawl = plan(rule, 10, 1, 3.0, None, None, None)  # 300 s: past the ceiling
+    crawl = amount(rule, 10, 1, 3.0, None, None, None)  # 300 s: past the ceiling
     assert crawl.capped and crawl.steps == 60 and "the 3-minute ceiling caps it" in crawl.reason
-    mine = plan(rule, 10, 1, 1.0, 1.0, None, None)  # a --max-minutes of the user's own is a cap, as before
+    mine = amount(rule, 10, 1, 1.0, 1.0, None, None)  # a --max-minutes of the user's own is a cap, as before
     assert mine.capped and mine.steps == 60
     old = Rule(min_steps=100, min_passes=1, max_minutes=1)  # no ceiling: the time caps the plan itself
-    assert plan(old, 10, 1, 1.0, None, None, None).steps == 60
+    assert amount(old, 10, 1, 1.0, None, None, None).steps == 60
 
 
 @pytest.fixture
@@ -107,7 +107,7 @@ def test_a_run_the_ceiling_cuts_says_what_it_knows_and_resume_trains_the_rest(
     )
     out = tmp_path / "facts"
     argv = ["--data", str(SAMPLES / "cloze_corpus.txt"), *TINY, "--output", str(out)]
-    assert run(cloze_script.main, argv) == 0
+    assert guarded(cloze_script.main, argv) == 0
     report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     sched = report["schedule"]
     assert sched["ceiling_s"] == 60 and sched["wanted_steps"] == 300
@@ -118,6 +118,6 @@ def test_a_run_the_ceiling_cuts_says_what_it_knows_and_resume_trains_the_rest(
     assert "To train on: python training/cloze.py" in err and err.rstrip().endswith("--resume")
     assert "learned " in err and report["self_quiz"]["facts"]["learned"] + report["self_quiz"]["facts"]["not_learned"]
     # the plan extends: --resume goes on to the rule's 300 steps, however far the ceiling let it get
-    assert run(cloze_script.main, [*argv, "--resume"]) == 0
+    assert guarded(cloze_script.main, [*argv, "--resume"]) == 0
     again = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert again["schedule"]["steps_trained"] == 300

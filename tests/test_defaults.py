@@ -9,7 +9,8 @@ import pytest
 
 from data.spans import recurring_spans, self_quiz
 from tests.conftest import ROOT, write
-from training.schedule import Rule, convergence_note, describe, plan
+from training.cli import guarded
+from training.schedule import Rule, amount, convergence_note, describe
 
 RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
 
@@ -23,7 +24,7 @@ RULE = Rule(min_steps=2000, min_passes=100, max_minutes=5, unit="lines")
     ],
 )
 def test_schedule_rule_sizes_by_data_and_machine(items, per_epoch, seconds, steps, capped):
-    p = plan(RULE, items, per_epoch, seconds, None, None, None)
+    p = amount(RULE, items, per_epoch, seconds, None, None, None)
     assert p.capped == capped
     if capped:
         assert p.steps == int(5 * 60 / seconds) and p.steps < steps and "--max-minutes 5 caps it" in p.reason
@@ -35,9 +36,11 @@ def test_schedule_rule_sizes_by_data_and_machine(items, per_epoch, seconds, step
 
 
 def test_explicit_epochs_and_steps_win_over_the_rule():
-    assert plan(RULE, 30, 2, 0.01, None, 3.0, None).steps == 6
-    assert plan(RULE, 30, 2, 0.01, None, None, 50).epochs == 25
-    assert plan(Rule(10, 1, 5, max_passes=5), 1000, 100, None, None, None, None).steps == 100  # max_passes caps passes
+    assert amount(RULE, 30, 2, 0.01, None, 3.0, None).steps == 6
+    assert amount(RULE, 30, 2, 0.01, None, None, 50).epochs == 25
+    assert (
+        amount(Rule(10, 1, 5, max_passes=5), 1000, 100, None, None, None, None).steps == 100
+    )  # max_passes caps passes
 
 
 class _Clock:
@@ -142,14 +145,13 @@ def test_a_run_whose_probe_was_wrong_is_re_planned_and_says_so(tmp_path, monkeyp
     import training.callbacks as callbacks
     import training.plan as plan
     from training import cloze as cloze_script
-    from training.cli import run
 
     monkeypatch.setattr(callbacks, "REPLAN_MIN_S", 0)
     monkeypatch.setattr(plan, "measure_step", lambda *a, **k: 1e-4)
     corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
     out = tmp_path / "out"
     argv = ["--data", str(corpus), "--output", str(out), "--model", "scratch", "--n-layer", "1", "--n-embd", "64"]
-    assert run(cloze_script.main, argv + ["--n-head", "2", "--max-len", "32", "--max-minutes", "0.1"]) == 0
+    assert guarded(cloze_script.main, argv + ["--n-head", "2", "--max-len", "32", "--max-minutes", "0.1"]) == 0
     s = json.loads((out / "training_report.json").read_text(encoding="utf-8"))["schedule"]
     assert s["probed_seconds_per_step"] == 1e-4 and s["planned_steps"] >= 8000 and s["budget_s"] == 6
     assert s["replanned"] and s["replanned"][0]["steps"] < s["planned_steps"]
@@ -166,7 +168,6 @@ def test_a_time_cap_hit_evaluates_and_saves_its_last_step_once(tmp_path, monkeyp
     import training.plan as plan
     from tests.conftest import SAMPLES
     from training import similarity as sim_script
-    from training.cli import run
 
     class Slow(TrainerCallback):  # steps of 50 ms or more: the 1.2 s cap hits before three epochs of 27 steps
         evals, saves = [], []
@@ -184,7 +185,7 @@ def test_a_time_cap_hit_evaluates_and_saves_its_last_step_once(tmp_path, monkeyp
     out = tmp_path / "out"
     argv = ["--train", str(SAMPLES / "pairs.tsv"), "--output", str(out), "--no-mlm-stage", "--epochs", "3"]
     argv += ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32"]
-    assert run(lambda a: sim_script.main(a, callbacks=[Slow()]), argv + ["--max-minutes", "0.02"]) == 0
+    assert guarded(lambda a: sim_script.main(a, callbacks=[Slow()]), argv + ["--max-minutes", "0.02"]) == 0
     s = json.loads((out / "training_report.json").read_text(encoding="utf-8"))["schedule"]
     assert s["ended_by_time_cap"] and Slow.evals and Slow.saves
     assert len(Slow.evals) == len(set(Slow.evals)) and len(Slow.saves) == len(set(Slow.saves))
@@ -354,12 +355,11 @@ def test_a_fact_corpus_trains_a_rotary_model_and_pairs_stay_bert():
 @pytest.mark.slow
 def test_a_tiny_scratch_cloze_run_raises_its_self_quiz_recall(tmp_path):
     from training import cloze as cloze_script
-    from training.cli import run
 
     corpus = write(tmp_path / "facts.txt", "\n".join(FACTS) + "\n")
     out = tmp_path / "out"
     assert (
-        run(
+        guarded(
             cloze_script.main,
             [
                 "--data",
@@ -414,9 +414,9 @@ def test_corpora_written_for_the_bench_hold_their_facts_and_ask_in_other_words(f
 
 
 def test_a_max_minutes_given_with_epochs_caps_them():
-    p = plan(RULE, 30, 2, 1.0, 0.5, 100.0, None)  # 200 steps at 1 s would take 200 s; 30 s allowed
+    p = amount(RULE, 30, 2, 1.0, 0.5, 100.0, None)  # 200 steps at 1 s would take 200 s; 30 s allowed
     assert p.steps == 30 and p.capped and "capped by --max-minutes 0.5" in p.reason
-    assert plan(RULE, 30, 2, 1.0, 10, 100.0, None).steps == 200  # fits: the epochs as given
+    assert amount(RULE, 30, 2, 1.0, 10, 100.0, None).steps == 200  # fits: the epochs as given
 
 
 def test_bf16_is_used_only_where_it_is_fast(monkeypatch, tmp_path):

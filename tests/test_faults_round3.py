@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import SAMPLES, write
 from tests.test_reliability import CORPUS, TINY, cloze, one_line_error, script, weights
 from training import similarity as similarity_script
-from training.cli import run
+from training.cli import guarded
 
 PAIRS = str(SAMPLES / "pairs.tsv")
 T = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2"]
@@ -26,7 +26,7 @@ def digest(path) -> str:
 
 
 def similarity(*args) -> int:
-    return run(similarity_script.main, [*T, "--max-len", "32", "--no-mlm-stage", *args])
+    return guarded(similarity_script.main, [*T, "--max-len", "32", "--no-mlm-stage", *args])
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_output_file_checks_come_before_training(tmp_path, capsys):
 
 
 def test_default_predictions_are_part_of_the_checkpoint(tmp_path):
-    from training.output import foreign_names
+    from training.ownership import foreign_names
 
     out = tmp_path / "m"
     argv = ["--train", PAIRS, "--output", str(out), "--max-steps", "2", "--predict", PAIRS]
@@ -108,7 +108,7 @@ def test_every_input_of_a_cloze_or_chat_run_is_checked(model, flag, capsys):
         argv = ["--data", str(SAMPLES / "dialogs.txt"), *TINY, "--output", str(model), "--overwrite"]
         from training import chat as chat_script
 
-        assert run(chat_script.main, [*argv, flag, str(inside)]) == 2
+        assert guarded(chat_script.main, [*argv, flag, str(inside)]) == 2
     else:
         assert cloze("--output", str(model), "--overwrite", flag, str(inside)) == 2
     assert "is inside the output folder" in capsys.readouterr().err and inside.is_file()
@@ -189,7 +189,7 @@ def test_similarity_scores_off_their_scale_are_refused_or_skipped(tmp_path, caps
 
 def test_a_tiny_pair_file_is_described_as_pairs(tmp_path, capsys):
     tiny = write(tmp_path / "tiny.tsv", "a\tb\tfoo\nc\td\tbar\n")
-    assert run(similarity_script.main, ["--train", str(tiny), *T, "--output", str(tmp_path / "t")]) == 2
+    assert guarded(similarity_script.main, ["--train", str(tiny), *T, "--output", str(tmp_path / "t")]) == 2
     err = capsys.readouterr().err
     assert "has only 2 usable sentence pair(s)" in err and "cloze corpus" not in err
 
@@ -217,7 +217,7 @@ def test_a_tiny_pair_file_is_described_as_pairs(tmp_path, capsys):
 )
 def test_absurd_and_malformed_options_are_one_line(tmp_path, args, words, capsys):
     out = tmp_path / "m"
-    assert run(similarity_script.main, ["--train", PAIRS, "--output", str(out), *args]) == 2
+    assert guarded(similarity_script.main, ["--train", PAIRS, "--output", str(out), *args]) == 2
     err = capsys.readouterr().err
     assert any(w in err for w in words.split("|")) and "usage:" not in err and len(err.strip().splitlines()) == 1, err
     assert not os.path.exists(str(out) + ".partial")
@@ -239,7 +239,7 @@ def test_a_batch_too_large_for_this_machine_is_refused_before_training(tmp_path,
 
 
 def test_the_manifest_lists_what_a_publish_wrote(trained):
-    from training.output import MANIFEST, foreign_names
+    from training.ownership import MANIFEST, foreign_names
 
     manifest = json.loads((trained / MANIFEST).read_text())
     assert {"model.safetensors", "config.json", "training_report.json", "resume_state"} <= set(manifest["files"])
@@ -249,7 +249,7 @@ def test_the_manifest_lists_what_a_publish_wrote(trained):
 def test_a_checkpoint_from_before_the_manifest_is_still_replaced_and_resumed(model, chat_checkpoint, tmp_path):
     """Folders published by earlier versions have no manifest: our training_report.json and the names a publish
     wrote (a chat model's chat_template.jinja, the app's demo_build.json) still make them ours."""
-    from training.output import MANIFEST, foreign_names
+    from training.ownership import MANIFEST, foreign_names
 
     old_chat = tmp_path / "old-chat"
     shutil.copytree(chat_checkpoint, old_chat)
@@ -283,7 +283,7 @@ def test_a_model_written_again_after_a_kill_is_all_ours(model):
     """A kill after the weights were written leaves them in .partial; the resume writes them again, and the
     manifest must list them (it listed only the names new since training ended, and the next --overwrite was
     refused as if model.safetensors were the user's)."""
-    from training.output import foreign_names
+    from training.ownership import foreign_names
 
     argv = ["--data", CORPUS, *TINY, "--epochs", "3", "--output", str(model)]
     r = script("cloze", *argv, "--overwrite", env={"TRAINING_TEST_CRASH_AT": "after_weights"})

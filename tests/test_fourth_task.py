@@ -30,7 +30,7 @@ from chat.tasks import Task, register
 from data.errors import BadRows
 from data.textio import read_text
 from training.args import ScratchArguments
-from training.cli import run
+from training.cli import guarded
 from training.pipeline import Data, Recipe
 from training.runner import TrainingSetup
 from training.tasks import TRAIN_FILE, Training
@@ -131,7 +131,7 @@ register(
 )
 
 if __name__ == "__main__":
-    sys.exit(run(TRAINING.main))
+    sys.exit(guarded(TRAINING.main))
 '''
 
 
@@ -167,11 +167,11 @@ TINY = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--epochs", "15", "
 
 @pytest.mark.slow
 def test_a_fourth_task_trains_from_the_command_line_through_the_pipeline(fourth_task, tmp_path):
-    from training.cli import run
+    from training.cli import guarded
 
     out = tmp_path / "sentiment-model"
     argv = ["--data", str(tmp_path / "sentiment.tsv"), "--output", str(out), *TINY]
-    assert run(fourth_task.TRAINING.main, argv) == 0
+    assert guarded(fourth_task.TRAINING.main, argv) == 0
     report = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert report["task"] == "sentiment" and report["data"]["valid"]["rows"] == 20
     assert report["hyperparameters"]["lr"] == 1e-3  # the pipeline's scratch default, decided once

@@ -17,7 +17,7 @@ import pytest
 from data import InputError
 from tests.conftest import ROOT, SAMPLES, write
 from training import cloze as cloze_script
-from training.cli import run
+from training.cli import guarded
 
 CORPUS = str(SAMPLES / "cloze_corpus.txt")
 TINY = [
@@ -40,7 +40,7 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
 
 
 def cloze(*args) -> int:
-    return run(cloze_script.main, ["--data", CORPUS, *TINY, *args])
+    return guarded(cloze_script.main, ["--data", CORPUS, *TINY, *args])
 
 
 def script(name: str, *args, env=None, **kw) -> subprocess.CompletedProcess:
@@ -181,7 +181,7 @@ def test_resume_refuses_a_different_model_shape(tmp_path, trained):
     out = tmp_path / "out"
     shutil.copytree(trained, out)
     assert (
-        run(
+        guarded(
             cloze_script.main,
             [
                 "--data",

@@ -15,7 +15,7 @@ from transformers import TrainerCallback
 
 from tests.conftest import ROOT, SAMPLES, TINY_CHAT, write
 from training import chat as chat_script
-from training.cli import run
+from training.cli import guarded
 
 DIALOGS = str(SAMPLES / "dialogs.txt")
 PROBE = "[CLS]你好[SEP]今天天气怎么样？[SEP]"
@@ -35,7 +35,7 @@ class CaptureModel(TrainerCallback):
 def train(tmp_path, *extra, callbacks=(), name="chat"):
     out = tmp_path / name
     argv = ["--data", DIALOGS, "--output", str(out), *TINY_CHAT, *extra]
-    code = run(lambda a: chat_script.main(a, callbacks=callbacks), argv)
+    code = guarded(lambda a: chat_script.main(a, callbacks=callbacks), argv)
     return code, out
 
 
@@ -166,7 +166,7 @@ def test_existing_output_is_not_overwritten_without_flag(tmp_path, capsys):
     assert code == 2 and "already exists; pass --overwrite" in capsys.readouterr().err
     foreign = tmp_path / "mine"
     write(foreign / "notes.txt", "my notes")
-    code = run(chat_script.main, ["--data", DIALOGS, "--output", str(foreign), "--overwrite", *TINY_CHAT])
+    code = guarded(chat_script.main, ["--data", DIALOGS, "--output", str(foreign), "--overwrite", *TINY_CHAT])
     assert code == 2 and (foreign / "notes.txt").exists()
     assert "is not a checkpoint this program wrote" in capsys.readouterr().err
 
@@ -213,7 +213,7 @@ def test_pretrained_folder_path_and_max_len_clamp(tmp_path, capsys):
         "--epochs",
         "1",
     ]
-    assert run(chat_script.main, argv) == 0
+    assert guarded(chat_script.main, argv) == 0
     assert "--max-len 128 is more than" in capsys.readouterr().err
     r = report(tmp_path / "ft")
     assert r["base_model_source"] == "folder" and r["hyperparameters"]["max_len"] == 48
@@ -233,7 +233,7 @@ def test_pretrained_folder_path_and_max_len_clamp(tmp_path, capsys):
 )
 def test_bad_input_gives_one_line_and_exit_2(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert run(chat_script.main, argv) == 2
+    assert guarded(chat_script.main, argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -245,7 +245,9 @@ def test_folder_of_another_architecture_is_refused(tmp_path, capsys):
         BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
     ).save_pretrained(tmp_path / "bert")
     assert (
-        run(chat_script.main, ["--data", DIALOGS, "--model", str(tmp_path / "bert"), "--output", str(tmp_path / "o")])
+        guarded(
+            chat_script.main, ["--data", DIALOGS, "--model", str(tmp_path / "bert"), "--output", str(tmp_path / "o")]
+        )
         == 2
     )
     assert "holds a bert model, not a GPT-2 chat model" in capsys.readouterr().err
@@ -270,7 +272,7 @@ def test_config_file_sets_options_and_flags_override(tmp_path):
 def test_bad_rows_and_gbk_are_reported(tmp_path, capsys):
     text = "你好\n你好呀\n\n一句话\n\n" + "\n\n".join(["吃了吗\n吃了"] * 30) + "\n\n长文\n" + "长" * 10_000 + "\n"
     data = write(tmp_path / "gbk.txt", text, encoding="gb18030")
-    code = run(
+    code = guarded(
         chat_script.main,
         ["--data", str(data), "--output", str(tmp_path / "o"), *TINY_CHAT, "--epochs", "1", "--valid-ratio", "0"],
     )

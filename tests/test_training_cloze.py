@@ -10,7 +10,7 @@ from chat.fill_mask import FillMaskPredictor
 from data import InputError
 from tests.conftest import SAMPLES, write
 from training import cloze as cloze_script
-from training.cli import run
+from training.cli import guarded
 
 CORPUS = str(SAMPLES / "cloze_corpus.txt")
 PROMPTS = str(SAMPLES / "cloze_prompts.txt")
@@ -61,7 +61,7 @@ def cloze_checkpoint(tmp_path_factory):
         "--epochs",
         "400",
     ]
-    assert run(cloze_script.main, argv) == 0
+    assert guarded(cloze_script.main, argv) == 0
     return out
 
 
@@ -157,7 +157,7 @@ def test_bad_input_one_line_exit_2(argv, message, tmp_path, monkeypatch, capsys)
     write(tmp_path / "tiny.txt", "一二三\n")
     write(tmp_path / "ok.txt", "三国人物诸葛涛擅长天文和水利。\n" * 3)
     write(tmp_path / "noprompt.tsv", "没有掩码的句子\t涛\n")
-    assert run(cloze_script.main, [*argv, "--model", "scratch"]) == 2
+    assert guarded(cloze_script.main, [*argv, "--model", "scratch"]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
@@ -224,7 +224,9 @@ def test_whole_word_mask_trains_end_to_end(tmp_path):
     # The Trainer used to drop the collator's offset_mapping before it reached the collator.
     out = tmp_path / "wwm"
     assert (
-        run(cloze_script.main, ["--data", CORPUS, "--whole-word-mask", "--output", str(out), *TINY, "--epochs", "1"])
+        guarded(
+            cloze_script.main, ["--data", CORPUS, "--whole-word-mask", "--output", str(out), *TINY, "--epochs", "1"]
+        )
         == 0
     )
     assert (
@@ -236,7 +238,7 @@ def test_whole_word_mask_trains_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_lora_cloze_run_writes_adapter_and_merged(tmp_path):
     out = tmp_path / "lora"
-    assert run(cloze_script.main, ["--data", CORPUS, "--output", str(out), *TINY, "--epochs", "2", "--lora"]) == 0
+    assert guarded(cloze_script.main, ["--data", CORPUS, "--output", str(out), *TINY, "--epochs", "2", "--lora"]) == 0
     assert (out / "adapter" / "adapter_config.json").exists() and (out / "model.safetensors").exists()
     cfg = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert set(cfg["target_modules"]) == {"query", "value"}
@@ -273,12 +275,14 @@ def test_continuing_a_model_on_new_text_adds_its_characters_and_learns(tmp_path,
     first = write(tmp_path / "a.txt", "小明住在北京。\n小明喜欢北京的秋天。\n" * 4)
     news = write(tmp_path / "b.txt", "澹台青衫是石榴坪的厨师。\n石榴坪的厨师是澹台青衫。\n" * 4)
     tiny = ["--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--seed", "0"]
-    assert run(cloze_script.main, ["--data", str(first), "--output", str(tmp_path / "a"), *tiny, "--epochs", "1"]) == 0
+    assert (
+        guarded(cloze_script.main, ["--data", str(first), "--output", str(tmp_path / "a"), *tiny, "--epochs", "1"]) == 0
+    )
     before = AutoTokenizer.from_pretrained(str(tmp_path / "a"))
     assert before.convert_tokens_to_ids("澹") == before.unk_token_id
     capsys.readouterr()
     argv = ["--data", str(news), "--model", str(tmp_path / "a"), "--output", str(tmp_path / "b"), "--max-steps", "5"]
-    assert run(cloze_script.main, argv) == 0
+    assert guarded(cloze_script.main, argv) == 0
     assert "were not in" in capsys.readouterr().err  # the start says what was added
     after = AutoTokenizer.from_pretrained(str(tmp_path / "b"))
     ids = after("澹台青衫", add_special_tokens=False)["input_ids"]
@@ -294,5 +298,5 @@ def test_continuing_a_model_on_new_text_adds_its_characters_and_learns(tmp_path,
 
     # LoRA freezes the embeddings: the run says how many characters it cannot read instead
     argv = ["--data", str(news), "--model", str(tmp_path / "a"), "--output", str(tmp_path / "c"), "--max-steps", "2"]
-    assert run(cloze_script.main, [*argv, "--lora"]) == 0
+    assert guarded(cloze_script.main, [*argv, "--lora"]) == 0
     assert "read as [UNK]" in capsys.readouterr().err

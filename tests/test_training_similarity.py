@@ -10,7 +10,7 @@ from chat.similarity import SimilarityPredictor
 from data import InputError
 from tests.conftest import SAMPLES, write
 from training import similarity as sim_script
-from training.cli import run
+from training.cli import guarded
 from training.tasks.similarity.metrics import baseline_line, logistic_baseline, majority_class, no_better_than_majority
 
 PAIRS = str(SAMPLES / "pairs.tsv")
@@ -39,7 +39,7 @@ def sim_checkpoint(tmp_path_factory):
         str(predict),
         *TINY,
     ]
-    assert run(sim_script.main, argv) == 0
+    assert guarded(sim_script.main, argv) == 0
     return out
 
 
@@ -73,7 +73,7 @@ def test_both_orders_double_the_training_steps_unless_turned_off(tmp_path):
     for flag in ("true", "false"):
         out = tmp_path / flag
         assert (
-            run(
+            guarded(
                 sim_script.main,
                 [
                     "--train",
@@ -108,7 +108,9 @@ def test_entailment_labels_keep_one_order_and_their_names(tmp_path):
     data = write(tmp_path / "nli.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
     out = tmp_path / "nli"
     assert (
-        run(sim_script.main, ["--train", str(data), "--output", str(out), "--valid-ratio", "0", "--epochs", "1", *TINY])
+        guarded(
+            sim_script.main, ["--train", str(data), "--output", str(out), "--valid-ratio", "0", "--epochs", "1", *TINY]
+        )
         == 0
     )
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
@@ -192,7 +194,7 @@ def test_regression_on_sts_like_scores(tmp_path):
     ] * 8
     data = write(tmp_path / "sts.tsv", "".join(f"{a}\t{b}\t{y}\n" for a, b, y in rows))
     out = tmp_path / "sts"
-    assert run(sim_script.main, ["--train", str(data), "--output", str(out), "--epochs", "2", *TINY]) == 0
+    assert guarded(sim_script.main, ["--train", str(data), "--output", str(out), "--epochs", "2", *TINY]) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["problem"] == "regression" and r["metric"] == "spearman" and "pearson" in r["epochs"][-1]
     score = SimilarityPredictor.from_pretrained(str(out)).score("一个男人在跳舞", "一个男人在跳舞")
@@ -213,7 +215,7 @@ def test_cloze_checkpoint_continues_into_similarity(tmp_path, mode):
         )
     cloze = tmp_path / "cloze"
     assert (
-        run(
+        guarded(
             cloze_script.main,
             [
                 "--data",
@@ -242,7 +244,7 @@ def test_cloze_checkpoint_continues_into_similarity(tmp_path, mode):
     assert report["windows"]["train"] == (2 * rows if mode == "pairs" else rows)  # pairs: both orders
     out = tmp_path / "sim"
     assert (
-        run(
+        guarded(
             sim_script.main,
             ["--train", PAIRS, "--output", str(out), "--model", str(cloze), "--epochs", "1", "--max-len", "48"],
         )
@@ -261,14 +263,14 @@ def test_cloze_checkpoint_continues_into_similarity(tmp_path, mode):
 )
 def test_bad_training_files_exit_2(tmp_path, capsys, content, message):
     data = write(tmp_path / "bad.tsv", content)
-    assert run(sim_script.main, ["--train", str(data), "--output", str(tmp_path / "o"), *TINY]) == 2
+    assert guarded(sim_script.main, ["--train", str(data), "--output", str(tmp_path / "o"), *TINY]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
 def test_missing_predict_file_stops_before_training(tmp_path, capsys):
     argv = ["--train", PAIRS, "--output", str(tmp_path / "o"), "--predict", str(tmp_path / "nope.tsv"), *TINY]
-    assert run(sim_script.main, argv) == 2
+    assert guarded(sim_script.main, argv) == 2
     assert "error: file not found" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
@@ -306,7 +308,7 @@ def test_a_model_that_learned_nothing_says_so(tmp_path, capsys):
     )
     train, dev = write(tmp_path / "train.tsv", rows), write(tmp_path / "dev.tsv", rows)
     argv = ["--train", str(train), "--dev", str(dev), "--output", str(tmp_path / "o"), "--lr", "1e-7", *TINY]
-    assert run(sim_script.main, argv) == 0
+    assert guarded(sim_script.main, argv) == 0
     assert "\nwarning: dev accuracy" in capsys.readouterr().err
 
 
@@ -316,11 +318,11 @@ def test_a_scratch_run_pretrains_on_its_pairs_without_dropout_then_trains_the_pa
     learning rate), then the pair task on that model with BERT's usual dropout back."""
     from transformers import AutoConfig
 
-    from training.tasks.similarity.recipe import MLM_LR
+    from training.tasks.similarity.stage import MLM_LR
 
     out = tmp_path / "sim"
     argv = ["--train", PAIRS, "--output", str(out), "--epochs", "1", "--batch-size", "8", *TINY]
-    assert run(sim_script.main, argv) == 0
+    assert guarded(sim_script.main, argv) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     stage = r["mlm_stage"]
     assert stage["dropout"] == 0 and stage["batch_size"] == 16 and stage["lr"] == MLM_LR
@@ -356,7 +358,7 @@ def test_scratch_run_on_the_sample_pairs_beats_the_majority_class(tmp_path, caps
         "--seed",
         "0",
     ]
-    assert run(sim_script.main, argv) == 0
+    assert guarded(sim_script.main, argv) == 0
     r = json.loads((out / "training_report.json").read_text(encoding="utf-8"))
     assert r["data"]["valid"]["rows"] >= 30
     assert r["best"]["accuracy"] >= r["majority_baseline"] + 0.1, (r["best"], r["majority_baseline"])
@@ -368,10 +370,10 @@ def test_lora_run_writes_adapter_and_merged_weights_that_load_plainly(tmp_path):
     from transformers import AutoModelForSequenceClassification
 
     base = tmp_path / "base"
-    assert run(sim_script.main, ["--train", PAIRS, "--output", str(base), "--epochs", "1", *TINY]) == 0
+    assert guarded(sim_script.main, ["--train", PAIRS, "--output", str(base), "--epochs", "1", *TINY]) == 0
     out = tmp_path / "lora"
     assert (
-        run(
+        guarded(
             sim_script.main,
             [
                 "--train",

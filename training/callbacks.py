@@ -18,7 +18,7 @@ from transformers.trainer_callback import ProgressCallback
 
 from data.textio import write_atomic
 from training.cli import from_the_app, say
-from training.output import PROGRESS_FILE
+from training.ownership import PROGRESS_FILE
 from training.schedule import minutes_text
 from training.threads import CHECK_EVERY_S, CpuShare, threads_for, user_fixed_threads
 

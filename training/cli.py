@@ -73,7 +73,7 @@ def _leave_process_group() -> None:
         dist.destroy_process_group()
 
 
-def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
+def guarded(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     """Call `main(argv)`; turn `InputError` into `error: ...` + exit 2 (1 for a run that failed: data.errors.RunFailed)
     and Ctrl-C into exit 130."""
     import signal

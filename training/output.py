@@ -12,10 +12,25 @@ import shutil
 import signal
 
 from data.errors import InputError
-from data.textio import write_atomic
 from training.cli import say
-
-STATE_DIR = "resume_state"
+from training.ownership import (
+    BOOKKEEPING,
+    LEGACY_NAMES,
+    MANIFEST,
+    PROGRESS_FILE,
+    READY_FILE,
+    REPLACING_FILE,
+    RUN_FILE,
+    STATE_DIR,
+    foreign_names,
+    identity_difference,
+    read_identity,
+    refuse_foreign_work,
+    remove_ours,
+    write_identity,
+    write_json_atomic,
+    written_names,
+)
 
 
 def _latest_checkpoint(folder: str) -> str | None:
@@ -31,163 +46,11 @@ def _latest_checkpoint(folder: str) -> str | None:
     return max(found)[1] if found else None
 
 
-RUN_FILE = "run.json"  # the identity of the run that a working folder or a resume_state/ belongs to
-
-
-# written once every model file is in .partial/: from then on the publish is finished, not redone
-READY_FILE = "PUBLISH_READY"
-
-
-PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a watcher (the app) shows
-
-# Written into <output>.partial/ just before the publish moves <output> aside: the name (and inode) of the
-# folder it moves it to. Only a folder named there is ever deleted, so a user's own `<output>.old-backup`
-# or a look-alike from elsewhere is never touched.
-REPLACING_FILE = "REPLACING.json"
-
-
-# Written into every checkpoint this program publishes: the names it wrote there. Only a folder holding it (or,
-# from before it existed, a training_report.json of ours) is ever replaced, and only the names it lists are
-# ours: anything else found in the folder is the user's and is never deleted.
-MANIFEST = "checkpoint_manifest.json"
-# What a checkpoint published before the manifest existed holds: the names a publish wrote.
-_LEGACY_NAMES = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "pytorch_model.bin",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "added_tokens.json",
-    "training_report.json",
-    "README.md",
-    "loss.png",
-    "adapter",
-    "predictions.jsonl",
-    "chat_template.jinja",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "demo_build.json",  # the app's demo marker (webui/demos.py)
-    "run.json",
-    STATE_DIR,
-}
-_BOOKKEEPING = {MANIFEST, READY_FILE, PROGRESS_FILE, REPLACING_FILE}
-
-
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def written_names(folder: str) -> set[str] | None:
-    """The names this program wrote in `folder`, or None when `folder` is not a checkpoint it published."""
-    manifest = _read_json(os.path.join(folder, MANIFEST))
-    if isinstance(manifest, dict) and isinstance(manifest.get("files"), list):
-        return {str(n) for n in manifest["files"]} | _BOOKKEEPING
-    report = _read_json(os.path.join(folder, "training_report.json"))
-    if isinstance(report, dict) and "task" in report and "hyperparameters" in report:
-        return _LEGACY_NAMES | _BOOKKEEPING
-    return None
-
-
-def foreign_names(folder: str) -> list[str]:
-    """Entries of a published checkpoint that this program did not write there (a user's notes, say)."""
-    ours = written_names(folder) or set()
-    return sorted(n for n in os.listdir(folder) if n not in ours and not n.startswith(MANIFEST + ".tmp-"))
-
-
-def adopt(folder: str, name: str) -> None:
-    """Record `name`, written into a published checkpoint after the publish (the app's demo marker), as ours."""
-    path = os.path.join(folder, MANIFEST)
-    manifest = _read_json(path)
-    if isinstance(manifest, dict) and isinstance(manifest.get("files"), list) and name not in manifest["files"]:
-        manifest["files"].append(name)
-        _write_json_atomic(path, manifest)
-
-
-def _write_json_atomic(path: str, value) -> None:
-    write_atomic(path, json.dumps(value, ensure_ascii=False, indent=1))
-
-
-def remove_ours(folder: str) -> None:
-    """Remove a folder this program made, its markers (run.json, PUBLISH_READY) last: a kill part-way leaves a
-    folder still known as ours, never one the next run must refuse as the user's."""
-    if not os.path.isdir(folder):
-        return
-    markers = (RUN_FILE, READY_FILE)
-    for name in os.listdir(folder):
-        if name not in markers:
-            path = os.path.join(folder, name)
-            shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _made_by_us(work: str) -> bool:
-    """A `<output>.partial` this program made: it holds the run identity (written before the folder got its
-    name: training/output.py _make_work) or the publish marker. Anything else by that name, an empty folder
-    or one with a `states/` of the user's included, is the user's and is never removed."""
-    if not os.path.isdir(work) or os.path.islink(work):
-        return False
-    return any(os.path.isfile(os.path.join(work, n)) for n in (RUN_FILE, READY_FILE))
-
-
-def _refuse_foreign_work(work: str) -> None:
-    if os.path.lexists(work) and not _made_by_us(work):
-        raise InputError(
-            f"{work} exists and was not made by this program (no {RUN_FILE} inside); "
-            "it is left as it is: move it or choose another --output"
-        )
-
-
-def _read_identity(folder: str) -> dict | None:
-    try:
-        with open(os.path.join(folder, RUN_FILE), encoding="utf-8") as f:
-            value = json.load(f)
-        return value if isinstance(value, dict) else None
-    except (OSError, ValueError):
-        return None
-
-
-def _write_identity(folder: str, identity: dict) -> None:
-    with open(os.path.join(folder, RUN_FILE), "w", encoding="utf-8") as f:
-        json.dump(identity, f, ensure_ascii=False, indent=1)
-
-
-def identity_difference(saved: dict | None, current: dict | None) -> str | None:
-    """What differs between two run identities, in words, or None when they match (or one is unknown:
-    states written before identities were recorded are trusted). An option only one of them has (one added
-    or removed by an upgrade in between) is not a difference; "processes" is recorded only above one."""
-    if not saved or not current:
-        return None
-    keys = sorted(
-        k
-        for k in set(saved) | set(current)
-        if (k in saved and k in current or k == "processes") and saved.get(k) != current.get(k)
-    )
-    if not keys:
-        return None
-    words = {
-        "data": "the data files' contents",
-        "task": "the task",
-        "processes": f"the number of processes ({saved.get('processes') or 1} then, {current.get('processes') or 1} "
-        "now: resume it with the launch it started with)",
-    }
-    return ", ".join(
-        words.get(k, f"--{k.replace('_', '-')} ({saved.get(k)!r} then, {current.get(k)!r} now)") for k in keys[:3]
-    )
-
-
 class NothingToDo(Exception):
     """The command's work is already done (a crash-interrupted publish was finished on start)."""
 
 
-class OutputPlan:
+class OutputFolder:
     """Decides where a run writes, what it resumes from, and swaps the result in atomically.
 
     Publishing is recoverable: model files are written into `<output>.partial/`, then a
@@ -300,7 +163,7 @@ class OutputPlan:
         if target in (os.path.realpath(self.final), os.path.realpath(self.work)):
             raise InputError(f"{flag} {path} is the output folder itself; name a file, e.g. predictions.jsonl")
         if parent == os.path.realpath(self.final):
-            reserved = (_LEGACY_NAMES - {"predictions.jsonl"}) | _BOOKKEEPING | {"states", "mlm_stage"}
+            reserved = (LEGACY_NAMES - {"predictions.jsonl"}) | BOOKKEEPING | {"states", "mlm_stage"}
             if os.path.basename(target) in reserved:
                 raise InputError(f"{flag} {path} would replace a file of the checkpoint itself; choose another name")
             return os.path.join(self.work, os.path.basename(target))
@@ -378,7 +241,7 @@ class OutputPlan:
 
         os.makedirs(os.path.dirname(self.work), exist_ok=True)
         tmp = tempfile.mkdtemp(prefix=os.path.basename(self.work) + ".new-", dir=os.path.dirname(self.work))
-        _write_identity(tmp, self.identity or {})
+        write_identity(tmp, self.identity or {})
         os.rename(tmp, self.work)
 
     def _prepare(self) -> str | None:
@@ -386,7 +249,7 @@ class OutputPlan:
         interrupted = _latest_checkpoint(self.states)
         if self.resume:
             if interrupted:
-                differs = identity_difference(_read_identity(self.work), self.identity)
+                differs = identity_difference(read_identity(self.work), self.identity)
                 if differs:
                     raise InputError(
                         f"the interrupted run in {self.work} was another run ({differs} differ); "
@@ -396,7 +259,7 @@ class OutputPlan:
                 return interrupted
             saved = os.path.join(self.final, STATE_DIR)
             if os.path.isfile(os.path.join(saved, "trainer_state.json")):
-                differs = identity_difference(_read_identity(saved), self.identity)
+                differs = identity_difference(read_identity(saved), self.identity)
                 if differs:
                     started = (
                         " (the run started in .partial saved no state before it stopped)"
@@ -409,9 +272,9 @@ class OutputPlan:
                     )
                 with open(os.path.join(saved, "trainer_state.json")) as f:
                     step = json.load(f)["global_step"]
-                _refuse_foreign_work(self.work)
+                refuse_foreign_work(self.work)
                 remove_ours(self.work)
-                self.identity = self.identity or _read_identity(saved) or {}
+                self.identity = self.identity or read_identity(saved) or {}
                 self._make_work()
                 target = os.path.join(self.states, f"checkpoint-{step}")
                 copying = os.path.join(self.states, f".copy-{step}")  # renamed when whole: a kill leaves no half state
@@ -421,7 +284,7 @@ class OutputPlan:
                 self.resumed_from = saved
                 return target
             raise InputError(f"nothing to resume: no interrupted run at {self.work} and no saved state in {self.final}")
-        _refuse_foreign_work(self.work)
+        refuse_foreign_work(self.work)
         if os.path.exists(self.work) and not self.overwrite:
             raise InputError(
                 f"{self.work} holds an interrupted run; pass --resume to continue it or --overwrite to start over"
@@ -439,16 +302,16 @@ class OutputPlan:
         """Training ended: what .partial holds now, other than names a publish writes (left by a save that a kill
         interrupted, written again now), is not the publish's: a file of a user's put there is never listed."""
         names = set(os.listdir(self.work)) if os.path.isdir(self.work) else set()
-        self.not_published = names - _LEGACY_NAMES
+        self.not_published = names - LEGACY_NAMES
 
     def mark_ready(self) -> None:
         """Every model file is in .partial/: record the names written since training ended (the manifest), then
         the marker after which a crash is finished by the next start."""
-        skip = _BOOKKEEPING | self.not_published | {"states", RUN_FILE}
+        skip = BOOKKEEPING | self.not_published | {"states", RUN_FILE}
         names = {n for n in os.listdir(self.work) if n not in skip}
         if _latest_checkpoint(self.states) or os.path.isdir(os.path.join(self.work, STATE_DIR)):
             names.add(STATE_DIR)  # _swap moves the last state there
-        _write_json_atomic(os.path.join(self.work, MANIFEST), {"written_by": "training", "files": sorted(names)})
+        write_json_atomic(os.path.join(self.work, MANIFEST), {"written_by": "training", "files": sorted(names)})
         with open(os.path.join(self.work, READY_FILE), "w") as f:
             f.write("ok\n")
 
@@ -494,7 +357,7 @@ class OutputPlan:
         return name
 
 
-_UNSTARTED: list[OutputPlan] = []  # plans whose .partial this process made, until training saves a state
+_UNSTARTED: list[OutputFolder] = []  # plans whose .partial this process made, until training saves a state
 
 
 def abandon_unstarted() -> None:

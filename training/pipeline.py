@@ -66,7 +66,7 @@ class Run:
     options: RunArguments
     argv: list | None
     data: Data | None = None
-    output: object = None  # training.output.OutputPlan
+    output: object = None  # training.output.OutputFolder
     resume_from: str | None = None
     choice: object = None  # training.models.BaseChoice: which base, from where
     model: object = None

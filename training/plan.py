@@ -16,8 +16,7 @@ from dataclasses import dataclass
 
 from training.callbacks import TimeCap
 from training.cli import process_count, say
-from training.schedule import Rule, describe, measure_step
-from training.schedule import plan as plan_steps
+from training.schedule import Rule, amount, describe, measure_step
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def plan_run(
         if explicit and not max_minutes
         else measure_step(model, collator, train_ds, options.batch_size, options.grad_accum, options.bf16)
     )
-    p = plan_steps(rule, items or len(train_ds), steps_per_epoch, per, max_minutes, epochs, max_steps)
+    p = amount(rule, items or len(train_ds), steps_per_epoch, per, max_minutes, epochs, max_steps)
     epochs = p.epochs
     ceiling = None if explicit else rule.ceiling_minutes(max_minutes)
     budget = (max_minutes or (None if explicit else ceiling or rule.max_minutes)) if per and not resume_from else None

@@ -1,6 +1,6 @@
 """The Trainer run shared by every task: the run plan (training/plan.py), the Trainer's arguments, its
 callbacks (training/callbacks.py), resume, and the per-epoch metrics table. The output folder it trains
-into is training/output.py's OutputPlan.
+into is training/output.py's OutputFolder.
 
 Output layout while training: `<output>.partial/states/checkpoint-N` (Trainer states,
 optimizer included). When training ends, the model files are written into
@@ -24,7 +24,7 @@ from transformers.trainer_callback import ProgressCallback
 from data.errors import InputError
 from training.callbacks import EpochPrinter, ProgressFile, QuietProgress, StopOnInterrupt, ThreadKeeper, perplexity
 from training.cli import process_count, say
-from training.output import STATE_DIR, OutputPlan
+from training.output import STATE_DIR, OutputFolder
 from training.plan import RunPlan, plan_run
 from training.schedule import convergence_note
 from training.threads import BUSY_ABOVE, settle
@@ -84,38 +84,42 @@ class RunResult:
     plan: RunPlan | None = None  # what the run was planned to train, decided once before it started
 
 
+ONE_CPU_PROCESS = (
+    "note: `accelerate launch --cpu` runs one process here, on {threads} thread(s); for several processes on CPU use "
+    "`accelerate launch --multi_gpu --num_processes 2 ...` (gloo) or `torchrun --nproc_per_node 2 ...`"
+)
 MAX_EVALS = 20  # long runs (many short epochs on a small corpus) evaluate and save ~20 times, not every epoch
 
 
 def training_arguments(
-    run,
+    options,
     plan: RunPlan,
-    output: OutputPlan,
+    output: OutputFolder,
     has_eval: bool,
     metric: str = "loss",
     greater_is_better: bool = False,
     keep_best: bool = True,
 ) -> TrainingArguments:
-    """The Trainer's arguments: the amount and learning rate from the plan, the rest from the options `run`."""
+    """The Trainer's arguments: the amount and learning rate from the plan, the rest from the options (RunArguments)."""
     per_epoch = plan.epochs <= MAX_EVALS
     strategy = "epoch" if per_epoch else "steps"
     every = max(1, math.ceil(plan.steps / MAX_EVALS))
-    logging_steps = run.logging_steps or max(1, (plan.steps_per_epoch if per_epoch else every) // 10)
+    logging_steps = options.logging_steps or max(1, (plan.steps_per_epoch if per_epoch else every) // 10)
     use_cuda = torch.cuda.is_available()
     return TrainingArguments(
         output_dir=output.states,
         num_train_epochs=plan.epochs,
         learning_rate=plan.lr,
-        per_device_train_batch_size=run.batch_size,
-        per_device_eval_batch_size=run.batch_size,
-        gradient_accumulation_steps=run.grad_accum,
-        warmup_steps=run.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
-        weight_decay=run.weight_decay,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        warmup_steps=options.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
+        weight_decay=options.weight_decay,
         lr_scheduler_type="linear",
-        bf16=run.bf16,
+        bf16=options.bf16,
         use_cpu=not use_cuda,
-        seed=run.seed,
-        data_seed=run.seed,
+        seed=options.seed,
+        data_seed=options.seed,
         eval_strategy=strategy if has_eval else "no",
         save_strategy=strategy,
         eval_steps=None if per_epoch else every,
@@ -163,8 +167,8 @@ def run_training(
     model,
     tokenizer,
     setup: TrainingSetup,
-    run,
-    output: OutputPlan,
+    options,
+    output: OutputFolder,
     resume_from: str | None,
     *,
     lr: float,
@@ -174,30 +178,18 @@ def run_training(
     items: int | None = None,
 ) -> RunResult:
     """Plan the run once (training/plan.py), wire the datasets into a Trainer, train (resuming if asked), and
-    report per-epoch figures. `run`: the parsed RunArguments, read and never written. rule: the task's
+    report per-epoch figures. `options`: the parsed RunArguments, read and never written. rule: the task's
     default schedule (training.schedule.Rule), used when --epochs and --max-steps are not given; `items`
     is the count the start line names (lines, pairs, ...)."""
-    eval_ds = setup.eval_ds
-    has_eval = eval_ds is not None and len(eval_ds) > 0
     world = process_count()
     if os.environ.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in os.environ and world == 1:
         # what `accelerate launch --cpu --num_processes 2` leaves (accelerate 1.x): one process on one thread,
         # since its several-CPU-process mode needs mpirun
-        say(
-            "note: `accelerate launch --cpu` runs one process here, on "
-            f"{os.environ.get('OMP_NUM_THREADS', '?')} thread(s); for several processes on CPU use "
-            "`accelerate launch --multi_gpu --num_processes 2 ...` (gloo) or `torchrun --nproc_per_node 2 ...`"
-        )
-    steps_per_epoch = max(1, math.ceil(len(setup.train_ds) / (run.batch_size * world * run.grad_accum)))
-    keeper, threads = None, None
-    on_cpu = next(model.parameters()).device.type == "cpu"
-    if on_cpu:  # the free cores only: another busy program makes spinning threads 3x slower (training/threads.py)
-        threads, others = settle()
-        if others is not None and others >= BUSY_ABOVE:
-            say(f"another program uses {others:.1f} of {os.cpu_count()} cores: training on {threads} thread(s)")
-        keeper = ThreadKeeper(say)
+        say(ONE_CPU_PROCESS.format(threads=os.environ.get("OMP_NUM_THREADS", "?")))
+    steps_per_epoch = max(1, math.ceil(len(setup.train_ds) / (options.batch_size * world * options.grad_accum)))
+    keeper, threads = _free_cores(model)
     plan = plan_run(
-        run,
+        options,
         lr=lr,
         patience=patience,
         max_minutes=max_minutes,
@@ -209,42 +201,11 @@ def run_training(
         resume_from=resume_from,
         items=items,
     )
-    cap = plan.time_cap()
-    args = training_arguments(run, plan, output, has_eval, setup.metric, setup.greater_is_better, setup.keep_best)
-    stopper = StopOnInterrupt()
-    cbs = [stopper, EpochPrinter(), ProgressFile(output.work), *setup.callbacks, *([cap] if cap else [])]
-    cbs += [keeper] if keeper else []
-    if plan.patience and has_eval and setup.keep_best:
-        cbs.append(EarlyStoppingCallback(early_stopping_patience=plan.patience))
-    trainer = setup.trainer_class(
-        model=model,
-        args=args,
-        data_collator=setup.collator,
-        train_dataset=setup.train_ds,
-        eval_dataset=eval_ds if has_eval else None,
-        processing_class=tokenizer,
-        compute_metrics=setup.compute_metrics,
-        preprocess_logits_for_metrics=setup.preprocess_logits,
-        callbacks=cbs,
-    )
-    if trainer.pop_callback(ProgressCallback):
-        trainer.add_callback(QuietProgress)
-    start_epoch = 0.0
-    if resume_from:
-        with open(os.path.join(resume_from, "trainer_state.json")) as f:
-            done = json.load(f)
-        finished = done.get("epoch", 0) >= plan.epochs - 1e-6
-        if finished and output.resumed_from and os.path.basename(output.resumed_from) == STATE_DIR:
-            raise InputError(
-                f"the run in {output.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs "
-                "to continue it"
-            )
-        start_epoch = float(done.get("epoch", 0.0))
-        if finished:  # killed or stopped while its model was being written: write it now
-            output.finished_state = True
-            say(f"the interrupted run had finished training (step {done['global_step']}); writing its model")
-        else:
-            say(f"resuming from step {done['global_step']} (epoch {done.get('epoch', 0):.2f})")
+    cap, stopper = plan.time_cap(), StopOnInterrupt()
+    extra = [stopper, EpochPrinter(), ProgressFile(output.work), *setup.callbacks, *([cap] if cap else [])]
+    extra += [keeper] if keeper else []
+    trainer = _trainer(model, tokenizer, setup, options, plan, output, extra)
+    start_epoch = _resume_point(resume_from, plan, output) if resume_from else 0.0
     # e.g. the general cloze accuracy of the untouched model
     measured_before = setup.before_train(trainer) if setup.before_train else None
     start = time.time()
@@ -261,13 +222,7 @@ def run_training(
         stopper.uninstall()
     wall = time.time() - start
     epochs = epoch_table(trainer.state.log_history)
-    best = None
-    key = "valid_loss" if setup.metric == "loss" else setup.metric
-    scored = [e for e in epochs if key in e]
-    if scored:
-        pick = max if setup.greater_is_better else min
-        best = dict(pick(scored, key=lambda e: e[key]) if setup.keep_best else scored[-1])
-    improving = None if not scored or not setup.keep_best else scored[-1][key] == best[key]
+    best, improving = _best_epoch(epochs, setup)
     note = convergence_note(trainer.state.log_history, plan.steps, bool(cap and cap.limited), improving)
     return RunResult(
         trainer,
@@ -284,6 +239,70 @@ def run_training(
         _schedule_record(plan.schedule, cap, trainer.state.global_step, keeper, threads),
         plan,
     )
+
+
+def _free_cores(model) -> tuple[ThreadKeeper | None, int | None]:
+    """On CPU, train on the free cores only (another busy program makes spinning threads 3x slower,
+    training/threads.py) and keep following them; (the keeper, the threads at the start)."""
+    if next(model.parameters()).device.type != "cpu":
+        return None, None
+    threads, others = settle()
+    if others is not None and others >= BUSY_ABOVE:
+        say(f"another program uses {others:.1f} of {os.cpu_count()} cores: training on {threads} thread(s)")
+    return ThreadKeeper(say), threads
+
+
+def _trainer(model, tokenizer, setup: TrainingSetup, options, plan: RunPlan, output: OutputFolder, callbacks: list):
+    """The task's Trainer class over the datasets, with the run's callbacks (early stopping when it keeps its best
+    epoch and has something to score it on) and a quiet progress bar."""
+    has_eval = setup.eval_ds is not None and len(setup.eval_ds) > 0
+    args = training_arguments(options, plan, output, has_eval, setup.metric, setup.greater_is_better, setup.keep_best)
+    if plan.patience and has_eval and setup.keep_best:
+        callbacks = [*callbacks, EarlyStoppingCallback(early_stopping_patience=plan.patience)]
+    trainer = setup.trainer_class(
+        model=model,
+        args=args,
+        data_collator=setup.collator,
+        train_dataset=setup.train_ds,
+        eval_dataset=setup.eval_ds if has_eval else None,
+        processing_class=tokenizer,
+        compute_metrics=setup.compute_metrics,
+        preprocess_logits_for_metrics=setup.preprocess_logits,
+        callbacks=callbacks,
+    )
+    if trainer.pop_callback(ProgressCallback):
+        trainer.add_callback(QuietProgress)
+    return trainer
+
+
+def _resume_point(resume_from: str, plan: RunPlan, output: OutputFolder) -> float:
+    """The epoch a resumed run starts from (said); a run that had finished training is marked to be written."""
+    with open(os.path.join(resume_from, "trainer_state.json")) as f:
+        done = json.load(f)
+    finished = done.get("epoch", 0) >= plan.epochs - 1e-6
+    if finished and output.resumed_from and os.path.basename(output.resumed_from) == STATE_DIR:
+        raise InputError(
+            f"the run in {output.final} already trained {done.get('epoch', 0):g} epochs; pass a larger --epochs "
+            "to continue it"
+        )
+    if finished:  # killed or stopped while its model was being written: write it now
+        output.finished_state = True
+        say(f"the interrupted run had finished training (step {done['global_step']}); writing its model")
+    else:
+        say(f"resuming from step {done['global_step']} (epoch {done.get('epoch', 0):.2f})")
+    return float(done.get("epoch", 0.0))
+
+
+def _best_epoch(epochs: list[dict], setup: TrainingSetup) -> tuple[dict | None, bool | None]:
+    """The epoch kept (the best by the task's metric, or the last when the task keeps the last) and whether the
+    last epoch was the best (None when nothing was scored)."""
+    key = "valid_loss" if setup.metric == "loss" else setup.metric
+    scored = [e for e in epochs if key in e]
+    if not scored:
+        return None, None
+    pick = max if setup.greater_is_better else min
+    best = dict(pick(scored, key=lambda e: e[key]) if setup.keep_best else scored[-1])
+    return best, (scored[-1][key] == best[key] if setup.keep_best else None)
 
 
 def _schedule_record(schedule: dict | None, cap, steps: int, keeper=None, threads=None) -> dict | None:

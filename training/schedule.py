@@ -42,7 +42,7 @@ class Rule:
 
 
 @dataclass
-class Plan:
+class Amount:
     steps: int
     epochs: float
     seconds_per_step: float | None
@@ -89,7 +89,7 @@ def measure_step(
     return 1.15 * best * grad_accum
 
 
-def plan(
+def amount(
     rule: Rule,
     items: int,
     steps_per_epoch: int,
@@ -97,7 +97,7 @@ def plan(
     max_minutes: float | None,
     epochs: float | None,
     max_steps: int | None,
-) -> Plan:
+) -> Amount:
     """Steps and (fractional) epochs for a run; `reason` is the start line's explanation."""
     per = seconds_per_step
     if epochs is not None or max_steps is not None:  # the user's amount, capped only by a --max-minutes they also gave
@@ -106,8 +106,8 @@ def plan(
         if max_minutes is not None and per and steps * per > max_minutes * 60:
             capped = max(1, int(max_minutes * 60 / per))
             reason = f"{why} capped by --max-minutes {max_minutes:g}"
-            return Plan(capped, capped / steps_per_epoch, per, reason, True, steps)
-        return Plan(steps, epochs if epochs is not None else steps / steps_per_epoch, per, why, wanted=steps)
+            return Amount(capped, capped / steps_per_epoch, per, reason, True, steps)
+        return Amount(steps, epochs if epochs is not None else steps / steps_per_epoch, per, why, wanted=steps)
     ceiling = rule.ceiling_minutes(max_minutes)
     cap = ceiling or (max_minutes if max_minutes is not None else rule.max_minutes)
     wanted = rule.wanted_steps(steps_per_epoch)
@@ -120,10 +120,10 @@ def plan(
         why = f"{why} would take ~{wanted * per / 60:.0f} min, so {limit} caps it"
     elif ceiling:
         why = f"{why}; stops at {ceiling:g} min at the latest"
-    return Plan(steps, steps / steps_per_epoch, per, why, capped, wanted)
+    return Amount(steps, steps / steps_per_epoch, per, why, capped, wanted)
 
 
-def describe(p: Plan, items: int, unit: str, processes: int = 1, batch: int | None = None) -> str:
+def describe(p: Amount, items: int, unit: str, processes: int = 1, batch: int | None = None) -> str:
     eta = f", ~{minutes_text(p.steps * p.seconds_per_step)} on this machine" if p.seconds_per_step else ""
     per = f"; global batch {batch * processes:,} = {processes} processes x {batch:,}" if processes > 1 and batch else ""
     return (

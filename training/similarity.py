@@ -13,10 +13,10 @@ import sys
 if __package__ in (None, ""):
     import _repo_root  # noqa: F401  (training/_repo_root.py: the repo root on sys.path, not training/)
 
-from training.cli import run
+from training.cli import guarded
 from training.tasks.similarity import TRAINING
 
 main = TRAINING.main
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(guarded(main))

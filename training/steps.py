@@ -13,7 +13,7 @@ from dataclasses import asdict, fields
 from data.errors import InputError
 from training.cli import EXIT_INTERRUPTED, process_count, say
 from training.models import SCRATCH, load_base
-from training.output import OutputPlan, _test_hook
+from training.output import OutputFolder, _test_hook
 from training.runner import RunResult
 from training.tasks import DATA_FILE, INPUT_ROLES, OUTPUT_FILE, SIDE_FILE, TRAIN_FILE
 
@@ -78,7 +78,7 @@ def output_folder(options, task: str) -> str:
 
 def open_output(options, task: str, groups=()):
     """Default --output, folder checks (one process under accelerate); returns (output, resume_from): the
-    OutputPlan and the state to resume from.
+    OutputFolder and the state to resume from.
 
     `groups`: the task's own argument dataclasses, from which the run identity is recorded and,
     on --resume, checked."""
@@ -86,7 +86,7 @@ def open_output(options, task: str, groups=()):
     from transformers import set_seed
 
     folder = output_folder(options, task)
-    output = OutputPlan(folder, options.overwrite, options.resume, run_identity(task, groups) if groups else None)
+    output = OutputFolder(folder, options.overwrite, options.resume, run_identity(task, groups) if groups else None)
     output.refuse_inputs_inside(input_files(options, groups))
     import torch
 
@@ -101,7 +101,7 @@ def open_output(options, task: str, groups=()):
     return output, resume_from
 
 
-def _prepare_once(state, output: OutputPlan) -> str | None:
+def _prepare_once(state, output: OutputFolder) -> str | None:
     """output.prepare() on the main process; its outcome (the checkpoint to resume from, or the reason it
     refused) is broadcast, so the other processes neither race on the folders nor hang in a collective."""
     from accelerate.utils import broadcast_object_list
@@ -222,7 +222,7 @@ def resume_command(script: str, argv) -> str:
     return f"the same launch ({processes} processes) of {cmd}" if processes > 1 else cmd
 
 
-def stop_if_interrupted(result: RunResult, output: OutputPlan, script: str, argv) -> int | None:
+def stop_if_interrupted(result: RunResult, output: OutputFolder, script: str, argv) -> int | None:
     """Exit code after Ctrl-C (with the command that resumes), 0 for non-main processes, else None."""
     if result.interrupted:
         cmd = resume_command(script, argv)
@@ -262,7 +262,7 @@ def refuse_oversized_batch(run) -> None:
         )
 
 
-def refuse_non_finite(result: RunResult, output: OutputPlan) -> None:
+def refuse_non_finite(result: RunResult, output: OutputFolder) -> None:
     """A run whose weights (those it would publish) or whose kept evaluation are not finite numbers failed, whatever
     its metrics printed: nothing is published and the previous model stays. Its working folder is left as it is
     (the states may go back to before it diverged); --overwrite starts afresh."""
@@ -337,7 +337,7 @@ def base_report(task: str, run, result: RunResult, total: int, trainable: int) -
 
 
 def publish(
-    output: OutputPlan, result: RunResult, tokenizer, report: dict, card: dict, summary: str, generation_config=None
+    output: OutputFolder, result: RunResult, tokenizer, report: dict, card: dict, summary: str, generation_config=None
 ) -> None:
     """Write the checkpoint folder (weights, tokenizer, report, card, plot) and move it into place."""
     from data.errors import InputError

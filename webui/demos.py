@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from chat.tasks import ROOT, TASKS, task_named
 from data.precision import cpu_bf16_support
-from training.output import adopt
+from training.ownership import adopt
 
 DEMO_PREFIX = "demo-"
 # Written into a demo folder this builder made: only such a folder is ever rebuilt over (a folder of yours

@@ -212,3 +212,27 @@ class QuizProgress(TrainerCallback):
 def general_accuracy(trainer, general_ds) -> float:
     metrics = trainer.evaluate(eval_dataset=general_ds, metric_key_prefix="general")
     return round(float(metrics["general_masked_accuracy"]), 4)
+
+
+def facts_learned(rows: list[dict]) -> dict:
+    """The self-quiz by fact: a name or word of the text is learned when every held-out line that asks
+    for it is answered right; the others are what to state more often (or in more ways)."""
+    by_answer: dict[str, list[bool]] = {}
+    for r in rows:
+        by_answer.setdefault(r["expected"], []).append(bool(r["hit"]))
+    return {
+        "learned": [a for a, hits in by_answer.items() if all(hits)],
+        "not_learned": [a for a, hits in by_answer.items() if not all(hits)],
+    }
+
+
+def facts_line(facts: dict, shown: int = 12) -> str:
+    def names(words):
+        return "、".join(words[:shown]) + (f" (+{len(words) - shown})" if len(words) > shown else "")
+
+    line = f"learned {len(facts['learned'])} of {len(facts['learned']) + len(facts['not_learned'])} facts"
+    if facts["learned"]:
+        line += f": {names(facts['learned'])}"
+    if facts["not_learned"]:
+        line += f"; not yet: {names(facts['not_learned'])} (state these more often, in other words)"
+    return line

@@ -38,6 +38,8 @@ from training.tasks.cloze.mlm import (
     MaskedLMTrainer,
     QuizProgress,
     argmax_logits,
+    facts_learned,
+    facts_line,
     general_accuracy,
     hit_rate,
     joint_quiz,
@@ -77,28 +79,21 @@ def probe_prompts(probes, tokenizer) -> list[ClozePrompt]:
     ]
 
 
-def facts_learned(rows: list[dict]) -> dict:
-    """The self-quiz by fact: a name or word of the text is learned when every held-out line that asks
-    for it is answered right; the others are what to state more often (or in more ways)."""
-    by_answer: dict[str, list[bool]] = {}
-    for r in rows:
-        by_answer.setdefault(r["expected"], []).append(bool(r["hit"]))
-    return {
-        "learned": [a for a, hits in by_answer.items() if all(hits)],
-        "not_learned": [a for a, hits in by_answer.items() if not all(hits)],
-    }
-
-
-def facts_line(facts: dict, shown: int = 12) -> str:
-    def names(words):
-        return "、".join(words[:shown]) + (f" (+{len(words) - shown})" if len(words) > shown else "")
-
-    line = f"learned {len(facts['learned'])} of {len(facts['learned']) + len(facts['not_learned'])} facts"
-    if facts["learned"]:
-        line += f": {names(facts['learned'])}"
-    if facts["not_learned"]:
-        line += f"; not yet: {names(facts['not_learned'])} (state these more often, in other words)"
-    return line
+def read_training_text(args):
+    """(the file as read, the items to split into train and valid, their sentences) of --data: a corpus of
+    passages, or with --pairs a pair file (labels ignored)."""
+    if args.pairs:
+        corpus = read_pairs(args.data, args.format, require_labels=False)
+        say(f"pairs: {len(corpus.pairs)} sentence pairs from {args.data} ({corpus.format})")
+        if corpus.bad.count:
+            say(corpus.bad.summary("pairs"))
+        return corpus, corpus.pairs, [s for pair in corpus.pairs for s in pair]
+    corpus = read_corpus(args.data)
+    note = f", read as {corpus.encoding.upper()}" if corpus.encoding != "utf-8" else ""
+    say(f"corpus: {len(corpus.passages)} passages from {args.data}{note}")
+    if corpus.bad.count:
+        say(corpus.bad.summary("lines"))
+    return corpus, corpus.passages, corpus.passages
 
 
 @dataclass
@@ -137,20 +132,7 @@ class ClozeRecipe(Recipe):
             # the text read_text checked (UTF-8 or GB18030; a pipe or binary file is one line), not the path:
             # jieba insists on UTF-8 and raises its own ValueError
             jieba.load_userdict(io.StringIO(read_text(args.user_dict)[0]))
-        if args.pairs:
-            corpus = read_pairs(args.data, args.format, require_labels=False)
-            say(f"pairs: {len(corpus.pairs)} sentence pairs from {args.data} ({corpus.format})")
-            if corpus.bad.count:
-                say(corpus.bad.summary("pairs"))
-            items = corpus.pairs
-            sentences = [s for pair in items for s in pair]
-        else:
-            corpus = read_corpus(args.data)
-            note = f", read as {corpus.encoding.upper()}" if corpus.encoding != "utf-8" else ""
-            say(f"corpus: {len(corpus.passages)} passages from {args.data}{note}")
-            if corpus.bad.count:
-                say(corpus.bad.summary("lines"))
-            items = sentences = corpus.passages
+        corpus, items, sentences = read_training_text(args)
         prompts, prompt_bad = read_prompts(args.eval_prompts) if args.eval_prompts else ([], None)
         if prompt_bad and prompt_bad.count:
             say(prompt_bad.summary("prompts"))

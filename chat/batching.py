@@ -21,15 +21,16 @@ batched products can differ from unbatched ones in the last float bits, as in an
 from __future__ import annotations
 
 import collections
-import copy
 import inspect
 import logging
-import queue
 import threading
 import time
 
 import torch
-from transformers.cache_utils import Cache, DynamicLayer
+from transformers.cache_utils import Cache
+
+from chat.kv_cache import PrefixCache, SlabLayer
+from chat.requests import Request, logits_processors, row_scores, sample
 
 log = logging.getLogger("chat")
 
@@ -38,36 +39,6 @@ PREFIX_CACHE_MIB = 256  # keys and values of recent conversations, reused when t
 PREFILL_TOKENS = 512  # prompt tokens run per loop turn before the running rows get their next token
 HEADROOM = 32  # spare cache columns allocated at a time
 IDLE_S = 10.0  # the loop's thread ends after this long without work (a later request starts it again)
-
-
-class Request:
-    """One reply in the batcher. Read `tokens` (ids, then None at the end; an exception if it failed)."""
-
-    def __init__(self, prompt: list[int], config, seed: int | None, processors, eos: set[int], limit: int):
-        self.prompt, self.config, self.processors, self.eos = prompt, config, processors, eos
-        self.seq = list(prompt)  # prompt + generated; the last one is not in the cache yet
-        self.new: list[int] = []
-        self.limit = limit  # most new tokens
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self.tokens: queue.Queue = queue.Queue()
-        self.cancelled = threading.Event()
-        self.done = threading.Event()  # set once the loop holds nothing of it any more
-        self.finished = False  # ended by [SEP] or its limit (not cancelled, not failed)
-        self.group_key = _group_key(config)
-        self.kept = False  # its keys and values went to the prefix cache
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-
-def _group_key(config) -> str | None:
-    """Requests with equal keys get the same logits processors, so their rows can be processed together.
-    None (alone) where the processors depend on the prompt's length (min_length, min_new_tokens) or where
-    left-padding a row with the pad token could change them (the pad token is not suppressed)."""
-    suppressed = set(config.suppress_tokens or [])
-    if config.min_length or config.min_new_tokens or config.pad_token_id not in suppressed:
-        return None
-    return config.to_json_string(use_diff=False)
 
 
 class ContinuousBatcher:
@@ -104,7 +75,7 @@ class ContinuousBatcher:
     # -- the caller's side -------------------------------------------------------
     def submit(self, prompt: list[int], config, seed: int | None = None) -> Request:
         """Queue a reply to `prompt` under `config` (a GenerationConfig, as for generate)."""
-        processors = self._processors(config, prompt)
+        processors = logits_processors(self.model, config, prompt)
         eos = config.eos_token_id
         eos = set(eos if isinstance(eos, (list, tuple)) else [] if eos is None else [eos])
         limit = min(config.max_new_tokens or 20, self.max_len - len(prompt))
@@ -141,27 +112,6 @@ class ContinuousBatcher:
             "prefix_hits": self.prefixes.hits,
             "prefix_tokens_reused": self.prefixes.tokens_reused,
         }
-
-    def _processors(self, config, prompt: list[int]):
-        """The logits processors (and warpers) `generate` would build for this config and prompt."""
-        from transformers import LogitsProcessorList
-
-        config = copy.deepcopy(config)
-        # generate's begin-suppression counts the prompt's length; rows of a batch differ in it, so
-        # `_scores` applies it to each row's first token instead
-        config.begin_suppress_tokens = None
-        ids = torch.tensor([prompt], device=self.model.device)
-        self.model._prepare_special_tokens(config, True, device=self.model.device)
-        config.max_length = len(prompt) + (config.max_new_tokens or 20)
-        return self.model._get_logits_processor(
-            generation_config=config,
-            input_ids_seq_length=len(prompt),
-            encoder_input_ids=ids,
-            prefix_allowed_tokens_fn=None,
-            logits_processor=LogitsProcessorList(),
-            device=self.model.device,
-            model_kwargs={},
-        )
 
     # -- the loop ------------------------------------------------------------------
     def _loop(self) -> None:
@@ -327,7 +277,7 @@ class ContinuousBatcher:
                 input_ids=ids,
                 attention_mask=mask,
                 position_ids=positions,
-                **{self._cache_name: Cache(layers=[_SlabLayer(s, self._width) for s in self._slabs])},
+                **{self._cache_name: Cache(layers=[SlabLayer(s, self._width) for s in self._slabs])},
                 use_cache=True,
             )
         except Exception as e:  # the shared pass failed: every running request gets the error, the loop goes on
@@ -361,44 +311,22 @@ class ContinuousBatcher:
         for members in groups.values():
             group = [rows[i] for i in members]
             try:
-                scores = self._scores(group, logits[members])
+                scores = row_scores(group, logits[members])
                 pairs = [(r, scores[j : j + 1]) for j, r in enumerate(group)]
             except Exception:
                 pairs = []
                 for i in members:
                     try:
-                        pairs.append((rows[i], self._scores([rows[i]], logits[i : i + 1])))
+                        pairs.append((rows[i], row_scores([rows[i]], logits[i : i + 1])))
                     except Exception as e:  # this request fails alone
                         self._end(rows[i], e)
-            for r, row_scores in pairs:
+            for r, chosen in pairs:
                 try:
-                    token = self._sample(r, row_scores)
+                    token = sample(r, chosen)
                 except Exception as e:
                     self._end(r, e)
                     continue
                 self._emit(r, token)
-
-    def _scores(self, group: list[Request], logits: torch.Tensor) -> torch.Tensor:
-        """generate's logits processing: the first row's processors (all rows have the same settings) over
-        the rows' ids, left-padded with the pad token, which they suppress anyway."""
-        first = group[0]
-        width = max(len(r.seq) for r in group)
-        pad = first.config.pad_token_id or 0
-        ids = torch.tensor([[pad] * (width - len(r.seq)) + r.seq for r in group], device=logits.device)
-        scores = logits.to(dtype=torch.float32, copy=True)
-        begin = first.config.begin_suppress_tokens
-        if begin:  # before the other processors, where generate applies it
-            for j, r in enumerate(group):
-                if not r.new:  # the reply's first token
-                    scores[j, begin] = -float("inf")
-        return first.processors(ids, scores)
-
-    def _sample(self, r: Request, scores: torch.Tensor) -> int:
-        """generate's choice from one row's scores: argmax, or a draw from the request's own generator."""
-        if not r.config.do_sample:
-            return int(scores.argmax(-1)[0])
-        probs = torch.nn.functional.softmax(scores, dim=-1)
-        return int(torch.multinomial(probs, num_samples=1, generator=r.generator)[0, 0])
 
     def _emit(self, r: Request, token: int) -> None:
         r.seq.append(token)
@@ -412,72 +340,3 @@ class ContinuousBatcher:
         if not r.done.is_set():
             r.tokens.put(error)  # None: the reply is complete
             r.done.set()
-
-
-class _SlabLayer(DynamicLayer):
-    """A cache layer over a preallocated slab (2, rows, heads, capacity, dim) that writes a new token's
-    keys and values into the next spare column. transformers' DynamicLayer concatenates instead, which
-    copies the whole cache on every token: 41% of a 16-row decode step of a 12x768 GPT-2 here."""
-
-    def __init__(self, slab: torch.Tensor, width: int):
-        super().__init__()
-        self.slab, self.width = slab, width
-        self.dtype, self.device = slab.dtype, slab.device
-        self.is_initialized = True
-        self.keys, self.values = slab[0, :, :, :width], slab[1, :, :, :width]
-
-    def update(self, key_states, value_states, *args, **kwargs):
-        n = key_states.shape[-2]
-        self.slab[0, :, :, self.width : self.width + n] = key_states
-        self.slab[1, :, :, self.width : self.width + n] = value_states
-        self.width += n
-        self.keys, self.values = self.slab[0, :, :, : self.width], self.slab[1, :, :, : self.width]
-        return self.keys, self.values
-
-
-class PrefixCache:
-    """Keys and values of recently finished conversations (prompt + reply), least recently used dropped
-    first beyond `budget` bytes. The next message of a conversation arrives as a prompt that starts with
-    the last one and its reply, so only the new tokens need a forward pass: what vLLM and SGLang call
-    prefix caching. Prompts are re-encoded from text, so a match is on token ids, as long as they agree."""
-
-    def __init__(self, budget: int):
-        self.budget, self.bytes, self.hits, self.tokens_reused = budget, 0, 0, 0
-        self._entries: collections.OrderedDict[tuple, list] = collections.OrderedDict()
-
-    def put(self, ids: list[int], kv: list[torch.Tensor]) -> None:
-        """kv: per layer (2, heads, len(ids), dim), copied here."""
-        size = sum(t.numel() * t.element_size() for t in kv)
-        key = tuple(ids)
-        if size > self.budget or key in self._entries or len(ids) < 2:
-            return
-        self._entries[key] = [t.clone() for t in kv]
-        self.bytes += size
-        while self.bytes > self.budget:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= sum(t.numel() * t.element_size() for t in old)
-
-    def _longest(self, prompt: list[int]) -> tuple | None:
-        best = None
-        for key in self._entries:
-            if len(key) < len(prompt) and (best is None or len(key) > len(best)) and tuple(prompt[: len(key)]) == key:
-                best = key
-        return best
-
-    def match(self, prompt: list[int]) -> int:
-        """How many of the prompt's tokens a cached conversation holds (0: none)."""
-        best = self._longest(prompt)
-        return len(best) if best else 0
-
-    def take(self, prompt: list[int]):
-        """The longest cached sequence that `prompt` continues (leaving at least one token to run):
-        (its length, its keys and values per layer), or None. The entry leaves the cache: the conversation
-        comes back longer when this reply ends, and the old entry would only take room."""
-        best = self._longest(prompt)
-        if best is None:
-            return None
-        kv = self._entries.pop(best)
-        self.bytes -= sum(t.numel() * t.element_size() for t in kv)
-        self.hits += 1
-        self.tokens_reused += len(best)
-        return len(best), kv

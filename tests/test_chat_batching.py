@@ -110,11 +110,13 @@ def test_a_failing_request_does_not_break_the_others(engines, monkeypatch):
     (in a shared decode step): each gets its error, the others' replies are unchanged."""
     plain, batched = engines
     batcher = batched.batcher
-    real = ContinuousBatcher._processors
+    import chat.batching
+
+    real = chat.batching.logits_processors
     fail_at = {13: 0, 14: 1}  # max_new_tokens -> tokens it writes before failing
 
-    def processors(self, config, prompt):
-        chain = real(self, config, prompt)
+    def processors(model, config, prompt):
+        chain = real(model, config, prompt)
         if config.max_new_tokens not in fail_at:
             return chain
 
@@ -127,7 +129,7 @@ def test_a_failing_request_does_not_break_the_others(engines, monkeypatch):
 
     hot = dict(do_sample=True, temperature=1.5, top_k=0, top_p=1.0)  # long replies from the tiny model
     assert len(plain.generate_ids([], MESSAGES[0], seed=1, max_new_tokens=14, **hot)) >= 2
-    monkeypatch.setattr(ContinuousBatcher, "_processors", processors)
+    monkeypatch.setattr(chat.batching, "logits_processors", processors)
     expected = [plain.reply([], m, seed=i, max_new_tokens=20, **hot) for i, m in enumerate(MESSAGES[:3])]
 
     def run(i):
@@ -187,10 +189,10 @@ def test_cache_rows_are_right_aligned_without_nans(chat_checkpoint):
     engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
     batcher = engine.batcher
     config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": 5})
-    from chat.batching import Request
+    from chat.requests import Request, logits_processors
 
     prompts = [[engine.tokenizer.cls_token_id] + [10 + i for i in range(n)] for n in (2, 17, 6)]
-    group = [Request(p, config, None, batcher._processors(config, p), set(), 5) for p in prompts]
+    group = [Request(p, config, None, logits_processors(engine.model, config, p), set(), 5) for p in prompts]
     with torch.inference_mode():
         rows, kv, mask = batcher._prefill(group)
         batcher._rebuild([], [(rows, kv, mask)])
@@ -205,12 +207,12 @@ def test_a_prefill_scores_the_vocabulary_at_the_last_position_only(chat_checkpoi
     engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
     batcher = engine.batcher
     config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": 5})
-    from chat.batching import Request
+    from chat.requests import Request, logits_processors
 
     seen = []
     engine.model.lm_head.register_forward_hook(lambda module, args, out: seen.append(tuple(out.shape[:2])))
     prompts = [[engine.tokenizer.cls_token_id] + [10 + i for i in range(n)] for n in (2, 17)]
-    group = [Request(p, config, None, batcher._processors(config, p), set(), 5) for p in prompts]
+    group = [Request(p, config, None, logits_processors(engine.model, config, p), set(), 5) for p in prompts]
     with torch.inference_mode():
         batcher._prefill(group)
     assert seen == [(2, 1)]
@@ -270,7 +272,7 @@ def test_a_long_conversation_keeps_reusing_its_prefix_as_its_window_moves(chat_c
 
 
 def test_the_prefix_cache_stays_within_its_budget():
-    from chat.batching import PrefixCache
+    from chat.kv_cache import PrefixCache
 
     kv = [torch.zeros(2, 2, 10, 4) for _ in range(3)]  # 3 layers, 10 tokens: 1,920 bytes
     cache = PrefixCache(budget=5_000)  # room for two

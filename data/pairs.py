@@ -139,6 +139,53 @@ def _not_finite(raw) -> bool:
         return False
 
 
+def _usable_rows(found, bad: BadRows, require_labels: bool) -> list[tuple]:
+    """(where, s1, s2, raw label) of the rows with both sentences (normalised) and a finite label or none."""
+    rows = []
+    for where, s1, s2, raw in found:
+        if max(len(str(s1 or "")), len(str(s2 or ""))) > MAX_LINE_CHARS:
+            bad.add(where, f"a sentence is longer than {MAX_LINE_CHARS:,} characters")
+            continue
+        s1 = normalize_utterance(str(s1)) if s1 is not None else ""
+        s2 = normalize_utterance(str(s2)) if s2 is not None else ""
+        if not s1 or not s2:
+            bad.add(where, "a sentence is missing")
+            continue
+        if raw is None and require_labels:
+            bad.add(where, "no label")
+            continue
+        if raw is not None and _not_finite(raw):
+            bad.add(where, f"label {str(raw)[:20]!r} is not a finite number")
+            continue
+        rows.append((where, s1, s2, raw))
+    return rows
+
+
+def _label(raw, task: str, scale, words: list[str] | None) -> tuple[float | int | None, str | None]:
+    """(the label of a raw value, None) or (None, why it is not one): a score on `scale`, one of the class `words`,
+    or a class number."""
+    if raw is None:
+        return None, "no label"
+    n = _number(raw)
+    if task == "regression":
+        if n is None:
+            return None, f"label {raw!r} is not a finite number"
+        if not scale[0] <= n <= scale[1]:
+            outside = f"score {str(raw)[:20]} is outside {scale[0]}..{scale[1]}"
+            return None, f"{outside}, the scale of the file's other scores"
+        return n, None
+    if words is not None:
+        word = str(raw).strip()
+        if word not in words:
+            return None, f"label {raw!r} is not one of {', '.join(words)}"
+        return words.index(word), None
+    if n is None or n != int(n) or n < 0:
+        return None, f"label {raw!r} is not a class number (0, 1, ...)"
+    if n > MAX_CLASS:
+        return None, f"label {raw!r} is too large for a class number (at most {MAX_CLASS})"
+    return int(n), None
+
+
 def read_pairs(
     path: str | os.PathLike,
     fmt: str = "auto",
@@ -158,23 +205,7 @@ def read_pairs(
     text, encoding = read_text(path, bad)
     fmt = _detect(path, text) if fmt == "auto" else fmt
     name = os.path.basename(path)
-    rows = []
-    for where, s1, s2, raw in _rows(fmt, text, name, bad):
-        if max(len(str(s1 or "")), len(str(s2 or ""))) > MAX_LINE_CHARS:
-            bad.add(where, f"a sentence is longer than {MAX_LINE_CHARS:,} characters")
-            continue
-        s1 = normalize_utterance(str(s1)) if s1 is not None else ""
-        s2 = normalize_utterance(str(s2)) if s2 is not None else ""
-        if not s1 or not s2:
-            bad.add(where, "a sentence is missing")
-            continue
-        if raw is None and require_labels:
-            bad.add(where, "no label")
-            continue
-        if raw is not None and _not_finite(raw):
-            bad.add(where, f"label {str(raw)[:20]!r} is not a finite number")
-            continue
-        rows.append((where, s1, s2, raw))
+    rows = _usable_rows(_rows(fmt, text, name, bad), bad, require_labels)
     if not rows:
         detail = f" ({bad.examples[0]})" if bad.examples else ""
         raise InputError(f"{path} holds no usable sentence pair{detail}")
@@ -202,37 +233,13 @@ def read_pairs(
                 f"{path}: the labels do not look like similarity scores (fewer than {SCALE_SHARE:.0%} of them lie on "
                 f"one scale such as 0..5 or 0..1; first ones: {shown}); fix them, or use class labels (0/1)"
             )
+    words = label_names if task != "regression" and label_names is not None and numeric_share < 0.5 else None
     pairs, labels = [], []
     for where, s1, s2, raw in rows:
-        if raw is None:
-            bad.add(where, "no label")
+        label, why = _label(raw, task, scale, words)
+        if why:
+            bad.add(where, why)
             continue
-        n = _number(raw)
-        if task == "regression":
-            if n is None:
-                bad.add(where, f"label {raw!r} is not a finite number")
-                continue
-            if not scale[0] <= n <= scale[1]:
-                bad.add(
-                    where,
-                    f"score {str(raw)[:20]} is outside {scale[0]}..{scale[1]}, the scale of the file's other scores",
-                )
-                continue
-            label = n
-        elif label_names is not None and numeric_share < 0.5:
-            word = str(raw).strip()
-            if word not in label_names:
-                bad.add(where, f"label {raw!r} is not one of {', '.join(label_names)}")
-                continue
-            label = label_names.index(word)
-        else:
-            if n is None or n != int(n) or n < 0:
-                bad.add(where, f"label {raw!r} is not a class number (0, 1, ...)")
-                continue
-            if n > MAX_CLASS:
-                bad.add(where, f"label {raw!r} is too large for a class number (at most {MAX_CLASS})")
-                continue
-            label = int(n)
         pairs.append((s1, s2))
         labels.append(label)
     if not pairs:

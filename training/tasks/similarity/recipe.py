@@ -2,7 +2,7 @@
 model from scratch: the similarity task's training recipe (training/similarity.py runs it).
 
 Pairs are encoded `[CLS] a [SEP] b [SEP]` with token types. From scratch, a masked-LM stage on the pair
-text runs first (training/recipes/cloze.py with --pairs, through the same pipeline); then the pair
+text runs first (training/tasks/cloze with --pairs, through the same pipeline); then the pair
 task. Probabilities are calibrated on the dev pairs and, for two classes, the decision threshold is
 tuned there; the report sets the model beside what needs no model (majority class, character overlap).
 """

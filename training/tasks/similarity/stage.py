@@ -22,7 +22,7 @@ MLM_LR = 7e-4
 
 
 def masked_lm_stage(run, minutes: float) -> tuple[str, dict]:
-    """The masked-LM recipe (training/recipes/cloze.py, --pairs) on the training pairs, through the same
+    """The masked-LM recipe (training/tasks/cloze, --pairs) on the training pairs, through the same
     pipeline, in the run's working folder; returns (folder, the report's "mlm_stage")."""
     args, options = run.args, run.options
     folder = os.path.join(run.output.work, "mlm_stage")

@@ -204,138 +204,147 @@ class _Reply:
         return out
 
 
+def _check_key(request: Request, api_key: str | None) -> None:
+    if not api_key:
+        return
+    given = request.headers.get("authorization", "")
+    token = given[7:] if given.lower().startswith("bearer ") else ""
+    if not hmac.compare_digest(token.encode(), api_key.encode()):
+        raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY", code="invalid_api_key")
+
+
+class _ChatModels:
+    """The chat checkpoints by name. A name not seen scans the folder again (a model trained since), at most once
+    per RESCAN_AFTER_S: a client repeating an unknown name must not keep the server scanning."""
+
+    def __init__(self, settings):
+        from webui.store import ScanThrottle
+
+        self.settings, self.throttle = settings, ScanThrottle()
+        self.seen: dict | None = None  # the last scan's, replaced whole (requests run in threads)
+
+    def scan(self) -> dict:
+        from webui.store import catalogue
+
+        self.seen = {c.label: c for c in catalogue(self.settings)["chat"]}
+        return self.seen
+
+    def find(self, name: str):
+        models = self.seen
+        if models is None or (name not in models and self.throttle.due()):  # the first lookup always scans
+            models = self.scan()
+        return models.get(name)
+
+
+class _Completion:
+    """One chat completion's answer: the whole reply as one JSON object, or a stream of chunks."""
+
+    def __init__(self, name: str, stop: list[str], usage: dict):
+        self.name, self.usage, self.reply = name, usage, _Reply(stop)
+        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+
+    def _head(self, kind: str) -> dict:
+        return {"id": self.id, "object": kind, "created": self.created, "model": self.name}
+
+    def finish(self) -> str:
+        if self.reply.stopped:
+            return "stop"
+        usage = self.usage
+        return "length" if usage.get("completion_tokens", 0) >= (usage.get("limit") or 10**9) else "stop"
+
+    def counts(self) -> dict:
+        prompt, done = self.usage.get("prompt_tokens", 0), self.usage.get("completion_tokens", 0)
+        return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+
+    def whole(self, text: str) -> dict:
+        self.reply.add(text, final=True)
+        choice = {"index": 0, "message": {"role": "assistant", "content": self.reply.text}, "finish_reason": None}
+        choice["finish_reason"] = self.finish()
+        return {**self._head("chat.completion"), "choices": [choice], "usage": self.counts()}
+
+    def chunk(self, delta: dict, finish_reason=None, **extra) -> str:
+        choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
+        data = {**self._head("chat.completion.chunk"), "choices": choices, **extra}
+        return self.chunk_json(data)
+
+    @staticmethod
+    def chunk_json(data: dict) -> str:
+        return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+    async def events(self, request: Request, feed, first, want_usage: bool):
+        reply = self.reply
+        try:
+            yield self.chunk({"role": "assistant", "content": ""})
+            piece = first
+            while piece is not _DONE and not reply.stopped:
+                if text := reply.add(piece):
+                    yield self.chunk({"content": text})
+                if await request.is_disconnected():  # the client left: free its batch row now
+                    return
+                piece = await asyncio.to_thread(feed.next)
+            if text := reply.add("", final=True):
+                yield self.chunk({"content": text})
+            yield self.chunk({}, self.finish())
+            if want_usage:
+                yield self.chunk_json({**self._head("chat.completion.chunk"), "choices": [], "usage": self.counts()})
+            yield "data: [DONE]\n\n"
+        finally:  # also when the server cancels this stream (a disconnect): no await may run here
+            feed.close_soon()
+
+
+async def _first_piece(store, models: _ChatModels, name: str, history, message, gen, usage: dict):
+    """(the reply's feed, its first piece): read before answering, so bad input is a 400, not a broken stream."""
+    ckpt = await asyncio.to_thread(models.find, name)
+    if ckpt is None:
+        raise ApiError(404, f"the model {name!r} does not exist; GET /v1/models lists them", "model", "model_not_found")
+    try:
+        engine = await asyncio.to_thread(store.get, "chat", ckpt.path)
+    except InputError as e:
+        raise ApiError(503, f"the model failed to load: {e}", "model")
+    feed = _Feed(_pieces(store, engine, history, message, gen, usage))
+    try:
+        return feed, await asyncio.to_thread(feed.next)
+    except InputError as e:
+        feed.close_soon()
+        raise ApiError(400, str(e), "messages")
+    except BaseException:  # the client went away meanwhile
+        feed.close_soon()
+        raise
+
+
 def mount_openai(app, settings, store, api_key: str | None = None) -> None:
     """Add `/v1/models` and `/v1/chat/completions` to `app` (Gradio's FastAPI app)."""
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    from webui.store import ScanThrottle, catalogue
-
-    def check_key(request: Request) -> None:
-        if not api_key:
-            return
-        given = request.headers.get("authorization", "")
-        token = given[7:] if given.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY", code="invalid_api_key")
-
-    seen: dict = {"models": None}  # the last scan's chat models by name, replaced whole (requests run in threads)
-    throttle = ScanThrottle()
-
-    def chat_models() -> dict:
-        seen["models"] = {c.label: c for c in catalogue(settings)["chat"]}
-        return seen["models"]
-
-    def find(name: str):
-        """The named checkpoint. A name not seen scans the folder again (a model trained since), at most once
-        per RESCAN_AFTER_S: a client repeating an unknown name must not keep the server scanning."""
-        models = seen["models"]
-        if models is None or (name not in models and throttle.due()):  # the first lookup always scans
-            models = chat_models()
-        return models.get(name)
+    models = _ChatModels(settings)
 
     @app.get("/v1/models")
     def list_models(request: Request):
         try:
-            check_key(request)
+            _check_key(request, api_key)
         except ApiError as e:
             return e.response()
-        data = [{"id": label, "object": "model", "created": 0, "owned_by": "local"} for label in chat_models()]
+        data = [{"id": label, "object": "model", "created": 0, "owned_by": "local"} for label in models.scan()]
         return JSONResponse({"object": "list", "data": data})
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
+        usage: dict = {}
         try:
-            check_key(request)
+            _check_key(request, api_key)
             name, history, message, gen, stop, stream, want_usage = parse_request(await read_json(request))
-            ckpt = await asyncio.to_thread(find, name)
-            if ckpt is None:
-                raise ApiError(
-                    404, f"the model {name!r} does not exist; GET /v1/models lists them", "model", "model_not_found"
-                )
-            try:
-                engine = await asyncio.to_thread(store.get, "chat", ckpt.path)
-            except InputError as e:
-                raise ApiError(503, f"the model failed to load: {e}", "model")
-            usage: dict = {}
-            feed = _Feed(_pieces(store, engine, history, message, gen, usage))
-            try:  # the first piece before answering, so bad input is a 400, not a broken stream
-                first = await asyncio.to_thread(feed.next)
-            except InputError as e:
-                feed.close_soon()
-                raise ApiError(400, str(e), "messages")
-            except BaseException:  # the client went away meanwhile
-                feed.close_soon()
-                raise
+            feed, first = await _first_piece(store, models, name, history, message, gen, usage)
         except ApiError as e:
             return e.response()
-        rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
-        reply = _Reply(stop)
-
-        def finish() -> str:
-            if reply.stopped:
-                return "stop"
-            return "length" if usage.get("completion_tokens", 0) >= (usage.get("limit") or 10**9) else "stop"
-
-        def counts() -> dict:
-            prompt, done = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-            return {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
-
-        if not stream:
-            try:
-                text = "" if first is _DONE else first
-                text += "".join(await asyncio.to_thread(feed.rest))
-            finally:
-                feed.close_soon()
-            reply.add(text, final=True)
-            return JSONResponse(
-                {
-                    "id": rid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": name,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": {"role": "assistant", "content": reply.text},
-                            "finish_reason": finish(),
-                        }
-                    ],
-                    "usage": counts(),
-                }
-            )
-
-        def chunk(delta: dict, finish_reason=None, **extra) -> str:
-            data = {
-                "id": rid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": name,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-                **extra,
-            }
-            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
-
-        async def events():
-            try:
-                yield chunk({"role": "assistant", "content": ""})
-                piece = first
-                while piece is not _DONE and not reply.stopped:
-                    if text := reply.add(piece):
-                        yield chunk({"content": text})
-                    if await request.is_disconnected():  # the client left: free its batch row now
-                        return
-                    piece = await asyncio.to_thread(feed.next)
-                if text := reply.add("", final=True):
-                    yield chunk({"content": text})
-                yield chunk({}, finish())
-                if want_usage:
-                    done = {"id": rid, "object": "chat.completion.chunk", "created": created, "model": name}
-                    yield f"data: {json.dumps({**done, 'choices': [], 'usage': counts()})}\n\n"
-                yield "data: [DONE]\n\n"
-            finally:  # also when the server cancels this stream (a disconnect): no await may run here
-                feed.close_soon()
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+        answer = _Completion(name, stop, usage)
+        if stream:
+            return StreamingResponse(answer.events(request, feed, first, want_usage), media_type="text/event-stream")
+        try:
+            text = "" if first is _DONE else first
+            text += "".join(await asyncio.to_thread(feed.rest))
+        finally:
+            feed.close_soon()
+        return JSONResponse(answer.whole(text))
 
 
 class _Feed:

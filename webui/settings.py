@@ -67,7 +67,49 @@ def _env_bool(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_settings(argv: list[str] | None = None) -> Settings:
+def _add_access_flags(p: argparse.ArgumentParser) -> None:
+    """Who can reach the page and the API: address, port, public link, training, keys."""
+    env = os.environ.get
+    p.add_argument(
+        "--host",
+        default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
+        help="address to listen on (0.0.0.0: every interface)",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860),
+        help="port (default 7860; 0: the first free one from 7860)",
+    )
+    p.add_argument(
+        "--share",
+        action="store_true",
+        default=_env_bool("APP_SHARE"),
+        help="ask Gradio's share server for a public link",
+    )
+    p.add_argument(
+        "--allow-training",
+        action="store_true",
+        default=_env_bool("APP_ALLOW_TRAINING"),
+        help="keep the 训练 Train tab on where the page is public (--share, --host other than loopback, Spaces): "
+        "every visitor could then start training runs on this machine",
+    )
+    p.add_argument(
+        "--api-key",
+        default=env("APP_API_KEY"),
+        help="the key the OpenAI-compatible API (/v1/chat/completions) asks for (Authorization: Bearer KEY); "
+        "without one, /v1 is as open as the page",
+    )
+    p.add_argument(
+        "--auth",
+        default=env("APP_AUTH"),
+        metavar="USER:PASSWORD",
+        help="a login for the page (Gradio's own); /v1 is guarded by --api-key instead",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    """`python app.py`'s flags, each with its environment variable as the default."""
     env = os.environ.get
     titles = ", ".join(t.title.split(" ", 1)[-1] for t in TASKS.values())
     p = argparse.ArgumentParser(
@@ -88,23 +130,6 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
             default=env(f"APP_{t.name.upper()}_MODEL"),
             help=f"{t.title} model folder or Hub id (default: found under --checkpoints)",
         )
-    p.add_argument(
-        "--host",
-        default=env("APP_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1",
-        help="address to listen on (0.0.0.0: every interface)",
-    )
-    p.add_argument(
-        "--port",
-        type=int,
-        default=int(env("APP_PORT") or env("GRADIO_SERVER_PORT") or 7860),
-        help="port (default 7860; 0: the first free one from 7860)",
-    )
-    p.add_argument(
-        "--share",
-        action="store_true",
-        default=_env_bool("APP_SHARE"),
-        help="ask Gradio's share server for a public link",
-    )
     p.add_argument(
         "--concurrency",
         type=int,
@@ -137,25 +162,12 @@ def parse_settings(argv: list[str] | None = None) -> Settings:
         help="one generate() per chat reply instead of batching concurrent replies into shared decode steps "
         "(to compare; batching serves many visitors several times faster)",
     )
-    p.add_argument(
-        "--allow-training",
-        action="store_true",
-        default=_env_bool("APP_ALLOW_TRAINING"),
-        help="keep the 训练 Train tab on where the page is public (--share, --host other than loopback, Spaces): "
-        "every visitor could then start training runs on this machine",
-    )
-    p.add_argument(
-        "--api-key",
-        default=env("APP_API_KEY"),
-        help="the key the OpenAI-compatible API (/v1/chat/completions) asks for (Authorization: Bearer KEY); "
-        "without one, /v1 is as open as the page",
-    )
-    p.add_argument(
-        "--auth",
-        default=env("APP_AUTH"),
-        metavar="USER:PASSWORD",
-        help="a login for the page (Gradio's own); /v1 is guarded by --api-key instead",
-    )
+    _add_access_flags(p)
+    return p
+
+
+def parse_settings(argv: list[str] | None = None) -> Settings:
+    p = _parser()
     a = p.parse_args(argv)
     auth = None
     if a.auth:

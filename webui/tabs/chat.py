@@ -46,6 +46,53 @@ def slider_values(config) -> list[float]:
     ]
 
 
+def _sliders() -> list:
+    """The generation settings, starting at the chat defaults (a picked model's own replace them)."""
+    d = CHAT_SAMPLING
+    with gr.Accordion("生成设置 Generation settings", open=False):
+        with gr.Row():
+            sliders = [
+                Slider(0, 2, value=d["temperature"], step=0.05, label="温度 temperature (0 = greedy)"),
+                Slider(0, 50, value=d["top_k"], step=1, label="top-k (0 = off)"),
+                Slider(0.05, 1, value=d["top_p"], step=0.05, label="top-p"),
+                Slider(1, 2, value=d["repetition_penalty"], step=0.05, label="重复惩罚 repetition penalty"),
+                Slider(8, 256, value=d["max_new_tokens"], step=8, label="最长回复 max new tokens"),
+            ]
+    return sliders
+
+
+def _converse(ctx, name, message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
+    """Yields (shown, kept): the conversation as it streams, and what the next turn builds on."""
+    from chat import GenerationSettings
+    from data import InputError
+
+    turns = trim_history(list(turns or []))
+    engine = ctx.pick(name, model)
+    settings = GenerationSettings(
+        max_new_tokens=int(max_new_tokens),
+        do_sample=float(temperature) > 0,  # the slider decides, also over a greedy generation_config.json
+        temperature=float(temperature),
+        top_k=int(top_k),
+        top_p=float(top_p),
+        repetition_penalty=float(repetition_penalty),
+    )
+    shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
+    yield shown, turns
+    try:
+        with ctx.store.serving():
+            sent = 0.0
+            for piece in engine.stream(turns, message, settings):
+                shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
+                if time.monotonic() - sent >= UPDATE_EVERY_S:  # the first piece at once, then a few per second
+                    sent = time.monotonic()
+                    yield shown, gr.skip()  # the kept history changes once, at the end
+    except InputError as e:
+        raise gr.Error(str(e), print_exception=False)
+    if not shown[-1]["content"]:
+        shown[-1] = {"role": "assistant", "content": "……"}
+    yield shown, shown
+
+
 def build(ctx, task) -> TabParts:
     name = task.name
     picker, about = ctx.header(task)
@@ -68,48 +115,8 @@ def build(ctx, task) -> TabParts:
         )
         send = gr.Button("发送 Send", variant="primary", scale=1, elem_id="chat-send")
         clear = gr.Button("清空 Clear", scale=1, elem_id="chat-clear")
-    d = CHAT_SAMPLING
-    with gr.Accordion("生成设置 Generation settings", open=False):
-        with gr.Row():
-            sliders = [
-                Slider(0, 2, value=d["temperature"], step=0.05, label="温度 temperature (0 = greedy)"),
-                Slider(0, 50, value=d["top_k"], step=1, label="top-k (0 = off)"),
-                Slider(0.05, 1, value=d["top_p"], step=0.05, label="top-p"),
-                Slider(1, 2, value=d["repetition_penalty"], step=0.05, label="重复惩罚 repetition penalty"),
-                Slider(8, 256, value=d["max_new_tokens"], step=8, label="最长回复 max new tokens"),
-            ]
+    sliders = _sliders()
     examples = gr.Examples([[x] for x in OPENERS], inputs=[message], label="试试 Try")
-
-    def converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
-        """Yields (shown, kept): the conversation as it streams, and what the next turn builds on."""
-        from chat import GenerationSettings
-        from data import InputError
-
-        turns = trim_history(list(turns or []))
-        engine = ctx.pick(name, model)
-        settings = GenerationSettings(
-            max_new_tokens=int(max_new_tokens),
-            do_sample=float(temperature) > 0,  # the slider decides, also over a greedy generation_config.json
-            temperature=float(temperature),
-            top_k=int(top_k),
-            top_p=float(top_p),
-            repetition_penalty=float(repetition_penalty),
-        )
-        shown = turns + [{"role": "user", "content": message.strip()}, {"role": "assistant", "content": ""}]
-        yield shown, turns
-        try:
-            with ctx.store.serving():
-                sent = 0.0
-                for piece in engine.stream(turns, message, settings):
-                    shown[-1] = {"role": "assistant", "content": shown[-1]["content"] + piece}
-                    if time.monotonic() - sent >= UPDATE_EVERY_S:  # the first piece at once, then a few per second
-                        sent = time.monotonic()
-                        yield shown, gr.skip()  # the kept history changes once, at the end
-        except InputError as e:
-            raise gr.Error(str(e), print_exception=False)
-        if not shown[-1]["content"]:
-            shown[-1] = {"role": "assistant", "content": "……"}
-        yield shown, shown
 
     def respond(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens):
         sampling = (temperature, top_k, top_p, repetition_penalty, max_new_tokens)
@@ -125,7 +132,7 @@ def build(ctx, task) -> TabParts:
                 "were sent."
             )
             message = message.strip()[-MAX_MESSAGE_CHARS:]
-        for shown, kept in converse(message, turns, model, *sampling):
+        for shown, kept in _converse(ctx, name, message, turns, model, *sampling):
             yield shown, kept, ""
 
     def respond_enter(message, turns, model, *sampling):
@@ -143,7 +150,8 @@ def build(ctx, task) -> TabParts:
         """The second model's reply to the same message while Compare is on, streamed beside the first
         (its own event, so both sides stream at once; the first side reports bad input)."""
         message = message.strip()[-MAX_MESSAGE_CHARS:]  # as the first side sends it (which says so)
-        yield from converse(message, turns, model, temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+        sampling = (temperature, top_k, top_p, repetition_penalty, max_new_tokens)
+        yield from _converse(ctx, name, message, turns, model, *sampling)
 
     io = dict(fn=respond, inputs=[message, history, picker, *sliders], outputs=[chatbot, history, message])
     io_b = dict(

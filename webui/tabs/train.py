@@ -4,6 +4,7 @@ script, watch its loss, stop (Ctrl-C: resumable) and resume. Off where the page 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 
@@ -119,20 +120,71 @@ def status_text(trainer: TrainingJobs) -> tuple[str, str, str]:
     return line, job.shown_command, trainer.log_tail()
 
 
+def _training_off(reason: str | None) -> None:
+    why = (
+        f"{reason}: 任何拿到链接的人都能在这台机器上训练 anyone with the link could start runs on this machine"
+        if reason
+        else "in this app"
+    )
+    gr.Markdown(
+        f"⚠ 训练已关闭 Training is off {why}. 在本机使用 Run it locally (`python app.py`), or start the app with "
+        "`--allow-training` if you trust every visitor. "
+        "命令行训练 From a terminal: `python training/chat.py --data ...`",
+        elem_id="train-off",
+    )
+
+
+def _progress_widgets():
+    """The run's status line, its command, its two loss curves and its log."""
+    status = gr.Markdown(elem_id="train-status")
+    command = gr.Code(
+        label="命令 Command (the same run from a terminal)",
+        language="shell",
+        interactive=False,
+        elem_id="train-command",
+    )
+    # Two plots, one curve each: in a plot coloured by series, Gradio 6 never drew a series that first
+    # appeared after the first frame (the validation loss, after the first evaluation), and its legend
+    # showed only its title (Chromium, tried with color_map and colors_in_legend)
+    with gr.Row():
+        curves = (("训练损失 Training loss", "train-plot"), ("验证损失 Validation loss", "train-plot-valid"))
+        plot, plot_valid = (
+            gr.LinePlot(x="step", y="loss", label=name, x_title="步 step", y_title="损失 loss", height=260, elem_id=key)
+            for name, key in curves
+        )
+    gr.Markdown(
+        "验证损失是模型在没训练过的行上的损失。它上升表示模型在背它的训练文本（过拟合）：记事实的完形填空模型本该如此，"
+        "请看自测记住了几个事实。The validation loss is measured on lines the model does not train on; when it "
+        "rises the model is memorising its training text (overfitting): expected of a fact (fill-mask) model, "
+        "judge that one by the self-quiz facts it recalls.",
+        elem_id="train-plot-note",
+    )
+    log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
+    return status, command, plot, plot_valid, log
+
+
+def show_preview(trainer: TrainingJobs, task_name, file, sample) -> str:
+    """The preview area's text: what the script will read from the file, or why it cannot."""
+    from data.errors import InputError
+
+    try:  # the reason in the preview area itself, not a bare "Error" there and the reason in a toast
+        path = _data_path(trainer, task_name, file, sample)
+        p = checked(trainer, task_name, path)
+    except InputError as e:
+        return f"⚠ {e}"
+    text = (
+        f"**{os.path.basename(path)}**: {p['format']}, {p['encoding']}, "
+        f"{p['rows']:,} {p['unit']} 可用 usable, {p['skipped']} 行跳过 skipped"
+    )
+    if p["reasons"]:
+        text += "\n\n" + "\n".join(f"- `{r}`" for r in p["reasons"])
+    return text
+
+
 def build(ctx, trainer: TrainingJobs | None):
     reason = public_reason(ctx.settings)
     if reason or trainer is None:
-        why = (
-            f"{reason}: 任何拿到链接的人都能在这台机器上训练 anyone with the link could start runs on this machine"
-            if reason
-            else "in this app"
-        )
-        gr.Markdown(
-            f"⚠ 训练已关闭 Training is off {why}. 在本机使用 Run it locally (`python app.py`), or start the app with "
-            "`--allow-training` if you trust every visitor. "
-            "命令行训练 From a terminal: `python training/chat.py --data ...`",
-            elem_id="train-off",
-        )
+        _training_off(reason)
         return
     tasks = [(t.title, t.name) for t in TASKS.values() if t.training]
     with gr.Row():
@@ -169,46 +221,7 @@ def build(ctx, trainer: TrainingJobs | None):
         start = gr.Button("开始 Start", variant="primary", elem_id="train-start")
         stop = gr.Button("停止 Stop", elem_id="train-stop")
         resume = gr.Button("继续 Resume", elem_id="train-resume")
-    status = gr.Markdown(elem_id="train-status")
-    command = gr.Code(
-        label="命令 Command (the same run from a terminal)",
-        language="shell",
-        interactive=False,
-        elem_id="train-command",
-    )
-    # Two plots, one curve each: in a plot coloured by series, Gradio 6 never drew a series that first
-    # appeared after the first frame (the validation loss, after the first evaluation), and its legend
-    # showed only its title (Chromium, tried with color_map and colors_in_legend)
-    with gr.Row():
-        curves = (("训练损失 Training loss", "train-plot"), ("验证损失 Validation loss", "train-plot-valid"))
-        plot, plot_valid = (
-            gr.LinePlot(x="step", y="loss", label=name, x_title="步 step", y_title="损失 loss", height=260, elem_id=key)
-            for name, key in curves
-        )
-    gr.Markdown(
-        "验证损失是模型在没训练过的行上的损失。它上升表示模型在背它的训练文本（过拟合）：记事实的完形填空模型本该如此，"
-        "请看自测记住了几个事实。The validation loss is measured on lines the model does not train on; when it "
-        "rises the model is memorising its training text (overfitting): expected of a fact (fill-mask) model, "
-        "judge that one by the self-quiz facts it recalls.",
-        elem_id="train-plot-note",
-    )
-    log = gr.Textbox(label="日志 Log", lines=8, max_lines=12, interactive=False, elem_id="train-log")
-
-    def show_preview(task_name, file, sample):
-        from data.errors import InputError
-
-        try:  # the reason in the preview area itself, not a bare "Error" there and the reason in a toast
-            path = _data_path(trainer, task_name, file, sample)
-            p = checked(trainer, task_name, path)
-        except InputError as e:
-            return f"⚠ {e}"
-        text = (
-            f"**{os.path.basename(path)}**: {p['format']}, {p['encoding']}, "
-            f"{p['rows']:,} {p['unit']} 可用 usable, {p['skipped']} 行跳过 skipped"
-        )
-        if p["reasons"]:
-            text += "\n\n" + "\n".join(f"- `{r}`" for r in p["reasons"])
-        return text
+    status, command, plot, plot_valid, log = _progress_widgets()
 
     def bases(task_name):
         own = [c.path for c in ctx.rescan().get(task_name, []) if not c.demo]
@@ -234,7 +247,9 @@ def build(ctx, trainer: TrainingJobs | None):
         return line, cmd, _curve(progress, "train"), _curve(progress, "valid"), tail
 
     outputs = [status, command, plot, plot_valid, log]
-    check.click(show_preview, [task, upload, use_sample], previewed, api_name="train_preview")
+    check.click(
+        functools.partial(show_preview, trainer), [task, upload, use_sample], previewed, api_name="train_preview"
+    )
     task.change(bases, task, base, api_visibility="private")
     inputs = [task, upload, use_sample, base, preset, epochs, lr, batch, max_len, lora, name, overwrite]
     start.click(begin, inputs, outputs, api_name="train_start")

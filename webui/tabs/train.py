@@ -129,7 +129,7 @@ def _training_off(reason: str | None) -> None:
     gr.Markdown(
         f"⚠ 训练已关闭 Training is off {why}. 在本机使用 Run it locally (`python app.py`), or start the app with "
         "`--allow-training` if you trust every visitor. "
-        "命令行训练 From a terminal: `python training/chat.py --data ...`",
+        f"命令行训练 From a terminal: `{next(t for t in TASKS.values() if t.training).how_to_train}`",
         elem_id="train-off",
     )
 

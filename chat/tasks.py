@@ -24,6 +24,7 @@ from typing import Callable
 
 from training.tasks import Training
 from training.tasks.chat import TRAINING as chat_training
+from training.tasks.classify import TRAINING as classify_training
 from training.tasks.cloze import TRAINING as cloze_training
 from training.tasks.similarity import TRAINING as similarity_training
 
@@ -171,6 +172,40 @@ def _pair_warnings(report: dict) -> str:
     return ""
 
 
+def _classify_figures(report: dict) -> str:
+    """Dev accuracy and macro-F1, the classes, and the two figures that need no model beside them."""
+    line = ""
+    if report.get("dev_accuracy") is not None:
+        line += f" · 开发集准确率 dev accuracy {report['dev_accuracy']:.0%} · macro-F1 {report.get('macro_f1', 0):.2f}"
+    labels = report.get("labels") or []
+    if labels:
+        more = f" 等 +{len(labels) - 6}" if len(labels) > 6 else ""
+        line += f" · {len(labels)} 类 classes: {'、'.join(map(str, labels[:6]))}{more}"
+    if report.get("tfidf_baseline") is not None:
+        line += f" · 字符 TF-IDF 基线 char TF-IDF baseline {report['tfidf_baseline']:.0%}"
+    return line
+
+
+def _classify_warnings(report: dict) -> str:
+    """training/classify.py's `warning`, in the page's two languages."""
+    accuracy, baseline = report.get("dev_accuracy"), report.get("tfidf_baseline")
+    majority = report.get("majority_baseline")
+    if not report.get("warning") or accuracy is None:
+        return ""
+    if majority is not None and accuracy <= majority + 0.005:
+        return (
+            f"⚠ 它在开发集上不比“总回答最常见的类别”({majority:.0%})更准，还没学会这个任务。"
+            f"On dev it is no better than always answering the commonest class ({majority:.0%}): it has not "
+            "learned the task yet; more data or a pretrained base would help."
+        )
+    return (
+        f"⚠ 它在开发集上答对 {accuracy:.0%}，比只数字符的简单基线（{baseline:.0%}）低："
+        "更多数据、更长训练或预训练基座会更好。"
+        f"On dev it is right {accuracy:.0%} of the time, below a simple character-counting baseline "
+        f"({baseline:.0%}): more data, more time or a pretrained base would help."
+    )
+
+
 def _quiz_prompts(report: dict, limit: int = 8) -> list:
     """A fact model's own quiz prompts (--eval-prompts, else the self-quiz), the ones it answers first."""
     rows = (report.get("prompts") or {}).get("after") or (report.get("self_quiz") or {}).get("after") or []
@@ -219,6 +254,19 @@ register(
         tab="webui.tabs.similarity",
         figures=_pair_metric,
         notes=_pair_warnings,
+        examples=_report_examples,
+    )
+)
+register(
+    Task(
+        name=classify_training.task,
+        training=classify_training,
+        title="文本分类 Classify",
+        architectures=("*ForSequenceClassification",),  # a folder without a report goes to similarity, listed first
+        predictor="chat.classify:ClassifyPredictor",
+        tab="webui.tabs.classify",
+        figures=_classify_figures,
+        notes=_classify_warnings,
         examples=_report_examples,
     )
 )

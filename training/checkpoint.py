@@ -72,7 +72,7 @@ CJK_FONTS = (
 )
 
 
-def _drawable(title: str) -> tuple[str, str | None]:
+def drawable(title: str) -> tuple[str, str | None]:
     """(title, font family): a CJK font when the title needs one and one is installed, else the title without the
     characters matplotlib's default font lacks (which it would draw as boxes, warning once per character)."""
     from matplotlib import font_manager
@@ -102,7 +102,7 @@ def plot_loss(folder: str, log_history: list[dict], title: str) -> None:
         ax.plot(*zip(*valid), "o-", label="valid loss", linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    text, family = _drawable(title)
+    text, family = drawable(title)
     ax.set_title(text, **({"fontfamily": family} if family else {}))
     ax.grid(alpha=0.3)
     ax.legend()

@@ -1,0 +1,18 @@
+"""文本分类 Classify: short texts sorted into the user's own labels (reviews -> 好评/差评, tickets -> topic)."""
+
+from training.tasks import Training
+
+TRAINING = Training(
+    task="classify",
+    script="training/classify.py",
+    options="training.tasks.classify.options:ClassifyArguments",
+    recipe="training.tasks.classify.recipe:ClassifyRecipe",
+    reader="data.labelled:read_labelled",
+    items="rows",
+    sample="data/samples/reviews.csv",
+    your_file="你的数据.csv",
+    demo="training/tasks/classify/demo.yaml",
+    demo_minutes=1.0,
+    description="Fine-tune BERT (or a small model from scratch) to sort texts into your own labels; write a "
+    "text-classification checkpoint folder.",
+)

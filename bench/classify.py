@@ -76,7 +76,7 @@ def run(name: str, path: str, flags: list[str], work: str) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sets", default=",".join(SETS), help=f"comma-separated, of {', '.join(SETS)}")
-    parser.add_argument("--flags", default="", help="flags for every run, e.g. \"--max-minutes 5\"")
+    parser.add_argument("--flags", default="", help='flags for every run, e.g. "--max-minutes 5"')
     given = parser.parse_args()
     with tempfile.TemporaryDirectory() as work:
         for name in given.sets.split(","):

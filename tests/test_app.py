@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, SAMPLES, write
+from training import classify as classify_script
 from training import cloze as cloze_script
 from training import similarity as sim_script
 from training.cli import guarded
@@ -60,6 +61,9 @@ def checkpoints(tmp_path_factory, chat_checkpoint) -> Path:
         )
         == 0
     )
+    reviews = str(SAMPLES / "reviews.csv")
+    argv = ["--data", reviews, "--output", str(root / "classify"), *TINY_BERT, "--epochs", "3", "--valid-ratio", "0.2"]
+    assert guarded(classify_script.main, argv) == 0
     config = json.loads((root / "similarity" / "config.json").read_text())
     config["decision_threshold"] = 0.7  # a tuned threshold away from 0.5: verdict and chart must still agree
     (root / "similarity" / "config.json").write_text(json.dumps(config))
@@ -112,7 +116,9 @@ def test_checkpoints_are_found_per_task(checkpoints):
     assert [c.label for c in found["chat"]] == ["chat"]
     assert [c.label for c in found["cloze"]] == [os.path.join("mine", "cloze")]
     assert [c.label for c in found["similarity"]] == ["similarity"]
-    assert find_checkpoints(str(checkpoints / "missing")) == {"chat": [], "cloze": [], "similarity": []}
+    assert [c.label for c in found["classify"]] == ["classify"]  # a sequence classifier, told apart by its report
+    missing = find_checkpoints(str(checkpoints / "missing"))
+    assert missing == {"chat": [], "cloze": [], "similarity": [], "classify": []}
 
 
 def test_each_tab_answers(served, checkpoints):
@@ -134,6 +140,19 @@ def test_each_tab_answers(served, checkpoints):
     assert "p(相同 same)" in verdict
     assert {x["label"] for x in label["confidences"]} == {"相同 same", "不同 different"}
     assert abs(sum(x["confidence"] for x in label["confidences"]) - 1) < 1e-3
+
+
+def test_the_classify_tab_labels_a_text_and_a_file_of_them(served, tmp_path):
+    from gradio_client import handle_file
+
+    c = client(served)
+    label = c.predict("快递三天才到，盒子都压扁了", api_name="/classify")
+    assert {x["label"] for x in label["confidences"]} <= {"价格", "服务", "物流", "质量"}  # the sample's own labels
+    assert label["label"] in {"价格", "服务", "物流", "质量"}
+    texts = write(tmp_path / "texts.txt", "快递太慢\n\n客服态度很差\n")
+    out = c.predict(handle_file(str(texts)), "classify", api_name="/classify_file")
+    rows = open(out, encoding="utf-8-sig").read().splitlines()
+    assert rows[0] == "text,label,probability" and len(rows) == 3 and rows[1].startswith("快递太慢,")
 
 
 @pytest.mark.slow
@@ -433,10 +452,11 @@ def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_p
         report = json.loads(path.read_text())
         report["schedule"] = schedule
         path.write_text(json.dumps(report))
-    assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze"]  # similarity's demo is fine
-    assert missing_demos(app.Settings(checkpoints=str(root), demo_minutes=0.25)) == ["cloze"]  # small, as asked
+    # similarity's demo is fine
+    assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze", "classify"]
+    assert missing_demos(app.Settings(checkpoints=str(root), demo_minutes=0.25)) == ["cloze", "classify"]  # as asked
     (root / "demo-chat" / "demo_build.json").unlink()  # a folder of yours that is merely named like a demo
-    assert missing_demos(app.Settings(checkpoints=str(root))) == ["cloze"]  # is never rebuilt over
+    assert missing_demos(app.Settings(checkpoints=str(root))) == ["cloze", "classify"]  # is never rebuilt over
     demos = {c.task: c for items in find_checkpoints(str(root)).values() for c in items}
     assert "训练不足" in about(demos["chat"], "chat") and "120 of the 390 steps" in about(demos["chat"], "chat")
     assert "训练不足" not in about(demos["similarity"], "similarity")
@@ -503,7 +523,8 @@ def test_a_fourth_task_is_one_declaration(tmp_path, monkeypatch):
     demo = launch(app.Settings(checkpoints=str(root), demo=False))
     try:
         tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-        assert tabs == ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "倒读 Reverse", "训练 Train"]
+        titles = ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "文本分类 Classify", "倒读 Reverse"]
+        assert tabs == [*titles, "训练 Train"]
         assert client(demo).predict("你好吗", api_name="/reverse") == "吗好你!"
     finally:
         demo.close()

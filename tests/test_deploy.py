@@ -188,7 +188,7 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
         proc.kill()
         pytest.fail(f"no {until!r} from the app:\n{log.read_text(errors='replace')[-3000:]}")
 
-    proc, text = start("[app] similarity demo model ready")
+    proc, text = start("[app] classify demo model ready")
     try:
         # serve first, build after: the address comes before any demo model is ready, one model at a time, chat first
         order = [
@@ -200,6 +200,8 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
                 "building the cloze demo",
                 "cloze demo model ready",
                 "building the similarity demo",
+                "similarity demo model ready",
+                "building the classify demo",
             )
         ]
         assert order == sorted(order), text
@@ -218,10 +220,12 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
         judge = SimilarityPredictor.from_pretrained(str(demos / "demo-similarity"))
         same = judge.score("哪里可以学画画", "在哪儿能学画画")["label"] == "1"
         assert ("相同 Same meaning" if same else "不同 Different meaning") in verdict
+        assert c.predict("快递三天才到", api_name="/classify")["label"] in ("价格", "服务", "物流", "质量")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    assert sorted(p.name for p in (bundle / "checkpoints").iterdir()) == ["demo-chat", "demo-cloze", "demo-similarity"]
+    demos = ["demo-chat", "demo-classify", "demo-cloze", "demo-similarity"]
+    assert sorted(p.name for p in (bundle / "checkpoints").iterdir()) == demos
 
     assert not list(bundle.glob("checkpoints/*.log")), "a finished build's log is removed"
 

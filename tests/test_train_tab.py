@@ -200,6 +200,11 @@ def test_the_sample_files_preview_for_every_task():
     for task in TASKS.values():
         p = preview(task.name, task.training.path(task.training.sample))
         assert p["rows"] > 10 and p["unit"] == task.training.items
+    classify = preview("classify", str(SAMPLES / "reviews.csv"))  # the columns it picked, the label counts
+    assert classify["notes"][:2] == [
+        "columns: text = '评论', label = '标签'",
+        "4 classes: 服务 60, 价格 60, 质量 60, 物流 60",
+    ]
 
 
 CHROMIUM = "/usr/bin/chromium"

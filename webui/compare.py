@@ -86,6 +86,8 @@ class Compare:
         picked and `valid(*leading)` holds; otherwise its `outputs` stay as they are (the first side
         reports bad input)."""
 
+        unchanged = gr.skip() if outputs == 1 else (gr.skip(),) * outputs  # one output is a value, not a tuple
+
         def split(args):
             asked, (on, model), rest = args[:leading], args[leading : leading + 2], args[leading + 2 :]
             return (asked, rest, model) if on and model and valid(*asked) else None
@@ -95,7 +97,7 @@ class Compare:
             def handler(*args):
                 parts = split(args)
                 if parts is None:
-                    yield (gr.skip(),) * outputs
+                    yield unchanged
                     return
                 asked, rest, model = parts
                 yield from answer(*asked, *rest, model)
@@ -105,7 +107,7 @@ class Compare:
             def handler(*args):
                 parts = split(args)
                 if parts is None:
-                    return (gr.skip(),) * outputs
+                    return unchanged
                 asked, rest, model = parts
                 return answer(*asked, *rest, model)
 

@@ -51,7 +51,8 @@ def output_folder(checkpoints: str, name: str) -> str:
 
 def preview(task: str, path: str) -> dict:
     """What the training script will read from `path`: format, encoding, rows, skipped rows with their
-    file:line reasons (the script's own reader). Raises InputError when it cannot train on it at all."""
+    file:line reasons, and the reader's own notes (the script's own reader). Raises InputError when it cannot train
+    on it at all."""
     spec = task_named(task)
     if spec.training is None:
         raise InputError(f"{spec.title} has no data reader to preview with")
@@ -70,6 +71,8 @@ def preview(task: str, path: str) -> dict:
         "skipped": found.bad.count,
         "reasons": list(found.bad.examples),
         "first": [str(x)[:120] for x in items[:3]],
+        # what a reader says of its file beyond rows (classify: the columns it picked, the label counts)
+        "notes": list(found.describe()) if hasattr(found, "describe") else [],
     }
 
 

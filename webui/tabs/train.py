@@ -176,6 +176,8 @@ def show_preview(trainer: TrainingJobs, task_name, file, sample) -> str:
         f"**{os.path.basename(path)}**: {p['format']}, {p['encoding']}, "
         f"{p['rows']:,} {p['unit']} 可用 usable, {p['skipped']} 行跳过 skipped"
     )
+    if p.get("notes"):
+        text += "\n\n" + "\n".join(f"- {n}" for n in p["notes"])
     if p["reasons"]:
         text += "\n\n" + "\n".join(f"- `{r}`" for r in p["reasons"])
     return text

@@ -86,10 +86,11 @@ def baseline_line(accuracy: float, baseline: float | None, majority: float) -> t
             False,
         )
     if points > -MATCH_POINTS:
+        below = "the same figure" if points > -0.05 else f"{-points:.1f} points below"
         return (
             f"dev accuracy {accuracy:.1%}: about as good as the simple baseline (character n-gram TF-IDF + logistic "
-            f"regression, {baseline:.1%}; {-points:.1f} points below); a pretrained base (--model bert-base-chinese) "
-            "would clearly beat it",
+            f"regression, {baseline:.1%}; {below}); a pretrained base (--model bert-base-chinese) would clearly "
+            "beat it",
             False,
         )
     return (

@@ -44,6 +44,9 @@ from training.tasks.classify.metrics import (
 )
 
 MIN_TEXTS = 10  # fewer cannot both train and leave a text to check it on
+# A file this small holds out at least SMALL_SHARE of each class: 5% of 150 tickets was 8 dev texts, too few to
+# tell a model from the baseline
+SMALL_FILE, SMALL_SHARE = 1000, 0.1
 IMBALANCE = 1.5  # --class-weights auto weighs the loss when the largest class has this many times the smallest
 
 
@@ -151,11 +154,14 @@ class ClassifyRecipe(Recipe):
         if args.dev:
             train, valid, dev_source = rows, self.read_dev(args, index), os.path.abspath(args.dev)
         else:
-            kept, held = stratified_split([y for _, y in rows], options.valid_ratio, options.seed)
+            ratio = options.valid_ratio
+            if 0 < ratio < SMALL_SHARE and len(rows) < SMALL_FILE:
+                ratio = SMALL_SHARE
+                say(f"note: {len(rows)} texts: {ratio:.0%} of each class is held out to measure the model")
+            kept, held = stratified_split([y for _, y in rows], ratio, options.seed)
             train, valid = [rows[i] for i in kept], [rows[i] for i in held]
-            dev_source = (
-                f"{options.valid_ratio:.0%} of each class of {args.data} (seed {options.seed})" if held else None
-            )
+            share = f"{ratio:.0%} of each class of {args.data} (seed {options.seed})"
+            dev_source = share if held else None
         if not valid:
             say("note: no dev texts; the last epoch is kept and nothing measures the model")
         counts = Counter(y for _, y in train)

@@ -27,6 +27,7 @@ from training.tasks.chat import TRAINING as chat_training
 from training.tasks.classify import TRAINING as classify_training
 from training.tasks.cloze import TRAINING as cloze_training
 from training.tasks.similarity import TRAINING as similarity_training
+from training.tasks.write import TRAINING as write_training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLES = os.path.join(ROOT, "data", "samples")
@@ -206,6 +207,24 @@ def _classify_warnings(report: dict) -> str:
     )
 
 
+def _write_figures(report: dict) -> str:
+    """Held-out perplexity beside the n-gram model's."""
+    ppl, ngram = report.get("held_out_perplexity"), report.get("ngram_perplexity")
+    if ppl is None:
+        return ""
+    line = f" · 留出文本困惑度 held-out perplexity {ppl:.1f}"
+    return line + (f" · n-gram 基线 baseline {ngram:.1f}" if ngram is not None else "")
+
+
+def _write_warnings(report: dict) -> str:
+    if not report.get("warning"):
+        return ""
+    return (
+        "⚠ 它在留出的文字上还不如数 n-gram 的简单模型：需要更多文字、更长训练或预训练基座。"
+        "On held-out text it does not yet beat counting n-grams: more text, more time or a pretrained base would help."
+    )
+
+
 def _quiz_prompts(report: dict, limit: int = 8) -> list:
     """A fact model's own quiz prompts (--eval-prompts, else the self-quiz), the ones it answers first."""
     rows = (report.get("prompts") or {}).get("after") or (report.get("self_quiz") or {}).get("after") or []
@@ -267,6 +286,19 @@ register(
         tab="webui.tabs.classify",
         figures=_classify_figures,
         notes=_classify_warnings,
+        examples=_report_examples,
+    )
+)
+register(
+    Task(
+        name=write_training.task,
+        training=write_training,
+        title="续写 Write",
+        architectures=(),  # a GPT2LMHeadModel without a report is a chat model; a writer's report names its task
+        predictor="chat.writer:WriterEngine",
+        tab="webui.tabs.write",
+        figures=_write_figures,
+        notes=_write_warnings,
         examples=_report_examples,
     )
 )

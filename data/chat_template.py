@@ -74,6 +74,17 @@ def _decoder():
     )
 
 
+def make_decoder_chinese(tokenizer) -> bool:
+    """Give a BERT-vocabulary tokenizer the decoder that writes Chinese without spaces (where it lacks it), so
+    `decode` and pipelines print text as it is written; True when it was added."""
+    backend = tokenizer.backend_tokenizer
+    tokenizer.clean_up_tokenization_spaces = False
+    if json.loads(backend.to_str()).get("decoder", {}).get("type") == "Sequence":
+        return False
+    backend.decoder = _decoder()
+    return True
+
+
 def make_chat_ready(tokenizer, max_history: int, max_message_chars: int) -> list[str]:
     """Give a chat tokenizer the template and the decoder, where it lacks them (a checkpoint written before
     issue #36 gets them when it is loaded or deployed); returns what was added, in words."""
@@ -81,11 +92,8 @@ def make_chat_ready(tokenizer, max_history: int, max_message_chars: int) -> list
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = chat_template(max_history, max_message_chars)
         added.append("chat template")
-    backend = tokenizer.backend_tokenizer
-    if json.loads(backend.to_str()).get("decoder", {}).get("type") != "Sequence":
-        backend.decoder = _decoder()
+    if make_decoder_chinese(tokenizer):
         added.append("Chinese decoder")
-    tokenizer.clean_up_tokenization_spaces = False
     return added
 
 

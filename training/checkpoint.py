@@ -29,16 +29,24 @@ def save_model(model, tokenizer, folder: str, generation_config=None) -> None:
         # tokenizer call or pipeline cuts where the model's position table ends (issue #34)
         tokenizer.model_max_length = positions
     tokenizer.save_pretrained(folder)
-    if getattr(tokenizer, "chat_template", None):
+    if getattr(tokenizer, "chat_template", None) or _writes_chinese(tokenizer):
         from data.chat_template import load_as_written
 
-        load_as_written(folder)
+        load_as_written(folder)  # AutoTokenizer then keeps the Chinese decoder (and a writer's paragraph token)
     vocab = getattr(tokenizer, "vocab", None)
     if isinstance(vocab, dict) and vocab:
         # transformers 5 writes tokenizer.json only; vocab.txt keeps the folder usable by
         # BertTokenizer(vocab=...) and by tools that read the plain vocabulary.
         with open(os.path.join(folder, "vocab.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1])) + "\n")
+            # one token per line: a line-break token (a writer's paragraph) is written by name, so the ids hold
+            tokens = (t if "\n" not in t else "[NEWLINE]" for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]))
+            f.write("\n".join(tokens) + "\n")
+
+
+def _writes_chinese(tokenizer) -> bool:
+    """The tokenizer has this project's Chinese decoder (data.chat_template.make_decoder_chinese)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return backend is not None and json.loads(backend.to_str()).get("decoder", {}).get("type") == "Sequence"
 
 
 def versions() -> dict:
@@ -123,8 +131,10 @@ def write_model_card(
     summary_en: str,
     usage: str,
     report: dict,
+    samples: list[dict] | None = None,
 ) -> None:
-    """README.md with the Hub's YAML metadata (huggingface_hub.ModelCardData) and a bilingual body."""
+    """README.md with the Hub's YAML metadata (huggingface_hub.ModelCardData) and a bilingual body; `samples`
+    (opening, continuation) rows are shown as the model wrote them."""
     from huggingface_hub import ModelCard, ModelCardData
 
     meta = ModelCardData(
@@ -138,8 +148,9 @@ def write_model_card(
     rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
     data = report.get("data", {})
     data_lines = "\n".join(
-        f"- {split}: `{os.path.basename(d['path'])}`, {d.get('rows', '?')} rows"
-        f" ({d.get('skipped', {}).get('count', 0)} skipped)"
+        f"- {split}: `{os.path.basename(d['path'])}`, "
+        + (f"{d['characters']:,} characters" if "characters" in d else f"{d.get('rows', '?')} rows")
+        + f" ({d.get('skipped', {}).get('count', 0)} skipped)"
         for split, d in data.items()
         if isinstance(d, dict) and d.get("path")
     )
@@ -174,4 +185,7 @@ def write_model_card(
 
 Full figures: `training_report.json`; loss curve: `loss.png`.
 """
+    if samples:
+        shown = "\n\n".join(f"> **{s['opening']}**{s['continuation']}".replace("\n", "\n> ") for s in samples)
+        body += f"\n## 续写示例 Samples (held-out openings in bold)\n\n{shown}\n"
     ModelCard(f"---\n{meta.to_yaml()}\n---\n{body}").save(os.path.join(folder, "README.md"))

@@ -1,4 +1,5 @@
-"""OpenAI-compatible `/v1/models` and `/v1/chat/completions` on the app's own port (issue #36).
+"""OpenAI-compatible `/v1/models`, `/v1/chat/completions` and `/v1/completions` on the app's own port (issues #36,
+#46): chat models answer chat completions, writers (the write task) text completions of a prompt.
 
 The routes are added to the FastAPI app Gradio serves, so `/v1` shares the page's address, its
 public link and its models: the chat checkpoints the Chat tab lists, loaded once by the same
@@ -36,6 +37,7 @@ MAX_MESSAGES = 200  # the page keeps a conversation's last 8 turns; a request of
 # escape all non-ASCII), plus 64 KiB for the rest (roles, settings, stop strings). A body over it is refused
 # before the rest is read, so a huge one costs neither the memory nor the parsing.
 MAX_BODY_BYTES = MAX_MESSAGES * MAX_MESSAGE_CHARS * 12 + 2**16
+MAX_PROMPT_CHARS = 20_000  # a /v1/completions prompt; the writer reads its end (chat/writer.py)
 _DONE = object()
 
 
@@ -103,12 +105,8 @@ def _include_usage(body: dict) -> bool:
 
 
 def parse_request(body) -> Asked:
-    """The checked request (every field read here, before any model work), or ApiError."""
-    if not isinstance(body, dict):
-        raise ApiError(400, "the request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise ApiError(400, "model is required: one of GET /v1/models", "model")
+    """The checked chat request (every field read here, before any model work), or ApiError."""
+    model = _model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "messages must be a non-empty list", "messages")
@@ -129,6 +127,38 @@ def parse_request(body) -> Asked:
             turns.append({"role": m["role"], "content": text.strip()})
     if not turns or turns[-1]["role"] != "user":
         raise ApiError(400, "the last message with text must be the user's", "messages")
+    settings, stop, stream = _generation(body)
+    return Asked(model, turns[:-1], turns[-1]["content"], settings, stop, stream, _include_usage(body))
+
+
+def _model(body) -> str:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise ApiError(400, "model is required: one of GET /v1/models", "model")
+    return model
+
+
+def parse_completion(body) -> Asked:
+    """A checked /v1/completions request (OpenAI's completions API: `prompt` is the opening a writer continues)."""
+    model = _model(body)
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ApiError(400, "prompt must be a non-empty string (one prompt per request)", "prompt")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ApiError(400, f"prompt has {len(prompt):,} characters; at most {MAX_PROMPT_CHARS:,}", "prompt")
+    for name in ("echo", "suffix", "logprobs", "best_of"):
+        if body.get(name) not in (None, False, 1 if name == "best_of" else None):
+            raise ApiError(400, f"{name} is not supported", name)
+    settings, stop, stream = _generation(body)
+    return Asked(model, [], prompt, settings, stop, stream, _include_usage(body))
+
+
+def _generation(body: dict) -> tuple[GenerationSettings, list[str], bool]:
+    """(sampling settings, stop strings, stream) of a chat or text completion request."""
     if body.get("n", 1) != 1:
         raise ApiError(400, "n must be 1: one reply per request", "n")
     for name in ("frequency_penalty", "presence_penalty"):
@@ -158,7 +188,7 @@ def parse_request(body) -> Asked:
         settings.check()
     except InputError as e:
         raise ApiError(400, str(e))
-    return Asked(model, turns[:-1], turns[-1]["content"], settings, stop, stream, _include_usage(body))
+    return settings, stop, stream
 
 
 async def read_json(request: Request):
@@ -213,20 +243,21 @@ def _check_key(request: Request, api_key: str | None) -> None:
         raise ApiError(401, "a valid API key is required: Authorization: Bearer KEY", code="invalid_api_key")
 
 
-class _ChatModels:
-    """The chat checkpoints by name. A name not seen scans the folder again (a model trained since), at most once
-    per RESCAN_AFTER_S: a client repeating an unknown name must not keep the server scanning."""
+class _Models:
+    """A task's checkpoints by name (chat: /v1/chat/completions; write: /v1/completions). A name not seen scans the
+    folder again (a model trained since), at most once per RESCAN_AFTER_S: a client repeating an unknown name must
+    not keep the server scanning."""
 
-    def __init__(self, settings):
+    def __init__(self, settings, task: str):
         from webui.store import ScanThrottle
 
-        self.settings, self.throttle = settings, ScanThrottle()
+        self.settings, self.task, self.throttle = settings, task, ScanThrottle()
         self.seen: dict | None = None  # the last scan's, replaced whole (requests run in threads)
 
     def scan(self) -> dict:
         from webui.store import catalogue
 
-        self.seen = {c.label: c for c in catalogue(self.settings)["chat"]}
+        self.seen = {c.label: c for c in catalogue(self.settings)[self.task]}
         return self.seen
 
     def find(self, name: str):
@@ -239,9 +270,15 @@ class _ChatModels:
 class _Completion:
     """One chat completion's answer: the whole reply as one JSON object, or a stream of chunks."""
 
+    kind, prefix = "chat.completion", "chatcmpl"
+
     def __init__(self, name: str, stop: list[str], usage: dict):
         self.name, self.usage, self.reply = name, usage, _Reply(stop)
-        self.id, self.created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
+        self.id, self.created = f"{self.prefix}-{uuid.uuid4().hex}", int(time.time())
+
+    @property
+    def chunk_kind(self) -> str:
+        return "chat.completion.chunk"
 
     def _head(self, kind: str) -> dict:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.name}
@@ -262,9 +299,9 @@ class _Completion:
         choice["finish_reason"] = self.finish()
         return {**self._head("chat.completion"), "choices": [choice], "usage": self.counts()}
 
-    def chunk(self, delta: dict, finish_reason=None, **extra) -> str:
+    def chunk(self, delta: dict, finish_reason=None, opening: bool = False, **extra) -> str:
         choices = [{"index": 0, "delta": delta, "finish_reason": finish_reason}]
-        data = {**self._head("chat.completion.chunk"), "choices": choices, **extra}
+        data = {**self._head(self.chunk_kind), "choices": choices, **extra}
         return self.chunk_json(data)
 
     @staticmethod
@@ -274,7 +311,8 @@ class _Completion:
     async def events(self, request: Request, feed, first, want_usage: bool):
         reply = self.reply
         try:
-            yield self.chunk({"role": "assistant", "content": ""})
+            if opening := self.chunk({"role": "assistant", "content": ""}, opening=True):
+                yield opening
             piece = first
             while piece is not _DONE and not reply.stopped:
                 if text := reply.add(piece):
@@ -286,19 +324,40 @@ class _Completion:
                 yield self.chunk({"content": text})
             yield self.chunk({}, self.finish())
             if want_usage:
-                yield self.chunk_json({**self._head("chat.completion.chunk"), "choices": [], "usage": self.counts()})
+                yield self.chunk_json({**self._head(self.chunk_kind), "choices": [], "usage": self.counts()})
             yield "data: [DONE]\n\n"
         finally:  # also when the server cancels this stream (a disconnect): no await may run here
             feed.close_soon()
 
 
-async def _first_piece(store, models: _ChatModels, name: str, history, message, gen, usage: dict):
+class _TextCompletion(_Completion):
+    """One text completion's answer (/v1/completions): the writer's continuation of the prompt."""
+
+    kind, prefix = "text_completion", "cmpl"
+
+    @property
+    def chunk_kind(self) -> str:
+        return "text_completion"
+
+    def whole(self, text: str) -> dict:
+        self.reply.add(text, final=True)
+        choice = {"text": self.reply.text, "index": 0, "logprobs": None, "finish_reason": self.finish()}
+        return {**self._head("text_completion"), "choices": [choice], "usage": self.counts()}
+
+    def chunk(self, delta: dict, finish_reason=None, opening: bool = False, **extra) -> str:
+        if opening:  # no role chunk in the completions API
+            return ""
+        choices = [{"text": delta.get("content", ""), "index": 0, "logprobs": None, "finish_reason": finish_reason}]
+        return self.chunk_json({**self._head("text_completion"), "choices": choices, **extra})
+
+
+async def _first_piece(store, models: _Models, name: str, history, message, gen, usage: dict):
     """(the reply's feed, its first piece): read before answering, so bad input is a 400, not a broken stream."""
     ckpt = await asyncio.to_thread(models.find, name)
     if ckpt is None:
         raise ApiError(404, f"the model {name!r} does not exist; GET /v1/models lists them", "model", "model_not_found")
     try:
-        engine = await asyncio.to_thread(store.get, "chat", ckpt.path)
+        engine = await asyncio.to_thread(store.get, models.task, ckpt.path)
     except InputError as e:
         raise ApiError(503, f"the model failed to load: {e}", "model")
     feed = _Feed(_pieces(store, engine, history, message, gen, usage))
@@ -306,17 +365,18 @@ async def _first_piece(store, models: _ChatModels, name: str, history, message, 
         return feed, await asyncio.to_thread(feed.next)
     except InputError as e:
         feed.close_soon()
-        raise ApiError(400, str(e), "messages")
+        raise ApiError(400, str(e), "messages" if models.task == "chat" else "prompt")
     except BaseException:  # the client went away meanwhile
         feed.close_soon()
         raise
 
 
 def mount_openai(app, settings, store, api_key: str | None = None) -> None:
-    """Add `/v1/models` and `/v1/chat/completions` to `app` (Gradio's FastAPI app)."""
+    """Add `/v1/models`, `/v1/chat/completions` (chat models) and `/v1/completions` (writers) to `app` (Gradio's
+    FastAPI app)."""
     from fastapi.responses import JSONResponse, StreamingResponse
 
-    models = _ChatModels(settings)
+    chats, writers = _Models(settings, "chat"), _Models(settings, "write")
 
     @app.get("/v1/models")
     def list_models(request: Request):
@@ -324,27 +384,36 @@ def mount_openai(app, settings, store, api_key: str | None = None) -> None:
             _check_key(request, api_key)
         except ApiError as e:
             return e.response()
-        data = [{"id": label, "object": "model", "created": 0, "owned_by": "local"} for label in models.scan()]
+        labels = [*chats.scan(), *writers.scan()]
+        data = [{"id": label, "object": "model", "created": 0, "owned_by": "local"} for label in labels]
         return JSONResponse({"object": "list", "data": data})
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
+    async def answer(request: Request, parse, models: _Models, kind: type):
         usage: dict = {}
         try:
             _check_key(request, api_key)
-            name, history, message, gen, stop, stream, want_usage = parse_request(await read_json(request))
+            name, history, message, gen, stop, stream, want_usage = parse(await read_json(request))
             feed, first = await _first_piece(store, models, name, history, message, gen, usage)
         except ApiError as e:
             return e.response()
-        answer = _Completion(name, stop, usage)
+        completion = kind(name, stop, usage)
         if stream:
-            return StreamingResponse(answer.events(request, feed, first, want_usage), media_type="text/event-stream")
+            events = completion.events(request, feed, first, want_usage)
+            return StreamingResponse(events, media_type="text/event-stream")
         try:
             text = "" if first is _DONE else first
             text += "".join(await asyncio.to_thread(feed.rest))
         finally:
             feed.close_soon()
-        return JSONResponse(answer.whole(text))
+        return JSONResponse(completion.whole(text))
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        return await answer(request, parse_request, chats, _Completion)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        return await answer(request, parse_completion, writers, _TextCompletion)
 
 
 class _Feed:

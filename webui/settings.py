@@ -41,7 +41,7 @@ def predictor_options(settings: Settings) -> dict:
     chat = {"batching": settings.batching}
     if settings.fast:
         chat["precision"] = "int8"
-    return {"chat": chat}
+    return {"chat": chat, "write": dict(chat)}  # a writer decodes as chat does, through the same batcher
 
 
 def env_names() -> dict[str, str]:

@@ -1,0 +1,213 @@
+"""续写 Write: prose as people have it, the Kneser-Ney baseline, training/write.py end to end on a tiny model, the
+writer, a plain transformers pipeline over the folder, and /v1/completions through the official openai client."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import shutil
+
+import openai
+import pytest
+
+from data import InputError
+from data.prose import PARAGRAPH, paragraphs, read_prose
+from tests.conftest import write
+from training import write as write_script
+from training.cli import guarded
+from training.tasks.write.ngram import KneserNey, best_ngram
+from training.tasks.write.recipe import blocks, split_tail
+
+TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "48", "--n-head", "2", "--max-len", "64", "--seed", "0"]
+
+
+def story(n: int = 120, seed: int = 0) -> str:
+    """A hard-wrapped story: chapter headings, indented paragraphs broken every 20 characters."""
+    rng = random.Random(seed)
+    people, places = ["阿岚", "小舟", "老周"], ["渡口", "山脚的茶铺", "河边的柳树下"]
+    out = []
+    for chapter in range(3):
+        out.append(f"第{'一二三'[chapter]}章　{rng.choice(places)}")
+        for _ in range(n // 3):
+            p = f"{rng.choice(people)}走到{rng.choice(places)}，看见{rng.choice(people)}正在等船。天快黑了。"
+            lines = [p[i : i + 20] for i in range(0, len(p), 20)]
+            out.append("　　" + "\n".join(lines))
+    return "\n".join(out) + "\n"
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+
+def test_hard_wrapped_lines_join_back_into_paragraphs_with_headings_apart():
+    text = (
+        "第一章　渡口\n　　阿岚走到渡口，看\n见小舟正在等船。\n　　天快黑了。⑴\n一、狐狸和月亮\n　　狐狸〔１〕抬头。\n"
+    )
+    found, headings, joined = paragraphs(text)
+    assert found == ["第一章渡口", "阿岚走到渡口，看见小舟正在等船。", "天快黑了。", "一、狐狸和月亮", "狐狸抬头。"]
+    assert (headings, joined) == (2, 1)
+    # blank lines between paragraphs, lines inside one joined; one paragraph per line when a text has neither
+    assert paragraphs("一段的第一行\n和第二行\n\n第二段\n")[0] == ["一段的第一行和第二行", "第二段"]
+    assert paragraphs("第一句话在这里\n第二句话在这里\n第三句\n")[0] == ["第一句话在这里", "第二句话在这里", "第三句"]
+    assert paragraphs("He said\nhello there\n\n")[0] == ["He said hello there"]  # English keeps its space
+
+
+def test_prose_files_folders_encodings_and_what_is_refused(tmp_path):
+    gbk = write(tmp_path / "gbk.txt", story(30), encoding="gb18030")
+    found = read_prose(gbk)
+    assert found.encoding == "gb18030" and found.headings == 3 and found.joined_lines > 0
+    assert found.text.count(PARAGRAPH) == len(found.paragraphs) - 1
+    write(tmp_path / "book" / "02.txt", "　　第二个文件里的一段，" * 20)
+    write(tmp_path / "book" / "01.txt", "　　第一个文件里的一段，" * 20)
+    folder = read_prose(tmp_path / "book")
+    assert folder.format == "folder" and folder.paragraphs[0].startswith("第一个")
+    with pytest.raises(InputError, match="only 5 characters"):
+        read_prose(write(tmp_path / "short.txt", "一行短文字"))
+
+
+@pytest.mark.parametrize(
+    "name, content, reason",
+    [
+        ("empty.txt", b"", "is empty"),
+        ("bin.txt", b"\x00\x01\x89PNG\x00" * 200, "binary"),
+        ("short.txt", "就这一行。".encode(), "only 5 characters"),
+    ],
+)
+def test_bad_files_get_one_line_and_exit_2(tmp_path, capsys, name, content, reason):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert guarded(write_script.main, ["--data", str(path), "--output", str(tmp_path / "o"), *TINY]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and reason in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_file_over_the_limit_is_refused_before_reading(tmp_path, capsys, monkeypatch):
+    import data.prose
+
+    monkeypatch.setattr(data.prose, "MAX_PROSE_BYTES", 1000)
+    big = write(tmp_path / "big.txt", story(60))
+    assert guarded(write_script.main, ["--data", str(big), "--output", str(tmp_path / "o"), *TINY]) == 2
+    assert "train on a part of it" in capsys.readouterr().err
+
+
+# -- the n-gram baseline and blocks ----------------------------------------------------------------------
+
+
+def test_kneser_ney_is_a_distribution_and_beats_uniform_on_repeated_text():
+    rng = random.Random(0)
+    train = [rng.choice([1, 2, 3, 4, 5]) for _ in range(300)] + [1, 2, 3] * 50
+    for order in (2, 3, 5):
+        kn = KneserNey(train, order, vocab_size=12)
+        for history in [(), (1,), (1, 2), (9, 9), (2, 3, 1, 2)]:
+            assert sum(kn.prob(history, w) for w in range(12)) == pytest.approx(1.0, abs=1e-9)
+    held = [[1, 2, 3] * 10]
+    scores = best_ngram(train, held, vocab_size=12)
+    assert scores["best"] < 3 < 12  # repeated 1 2 3 is easy; uniform over 12 tokens is perplexity 12
+    assert set(scores) == {"order_3", "order_5", "best", "best_order"}
+
+
+def test_the_tail_is_held_out_at_a_paragraph_and_blocks_cover_the_stream():
+    from data.prose import ProseFile
+
+    prose = ProseFile("x", "text", "utf-8", ["甲" * 300, "乙" * 300, "丙" * 300, "丁" * 300])
+    train, held = split_tail(prose, 0.05)
+    assert held == "丁" * 300 and train == PARAGRAPH.join(["甲" * 300, "乙" * 300, "丙" * 300])
+    assert [b[0] for b in blocks(list(range(100)), 32, 16)] == [0, 16, 32, 48, 64]  # 4 tokens left: too few
+    ids = list(range(90))
+    assert [b[0] for b in blocks(ids, 32, 32)] == [0, 32, 58]  # 26 left over: the last 32 tokens, a block too
+    assert all(len(b) == 32 for b in blocks(ids, 32, 32)) and blocks([1, 2, 3], 32, 32) == [[1, 2, 3]]
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def writer_checkpoint(tmp_path_factory):
+    work = tmp_path_factory.mktemp("write")
+    data = write(work / "story.txt", story(150))
+    out = work / "writer"
+    # 128 positions: a plain pipeline's prompt and its 80 new tokens must fit in them
+    argv = ["--data", str(data), "--output", str(out), "--max-steps", "150", "--lr", "3e-3", *TINY, "--max-len", "128"]
+    assert guarded(write_script.main, argv) == 0
+    return out
+
+
+@pytest.mark.slow
+def test_the_report_sets_perplexity_beside_the_ngram_model_and_shows_continuations(writer_checkpoint):
+    report = json.loads((writer_checkpoint / "training_report.json").read_text(encoding="utf-8"))
+    assert report["task"] == "write" and report["data"]["train"]["headings"] == 3
+    ppl, ngram = report["held_out_perplexity"], report["ngram"]
+    assert math.isfinite(ppl) and ngram["best"] == min(ngram["order_3"], ngram["order_5"])
+    better = report["better_than_ngram_percent"] > 0
+    assert better == (report["warning"] is None) and better == report["metrics_line"].startswith("held-out")
+    assert len(report["samples"]) == 3 and all(s["continuation"] for s in report["samples"])
+    card = (writer_checkpoint / "README.md").read_text(encoding="utf-8")
+    assert "续写示例 Samples" in card and report["samples"][0]["opening"] in card
+
+
+@pytest.mark.slow
+def test_a_plain_pipeline_continues_in_clean_chinese_and_the_writer_repeats_a_seed(writer_checkpoint):
+    from transformers import pipeline
+
+    from chat.writer import WriterEngine
+
+    generate = pipeline("text-generation", model=str(writer_checkpoint))
+    text = generate("阿岚走到渡口，", max_new_tokens=80)[0]["generated_text"]
+    assert text.startswith("阿岚走到渡口，") and len(text) >= 50 + 7
+    assert not re.search(r"\[(CLS|SEP|UNK|PAD|MASK)\]", text)
+    assert not re.search(r"[\u4e00-\u9fff] [\u4e00-\u9fff]", text)  # no space between Chinese characters
+    writer = WriterEngine.from_pretrained(str(writer_checkpoint))
+    first = writer.reply([], "小舟", seed=3, max_new_tokens=60)
+    assert first == writer.reply([], "小舟", seed=3, max_new_tokens=60) and len(first) >= 30
+    assert "".join(writer.stream([], "小舟", seed=3, max_new_tokens=60)) == first
+    with pytest.raises(InputError, match="empty"):
+        writer.reply([], "   ")
+
+
+@pytest.fixture(scope="module")
+def completions_api(writer_checkpoint, tmp_path_factory):
+    import app
+    from webui.blocks import build_demo
+    from webui.openai_api import mount_openai
+    from webui.settings import predictor_options
+    from webui.store import ModelStore
+
+    root = tmp_path_factory.mktemp("api")
+    shutil.copytree(writer_checkpoint, root / "writer")
+    settings = app.Settings(checkpoints=str(root), concurrency=4, demo=False)
+    store = ModelStore(predictor_options(settings))
+    demo = build_demo(settings, store)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    mount_openai(demo.app, settings, store)
+    yield openai.OpenAI(base_url=demo.local_url.rstrip("/") + "/v1", api_key="none", max_retries=0, timeout=60)
+    demo.close()
+
+
+@pytest.mark.slow
+def test_v1_completions_whole_and_streamed_equal_the_writers_greedy_continuation(completions_api, writer_checkpoint):
+    from chat.writer import WriterEngine
+
+    want = WriterEngine.from_pretrained(str(writer_checkpoint)).reply([], "阿岚", temperature=0, max_new_tokens=24)
+    assert [m.id for m in completions_api.models.list().data] == ["writer"]
+    whole = completions_api.completions.create(model="writer", prompt="阿岚", max_tokens=24, temperature=0)
+    assert whole.choices[0].text == want and whole.usage.completion_tokens == 24
+    assert whole.choices[0].finish_reason == "length" and whole.object == "text_completion"
+    chunks = list(
+        completions_api.completions.create(
+            model="writer",
+            prompt="阿岚",
+            max_tokens=24,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == want
+    assert chunks[-1].usage.completion_tokens == 24
+    with pytest.raises(openai.BadRequestError, match="prompt must be a non-empty string"):
+        completions_api.completions.create(model="writer", prompt="", max_tokens=8)
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        completions_api.completions.create(model="nope", prompt="阿岚", max_tokens=8)

@@ -1,0 +1,18 @@
+"""续写 Write: GPT-2 that continues the user's own prose (a novel, essays, a diary) in its style."""
+
+from training.tasks import Training
+
+TRAINING = Training(
+    task="write",
+    script="training/write.py",
+    options="training.tasks.write.options:WriteArguments",
+    recipe="training.tasks.write.recipe:WriteRecipe",
+    reader="data.prose:read_prose",
+    items="paragraphs",
+    sample="data/samples/story.txt",
+    your_file="你的小说.txt",
+    demo="training/tasks/write/demo.yaml",
+    demo_minutes=1.5,
+    description="Fine-tune GPT-2 (Chinese) on your own prose so it writes on in its style; write a text-generation "
+    "checkpoint folder.",
+)

@@ -1,0 +1,37 @@
+"""The write task's options, as `python training/write.py --help` lists them (with training.args' RunArguments and
+LoraArguments, every task's)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data import InputError
+from training.args import ScratchArguments
+from training.tasks import DATA_FILE, TRAIN_FILE
+from training.tasks.chat.options import DEFAULT_CHAT_MODEL
+
+
+@dataclass
+class WriteArguments(ScratchArguments):
+    data: str = field(
+        default=None,
+        metadata={
+            "role": TRAIN_FILE,
+            "help": "your prose: a .txt file (hard-wrapped lines are joined back into paragraphs) or a folder of them",
+        },
+    )
+    dev: str = field(
+        default=None,
+        metadata={"role": DATA_FILE, "help": "held-out text to measure on (default: the last --valid-ratio of --data)"},
+    )
+    model: str = field(
+        default=DEFAULT_CHAT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"}
+    )
+    max_len: int = field(default=256, metadata={"help": "block length in tokens: the text is cut into blocks of it"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.data:
+            raise InputError("--data is required: a text file of your prose, e.g. --data data/samples/story.txt")
+        if self.max_len < 16:
+            raise InputError(f"--max-len must be at least 16, got {self.max_len}")

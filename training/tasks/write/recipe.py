@@ -1,0 +1,255 @@
+"""GPT-2 (Chinese) on the user's own prose: the write task's training recipe (training/write.py runs it).
+
+The text (paragraphs joined by the paragraph token, data/prose.py) is tokenized as one stream and cut into blocks
+of --max-len tokens (overlapping by half for training, side by side for the held-out part); labels are the input
+ids, which the model shifts. The last --valid-ratio of the text (or --dev) is held out, and the report sets the
+model's perplexity there beside an interpolated Kneser-Ney n-gram model's over the same tokens.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+from tokenizers import AddedToken
+from transformers import DataCollatorForLanguageModeling, GenerationConfig
+
+from data import InputError
+from data.chat_template import make_decoder_chinese
+from data.prose import PARAGRAPH, ProseFile, read_prose
+from training.cli import say
+from training.pipeline import Data, Run
+from training.runner import TrainingSetup
+from training.schedule import Rule
+from training.tasks.chat.recipe import ChatRecipe
+from training.tasks.write import TRAINING
+from training.tasks.write.ngram import best_ngram
+
+# Sampling that read well on the project's own stories and essays (bench/prose/write, bench/write.py): lower
+# temperatures looped on the commonest phrases of a small text, higher ones drifted off its vocabulary
+WRITE_SAMPLING = dict(
+    do_sample=True, temperature=0.8, top_k=40, top_p=0.92, repetition_penalty=1.15, no_repeat_ngram_size=4
+)
+MAX_NEW_TOKENS = 120
+MIN_HELD_CHARS = 200  # a held-out part shorter than this measures nothing
+
+
+def write_generation_config(tokenizer) -> GenerationConfig:
+    """The checkpoint's generation defaults: sampling that reads well, never a special token ([SEP] included: a
+    writer does not stop by itself, max_new_tokens ends it)."""
+    banned = [tokenizer.pad_token_id, tokenizer.unk_token_id, tokenizer.cls_token_id, tokenizer.mask_token_id]
+    banned.append(tokenizer.sep_token_id)
+    return GenerationConfig(
+        **WRITE_SAMPLING,
+        max_new_tokens=MAX_NEW_TOKENS,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        suppress_tokens=[t for t in banned if t is not None],
+    )
+
+
+def add_paragraph_token(tokenizer, model=None) -> int:
+    """The paragraph break as a token of its own (matched before BERT's normalizer, which would drop a newline);
+    the model gets an embedding row for it. Returns its id."""
+    if PARAGRAPH not in tokenizer.get_vocab():
+        tokenizer.add_tokens([AddedToken(PARAGRAPH, normalized=False, single_word=False)])
+        if model is not None:
+            model.resize_token_embeddings(len(tokenizer))
+    return tokenizer.convert_tokens_to_ids(PARAGRAPH)
+
+
+def split_tail(prose: ProseFile, ratio: float) -> tuple[str, str]:
+    """(training text, held-out text): the last `ratio` of the paragraphs' characters, at a paragraph boundary."""
+    if ratio <= 0:
+        return prose.text, ""
+    want = max(MIN_HELD_CHARS, prose.chars * ratio)
+    held, size = [], 0
+    for p in reversed(prose.paragraphs[1:]):
+        if size >= want:
+            break
+        held.insert(0, p)
+        size += len(p)
+    kept = prose.paragraphs[: len(prose.paragraphs) - len(held)]
+    return PARAGRAPH.join(kept), PARAGRAPH.join(held)
+
+
+def blocks(ids: list[int], size: int, stride: int) -> list[list[int]]:
+    """Blocks of `size` tokens every `stride`; a tail of at least 16 tokens is a block of its own."""
+    out = [ids[i : i + size] for i in range(0, max(len(ids) - size, 0) + 1, stride)]
+    covered = (len(out) - 1) * stride + size if out else 0
+    if len(ids) - covered >= 16:
+        out.append(ids[-size:] if len(ids) >= size else ids[covered:])
+    return [b for b in out if len(b) >= 2]
+
+
+@dataclass
+class WriteCarry:
+    """What the write recipe keeps between its steps."""
+
+    prose: ProseFile | None = None
+    held: str = ""  # the held-out text
+    train_ids: list[int] = field(default_factory=list)
+    dev_blocks: list[list[int]] = field(default_factory=list)
+    closing: str | None = None
+    weak: bool = False
+
+
+class WriteRecipe(ChatRecipe):
+    training = TRAINING
+    carry = WriteCarry
+    what = "GPT-2 writer"
+    # From scratch a writer needs thousands of steps; it overfits a short text long before: patience keeps the
+    # best held-out perplexity. A pretrained base needs a few passes.
+    scratch_rule = Rule(min_steps=2000, min_passes=3, max_minutes=15, unit="characters")
+    pretrained_rule = Rule(min_steps=100, min_passes=2, max_minutes=30, unit="characters", max_passes=5)
+    scratch_patience = 3
+
+    def read(self, run: Run) -> Data:
+        args, options, carry = run.args, run.options, run.carry
+        prose = read_prose(args.data)
+        note = f", read as {prose.encoding.upper()}" if prose.encoding != "utf-8" else ""
+        say(f"text: {args.data} ({prose.format}{note})")
+        for line in prose.describe():
+            say(line)
+        if prose.bad.count:
+            say(prose.bad.summary("files"))
+        if args.dev:
+            train, held, source = prose.text, read_prose(args.dev).text, os.path.abspath(args.dev)
+        else:
+            train, held = split_tail(prose, options.valid_ratio)
+            source = f"the last {len(held):,} characters of {args.data}" if held else None
+        if not held:
+            say("note: no held-out text; the last epoch is kept and nothing measures the model")
+        carry.prose, carry.held = prose, held
+        report = {
+            "train": {
+                "path": os.path.abspath(args.data),
+                "format": prose.format,
+                "encoding": prose.encoding,
+                "characters": len(train),
+                "paragraphs": len(prose.paragraphs),
+                "headings": prose.headings,
+                "joined_lines": prose.joined_lines,
+                "skipped": prose.bad.to_dict(),
+            },
+            "valid": {"path": source, "characters": len(held)},
+        }
+        return Data([train], [held] if held else [], len(train), [train, held], report)
+
+    def scratch_tokenizer(self, run: Run):
+        tokenizer = super().scratch_tokenizer(run)
+        add_paragraph_token(tokenizer)
+        return tokenizer
+
+    def use_base(self, run: Run, model, tokenizer) -> None:
+        super().use_base(run, model, tokenizer)
+        add_paragraph_token(run.tokenizer, run.model)
+
+    def default_patience(self, run: Run) -> int:
+        if run.scratch and run.data.valid and not run.options.patience:
+            return self.scratch_patience
+        return run.options.patience
+
+    def encode(self, run: Run) -> TrainingSetup:
+        carry, tokenizer, size = run.carry, run.tokenizer, run.max_len
+        carry.train_ids = tokenizer(run.data.train[0], add_special_tokens=False)["input_ids"]
+        held_ids = tokenizer(carry.held, add_special_tokens=False)["input_ids"] if carry.held else []
+        if len(carry.train_ids) < 16:
+            raise InputError(f"{run.args.data} holds too little text to train on ({len(carry.train_ids)} tokens)")
+        train = blocks(carry.train_ids, size, max(1, size // 2))  # overlapping: a small text gives more to learn
+        carry.dev_blocks = blocks(held_ids, size, size)
+        unk = tokenizer.unk_token_id
+        unknown = sum(t == unk for t in carry.train_ids) / len(carry.train_ids)
+        if unknown > 0.01:
+            say(f"warning: {unknown:.1%} of the text's tokens are [UNK] (characters the base does not know)")
+        run.train_tokens = sum(len(b) for b in train)
+        say(
+            f"base: {run.choice.name} | {len(carry.train_ids):,} tokens -> {len(train):,} train blocks of {size} "
+            f"(overlapping by half) / {len(carry.dev_blocks):,} held-out blocks"
+        )
+        rows = [{"input_ids": b} for b in train]
+        dev = [{"input_ids": b} for b in carry.dev_blocks]
+        collator = DataCollatorForLanguageModeling(
+            tokenizer, mlm=False, pad_to_multiple_of=8 if run.options.bf16 else None
+        )
+        return TrainingSetup(rows, dev or None, collator)
+
+    def evaluate(self, run: Run, result, report: dict):
+        carry, tokenizer, final = run.carry, run.tokenizer, run.output.final
+        make_decoder_chinese(tokenizer)  # pipelines and decode() write Chinese without spaces, a line break per ¶
+        config = write_generation_config(tokenizer)
+        best = result.best or {}
+        report["convergence"] = result.convergence
+        if carry.dev_blocks and "valid_loss" in best:
+            self.measure(run, best, report)
+        report["samples"] = self.samples(run, result, config)
+        report["examples"] = [[s["opening"]] for s in report["samples"]]
+        card = dict(
+            title=f"Chinese writer GPT-2 ({os.path.basename(final)})",
+            pipeline_tag="text-generation",
+            tags=["gpt2", "chinese", "text-generation"] + (["lora"] if run.lora.lora else []),
+            metrics={k: report[k] for k in ("held_out_perplexity", "ngram_perplexity") if report.get(k) is not None},
+            summary_zh="续写模型：在你自己的文字上训练的 GPT-2，接着一个开头往下写（段落之间换行）。",
+            summary_en="A GPT-2 trained on your own prose: it continues an opening in its style (a line break "
+            "between paragraphs).",
+            samples=report["samples"],
+            usage=f"""from transformers import pipeline
+write = pipeline("text-generation", model="{final}")
+print(write("那天早上，", max_new_tokens=80)[0]["generated_text"])""",
+        )
+        summary = (
+            f"held-out perplexity {report['held_out_perplexity']:.1f}; " if "held_out_perplexity" in report else ""
+        )
+        return card, summary, config
+
+    def measure(self, run: Run, best: dict, report: dict) -> None:
+        """Held-out perplexity beside the best Kneser-Ney n-gram's over the same tokens (orders 3 and 5)."""
+        carry = run.carry
+        ppl = math.exp(best["valid_loss"])
+        ngram = best_ngram(carry.train_ids, carry.dev_blocks, len(run.tokenizer))
+        gain = 100 * (ngram["best"] - ppl) / ngram["best"]
+        if gain > 0:
+            line = (
+                f"held-out perplexity {ppl:.1f}: better than counting n-grams (Kneser-Ney, order "
+                f"{ngram['best_order']}: {ngram['best']:.1f}) by {gain:.0f}%"
+            )
+        else:
+            line = (
+                f"warning: held-out perplexity {ppl:.1f} is not yet better than counting n-grams (Kneser-Ney, order "
+                f"{ngram['best_order']}: {ngram['best']:.1f}): more text, more time or a pretrained base "
+                "(--model uer/gpt2-chinese-cluecorpussmall) would help"
+            )
+        carry.closing, carry.weak = line, gain <= 0
+        report.update(
+            held_out_perplexity=round(ppl, 2),
+            ngram_perplexity=ngram["best"],
+            ngram=ngram,
+            better_than_ngram_percent=round(gain, 1),
+            warning=line if gain <= 0 else None,
+            metrics_line=line,
+        )
+
+    def samples(self, run: Run, result, config, count: int = 3) -> list[dict]:
+        """Three continuations of openings of the held-out text (else of the training text), seeded."""
+        from chat.writer import WriterEngine
+
+        model = result.trainer.model
+        model.eval()
+        engine = WriterEngine(model, run.tokenizer, config)
+        source = [p for p in (run.carry.held or run.data.train[0]).split(PARAGRAPH) if len(p) >= 12]
+        picks = source[:: max(1, len(source) // count)][:count]
+        rows = []
+        for i, paragraph in enumerate(picks):
+            opening = paragraph[: min(24, len(paragraph) // 2)]
+            text = engine.reply([], opening, seed=i, max_new_tokens=80)
+            rows.append({"opening": opening, "continuation": text})
+            say(f"  {opening} -> {text[:60].replace(PARAGRAPH, ' / ')}…")
+        return rows
+
+    def after_publish(self, run: Run, result, report: dict) -> None:
+        if result.convergence and not run.carry.weak:
+            say(result.convergence)
+        if run.carry.closing:
+            say(run.carry.closing)

@@ -28,10 +28,13 @@ class WriteArguments(ScratchArguments):
         default=DEFAULT_CHAT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"}
     )
     max_len: int = field(default=256, metadata={"help": "block length in tokens: the text is cut into blocks of it"})
+    dropout: float = field(default=0.1, metadata={"help": "scratch: dropout (a small text is learned by heart fast)"})
 
     def __post_init__(self):
         super().__post_init__()
         if not self.data:
             raise InputError("--data is required: a text file of your prose, e.g. --data data/samples/story.txt")
+        if not 0 <= self.dropout < 1:
+            raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.max_len < 16:
             raise InputError(f"--max-len must be at least 16, got {self.max_len}")

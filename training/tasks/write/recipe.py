@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from tokenizers import AddedToken
-from transformers import DataCollatorForLanguageModeling, GenerationConfig
+from transformers import DataCollatorForLanguageModeling, GenerationConfig, GPT2Config, GPT2LMHeadModel
 
 from data import InputError
 from data.chat_template import make_decoder_chinese
@@ -146,6 +146,23 @@ class WriteRecipe(ChatRecipe):
     def use_base(self, run: Run, model, tokenizer) -> None:
         super().use_base(run, model, tokenizer)
         add_paragraph_token(run.tokenizer, run.model)
+
+    def scratch_model(self, run: Run, tokenizer):
+        args, p = run.args, run.args.dropout
+        config = GPT2Config(
+            vocab_size=len(tokenizer),
+            n_positions=args.max_len,
+            n_embd=args.n_embd,
+            n_layer=args.n_layer,
+            n_head=args.n_head,
+            resid_pdrop=p,
+            embd_pdrop=p,
+            attn_pdrop=p,
+            bos_token_id=tokenizer.cls_token_id,
+            eos_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        return GPT2LMHeadModel(config)
 
     def default_patience(self, run: Run) -> int:
         if run.scratch and run.data.valid and not run.options.patience:

@@ -118,7 +118,7 @@ def test_checkpoints_are_found_per_task(checkpoints):
     assert [c.label for c in found["similarity"]] == ["similarity"]
     assert [c.label for c in found["classify"]] == ["classify"]  # a sequence classifier, told apart by its report
     missing = find_checkpoints(str(checkpoints / "missing"))
-    assert missing == {"chat": [], "cloze": [], "similarity": [], "classify": []}
+    assert missing == {"chat": [], "cloze": [], "similarity": [], "classify": [], "write": []}
 
 
 def test_each_tab_answers(served, checkpoints):
@@ -453,10 +453,11 @@ def test_an_undertrained_demo_says_so_and_is_built_again_at_the_next_start(tmp_p
         report["schedule"] = schedule
         path.write_text(json.dumps(report))
     # similarity's demo is fine
-    assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze", "classify"]
-    assert missing_demos(app.Settings(checkpoints=str(root), demo_minutes=0.25)) == ["cloze", "classify"]  # as asked
+    assert missing_demos(app.Settings(checkpoints=str(root))) == ["chat", "cloze", "classify", "write"]
+    small = app.Settings(checkpoints=str(root), demo_minutes=0.25)
+    assert missing_demos(small) == ["cloze", "classify", "write"]  # as asked
     (root / "demo-chat" / "demo_build.json").unlink()  # a folder of yours that is merely named like a demo
-    assert missing_demos(app.Settings(checkpoints=str(root))) == ["cloze", "classify"]  # is never rebuilt over
+    assert missing_demos(app.Settings(checkpoints=str(root))) == ["cloze", "classify", "write"]  # never rebuilt over
     demos = {c.task: c for items in find_checkpoints(str(root)).values() for c in items}
     assert "训练不足" in about(demos["chat"], "chat") and "120 of the 390 steps" in about(demos["chat"], "chat")
     assert "训练不足" not in about(demos["similarity"], "similarity")
@@ -523,8 +524,8 @@ def test_a_fourth_task_is_one_declaration(tmp_path, monkeypatch):
     demo = launch(app.Settings(checkpoints=str(root), demo=False))
     try:
         tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
-        titles = ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "文本分类 Classify", "倒读 Reverse"]
-        assert tabs == [*titles, "训练 Train"]
+        titles = ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "文本分类 Classify", "续写 Write"]
+        assert tabs == [*titles, "倒读 Reverse", "训练 Train"]
         assert client(demo).predict("你好吗", api_name="/reverse") == "吗好你!"
     finally:
         demo.close()

@@ -223,7 +223,7 @@ def test_app_batches_chat_by_default_and_no_batching_turns_it_off(chat_checkpoin
     from webui.store import ModelStore
 
     on, off = parse_settings([]), parse_settings(["--no-batching"])
-    assert predictor_options(on) == {"chat": {"batching": True}}
+    assert predictor_options(on) == {"chat": {"batching": True}, "write": {"batching": True}}  # a writer too
     assert predictor_options(parse_settings(["--fast"]))["chat"] == {"batching": True, "precision": "int8"}
     assert ModelStore(predictor_options(on)).get("chat", str(chat_checkpoint)).batcher is not None
     assert ModelStore(predictor_options(off)).get("chat", str(chat_checkpoint)).batcher is None

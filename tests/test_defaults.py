@@ -451,7 +451,7 @@ def test_help_shows_dashed_flags_and_one_default_each():
     import subprocess
     import sys
 
-    for script in ("chat", "cloze", "similarity", "classify"):
+    for script in ("chat", "cloze", "similarity", "classify", "write"):
         out = subprocess.run(
             [sys.executable, f"training/{script}.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
         ).stdout

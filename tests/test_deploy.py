@@ -188,7 +188,7 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
         proc.kill()
         pytest.fail(f"no {until!r} from the app:\n{log.read_text(errors='replace')[-3000:]}")
 
-    proc, text = start("[app] classify demo model ready")
+    proc, text = start("[app] write demo model ready")
     try:
         # serve first, build after: the address comes before any demo model is ready, one model at a time, chat first
         order = [
@@ -202,6 +202,8 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
                 "building the similarity demo",
                 "similarity demo model ready",
                 "building the classify demo",
+                "classify demo model ready",
+                "building the write demo",
             )
         ]
         assert order == sorted(order), text
@@ -224,7 +226,7 @@ def test_app_starts_from_the_bundle_builds_demo_models_and_answers(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    demos = ["demo-chat", "demo-classify", "demo-cloze", "demo-similarity"]
+    demos = ["demo-chat", "demo-classify", "demo-cloze", "demo-similarity", "demo-write"]
     assert sorted(p.name for p in (bundle / "checkpoints").iterdir()) == demos
 
     assert not list(bundle.glob("checkpoints/*.log")), "a finished build's log is removed"

@@ -49,7 +49,7 @@ def test_a_newcomers_first_hour_in_the_browser(tmp_path):
     root = tmp_path / "checkpoints"
     root.mkdir()
     settings = app.Settings(checkpoints=str(root))
-    assert missing_demos(settings) == ["chat", "cloze", "similarity", "classify"]  # a fresh clone
+    assert missing_demos(settings) == ["chat", "cloze", "similarity", "classify", "write"]  # a fresh clone
     store = app.ModelStore()
     builder = DemoBuilder(str(root), ["chat"], say=lambda line: None, on_ready=store.get, minutes=0.1)
     trainer = TrainingJobs(str(root))

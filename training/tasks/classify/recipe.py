@@ -17,10 +17,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
 )
@@ -28,7 +24,7 @@ from transformers import (
 from data import InputError
 from data.labelled import LabelledFile, read_labelled
 from training.cli import say
-from training.pipeline import Data, Recipe, Run
+from training.pipeline import Data, Run
 from training.runner import TrainingSetup, predict_in_order
 from training.schedule import Rule
 from training.tasks.classify import TRAINING
@@ -42,6 +38,7 @@ from training.tasks.classify.metrics import (
     plot_confusion,
     tfidf_baseline,
 )
+from training.tasks.sequence import SequenceClassifierRecipe
 
 MIN_TEXTS = 10  # fewer cannot both train and leave a text to check it on
 # A file this small holds out at least SMALL_SHARE of each class: 5% of 150 tickets was 8 dev texts, too few to
@@ -117,12 +114,10 @@ class ClassifyCarry:
     closing: str | None = None  # the last line said
 
 
-class ClassifyRecipe(Recipe):
+class ClassifyRecipe(SequenceClassifierRecipe):
     training = TRAINING
     carry = ClassifyCarry
     what = "text classifier"
-    lora_targets = ("query", "value")
-    lora_task_type = "SEQ_CLS"  # peft keeps the head trainable
     # waimai_10k from scratch (4x256, 2 cores): at 1e-3 dev accuracy was 71% after a pass (majority 67%), at 3e-4 89%
     scratch_lr = 3e-4
     # From scratch the classifier learns which characters go with which label within a few passes and then
@@ -202,42 +197,6 @@ class ClassifyRecipe(Recipe):
             label2id={name: i for i, name in enumerate(names)},
             problem_type="single_label_classification",
         )
-
-    def loader(self, run: Run):
-        head = self.head(run)
-        return functools.partial(self.load_pretrained, head=head)
-
-    def load_pretrained(self, name: str, head: dict | None = None, **kw):
-        kw = {**kw, "trust_remote_code": False}  # never a model's own code, not even on a "y" typed at a prompt
-        tokenizer = AutoTokenizer.from_pretrained(name, **kw)
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name, ignore_mismatched_sizes=True, **(head or {}), **kw
-            )
-        except ValueError as e:  # e.g. a GPT-2 folder
-            raise InputError(f"{name} cannot be used as a text classifier ({str(e).splitlines()[0][:120]})")
-        return model, tokenizer
-
-    def scratch_model(self, run: Run, tokenizer):
-        args = run.args
-        if run.resume_from and os.path.isfile(os.path.join(run.resume_from, "config.json")):
-            return BertForSequenceClassification(BertConfig.from_pretrained(run.resume_from))
-        config = BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=args.n_embd,
-            num_hidden_layers=args.n_layer,
-            num_attention_heads=args.n_head,
-            intermediate_size=4 * args.n_embd,
-            max_position_embeddings=max(args.max_len, 64),
-            pad_token_id=tokenizer.pad_token_id,
-            **self.head(run),
-        )
-        return BertForSequenceClassification(config)
-
-    def default_patience(self, run: Run) -> int:
-        if run.scratch and not run.options.patience:
-            return 3  # a scratch classifier overfits within a few passes; keep the best and stop
-        return run.options.patience
 
     def encode(self, run: Run) -> TrainingSetup:
         data, carry, tokenizer = run.data, run.carry, run.tokenizer

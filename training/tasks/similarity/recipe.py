@@ -20,10 +20,6 @@ import numpy as np
 import torch
 from accelerate import PartialState
 from transformers import (
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    BertConfig,
-    BertForSequenceClassification,
     DataCollatorWithPadding,
 )
 
@@ -31,10 +27,11 @@ from data import InputError
 from data.pairs import PairFile, read_pairs
 from data.textio import write_atomic
 from training.cli import say
-from training.pipeline import Data, Recipe, Run
+from training.pipeline import Data, Run
 from training.runner import TrainingSetup, predict_in_order
 from training.schedule import Rule
 from training.steps import input_files
+from training.tasks.sequence import SequenceClassifierRecipe
 from training.tasks.similarity import TRAINING
 from training.tasks.similarity.metrics import (
     MIN_CALIBRATION_ROWS,
@@ -79,12 +76,10 @@ class PairCarry:
     closing: str | None = None  # the last line said
 
 
-class SimilarityRecipe(Recipe):
+class SimilarityRecipe(SequenceClassifierRecipe):
     training = TRAINING
     carry = PairCarry
     what = "sentence-pair model"
-    lora_targets = ("query", "value")
-    lora_task_type = "SEQ_CLS"  # peft keeps the head trainable
     scratch_lr = 1e-4  # at 5e-4 and 1e-3 a scratch BERT sat at chance on LCQMC (bench/similarity.py)
     # Default amount of training (training/schedule.py): from scratch, the pair stage shares the cap with
     # the masked-LM stage; patience keeps the best epoch. A pretrained base needs a few passes.
@@ -171,19 +166,6 @@ class SimilarityRecipe(Recipe):
             problem_type="single_label_classification" if carry.problem == "classification" else "regression",
         )
 
-    def load_pretrained(self, name: str, dropout: float | None = None, head: dict | None = None, **kw):
-        kw = {**kw, "trust_remote_code": False}  # never a model's own code, not even on a "y" typed at a prompt
-        tokenizer = AutoTokenizer.from_pretrained(name, **kw)
-        if dropout is not None:  # BERT-family config names
-            kw = {**kw, "hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
-        try:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                name, ignore_mismatched_sizes=True, **(head or {}), **kw
-            )
-        except ValueError as e:  # e.g. a GPT-2 folder
-            raise InputError(f"{name} cannot be used as a sentence-pair encoder ({str(e).splitlines()[0][:120]})")
-        return model, tokenizer
-
     def build(self, run: Run) -> None:
         if run.args.predict:  # checked now: a bad --output-file must stop the run before it trains, not after
             run.carry.predictions_to = run.output.place_output_file(
@@ -192,10 +174,6 @@ class SimilarityRecipe(Recipe):
                 input_files(run.options, (run.args, run.lora)),
             )
         super().build(run)
-
-    def loader(self, run: Run):
-        head = self.head(run)
-        return lambda name, **kw: self.load_pretrained(name, head=head, **kw)
 
     def prepare_base(self, run: Run, loaded):
         """A masked-LM stage first for a scratch model: from scratch a pair classifier sat at chance on LCQMC (loss
@@ -221,28 +199,6 @@ class SimilarityRecipe(Recipe):
 
     def max_minutes(self, run: Run) -> float | None:
         return run.carry.pair_minutes or run.options.max_minutes
-
-    def scratch_model(self, run: Run, tokenizer):
-        args = run.args
-        if run.resume_from and os.path.isfile(os.path.join(run.resume_from, "config.json")):
-            # the interrupted run's own shape: after the masked-LM stage it has that model's positions
-            return BertForSequenceClassification(BertConfig.from_pretrained(run.resume_from))
-        config = BertConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=args.n_embd,
-            num_hidden_layers=args.n_layer,
-            num_attention_heads=args.n_head,
-            intermediate_size=4 * args.n_embd,
-            max_position_embeddings=max(args.max_len, 64),
-            pad_token_id=tokenizer.pad_token_id,
-            **self.head(run),
-        )
-        return BertForSequenceClassification(config)
-
-    def default_patience(self, run: Run) -> int:
-        if run.scratch and not run.options.patience:
-            return 3  # small scratch models overfit pairs within a few passes; keep the best and stop
-        return run.options.patience
 
     def encode(self, run: Run) -> TrainingSetup:
         data, carry = run.data, run.carry

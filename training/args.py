@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.util
 import math
 import os
 import sys
@@ -19,6 +20,10 @@ from data.errors import InputError
 MAX_CONFIG_BYTES = 256 * 1024
 # The pretrained base of the BERT tasks (cloze, similarity) when --model is not given
 DEFAULT_BERT = "bert-base-chinese"
+
+
+# --report-to: the tracker -> the package it needs (the Trainer's integrations do the logging)
+TRACKERS = {"none": None, "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 
 
 def _f(default, help, **kw):
@@ -156,10 +161,25 @@ class RunArguments:
     valid_ratio: float = _f(0.05, "fraction held out for validation when --valid-data is not given")
     logging_steps: int = _f(0, "log the training loss every N steps (0: about 10 times per epoch)")
     no_fallback: bool = _f(False, "fail instead of training from scratch when --model cannot be loaded")
+    report_to: str = _f(
+        "none",
+        "experiment tracker: tensorboard (logs in <output>/tensorboard/, so `tensorboard --logdir checkpoints` shows "
+        "every run), wandb or mlflow when installed",
+        choices=list(TRACKERS),
+    )
+    check: bool = _f(
+        False,
+        "read the data and say what training would meet (rows skipped, duplicates, characters the vocabulary lacks, "
+        "lengths against --max-len, label balance, the time on this machine), then stop: nothing is trained or "
+        "written",
+    )
     config: str = _f(None, "YAML or JSON file with any of these options (flags override it)")
 
     def __post_init__(self):
         require_finite(self)
+        module = TRACKERS.get(self.report_to)
+        if module and importlib.util.find_spec(module) is None:
+            raise InputError(f"--report-to {self.report_to} needs the {module} package: pip install {module}")
         checks = [
             (self.epochs is None or self.epochs > 0, f"--epochs must be positive, got {self.epochs}"),
             (

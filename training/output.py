@@ -22,6 +22,7 @@ from training.ownership import (
     REPLACING_FILE,
     RUN_FILE,
     STATE_DIR,
+    STATUS_FILE,
     foreign_names,
     identity_difference,
     read_identity,
@@ -124,7 +125,7 @@ class OutputFolder:
             return f"finished saving the model of an interrupted run: {self.final}"
         if os.path.isfile(os.path.join(self.final, REPLACING_FILE)):
             # a publish that finished its renames but was killed before removing the old folder
-            for name in (READY_FILE, PROGRESS_FILE):
+            for name in (READY_FILE, PROGRESS_FILE, STATUS_FILE):
                 if os.path.exists(os.path.join(self.final, name)):
                     os.remove(os.path.join(self.final, name))
             self._forget_replacing()
@@ -344,7 +345,7 @@ class OutputFolder:
             os.replace(self.final, aside)
         _test_hook("between_renames")
         os.replace(self.work, self.final)
-        for name in (READY_FILE, PROGRESS_FILE):
+        for name in (READY_FILE, PROGRESS_FILE, STATUS_FILE):
             if os.path.exists(os.path.join(self.final, name)):
                 os.remove(os.path.join(self.final, name))
         self._forget_replacing()

@@ -21,6 +21,9 @@ RUN_FILE = "run.json"  # the identity of the run that a working folder or a resu
 READY_FILE = "PUBLISH_READY"
 
 
+# in <output>.partial/ from its start: the run's status for the Runs page (training/history.py); not published
+STATUS_FILE = "run_status.json"
+
 PROGRESS_FILE = "progress.json"  # in <output>.partial/ while training: what a watcher (the app) shows
 
 # Written into <output>.partial/ just before the publish moves <output> aside: the name (and inode) of the
@@ -56,8 +59,9 @@ LEGACY_NAMES = {
     "demo_build.json",  # the app's demo marker (webui/demos.py)
     "run.json",
     STATE_DIR,
+    "tensorboard",  # --report-to tensorboard's event files (training/runner.py)
 }
-BOOKKEEPING = {MANIFEST, READY_FILE, PROGRESS_FILE, REPLACING_FILE}
+BOOKKEEPING = {MANIFEST, READY_FILE, PROGRESS_FILE, REPLACING_FILE, STATUS_FILE}
 
 
 def read_json(path: str):

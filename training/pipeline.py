@@ -19,8 +19,9 @@ import os
 from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
+from training import history
 from training.args import LoraArguments, RunArguments
-from training.cli import EXIT_INTERRUPTED, say
+from training.cli import EXIT_INTERRUPTED, is_main_process, say
 from training.models import SCRATCH, wrap_lora
 from training.runner import RunResult, TrainingSetup, run_training
 from training.schedule import Rule
@@ -33,11 +34,14 @@ from training.steps import (
     refuse_non_finite,
     refuse_oversized_batch,
     resumed_tokenizer,
+    run_command,
     scratch_recipe,
     split_holdout,
     stop_if_interrupted,
 )
 from training.tasks import Training
+
+STOP_REASON = "Ctrl-C / 停止 Stop: --resume continues it"
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Run:
     setup: TrainingSetup | None = None
     train_tokens: int = 0
     carry: object = None  # an instance of the recipe's `carry` dataclass: its own values between its steps
+    started_at: str | None = None  # local time, ISO 8601
 
     @property
     def scratch(self) -> bool:
@@ -110,9 +115,38 @@ class Recipe:
     def train(self, args, lora, options, *, argv=None, callbacks=(), resumable: bool = True) -> int:
         """The pipeline on parsed options (or options built by another recipe for a stage of its own run,
         `resumable=False`: a stopped stage is resumed by its run, not by a command of its own)."""
-        run = Run(self, args, lora, options, argv, carry=self.carry())
+        run = Run(self, args, lora, options, argv, carry=self.carry(), started_at=history.now_iso())
         run.data = self.read(run)
         run.output, run.resume_from = open_output(options, self.task, (args, lora))
+        if not resumable:  # a stage of another run: that run's record is the one that counts
+            return self.trained(run, callbacks, resumable)
+        main = is_main_process()
+        if main:
+            command, data = run_command(self.script, argv), getattr(args, self.data_option)
+            history.started(run.output.work, self.task, command, data, run.started_at)
+        try:
+            code = self.trained(run, callbacks, resumable)
+        except BaseException as e:  # a refusal before training removes the folder, and the status with it
+            if main:
+                stopped = isinstance(e, KeyboardInterrupt)
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+                history.write_status(
+                    run.output.work,
+                    status=history.STOPPED if stopped else history.FAILED,
+                    reason=STOP_REASON if stopped else reason,
+                )
+            raise
+        if main and code == EXIT_INTERRUPTED:
+            history.write_status(run.output.work, status=history.STOPPED, reason=STOP_REASON)
+        return code
+
+    @property
+    def data_option(self) -> str:
+        return self.training.data_option
+
+    def trained(self, run: Run, callbacks, resumable: bool) -> int:
+        """The pipeline after the output folder is open: build, plan, train, evaluate, publish."""
+        lora, options, argv = run.lora, run.options, run.argv
         self.build(run)
         run.small = scratch_recipe(run.choice, run.model)
         run.lr = options.lr or self.default_lr(run)
@@ -159,8 +193,11 @@ class Recipe:
         config = run.model.config
         report["model"].update({k: getattr(config, k) for k in self.report_model_fields if hasattr(config, k)})
         card, summary, generation_config = self.evaluate(run, result, report)
+        report["verdict"] = self.training.verdict(report)
         publish(run.output, result, run.tokenizer, report, card, summary, generation_config)
-        self.after_publish(run, result, report)
+        if report["verdict"]:
+            say(f"usual range: {report['verdict']}")
+        self.after_publish(run, result, report)  # the recipe's closing line is the last one said
         return 0
 
     # -- the steps ---------------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def training_arguments(
         logging_steps=logging_steps,
         logging_first_step=True,
         train_sampling_strategy="group_by_length",  # similar lengths per batch: little padding
-        report_to=[],
+        report_to=[options.report_to] if options.report_to not in ("none", "tensorboard") else [],
         log_level="error",
         log_level_replica="error",  # the default ("warning") made the other processes print load reports
         disable_tqdm=False,
@@ -144,6 +144,22 @@ def training_arguments(
         # model's forward does not take (the cloze collator's offset_mapping for whole-word masks).
         remove_unused_columns=False,
     )
+
+
+TENSORBOARD_DIR = "tensorboard"  # in the run's folder: `tensorboard --logdir checkpoints` finds every run's
+
+
+def tracker_callbacks(options, output: OutputFolder) -> list:
+    """--report-to tensorboard: the Trainer's own TensorBoard callback, writing into the run's folder (its working
+    folder, which the publish renames into place) instead of the Trainer's states folder, which is removed."""
+    if options.report_to != "tensorboard":
+        return []
+    from transformers.integrations import TensorBoardCallback
+
+    callback = TensorBoardCallback()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    callback.logging_dir = os.path.join(output.work, TENSORBOARD_DIR, stamp)  # a resumed run: a second stamp
+    return [callback]
 
 
 @dataclass
@@ -204,6 +220,7 @@ def run_training(
     cap, stopper = plan.time_cap(), StopOnInterrupt()
     extra = [stopper, EpochPrinter(), ProgressFile(output.work), *setup.callbacks, *([cap] if cap else [])]
     extra += [keeper] if keeper else []
+    extra += tracker_callbacks(options, output)
     trainer = _trainer(model, tokenizer, setup, options, plan, output, extra)
     start_epoch = _resume_point(resume_from, plan, output) if resume_from else 0.0
     # e.g. the general cloze accuracy of the untouched model

@@ -210,13 +210,18 @@ def scratch_recipe(choice, model) -> bool:
     return choice.source == SCRATCH or model.num_parameters() < SMALL_MODEL_PARAMETERS
 
 
+def run_command(script: str, argv) -> str:
+    """The command line of this run, as a terminal would run it from the repository root."""
+    import shlex
+
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
+
+
 def resume_command(script: str, argv) -> str:
     """The command that continues this run: the same words with --resume (and without --overwrite, which
     --resume refuses)."""
-    import shlex
-
     words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--overwrite"]
-    cmd = shlex.join(["python", script, *words])
+    cmd = run_command(script, words)
     cmd = cmd if "--resume" in words else cmd + " --resume"
     processes = process_count()
     return f"the same launch ({processes} processes) of {cmd}" if processes > 1 else cmd
@@ -310,6 +315,8 @@ def base_report(task: str, run, result: RunResult, total: int, trainable: int) -
     train_tokens = run.train_tokens
     return {
         "task": task,
+        "command": run_command(run.recipe.script, run.argv),
+        "started_at": run.started_at,
         "base_model": run.choice.name,
         "base_model_source": run.choice.source,
         "fallback_reason": run.choice.fallback_reason,

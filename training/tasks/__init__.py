@@ -32,6 +32,47 @@ def _load(dotted: str):
     return getattr(importlib.import_module(module), name)
 
 
+def _dig(report: dict, path: str):
+    """The value at a dotted path of a training report ("best.valid_perplexity"), or None."""
+    value = report
+    for key in path.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class Usual:
+    """Where a task's figure usually lands (the benches, docs/benchmarks.md), so "is 3.2 good?" has an answer."""
+
+    path: str  # dotted path in training_report.json
+    name: str  # "困惑度 perplexity"
+    low: float
+    high: float
+    on: str  # what the benches trained, on what data
+    lower_is_better: bool = False
+    percent: bool = False
+
+    def show(self, value: float) -> str:
+        return f"{value:.1%}" if self.percent else f"{value:.4g}"
+
+    def verdict(self, report: dict) -> str | None:
+        """One line: the run's figure against the usual range, or None when the report lacks it."""
+        value = _dig(report, self.path)
+        if value is None:
+            return None
+        span = f"{self.show(self.low)}–{self.show(self.high)}"
+        better = value < self.low if self.lower_is_better else value > self.high
+        worse = value > self.high if self.lower_is_better else value < self.low
+        where = (
+            "好于常见范围 better than usual"
+            if better
+            else "差于常见范围 worse than usual"
+            if worse
+            else ("在常见范围内 within the usual range")
+        )
+        return f"{self.name} {self.show(value)}: {where} ({span}, {self.on}; docs/benchmarks.md)"
+
+
 @dataclass(frozen=True)
 class Training:
     """A task's training facts: where its script is, which options and recipe it has, how its data is read
@@ -50,6 +91,22 @@ class Training:
     # 60 s (chat), 90 s (cloze) and 50 s (similarity); a slower or busier CPU trains fewer steps
     demo_minutes: float = 1.0
     description: str = ""  # --help's first line
+    # The run's key figure: dotted paths into training_report.json, the first one present is used (the Runs page)
+    metric: tuple[str, ...] = ()
+    metric_name: str = ""  # e.g. "困惑度 perplexity"
+    percent: bool = False  # the figure is a share (shown as a percentage)
+    usual: Usual | None = None  # where the benches' runs of this task landed
+
+    def key_figure(self, report: dict) -> tuple[float, str] | None:
+        """(value, "name value") of a run's key figure, or None."""
+        for path in self.metric:
+            value = _dig(report, path)
+            if value is not None:
+                return value, f"{self.metric_name} {value:.1%}" if self.percent else f"{self.metric_name} {value:.4g}"
+        return None
+
+    def verdict(self, report: dict) -> str | None:
+        return self.usual.verdict(report) if self.usual else None
 
     def options_class(self) -> type:
         return _load(self.options)

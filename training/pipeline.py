@@ -21,9 +21,10 @@ from dataclasses import dataclass, field
 from data import InputError, build_char_vocab, make_tokenizer
 from training import history
 from training.args import LoraArguments, RunArguments
+from training.check import data_check
 from training.cli import EXIT_INTERRUPTED, is_main_process, say
 from training.models import SCRATCH, wrap_lora
-from training.runner import RunResult, TrainingSetup, run_training
+from training.runner import RunResult, TrainingSetup, plan_only, run_training
 from training.schedule import Rule
 from training.steps import (
     base_report,
@@ -103,6 +104,7 @@ class Recipe:
     pretrained_rule: Rule | None = None  # ... and on a pretrained base
     report_model_fields: tuple = ()  # config fields copied into the report's "model"
     carry: type = NoCarry  # what the recipe keeps between its steps (a dataclass; every field has a default)
+    cuts_at_max_len: bool = True  # examples longer than --max-len are cut (not packed into windows): the check counts
 
     @property
     def task(self) -> str:
@@ -117,6 +119,8 @@ class Recipe:
         `resumable=False`: a stopped stage is resumed by its run, not by a command of its own)."""
         run = Run(self, args, lora, options, argv, carry=self.carry(), started_at=history.now_iso())
         run.data = self.read(run)
+        if options.check:
+            return self.check(run)
         run.output, run.resume_from = open_output(options, self.task, (args, lora))
         if not resumable:  # a stage of another run: that run's record is the one that counts
             return self.trained(run, callbacks, resumable)
@@ -144,6 +148,29 @@ class Recipe:
     def data_option(self) -> str:
         return self.training.data_option
 
+    def check(self, run: Run) -> int:
+        """--check: build the model and encode the data as the run would, say what it would meet and its plan (a
+        step is timed), then stop: no output folder is made and nothing is trained."""
+        self.build(run)
+        run.small = scratch_recipe(run.choice, run.model)
+        run.lr = run.options.lr or self.default_lr(run)
+        run.patience = self.default_patience(run)
+        run.setup = self.encode(run)
+        for line in data_check(run):
+            say(line)
+        plan_only(
+            run.model,
+            run.setup,
+            run.options,
+            lr=run.lr,
+            patience=run.patience,
+            max_minutes=self.max_minutes(run),
+            rule=self.rule(run),
+            items=run.data.items,
+        )
+        say("check only: nothing was trained or written (without --check it trains)")
+        return 0
+
     def trained(self, run: Run, callbacks, resumable: bool) -> int:
         """The pipeline after the output folder is open: build, plan, train, evaluate, publish."""
         lora, options, argv = run.lora, run.options, run.argv
@@ -152,6 +179,8 @@ class Recipe:
         run.lr = options.lr or self.default_lr(run)
         run.patience = self.default_patience(run)
         run.setup = self.encode(run)
+        for line in data_check(run):
+            say(line)
         refuse_oversized_batch(run)
         run.setup.callbacks = [*callbacks, *run.setup.callbacks]
         if lora.lora:
@@ -231,7 +260,8 @@ class Recipe:
         lacks, --max-len cut to its positions) or, when it cannot load, a scratch one with a character vocab."""
         loaded, run.choice = pick_base(run.args.model, self.loader(run), run.options, self.what)
         run.max_len = getattr(run.args, "max_len", None)  # a task's options may have no --max-len
-        loaded = self.prepare_base(run, loaded)
+        if not run.options.check:  # a stage before training (similarity's masked-LM) is training
+            loaded = self.prepare_base(run, loaded)
         if loaded is None:
             tokenizer = resumed_tokenizer(run.resume_from) or self.scratch_tokenizer(run)
             run.model, run.tokenizer = self.scratch_model(run, tokenizer), tokenizer
@@ -255,6 +285,10 @@ class Recipe:
             run.max_len = limit
         run.tokenizer = extend_vocab(model, tokenizer, run.data.texts, run.choice, run.lora.lora, run.args.min_freq)
         run.model = model
+
+    def label_counts(self, run: Run) -> dict[str, int] | None:
+        """Override where examples have labels: training examples per label name (the check's balance line)."""
+        return None
 
     def default_lr(self, run: Run) -> float:
         """The learning rate when --lr is not given."""

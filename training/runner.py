@@ -179,6 +179,27 @@ class TrainingSetup:
     trainer_class: type = Trainer
 
 
+def _steps_per_epoch(setup: TrainingSetup, options, world: int) -> int:
+    return max(1, math.ceil(len(setup.train_ds) / (options.batch_size * world * options.grad_accum)))
+
+
+def plan_only(model, setup: TrainingSetup, options, *, lr, patience, max_minutes, rule, items) -> RunPlan:
+    """The plan a run would make (a training step timed on this machine), said, and nothing trained (--check)."""
+    return plan_run(
+        options,
+        lr=lr,
+        patience=patience,
+        max_minutes=max_minutes,
+        rule=rule,
+        model=model,
+        collator=setup.collator,
+        train_ds=setup.train_ds,
+        steps_per_epoch=_steps_per_epoch(setup, options, process_count()),
+        resume_from=None,
+        items=items,
+    )
+
+
 def run_training(
     model,
     tokenizer,
@@ -202,7 +223,7 @@ def run_training(
         # what `accelerate launch --cpu --num_processes 2` leaves (accelerate 1.x): one process on one thread,
         # since its several-CPU-process mode needs mpirun
         say(ONE_CPU_PROCESS.format(threads=os.environ.get("OMP_NUM_THREADS", "?")))
-    steps_per_epoch = max(1, math.ceil(len(setup.train_ds) / (options.batch_size * world * options.grad_accum)))
+    steps_per_epoch = _steps_per_epoch(setup, options, world)
     keeper, threads = _free_cores(model)
     plan = plan_run(
         options,

@@ -96,6 +96,8 @@ class Training:
     metric_name: str = ""  # e.g. "困惑度 perplexity"
     percent: bool = False  # the figure is a share (shown as a percentage)
     usual: Usual | None = None  # where the benches' runs of this task landed
+    # (items, what to expect): under that many `items` the benches' runs from scratch learned little (--check says so)
+    plenty: tuple[int, str] | None = None
 
     def key_figure(self, report: dict) -> tuple[float, str] | None:
         """(value, "name value") of a run's key figure, or None."""

@@ -23,5 +23,10 @@ TRAINING = Training(
         "from scratch on 2,000 LCCC dialogues, default flags",
         lower_is_better=True,
     ),
+    plenty=(
+        2_000,
+        "from scratch expect the style and short replies, not sense; a pretrained base (--model "
+        "uer/gpt2-chinese-cluecorpussmall) or more dialogues help",
+    ),
     description="Fine-tune GPT-2 (Chinese) on multi-turn dialogues and write a chat checkpoint folder.",
 )

@@ -24,6 +24,11 @@ TRAINING = Training(
         "from scratch on 150-12,000 texts of 2-5 classes, default flags",
         percent=True,
     ),
+    plenty=(
+        1_000,
+        "from scratch expect about what counting words gives (the TF-IDF baseline the report sets beside "
+        "it); more texts or a pretrained base (--model bert-base-chinese) help",
+    ),
     description="Fine-tune BERT (or a small model from scratch) to sort texts into your own labels; write a "
     "text-classification checkpoint folder.",
 )

@@ -115,6 +115,7 @@ class ClozeCarry:
 
 
 class ClozeRecipe(Recipe):
+    cuts_at_max_len = False  # long text is cut into windows, nothing is lost
     training = TRAINING
     carry = ClozeCarry
     what = "masked-LM"

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -156,6 +157,12 @@ class SimilarityRecipe(SequenceClassifierRecipe):
         texts = [s for p in train_file.pairs for s in p]
         return Data(train_pairs, dev_pairs, len(train_pairs), texts, report)
 
+    def label_counts(self, run: Run) -> dict[str, int] | None:
+        if run.carry.problem != "classification":
+            return None
+        names = run.carry.file.label_names
+        return {names[int(k)]: n for k, n in Counter(run.carry.train_labels).items()}
+
     def head(self, run: Run) -> dict:
         """The classification (or regression) head's config fields."""
         carry = run.carry
@@ -167,7 +174,9 @@ class SimilarityRecipe(SequenceClassifierRecipe):
         )
 
     def build(self, run: Run) -> None:
-        if run.args.predict:  # checked now: a bad --output-file must stop the run before it trains, not after
+        if (
+            run.args.predict and run.output is not None
+        ):  # checked now: a bad --output-file must stop the run before it trains, not after
             run.carry.predictions_to = run.output.place_output_file(
                 "--output-file",
                 run.args.output_file or os.path.join(run.output.final, "predictions.jsonl"),

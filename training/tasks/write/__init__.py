@@ -22,6 +22,11 @@ TRAINING = Training(
         -17,
         "from scratch on Lu Xun and on hand-written fables: n-grams won",
     ),
+    plenty=(
+        80_000,
+        "from scratch expect a model no better than counting n-grams of the text (the report says "
+        "which); a book or more, or a pretrained base (--model uer/gpt2-chinese-cluecorpussmall) help",
+    ),
     description="Fine-tune GPT-2 (Chinese) on your own prose so it writes on in its style; write a text-generation "
     "checkpoint folder.",
 )

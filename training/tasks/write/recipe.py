@@ -97,6 +97,7 @@ class WriteCarry:
 
 
 class WriteRecipe(ChatRecipe):
+    cuts_at_max_len = False  # long text is cut into windows, nothing is lost
     training = TRAINING
     carry = WriteCarry
     what = "GPT-2 writer"

@@ -95,9 +95,7 @@ def enough(training, items: int, unit: str) -> str | None:
     if not training.plenty or items >= training.plenty[0]:
         return None
     wanted, expect = training.plenty
-    return (
-        f"little data: {items:,} {unit} (the benches' runs from scratch had {wanted:,}+): {expect}"
-    )
+    return f"little data: {items:,} {unit} (the benches' runs from scratch had {wanted:,}+): {expect}"
 
 
 def data_check(run) -> list[str]:

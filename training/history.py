@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 from training.ownership import (
     RUN_FILE,
+    STATE_DIR,
     STATUS_FILE,
     read_json,
     remove_ours,
@@ -186,16 +187,23 @@ def unfinished_record(name: str, folder: str) -> RunRecord | None:
     if state == RUNNING and not _alive(status):
         state = INTERRUPTED
     states = os.path.join(folder, "states")
-    resumable = os.path.isdir(states) and any(n.startswith("checkpoint-") for n in os.listdir(states))
+    saved = [n for n in os.listdir(states) if n.startswith("checkpoint-")] if os.path.isdir(states) else []
+    resumable = bool(saved)
+    steps = progress.get("step")
+    for checkpoint in saved:  # a stop within a second of the last progress write: the saved state knows the step
+        trainer_state = read_json(os.path.join(states, checkpoint, "trainer_state.json"))
+        if isinstance(trainer_state, dict) and isinstance(trainer_state.get("global_step"), int):
+            steps = max(steps or 0, trainer_state["global_step"])
     duration = None
     try:
         begun = dt.datetime.strptime(status["started_at"], "%Y-%m-%dT%H:%M:%S%z")
-        stamp = os.path.join(folder, STATUS_FILE)
-        end = (
-            dt.datetime.now(dt.timezone.utc)
-            if state == RUNNING
-            else dt.datetime.fromtimestamp(os.path.getmtime(stamp), dt.timezone.utc)
-        )
+        if state == RUNNING:
+            end = dt.datetime.now(dt.timezone.utc)
+        elif status.get("ended_at"):
+            end = dt.datetime.strptime(status["ended_at"], "%Y-%m-%dT%H:%M:%S%z")
+        else:  # interrupted: it ended at its last sign of life
+            stamp = os.path.join(folder, "progress.json" if progress else STATUS_FILE)
+            end = dt.datetime.fromtimestamp(os.path.getmtime(stamp), dt.timezone.utc)
         duration = round(max(0.0, (end - begun).total_seconds()), 1)
     except (KeyError, TypeError, ValueError, OSError):
         pass
@@ -206,12 +214,13 @@ def unfinished_record(name: str, folder: str) -> RunRecord | None:
         task=status.get("task") or progress.get("task") or "?",
         status=state,
         data=status.get("data"),
+        base=status.get("base"),
         started_at=status.get("started_at"),
         duration_s=duration,
-        steps=progress.get("step"),
+        steps=steps,
         reason=status.get("reason"),
         command=command,
-        resumable=resumable and state != RUNNING,
+        resumable=resumable and state in (STOPPED, INTERRUPTED),  # a failed run starts afresh (--overwrite)
         demo=os.path.basename(name).startswith("demo-"),
         report={"epochs": progress.get("points") or []},
     )
@@ -281,6 +290,89 @@ def delete_run(record: RunRecord) -> str:
         return f"deleted the model files in {folder}; kept {len(kept)} of yours: {', '.join(sorted(kept)[:5])}"
     os.rmdir(folder)
     return f"deleted {folder}"
+
+
+def curves(record: RunRecord) -> dict[str, list[tuple[int, float]]]:
+    """The run's loss curves by step: {"train": [(step, loss)], "valid": [...]}, from its report's per-epoch
+    figures (a finished run), its progress file (one that trains or stopped) or its last Trainer state."""
+    folder = record.folder
+    report = record.report
+    if report.get("epochs") and report.get("global_step") and report.get("epochs_trained"):
+        per_epoch = report["global_step"] / report["epochs_trained"]
+        out = {"train": [], "valid": []}
+        for row in report["epochs"]:
+            for key, name in (("train_loss", "train"), ("valid_loss", "valid")):
+                if isinstance(row.get(key), (int, float)):
+                    out[name].append((round(row["epoch"] * per_epoch), float(row[key])))
+        return out
+    states = [os.path.join(folder, STATE_DIR, "trainer_state.json")]
+    checkpoints = os.path.join(folder, "states")
+    if os.path.isdir(checkpoints):
+        found = [n for n in os.listdir(checkpoints) if n.startswith("checkpoint-") and n[11:].isdigit()]
+        states += [
+            os.path.join(checkpoints, n, "trainer_state.json") for n in sorted(found, key=lambda n: -int(n[11:]))
+        ]
+    progress = read_json(os.path.join(folder, "progress.json"))
+    if isinstance(progress, dict) and isinstance(progress.get("curve"), dict) and progress["curve"].get("train"):
+        curve = progress["curve"]
+        return {k: [(int(a), float(b)) for a, b in curve.get(k, [])] for k in ("train", "valid")}
+    for path in states:
+        state = read_json(path)
+        if isinstance(state, dict) and isinstance(state.get("log_history"), list):
+            out: dict[str, list] = {"train": [], "valid": []}
+            for entry in state["log_history"]:
+                if "loss" in entry and "step" in entry:
+                    out["train"].append((int(entry["step"]), float(entry["loss"])))
+                if "eval_loss" in entry and "step" in entry:
+                    out["valid"].append((int(entry["step"]), float(entry["eval_loss"])))
+            return out
+    return {"train": [], "valid": []}
+
+
+def options_of(record: RunRecord) -> dict:
+    """The run's options: a finished run's recorded hyperparameters, else the flags of its command."""
+    if record.report.get("hyperparameters"):
+        return dict(record.report["hyperparameters"])
+    import shlex
+
+    words = shlex.split(record.command or "")[2:]
+    training = _training(record.task)
+    if training is not None:  # every option, the defaults included, as the script parsed them
+        from training.args import LoraArguments, RunArguments, parse_args
+
+        try:
+            groups = parse_args((training.options_class(), LoraArguments, RunArguments), words, "", "")
+            return {k: v for g in groups for k, v in asdict(g).items() if k != "config"}
+        except (Exception, SystemExit):  # a --config that moved: the flags as written
+            pass
+    out: dict = {}
+    i = 0
+    while i < len(words):
+        if words[i].startswith("--"):
+            key = words[i][2:].replace("-", "_")
+            if i + 1 < len(words) and not words[i + 1].startswith("--"):
+                out[key], i = words[i + 1], i + 2
+                continue
+            out[key] = True
+        i += 1
+    return out
+
+
+def differences(a: RunRecord, b: RunRecord) -> list[tuple[str, str, str]]:
+    """(option, a's value, b's value) for each option the two runs set differently (the output folder aside)."""
+    left, right = options_of(a), options_of(b)
+    rows = []
+    for key in sorted(set(left) | set(right)):
+        if key in ("output", "overwrite", "resume"):
+            continue
+        x, y = left.get(key), right.get(key)
+        if str(x) != str(y):
+            rows.append((key, "" if x is None else str(x), "" if y is None else str(y)))
+    for field_name in ("task", "data", "base"):
+        x, y = getattr(a, field_name), getattr(b, field_name)
+        if x != y and field_name not in {r[0] for r in rows}:
+            rows.insert(0, (field_name, str(x), str(y)))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,10 +138,13 @@ class Recipe:
                     run.output.work,
                     status=history.STOPPED if stopped else history.FAILED,
                     reason=STOP_REASON if stopped else reason,
+                    ended_at=history.now_iso(),
                 )
             raise
         if main and code == EXIT_INTERRUPTED:
-            history.write_status(run.output.work, status=history.STOPPED, reason=STOP_REASON)
+            history.write_status(
+                run.output.work, status=history.STOPPED, reason=STOP_REASON, ended_at=history.now_iso()
+            )
         return code
 
     @property
@@ -175,6 +178,8 @@ class Recipe:
         """The pipeline after the output folder is open: build, plan, train, evaluate, publish."""
         lora, options, argv = run.lora, run.options, run.argv
         self.build(run)
+        if resumable and is_main_process():
+            history.write_status(run.output.work, base=run.choice.name)
         run.small = scratch_recipe(run.choice, run.model)
         run.lr = options.lr or self.default_lr(run)
         run.patience = self.default_patience(run)

@@ -184,7 +184,11 @@ def extend_vocab(model, tokenizer, texts, choice, lora: bool, min_freq: int = 1)
         return tokenizer
     share = sum(counts[c] for c in unknown) / max(1, sum(counts.values()))
     wanted = sorted((c for c in unknown if counts[c] >= min_freq), key=lambda c: (-counts[c], c))
-    what = f"{len(unknown):,} characters of your text ({share:.0%} of its Chinese and other non-ASCII characters)"
+    examples = "".join(sorted(unknown, key=lambda c: (-counts[c], c))[:10])
+    what = (
+        f"{len(unknown):,} characters of your text ({share:.0%} of its Chinese and other non-ASCII characters, e.g. "
+        f"{examples})"
+    )
     if lora or not wanted:
         why = "with --lora the embeddings stay frozen; train without --lora to add them" if lora else ""
         say(f"warning: {what} are not in {choice.name}'s vocabulary and read as [UNK]{'; ' + why if why else ''}")

@@ -191,6 +191,9 @@ def build_demo(
             from webui.tabs import train
 
             train.build(ctx, trainer)
+        with gr.Tab("历史 Runs") as tab:
+            tab.select(None, js=CLOSE_TOASTS_JS, api_visibility="private")
+            runs_listing = _runs_tab(ctx, trainer)
         quiet = dict(api_visibility="private", show_progress="hidden")
         for name, p in parts.items():
 
@@ -205,10 +208,29 @@ def build_demo(
                 **quiet,
             ).then(refresh, inputs=[p.picker], outputs=p.outputs, **quiet)
             p.picker.change(refresh, inputs=[p.picker], outputs=p.outputs, **quiet)
+        if runs_listing is not None:
+            load, pick, table = runs_listing
+            demo.load(load, pick, [table, pick], **quiet)
         if builder is not None and builder.builds:
             _follow_builds(ctx, parts)
     demo.queue(default_concurrency_limit=ctx.settings.concurrency, max_size=256)
     return demo
+
+
+def _runs_tab(ctx: TabContext, trainer):
+    """The Runs tab where training is on (it resumes and deletes runs); a note where the page is public."""
+    from webui.jobs import public_reason
+    from webui.tabs import runs
+
+    reason = public_reason(ctx.settings)
+    if reason or trainer is None:
+        gr.Markdown(
+            f"⚠ 历史记录已关闭 The run list is off {reason or 'in this app'} (it can resume and delete runs). "
+            "命令行 From a terminal: `python -m training.history checkpoints`",
+            elem_id="runs-off",
+        )
+        return None
+    return runs.build(ctx, trainer)
 
 
 def _follow_builds(ctx: TabContext, parts: dict[str, TabParts]) -> None:

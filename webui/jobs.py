@@ -25,7 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from chat.tasks import ROOT, task_named
+from chat.tasks import ROOT, TASKS, task_named
 from data.errors import InputError
 from data.textio import read_json_dict
 from webui.demos import last_error, spawn_training
@@ -174,6 +174,21 @@ class TrainingJobs:
             raise InputError("没有可继续的训练 There is no stopped run to resume")
         argv = [a for a in job.command if a != "--overwrite"] + ["--resume"]
         return self._run(Job(job.task, argv, job.data, job.output, job.log, made_log=job.made_log))
+
+    def resume_run(self, record) -> Job:
+        """--resume for a run the Runs page lists as stopped or interrupted (training.history.RunRecord), started
+        from the command it recorded, as this tab runs its own: in the repository, at low priority."""
+        import shlex
+
+        words = shlex.split(record.command or "")
+        training = task_named(record.task).training if record.task in TASKS else None
+        if training is None or len(words) < 2 or not record.resumable:
+            raise InputError(f"{record.name} 不能继续 cannot be resumed: it recorded no command, or saved no state")
+        flags = [w for w in words[2:] if w != "--overwrite"]
+        argv = [self.python, training.path(training.script), *flags, *([] if "--resume" in flags else ["--resume"])]
+        output = record.folder[: -len(".partial")] if record.folder.endswith(".partial") else record.folder
+        log = output + ".log"
+        return self._run(Job(record.task, argv, record.data or "", output, log))
 
     def _run(self, job: Job) -> Job:
         with self._lock:

@@ -1,0 +1,172 @@
+"""Runs you can find again (issue #47): every run records itself, the list (finished, stopped, failed,
+interrupted), two runs compared, delete only what this program made, TensorBoard events, and --check."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from transformers import TrainerCallback
+
+from tests.conftest import SAMPLES, write
+from training import cloze as cloze_script
+from training import history
+from training.cli import guarded
+
+CORPUS = str(SAMPLES / "cloze_corpus.txt")
+TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "32", "--n-head", "2", "--max-len", "32", "--seed", "0"]
+
+
+def cloze(out, *args, callbacks=()) -> int:
+    from training.tasks.cloze import TRAINING
+
+    argv = ["--data", CORPUS, *TINY, "--output", str(out), *args]
+    return guarded(lambda a: TRAINING.main(a, callbacks=callbacks), argv)
+
+
+class CtrlCAt(TrainerCallback):
+    """Ctrl-C (SIGINT to this process) once the run has saved a state: what a person does at the terminal."""
+
+    def on_save(self, args, state, control, **kw):
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A checkpoints folder with two finished runs, a stopped one and a failed one, all trained here."""
+    root = tmp_path_factory.mktemp("runs")
+    assert cloze(root / "a", "--epochs", "2") == 0
+    assert cloze(root / "b", "--epochs", "2", "--lr", "3e-3", "--report-to", "tensorboard") == 0
+    assert cloze(root / "stop", "--epochs", "50", "--logging-steps", "1", callbacks=[CtrlCAt()]) == 130
+    # a weight decay of 1e30 turns every weight into NaN within a step: a real divergence
+    assert cloze(root / "bad", "--max-steps", "3", "--weight-decay", "1e30") == 1
+    return root
+
+
+def by_name(root) -> dict[str, history.RunRecord]:
+    return {r.name: r for r in history.list_runs(str(root))}
+
+
+def test_every_run_is_listed_with_its_status_figure_and_command(root):
+    runs = by_name(root)
+    assert set(runs) == {"a", "b", "stop", "bad"}
+    a, stop, bad = runs["a"], runs["stop"], runs["bad"]
+    assert a.status in (history.FINISHED, history.WEAK) and a.task == "cloze" and a.data == CORPUS
+    assert a.metric and a.metric_value is not None and a.steps and a.duration_s > 0 and a.base == "scratch"
+    assert a.command.startswith("python training/cloze.py --data") and "--epochs 2" in a.command
+    assert stop.status == history.STOPPED and stop.resumable and stop.steps and "--resume" in stop.reason
+    assert stop.folder.endswith("stop.partial") and stop.base == "scratch"
+    assert bad.status == history.FAILED and "diverged" in bad.reason and not bad.resumable
+    # newest first
+    assert [r.name for r in history.list_runs(str(root))] == sorted(runs, key=lambda n: runs[n].started_at)[::-1]
+    # the report says how its figure compares with the benches' usual range
+    report = json.loads((root / "a" / "training_report.json").read_text())
+    assert report["started_at"] and report["command"] == a.command
+    assert a.verdict is None or "docs/benchmarks.md" in a.verdict
+
+
+def test_a_run_whose_process_is_gone_reads_as_interrupted(root, tmp_path):
+    import shutil
+
+    shutil.copytree(root / "stop.partial", tmp_path / "gone.partial")
+    status = tmp_path / "gone.partial" / "run_status.json"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    value = json.loads(status.read_text())
+    status.write_text(json.dumps({**value, "status": "running", "pid": int(dead.stdout)}))
+    (record,) = history.list_runs(str(tmp_path))
+    assert record.status == history.INTERRUPTED and record.resumable
+
+
+def test_two_runs_compare_by_curves_and_the_options_that_differ(root):
+    runs = by_name(root)
+    rows = history.differences(runs["a"], runs["b"])
+    assert ("lr", "None", "0.003") in rows or any(r[0] == "lr" for r in rows)
+    assert any(r[0] == "report_to" for r in rows) and not any(r[0] == "output" for r in rows)
+    for name in ("a", "b", "stop"):
+        assert history.curves(runs[name])["train"], name
+    # the stopped run's options come from its command, parsed as the script parses them (defaults included)
+    assert history.options_of(runs["stop"])["batch_size"] == 16
+
+
+def test_tensorboard_events_hold_the_training_loss(root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (folder,) = glob.glob(str(root / "b" / "tensorboard" / "*"))
+    events = EventAccumulator(folder)
+    events.Reload()
+    assert len(events.Scalars("train/loss")) >= 2
+    assert "tensorboard" in json.loads((root / "b" / "checkpoint_manifest.json").read_text())["files"]
+    assert not list((root / "a").glob("tensorboard"))  # off by default
+
+
+def test_report_to_a_tracker_that_is_not_installed_is_one_line(tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    code = cloze(tmp_path / "x", "--report-to", "wandb") if not _installed("wandb") else 2
+    assert code == 2 and not (tmp_path / "x.partial").exists()
+    if not _installed("wandb"):
+        assert "pip install wandb" in capsys.readouterr().err
+
+
+def _installed(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def test_delete_removes_only_what_this_program_made(tmp_path):
+    root = tmp_path / "ck"
+    assert cloze(root / "mine", "--max-steps", "2") == 0
+    assert cloze(root / "kept", "--max-steps", "2") == 0
+    write(root / "kept" / "notes.txt", "my notes\n")
+    lookalike = write(root / "yours.partial" / "state.txt", "not a run\n")  # a user's folder of the same pattern
+    runs = by_name(root)
+    assert set(runs) == {"mine", "kept"}
+    assert "deleted" in history.delete_run(runs["mine"]) and not (root / "mine").exists()
+    said = history.delete_run(runs["kept"])
+    assert "kept 1 of yours" in said and sorted(os.listdir(root / "kept")) == ["notes.txt"]
+    assert lookalike.read_text() == "not a run\n" and set(by_name(root)) == set()
+
+
+def test_a_stopped_run_resumes_and_then_lists_as_finished(root, tmp_path):
+    import shutil
+
+    shutil.copytree(root / "stop.partial", tmp_path / "stop.partial")
+    record = by_name(tmp_path)["stop"]
+    assert record.status == history.STOPPED
+    words = record.command.split()[2:]
+    words[words.index("--output") + 1] = str(tmp_path / "stop")
+    assert guarded(cloze_script.main, [*words, "--epochs", "2", "--resume"]) == 0
+    (record,) = history.list_runs(str(tmp_path))
+    assert record.status in (history.FINISHED, history.WEAK) and not (tmp_path / "stop" / "run_status.json").exists()
+
+
+# -- the data check ------------------------------------------------------------------------------
+
+
+def test_check_names_duplicates_rare_characters_and_cut_lines_and_writes_nothing(tmp_path, capsys):
+    from training.tasks.similarity import TRAINING
+
+    pairs = [("今天天气怎么样", "今天天气如何", 1), ("怎么办信用卡", "信用卡怎么办理", 1), ("我想吃饭", "我想睡觉", 0)]
+    rows = [f"{a}\t{b}\t{y}" for a, b, y in pairs * 6]  # each pair six times
+    rows += [f"{'一句非常长的句子' * 4}{i}\t{'另一句也很长的句子' * 4}\t0" for i in range(3)]
+    rows += [f"第{i}个问题是什么\t第{i}个问题怎么样\t{i % 2}" for i in range(20)]
+    rows += ["罕见的字龘\t另一个罕见字靐\t0"]
+    data = write(tmp_path / "pairs.tsv", "\n".join(rows) + "\n")
+    out = tmp_path / "model"
+    argv = ["--train", str(data), *TINY[:-2], "--max-len", "24", "--output", str(out), "--check", "--min-freq", "2"]
+    assert guarded(TRAINING.main, argv) == 0
+    err = capsys.readouterr().err
+    said = {line.split(":")[0]: line for line in err.splitlines()}
+    assert "repeat an earlier one" in said["duplicates"] and "今天天气怎么样" in said["duplicates"]
+    assert "龘" in said["characters the vocabulary lacks"] and "[UNK]" in said["characters the vocabulary lacks"]
+    assert "are cut there" in said["lengths"] and "--max-len 24" in said["lengths"]
+    assert said["labels (training examples each)"].count("=") == 2
+    assert "little data" in said and "steps" in err and "on this machine" in err
+    assert "check only: nothing was trained or written" in err
+    assert not out.exists() and not (tmp_path / "model.partial").exists()
+    assert sorted(os.listdir(tmp_path)) == ["pairs.tsv"]

@@ -170,3 +170,100 @@ def test_check_names_duplicates_rare_characters_and_cut_lines_and_writes_nothing
     assert "check only: nothing was trained or written" in err
     assert not out.exists() and not (tmp_path / "model.partial").exists()
     assert sorted(os.listdir(tmp_path)) == ["pairs.tsv"]
+
+
+# -- the 历史 Runs tab ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(tmp_path):
+    import app
+    from webui.jobs import TrainingJobs
+
+    root = tmp_path / "checkpoints"
+    root.mkdir()
+    trainer = TrainingJobs(str(root))
+    demo = app.build_demo(app.Settings(checkpoints=str(root), demo=False), trainer=trainer)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    yield demo, trainer, root
+    trainer.close()
+    demo.close()
+
+
+def test_runs_api_lists_details_and_deletes_after_confirmation(served, root):
+    import shutil
+
+    from gradio_client import Client
+
+    demo, _, ck = served
+    for name in ("a", "b", "stop.partial", "bad.partial"):
+        shutil.copytree(root / name, ck / name)
+    c = Client(demo.local_url, verbose=False)
+    rows = c.predict(api_name="/runs")
+    assert {(r["name"], r["task"], r["status"]) for r in rows} == {
+        ("a", "cloze", runs_status(root, "a")),
+        ("b", "cloze", runs_status(root, "b")),
+        ("stop", "cloze", "stopped"),
+        ("bad", "cloze", "failed"),
+    }
+    assert all("metric" in r for r in rows)
+    about, *_ = c.predict(["a", "b"], api_name="/run_details")
+    assert "A" in about and "B" in about
+    about, *_ = c.predict(["stop.partial"], api_name="/run_details")
+    assert "stopped" in about and "--resume" in about
+    said, *_ = c.predict(["a"], False, api_name="/run_delete")
+    assert "确认删除" in said and (ck / "a").is_dir()
+    said, *_ = c.predict(["a"], True, api_name="/run_delete")
+    assert "已删除" in said and not (ck / "a").exists() and (ck / "b" / "config.json").is_file()
+
+
+def runs_status(root, name) -> str:
+    return by_name(root)[name].status
+
+
+def test_runs_tab_is_off_where_training_is_off(tmp_path):
+    import app
+
+    demo = app.build_demo(app.Settings(checkpoints=str(tmp_path), demo=False, share=True), trainer=None)
+    names = {d.get("api_name") for d in demo.config["dependencies"]}
+    assert "runs" not in names and "run_delete" not in names
+
+
+@pytest.mark.slow
+def test_two_runs_from_the_train_tab_compared_and_one_deleted_in_the_browser(served, tmp_path):
+    """Chromium: two short chat runs from the Train tab (1 and 2 passes), the Runs tab compares them (their
+    curves on one plot, the differing option listed) and deletes one after the tick; the other run and a
+    user's folder that looks like a run's stay."""
+    from gradio_client import Client
+
+    from tests.test_train_tab import chromium_page, start_args, wait_for
+
+    demo, _, ck = served
+    c = Client(demo.local_url, verbose=False)
+    for name, epochs in (("one", 1), ("two", 2)):
+        c.predict(*start_args(out=name, n_epochs=epochs), api_name="/train_start")
+        wait_for(c, ("完成 done",), timeout=300)
+    lookalike = write(ck / "one-copy.partial" / "notes.txt", "mine\n")
+    with chromium_page(demo.local_url) as (page, expect):
+        page.get_by_role("tab", name="历史 Runs").click()
+        expect(page.locator("#runs-table")).to_contain_text("two", timeout=30_000)
+        for name in ("one", "two"):
+            page.locator("#runs-pick input").click()
+            page.get_by_role("option").filter(has_text=f"{name} · ").first.click()
+        page.keyboard.press("Escape")
+        expect(page.locator("#runs-details")).to_contain_text("B:", timeout=30_000)
+        expect(page.locator("#runs-plot img, #runs-plot svg").first).to_be_visible(timeout=30_000)
+        expect(page.locator("#runs-diff")).to_contain_text("epochs")
+        # keep one picked (Backspace drops the last one) and delete it
+        page.locator("#runs-pick input").click()
+        page.locator("#runs-pick input").press("Backspace")
+        page.keyboard.press("Escape")
+        expect(page.locator("#runs-details")).to_contain_text("one", timeout=30_000)
+        page.locator("#runs-delete").click()
+        expect(page.locator("#runs-done")).to_contain_text("确认删除", timeout=30_000)
+        assert (ck / "one").is_dir()  # not without the tick
+        page.locator("#runs-sure input").check()
+        page.locator("#runs-delete").click()
+        expect(page.locator("#runs-done")).to_contain_text("已删除", timeout=30_000)
+    assert not (ck / "one").exists() and (ck / "two" / "config.json").is_file()
+    assert lookalike.read_text() == "mine\n"

@@ -46,3 +46,16 @@ class ModelPicker(gr.Dropdown):
 
     def preprocess(self, payload):
         return None if payload is None else str(payload)
+
+
+class RunPicker(gr.Dropdown):
+    """Multiselect gr.Dropdown of runs whose values are checked by the handler against the runs found now (a run
+    started after the page loaded can be picked by API clients, which skip the page load that lists them)."""
+
+    def get_block_name(self):
+        return "dropdown"
+
+    def preprocess(self, payload):
+        if payload is None:
+            return []
+        return [str(x) for x in (payload if isinstance(payload, list) else [payload])]

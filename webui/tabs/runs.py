@@ -11,6 +11,7 @@ import gradio as gr
 
 from chat.tasks import TASKS
 from training import history
+from webui.widgets import RunPicker
 
 COLUMNS = ["名称 name", "任务 task", "状态 status", "数据 data", "基座 base", "开始 started", "用时 time", "步 steps"]
 COLUMNS += ["指标 metric"]
@@ -129,7 +130,7 @@ def build(ctx, trainer=None):
     )
     with gr.Row():
         refresh = gr.Button("刷新 Refresh", scale=0, elem_id="runs-refresh")
-        pick = gr.Dropdown(
+        pick = RunPicker(
             choices=[],
             multiselect=True,
             max_choices=2,
@@ -141,7 +142,11 @@ def build(ctx, trainer=None):
     about = gr.Markdown(elem_id="runs-details")
     plot = gr.Plot(label="损失 Loss (solid: training, dots: validation)", elem_id="runs-plot")
     diff = gr.Dataframe(
-        headers=["选项 option", "A", "B"], interactive=False, visible=False, label="不同的选项 Options that differ"
+        headers=["选项 option", "A", "B"],
+        interactive=False,
+        visible=False,
+        label="不同的选项 Options that differ",
+        elem_id="runs-diff",
     )
     command = gr.Code(label="命令 Command (trains it again)", language="shell", interactive=False)
     with gr.Accordion("模型卡 Card", open=False):
@@ -209,8 +214,8 @@ def build(ctx, trainer=None):
         records = [found[k] for k in picked or [] if k in found]
         if len(records) != 1:
             raise gr.Error("请只选一个要删除的训练 Pick exactly one run to delete", print_exception=False)
-        if not confirmed:
-            raise gr.Error("请先勾选“确认删除” Tick 'Yes, delete it' first", print_exception=False)
+        if not confirmed:  # said beside the button: an error would cover the tick box it asks for
+            return "⚠ 请先勾选“确认删除” Tick 'Yes, delete it' first", gr.update(), gr.update(), gr.update()
         try:
             said = history.delete_run(records[0])
         except (ValueError, OSError) as e:

@@ -221,8 +221,8 @@ def trainer_app(tmp_path):
 
 def fail_a_run(c, name: str) -> str:
     """Start a chat run on the sample data from a base that does not exist; wait for it to fail; the log shown."""
-    # task, upload, use the sample, base, amount, epochs, lr, batch, max len, LoRA, output name, overwrite
-    args = ["chat", None, True, "/nonexistent/base", "快速 quick", None, None, None, 64, False, name, False]
+    # task, upload, use the sample, base, amount, epochs, lr, batch, max len, LoRA, output name, overwrite, tracker
+    args = ["chat", None, True, "/nonexistent/base", "快速 quick", None, None, None, 64, False, name, False, "none"]
     c.predict(*args, api_name="/train_start")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

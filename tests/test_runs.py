@@ -267,3 +267,16 @@ def test_two_runs_from_the_train_tab_compared_and_one_deleted_in_the_browser(ser
         expect(page.locator("#runs-done")).to_contain_text("已删除", timeout=30_000)
     assert not (ck / "one").exists() and (ck / "two" / "config.json").is_file()
     assert lookalike.read_text() == "mine\n"
+
+
+def test_the_train_tabs_check_says_what_the_run_would_meet_and_writes_nothing(served):
+    from gradio_client import Client
+
+    from tests.test_train_tab import start_args
+
+    demo, _, ck = served
+    c = Client(demo.local_url, verbose=False)
+    said = c.predict(*start_args(task_name="similarity")[:10], api_name="/train_check")
+    assert "nothing trained or written" in said and "labels (training examples each)" in said
+    assert "on this machine" in said and "little data" in said
+    assert os.listdir(ck) == []

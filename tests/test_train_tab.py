@@ -42,7 +42,7 @@ def client(demo):
 
 def start_args(**kw):
     """The /train_start inputs: task, upload, use the sample, base, amount, epochs, lr, batch, max len,
-    LoRA, output name, overwrite."""
+    LoRA, output name, overwrite, the tracker."""
     args = dict(
         task_name="chat",
         file=None,
@@ -56,6 +56,7 @@ def start_args(**kw):
         use_lora=False,
         out="mine",
         replace=False,
+        report="none",
     )
     args.update(kw)
     return list(args.values())

@@ -175,6 +175,30 @@ class TrainingJobs:
         argv = [a for a in job.command if a != "--overwrite"] + ["--resume"]
         return self._run(Job(job.task, argv, job.data, job.output, job.log, made_log=job.made_log))
 
+    def check(self, task: str, data: str, base: str, advanced: dict, timeout_s: float = 300) -> str:
+        """The script's --check on this data with these options (what the run would meet, its plan and time on this
+        machine), run like a training run (a child process, low priority) and waited for; its lines, without the
+        progress bars. Nothing is trained or written."""
+        if self.busy():  # two PyTorch processes on a few cores slow each other many times over: its timing would lie
+            raise InputError("正在训练，稍后再检查 A run is training: check when it has finished or stopped")
+        training = task_named(task).training
+        values = {training.data_option: data, "model": base or "scratch"}
+        values.update({name: value for name, value in advanced.items() if value and name != "report_to"})
+        argv = [self.python, training.path(training.script), *training.flags(values), "--check"]
+        with tempfile.NamedTemporaryFile("r", suffix=".log", encoding="utf-8", errors="replace") as log:
+            proc = spawn_training(argv, log.name)
+            try:
+                code = proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise InputError(f"检查超时 The check took over {timeout_s:.0f} s") from None
+            text = log.read()
+            lines = text.replace("\r", "\n").split("\n")
+            rows = [r.rstrip() for r in lines if r.strip() and not _PROGRESS_BAR.search(r)]
+            if code != 0:
+                raise InputError(last_error(log.name))
+        return "\n".join(rows)
+
     def resume_run(self, record) -> Job:
         """--resume for a run the Runs page lists as stopped or interrupted (training.history.RunRecord), started
         from the command it recorded, as this tab runs its own: in the repository, at low priority."""

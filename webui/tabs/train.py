@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 import os
 import shutil
 
 import gradio as gr
 
 from chat.tasks import TASKS, task_named
+from training.args import TRACKERS
 from webui.jobs import PRESETS, TrainingJobs, preview, public_reason
 
 STATES = {
@@ -183,6 +185,18 @@ def show_preview(trainer: TrainingJobs, task_name, file, sample) -> str:
     return text
 
 
+def _advanced(n_epochs, rate, batch_size, length, use_lora, report) -> dict:
+    """The Advanced options by the scripts' option names (empty or 0: the script's default)."""
+    return {
+        "epochs": n_epochs,
+        "lr": rate,
+        "batch_size": int(batch_size) if batch_size else None,
+        "max_len": int(length) if length else None,
+        "lora": use_lora,
+        "report_to": None if report in (None, "none") else report,
+    }
+
+
 def build(ctx, trainer: TrainingJobs | None):
     reason = public_reason(ctx.settings)
     if reason or trainer is None:
@@ -196,7 +210,9 @@ def build(ctx, trainer: TrainingJobs | None):
             scale=2,
         )
         use_sample = gr.Checkbox(value=False, label="用样例数据 Use the sample data", scale=1, elem_id="train-sample")
-    check = gr.Button("预览 Preview", elem_id="train-preview")
+    with gr.Row():
+        check = gr.Button("预览 Preview", elem_id="train-preview")
+        full_check = gr.Button("检查数据和用时 Check the data and the time (~10 s)", elem_id="train-check")
     previewed = gr.Markdown(elem_id="train-preview-out")
     with gr.Row():
         base = gr.Dropdown(
@@ -218,6 +234,12 @@ def build(ctx, trainer: TrainingJobs | None):
             batch = gr.Number(value=None, precision=0, label="batch size")
             max_len = gr.Number(value=None, precision=0, label="max length")
             lora = gr.Checkbox(value=False, label="LoRA")
+            tracker = gr.Dropdown(
+                choices=[t for t, module in TRACKERS.items() if module is None or importlib.util.find_spec(module)],
+                value="none",
+                label="记录到 Report to (TensorBoard: <output>/tensorboard/)",
+                elem_id="train-report-to",
+            )
             overwrite = gr.Checkbox(value=False, label="覆盖同名模型 Replace a model of that name")
     with gr.Row():
         start = gr.Button("开始 Start", variant="primary", elem_id="train-start")
@@ -229,18 +251,27 @@ def build(ctx, trainer: TrainingJobs | None):
         own = [c.path for c in ctx.rescan().get(task_name, []) if not c.demo]
         return gr.update(choices=["scratch", *own], value="scratch")
 
-    def begin(task_name, file, sample, base_name, amount, n_epochs, rate, batch_size, length, use_lora, out, replace):
+    def begin(
+        task_name, file, sample, base_name, amount, n_epochs, rate, batch_size, length, use_lora, out, replace, report
+    ):
         path = call(_data_path, trainer, task_name, file, sample)
         call(checked, trainer, task_name, path)  # refuse a file the script cannot train on, before starting it
-        advanced = {
-            "epochs": n_epochs,
-            "lr": rate,
-            "batch_size": int(batch_size) if batch_size else None,
-            "max_len": int(length) if length else None,
-            "lora": use_lora,
-        }
+        advanced = _advanced(n_epochs, rate, batch_size, length, use_lora, report)
         call(trainer.start, task_name, path, out, base_name or "scratch", PRESETS.get(amount), advanced, bool(replace))
         return refresh()
+
+    def check_all(task_name, file, sample, base_name, amount, n_epochs, rate, batch_size, length, use_lora):
+        from data.errors import InputError
+
+        try:
+            path = _data_path(trainer, task_name, file, sample)
+            checked(trainer, task_name, path)
+            advanced = _advanced(n_epochs, rate, batch_size, length, use_lora, None)
+            advanced["max_minutes"] = PRESETS.get(amount)
+            said = trainer.check(task_name, path, base_name or "scratch", advanced)
+        except InputError as e:
+            return f"⚠ {e}"
+        return "检查结果（没有训练，也没有写任何文件）The check (nothing trained or written):\n\n```\n" + said + "\n```"
 
     def refresh():
         line, cmd, tail = status_text(trainer)
@@ -253,8 +284,9 @@ def build(ctx, trainer: TrainingJobs | None):
         functools.partial(show_preview, trainer), [task, upload, use_sample], previewed, api_name="train_preview"
     )
     task.change(bases, task, base, api_visibility="private")
-    inputs = [task, upload, use_sample, base, preset, epochs, lr, batch, max_len, lora, name, overwrite]
+    inputs = [task, upload, use_sample, base, preset, epochs, lr, batch, max_len, lora, name, overwrite, tracker]
     start.click(begin, inputs, outputs, api_name="train_start")
+    full_check.click(check_all, inputs[:10], previewed, api_name="train_check")
     stop.click(lambda: (call(trainer.stop), refresh())[1], None, outputs, api_name="train_stop")
     resume.click(lambda: (call(trainer.resume), refresh())[1], None, outputs, api_name="train_resume")
     gr.Timer(2.0).tick(refresh, None, outputs, api_visibility="private", show_progress="hidden", queue=False)

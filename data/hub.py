@@ -33,8 +33,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
     from huggingface_hub import constants
 
-    url = urlparse(constants.ENDPOINT)
-    return can_connect(url.hostname, url.port or 443, timeout)
+    url = urlparse(constants.ENDPOINT)  # HF_ENDPOINT (a mirror) when set
+    return can_connect(url.hostname, url.port or (80 if url.scheme == "http" else 443), timeout)
 
 
 def custom_code_reason(folder: str) -> str | None:

@@ -13,7 +13,6 @@ The token comes from HF_TOKEN or the saved login (`hf auth login`).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -25,7 +24,12 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from data.errors import EXIT_BAD_INPUT, InputError  # noqa: E402  (needs the repo root on sys.path first)
-from data.textio import read_json_dict  # noqa: E402
+from training.shipping import (  # noqa: E402  (the allow-list the Space bundle shares with training/push.py)
+    add_chat_template,
+    copy_checkpoint,
+    find_tokens,
+    preflight,
+)
 
 PACKAGES = ("chat", "training", "data", "webui")
 TOP_FILES = ("app.py", "LICENSE")
@@ -35,32 +39,6 @@ CPU_TORCH = ["--extra-index-url https://download.pytorch.org/whl/cpu"]
 FREE_MEMORY = 16 * 2**30
 FREE_DISK = 50 * 10**9
 RUNTIME_MEMORY = 1.5 * 2**30  # python + torch + gradio before any model
-
-
-# What a checkpoint folder may ship: the model, its tokenizer and its description. Anything else
-# (notes, credentials, Trainer states, symlinks) stays home.
-CHECKPOINT_FILES = re.compile(
-    r"(model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|config\.json|generation_config\.json"
-    r"|tokenizer\.json|tokenizer_config\.json|special_tokens_map\.json|vocab\.txt|[\w.-]+\.model|chat_template\.jinja"
-    r"|README\.md|training_report\.json|loss\.png"
-    r"|adapter/(adapter_config\.json|adapter_model\.safetensors))"
-)
-TEXT_FILES = ("README.md",)  # local paths in these are cut to file names
-# ... and in the string values of these (tokenizer.json is left whole: its patterns are not paths)
-METADATA_JSON = (
-    "training_report.json",
-    "config.json",
-    "tokenizer_config.json",
-    "generation_config.json",
-    "adapter_config.json",
-    "special_tokens_map.json",
-)
-# Access tokens that must never be uploaded: Hugging Face, GitHub, OpenAI-style, AWS, Slack, private keys.
-TOKEN = re.compile(
-    rb"hf_[A-Za-z0-9]{30,}|gh[pousr]_[A-Za-z0-9]{30,}|sk-[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|xox[abpr]-[A-Za-z0-9-]{10,}"
-    rb"|-----BEGIN [A-Z ]*PRIVATE KEY-----"
-)
-ABS_PATH = re.compile(r"(?:[A-Za-z]:)?[\\/](?:[^\s\\/\"'`()]+[\\/])+([^\s\\/\"'`()]+)")
 
 
 def code_files() -> list[str]:
@@ -90,79 +68,6 @@ def code_files() -> list[str]:
     return sorted(
         f for f in tracked if os.path.isfile(os.path.join(ROOT, f)) and not os.path.islink(os.path.join(ROOT, f))
     )
-
-
-def checkpoint_files(folder: str, say=print) -> list[str]:
-    """The allow-listed files of one checkpoint folder (relative paths); what is left out is named."""
-    keep, left = [], []
-    for current, dirs, names in os.walk(folder):
-        rel_dir = os.path.relpath(current, folder)
-        for d in list(dirs):
-            if os.path.islink(os.path.join(current, d)):
-                left.append(os.path.normpath(os.path.join(rel_dir, d)) + "/ (symlink)")
-        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(current, d))]
-        for name in names:
-            rel = os.path.normpath(os.path.join(rel_dir, name))
-            if os.path.islink(os.path.join(current, name)):
-                left.append(rel + " (symlink)")
-            elif CHECKPOINT_FILES.fullmatch(rel.replace(os.sep, "/")):
-                keep.append(rel)
-            elif not rel.startswith("resume_state"):
-                left.append(rel)
-    if left:
-        say(
-            f"  left out of {os.path.basename(os.path.normpath(folder))}: {', '.join(sorted(left)[:8])}"
-            + (" ..." if len(left) > 8 else "")
-        )
-    return sorted(keep)
-
-
-def scrub_paths(text: str) -> str:
-    """Absolute local paths (which name your user and folders) cut to their last part."""
-    return ABS_PATH.sub(lambda m: m.group(1), text)
-
-
-# In a JSON value (escapes already undone): a path with at least one separator, POSIX or Windows,
-# absolute or relative (C:\Users\alice\Desktop\data.txt, /home/alice/base, data/dialogs.txt).
-ANY_PATH = re.compile(r"(?:[A-Za-z]:)?(?:~)?[\\/]?(?:[^\s\\/\"'`()]+[\\/])+([^\s\\/\"'`()]+)")
-
-
-def scrub_json(text: str) -> str:
-    """A JSON file with every path in its string values cut to its last part, written back as JSON.
-    Scrubbing the raw text missed escaped Windows paths ("C:\\\\Users...") and left config.json's
-    `_name_or_path` whole (issue #34); URLs are left as they are."""
-    from data.textio import loads_json
-
-    def clean(value):
-        if isinstance(value, str):
-            return value if "://" in value else ANY_PATH.sub(lambda m: m.group(1), value)
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        return value
-
-    try:
-        value = loads_json(text)
-    except ValueError:
-        return scrub_paths(text)
-    return json.dumps(clean(value), ensure_ascii=False, indent=2) + "\n"
-
-
-def find_tokens(folder: str) -> list[str]:
-    """Files in the bundle that hold something shaped like an access token."""
-    hits = []
-    for current, _, names in os.walk(folder):
-        for name in names:
-            path = os.path.join(current, name)
-            tail = b""
-            with open(path, "rb") as f:  # in blocks: model weights can be gigabytes
-                for block in iter(lambda: f.read(1 << 22), b""):
-                    if TOKEN.search(tail + block):
-                        hits.append(os.path.relpath(path, folder))
-                        break
-                    tail = block[-128:]  # a token straddling two blocks
-    return sorted(hits)
 
 
 def checkpoint_folders(root: str) -> list[str]:
@@ -196,28 +101,6 @@ def space_requirements(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def add_chat_template(folder: str) -> bool:
-    """A chat checkpoint in the bundle without a chat template gets this project's (issue #36), so tools
-    reading the Space's files build the prompt the app builds; True when one was added."""
-    if os.path.exists(os.path.join(folder, "chat_template.jinja")):
-        return False
-    if read_json_dict(os.path.join(folder, "config.json")).get("model_type") != "gpt2":
-        return False
-    from transformers import BertTokenizerFast
-
-    from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS
-    from data.chat_template import load_as_written, make_chat_ready
-
-    try:
-        tokenizer = BertTokenizerFast.from_pretrained(folder)
-    except (OSError, ValueError, TypeError):
-        return False  # no usable tokenizer: the app says so when it loads the folder
-    make_chat_ready(tokenizer, MAX_HISTORY, MAX_MESSAGE_CHARS)
-    tokenizer.save_pretrained(folder)
-    load_as_written(folder)
-    return True
-
-
 def assemble(out: str, checkpoints: list[str], say=print) -> None:
     """Copy the allow-listed files into `out` (never through a symlink); refuse a bundle holding a token."""
     os.makedirs(out)
@@ -235,17 +118,7 @@ def assemble(out: str, checkpoints: list[str], say=print) -> None:
         if name in names:
             raise InputError(f"two checkpoint folders are both called {name!r}; rename one")
         names.add(name)
-        for rel in checkpoint_files(folder, say):
-            target = os.path.join(out, "checkpoints", name, rel)
-            os.makedirs(os.path.dirname(target), exist_ok=True)
-            metadata = os.path.basename(rel) in METADATA_JSON
-            if metadata or (os.path.basename(rel) in TEXT_FILES and os.path.dirname(rel) == ""):
-                with open(os.path.join(folder, rel), encoding="utf-8", errors="replace") as f:
-                    text = scrub_json(f.read()) if metadata else scrub_paths(f.read())
-                with open(target, "w", encoding="utf-8") as f:
-                    f.write(text)
-            else:
-                shutil.copyfile(os.path.join(folder, rel), target, follow_symlinks=False)
+        copy_checkpoint(folder, os.path.join(out, "checkpoints", name), say)
         if add_chat_template(os.path.join(out, "checkpoints", name)):
             say(f"note: checkpoints/{name}: chat template added (written before chat checkpoints carried one)")
     tokens = find_tokens(out)
@@ -310,26 +183,6 @@ def report(out: str, say=print) -> list[str]:
     for w in warnings:
         say(f"warning: {w}")
     return warnings
-
-
-def preflight() -> str:
-    """The token and a reachable Hub, checked before anything is assembled; returns the token."""
-    from huggingface_hub import get_token
-
-    from data.hub import hub_reachable
-
-    token = get_token()  # HF_TOKEN, or the token saved by `hf auth login`
-    if not token:
-        raise InputError(
-            "no Hugging Face token: set HF_TOKEN or run `hf auth login` (a token with write access); nothing was "
-            "uploaded"
-        )
-    if not hub_reachable():
-        raise InputError(
-            "the Hugging Face Hub cannot be reached (offline?); nothing was uploaded. "
-            "`--dry-run DIR` builds the bundle without the network"
-        )
-    return token
 
 
 def upload(space: str, bundle: str, private: bool, token: str, say=print) -> str:

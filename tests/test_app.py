@@ -525,7 +525,7 @@ def test_a_fourth_task_is_one_declaration(tmp_path, monkeypatch):
     try:
         tabs = [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
         titles = ["聊天 Chat", "完形填空 Fill-Mask", "语义相似度 Similarity", "文本分类 Classify", "续写 Write"]
-        assert tabs == [*titles, "倒读 Reverse", "训练 Train"]
+        assert tabs == [*titles, "倒读 Reverse", "训练 Train", "历史 Runs"]
         assert client(demo).predict("你好吗", api_name="/reverse") == "吗好你!"
     finally:
         demo.close()

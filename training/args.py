@@ -161,6 +161,12 @@ class RunArguments:
     valid_ratio: float = _f(0.05, "fraction held out for validation when --valid-data is not given")
     logging_steps: int = _f(0, "log the training loss every N steps (0: about 10 times per epoch)")
     no_fallback: bool = _f(False, "fail instead of training from scratch when --model cannot be loaded")
+    hub: str = _f(
+        None,
+        "where a Hub id in --model downloads from: huggingface (the default; HF_ENDPOINT, e.g. a mirror, is honoured) "
+        "or modelscope (pip install modelscope; also USE_MODELSCOPE_HUB=1)",
+        choices=["huggingface", "modelscope"],
+    )
     report_to: str = _f(
         "none",
         "experiment tracker: tensorboard (logs in <output>/tensorboard/, so `tensorboard --logdir checkpoints` shows "

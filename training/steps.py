@@ -147,7 +147,7 @@ def split_holdout(items: list, ratio: float, seed: int, groups: list | None = No
 
 def pick_base(name: str, loader, options, what: str):
     """Load the base model (or decide on scratch) and say so when falling back."""
-    loaded, choice = load_base(name, loader, options.no_fallback, what)
+    loaded, choice = load_base(name, loader, options.no_fallback, what, getattr(options, "hub", None))
     if choice.fallback_reason:
         say(f"note: {choice.fallback_reason}; training a small model from scratch instead (--no-fallback to stop)")
     return loaded, choice

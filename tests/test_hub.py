@@ -23,16 +23,17 @@ SMALL = ["--max-steps", "2", "--batch-size", "8", "--max-len", "32", "--seed", "
 
 
 def replica(folder) -> None:
-    """A stand-in for bert-base-chinese: BERT's real config keys and special tokens, the sample corpus's
-    characters as its vocab, small random weights."""
+    """A stand-in for bert-base-chinese: BERT's real config and special tokens, half the sample corpus's characters
+    as its vocab (the run adds the rest), random weights."""
     from transformers import BertConfig, BertForMaskedLM, BertTokenizerFast
 
     from data import build_char_vocab, make_tokenizer
 
     text = open(CORPUS, encoding="utf-8").read().splitlines()
     tokenizer: BertTokenizerFast = make_tokenizer(build_char_vocab(text[: len(text) // 2], min_freq=1))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=64)
+    # 1 layer of BERT-base's width: 31 MB of weights, so that the first 10 MB chunk (huggingface_hub's) arrives
+    # before the stand-in cuts the download and the retry has something to resume from
+    config = BertConfig(vocab_size=len(tokenizer), num_hidden_layers=1, max_position_embeddings=64)
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 
@@ -56,9 +57,35 @@ class StandInHub(BaseHTTPRequestHandler):
         filename = rest.split("/", 1)[1] if "/" in rest else ""
         return repo, filename
 
+    def _api(self, body: bool) -> None:
+        """/api/models/{repo}[/revision/{rev}] (its files) and /api/models/{repo}/tree/... (no such folder: [])."""
+        import json
+
+        path = self.path.split("?")[0][len("/api/models/") :]
+        repo = next((r for r in self.repos if path == r or path.startswith(r + "/")), None)
+        self.log.append((self.command, repo or self.path, None, None))
+        if repo is None:
+            value, code = {"error": "Repository not found"}, 404
+        elif "/tree/" in path:
+            value, code = [], 200
+        else:
+            files = sorted(os.listdir(self.repos[repo]))
+            value, code = {"id": repo, "sha": COMMIT, "siblings": [{"rfilename": f} for f in files]}, 200
+        data = json.dumps(value).encode()
+        self.send_response(code)
+        if code == 404:
+            self.send_header("X-Error-Code", "RepoNotFound")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
     def _answer(self, body: bool):
+        if self.path.startswith("/api/models/"):
+            return self._api(body)
         repo, filename = self._find()
-        self.log.append((self.command, repo, filename, self.headers.get("Range")))
+        self.log.append((self.command, repo or self.path, filename, self.headers.get("Range")))
         folder = self.repos.get(repo)
         if folder is None:
             self.send_response(404)
@@ -129,25 +156,55 @@ def gets(name: str) -> list:
 def test_a_base_downloads_once_resumes_a_cut_download_and_then_comes_from_the_cache(hub, tmp_path):
     endpoint, home = hub
     StandInHub.log.clear()
-    r = run("cloze.py", endpoint, home, "--data", CORPUS, "--model", "bert-base-chinese", "--output", str(tmp_path / "a"),
-            *SMALL)
+    r = run(
+        "cloze.py",
+        endpoint,
+        home,
+        "--data",
+        CORPUS,
+        "--model",
+        "bert-base-chinese",
+        "--output",
+        str(tmp_path / "a"),
+        *SMALL,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert "from scratch" not in r.stderr and (tmp_path / "a" / "model.safetensors").is_file()
+    assert "training a small model from scratch" not in r.stderr and (tmp_path / "a" / "model.safetensors").is_file()
     weights = gets("model.safetensors")
     assert len(weights) >= 2 and weights[-1][3], weights  # cut halfway, then asked again from where it stopped
     assert "model.safetensors" in r.stderr  # the download's progress bar
     # the second run: from the cache, no download
     StandInHub.log.clear()
-    r = run("cloze.py", endpoint, home, "--data", CORPUS, "--model", "bert-base-chinese", "--output", str(tmp_path / "b"),
-            *SMALL)
+    r = run(
+        "cloze.py",
+        endpoint,
+        home,
+        "--data",
+        CORPUS,
+        "--model",
+        "bert-base-chinese",
+        "--output",
+        str(tmp_path / "b"),
+        *SMALL,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert gets("model.safetensors") == [] and gets("config.json") == []
 
 
 def test_a_base_the_hub_does_not_have_is_one_line(hub, tmp_path):
     endpoint, home = hub
-    r = run("cloze.py", endpoint, home, "--data", CORPUS, "--model", "nobody/no-such-model", "--output",
-            str(tmp_path / "x"), *SMALL)
+    r = run(
+        "cloze.py",
+        endpoint,
+        home,
+        "--data",
+        CORPUS,
+        "--model",
+        "nobody/no-such-model",
+        "--output",
+        str(tmp_path / "x"),
+        *SMALL,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
     assert "nobody/no-such-model" in line and not (tmp_path / "x").exists()
@@ -156,9 +213,19 @@ def test_a_base_the_hub_does_not_have_is_one_line(hub, tmp_path):
 def test_offline_the_fallback_names_a_mirror_and_modelscope(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, str(ROOT / "training" / "cloze.py"), "--data", CORPUS, "--output", str(tmp_path / "o"),
-         "--check"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "training" / "cloze.py"),
+            "--data",
+            CORPUS,
+            "--output",
+            str(tmp_path / "o"),
+            "--check",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
     (note,) = [ln for ln in r.stderr.splitlines() if "bert-base-chinese" in ln and "cannot be reached" in ln]
@@ -172,8 +239,19 @@ def test_hub_modelscope_without_the_package_is_one_line(tmp_path):
         pytest.skip("modelscope is installed here")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     r = subprocess.run(
-        [sys.executable, str(ROOT / "training" / "cloze.py"), "--data", CORPUS, "--output", str(tmp_path / "o"),
-         "--hub", "modelscope"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "training" / "cloze.py"),
+            "--data",
+            CORPUS,
+            "--output",
+            str(tmp_path / "o"),
+            "--hub",
+            "modelscope",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert r.returncode == 2 and "pip install modelscope" in r.stderr and "Traceback" not in r.stderr

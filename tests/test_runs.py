@@ -280,3 +280,18 @@ def test_the_train_tabs_check_says_what_the_run_would_meet_and_writes_nothing(se
     assert "nothing trained or written" in said and "labels (training examples each)" in said
     assert "on this machine" in said and "little data" in said
     assert os.listdir(ck) == []
+
+
+def test_pushing_a_run_without_a_token_or_a_hub_is_one_line(served, root, monkeypatch):
+    import shutil
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    demo, _, ck = served
+    shutil.copytree(root / "a", ck / "a")
+    c = Client(demo.local_url, verbose=False)
+    with pytest.raises(AppError, match="Not pushed: (no Hugging Face token|the Hugging Face Hub cannot be reached)"):
+        c.predict(["a"], "me/model", True, api_name="/run_push")
+    with pytest.raises(AppError, match="Pick one finished run"):
+        c.predict([], "me/model", True, api_name="/run_push")

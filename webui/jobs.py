@@ -266,6 +266,19 @@ class TrainingJobs:
         ]
         return "\n".join(rows[-lines:])
 
+    def last_bar(self) -> str | None:
+        """The log's latest progress bar while the run starts (a base downloading: "model.safetensors: 45%|...")."""
+        job = self.job
+        if job is None or job.state != "starting":
+            return None
+        try:
+            with open(job.log, encoding="utf-8", errors="replace") as f:
+                text = f.read()[-4_000:]
+        except OSError:
+            return None
+        bars = [r.strip() for r in text.replace("\r", "\n").split("\n") if _PROGRESS_BAR.search(r)]
+        return bars[-1][:160] if bars else None
+
     def _watch(self, proc: subprocess.Popen, job: Job) -> None:
         code = proc.wait()
         data = job.data

@@ -155,6 +155,15 @@ def build(ctx, trainer=None):
         resume = gr.Button("继续 Resume", interactive=False, elem_id="runs-resume")
         sure = gr.Checkbox(value=False, label="确认删除 Yes, delete it", elem_id="runs-sure")
         delete = gr.Button("删除 Delete", variant="stop", interactive=False, elem_id="runs-delete")
+    with gr.Accordion("推送到 Hugging Face Hub · Push to the Hub", open=False):
+        with gr.Row():
+            repo = gr.Textbox(label="仓库 Repository (USER/NAME)", elem_id="runs-repo", scale=3)
+            private = gr.Checkbox(value=True, label="私有 Private", scale=1)
+            push = gr.Button("推送 Push", elem_id="runs-push", scale=1)
+        gr.Markdown(
+            "需要写权限的令牌：`hf auth login` 或环境变量 HF_TOKEN。A token with write access (`hf auth login` or "
+            "HF_TOKEN). Only the model files go (as `training/push.py`): no training state, no local paths."
+        )
     done = gr.Markdown(elem_id="runs-done")
 
     def listing():
@@ -238,6 +247,21 @@ def build(ctx, trainer=None):
             raise gr.Error(str(e), print_exception=False)
         return f"继续训练中，进度在“训练”页 Resumed: follow it in the Train tab (`{job.output}`)"
 
+    def publish(picked, repo_id, is_private):
+        from data.errors import InputError
+        from training.push import push as push_folder
+
+        found = by_key()
+        records = [found[k] for k in picked or [] if k in found]
+        if len(records) != 1 or records[0].status not in (history.FINISHED, history.WEAK):
+            raise gr.Error("请选一个已完成的训练 Pick one finished run to push", print_exception=False)
+        said: list[str] = []
+        try:
+            url = push_folder(records[0].folder, (repo_id or "").strip(), bool(is_private), say=said.append)
+        except InputError as e:
+            raise gr.Error(f"没有推送 Not pushed: {e}", print_exception=False)
+        return f"已推送 Pushed: {url}"
+
     outputs = [about, plot, diff, command, card, resume, delete]
     refresh.click(load, pick, [table, pick], api_visibility="private").then(
         show, pick, outputs, api_visibility="private"
@@ -245,6 +269,7 @@ def build(ctx, trainer=None):
     pick.change(show, pick, outputs, api_name="run_details")
     delete.click(remove, [pick, sure], [done, table, pick, sure], api_name="run_delete")
     resume.click(go_on, pick, done, api_name="run_resume")
+    push.click(publish, [pick, repo, private], done, api_name="run_push")
     api = gr.JSON(visible=False)
     gr.Button(visible=False).click(lambda: [r.row() for r in listing()], None, api, api_name="runs")
     return load, pick, table

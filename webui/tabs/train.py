@@ -115,6 +115,9 @@ def status_text(trainer: TrainingJobs) -> tuple[str, str, str]:
             line += f" · 约 about {p['eta_s']:.0f} s left"
         if p.get("loss") is not None:
             line += f" · loss {p['loss']:.3f}"
+    bar = trainer.last_bar()
+    if bar:  # before training starts: downloading the base, say
+        line += f"\n\n下载中 Downloading: `{bar}`"
     if job.reason:
         line += f"\n\n{job.reason}"
     if job.state == "done":

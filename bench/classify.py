@@ -23,6 +23,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bench import machine  # noqa: E402  (one CPU description for every bench)
+
 CORPORA = os.path.join(ROOT, "bench", "corpora", "classify")
 SETS = {
     "waimai": os.path.join(os.path.dirname(ROOT), "shared", "data", "waimai", "waimai_10k.csv"),
@@ -30,16 +33,6 @@ SETS = {
     "news": os.path.join(CORPORA, "news.jsonl"),
     "moods": os.path.join(CORPORA, "moods"),
 }
-
-
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return name + (" (AMX)" if "amx_bf16" in info else "")
 
 
 def run(name: str, path: str, flags: list[str], work: str) -> dict:
@@ -69,7 +62,7 @@ def run(name: str, path: str, flags: list[str], work: str) -> dict:
         "per_class_recall": {k: v["recall"] for k, v in (report.get("per_class") or {}).items()},
         "most_confused": report.get("most_confused"),
         "flags": " ".join(flags),
-        "cpu": cpu(),
+        "cpu": machine(),
     }
 
 

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from bench import machine  # noqa: E402
 from chat.fill_mask import FillMaskPredictor  # noqa: E402
 from training import cloze as cloze_script  # noqa: E402
 from training.cli import quiet_libraries  # noqa: E402
@@ -161,16 +162,6 @@ def defaults_table(tmp: Path, sets: list[str], only: list[str] | None, busy: boo
                 "max_minutes": max(r["minutes"] for r in mine),
             }
     return {"rows": rows, "summary": summary, "machine": machine(), "busy": busy}
-
-
-def machine() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-        model = next((ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")), "?")
-        flags = " AMX" if "amx_bf16" in info else " AVX512-BF16" if "avx512_bf16" in info else ""
-    except OSError:
-        model, flags = "?", ""
-    return f"{os.cpu_count()} cores, {model}{flags}"
 
 
 def main() -> None:

@@ -158,7 +158,7 @@ def main() -> None:
     a = p.parse_args()
     from transformers import AutoTokenizer
 
-    from bench.cloze import machine
+    from bench import machine
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     folder = tmp / "checkpoints" / "chat-base"

@@ -23,6 +23,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from bench import machine  # noqa: E402  (one CPU description for every bench)
+
 PROSE = os.path.join(ROOT, "bench", "prose", "write")
 LUXUN = os.path.join(os.path.dirname(ROOT), "shared", "data", "luxun")
 
@@ -34,16 +37,6 @@ def sets() -> dict:
         path = os.path.join(PROSE, f"{name}.txt")
         found[name] = (path, None) if os.path.isfile(path) else None
     return found
-
-
-def cpu() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            info = f.read()
-    except OSError:
-        return "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return name + (" (AMX)" if "amx_bf16" in info else "")
 
 
 def run(name: str, data: str, dev: str | None, flags: list[str], work: str) -> dict:
@@ -70,7 +63,7 @@ def run(name: str, data: str, dev: str | None, flags: list[str], work: str) -> d
         "steps": report["global_step"],
         "samples": report.get("samples"),
         "flags": " ".join(flags),
-        "cpu": cpu(),
+        "cpu": machine(),
     }
 
 

@@ -295,3 +295,20 @@ def test_pushing_a_run_without_a_token_or_a_hub_is_one_line(served, root, monkey
         c.predict(["a"], "me/model", True, api_name="/run_push")
     with pytest.raises(AppError, match="Pick one finished run"):
         c.predict([], "me/model", True, api_name="/run_push")
+
+
+def test_the_train_tab_shows_a_base_downloading(tmp_path):
+    from webui.jobs import Job, TrainingJobs
+    from webui.tabs.train import status_text
+
+    log = write(
+        tmp_path / "run.log",
+        "corpus: 96 passages\nmodel.safetensors:  12%|█▏        | 3.7M/31.0M [00:01<00:08, 3.2MB/s]\r"
+        "model.safetensors:  45%|████▌     | 14.0M/31.0M [00:02<00:02, 7.1MB/s]",
+    )
+    trainer = TrainingJobs(str(tmp_path))
+    trainer.job = Job("cloze", ["python", "training/cloze.py"], "d.txt", str(tmp_path / "m"), str(log))
+    line, _, tail = status_text(trainer)
+    assert "下载中 Downloading" in line and "45%" in line and "45%" not in tail
+    trainer.job.state = "training"
+    assert "Downloading" not in status_text(trainer)[0]

@@ -195,7 +195,10 @@ def quantize(path: str, out: str, task: str, model, tokenizer, folder: str, say=
     q8 = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
     rows, source = _own_rows(folder, task)
     pairs = task == "similarity"
-    if task in ("similarity", "classify") and rows:
+    if task in ("similarity", "classify"):
+        if not rows:  # no data of its own here: sample texts, agreement only
+            rows = [(t, t[::-1], None) if pairs else (t, None) for t in SAMPLES]
+            source = "sample texts"
         if pairs:
             enc = tokenizer(
                 [r[0] for r in rows],

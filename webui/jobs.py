@@ -35,7 +35,7 @@ MAX_UPLOAD_BYTES = 50 * 2**20
 PRESETS = {"快速 quick": 2.0, "标准 standard": None, "充分 thorough": 30.0}  # None: the script's own default cap
 SAFE_NAME = re.compile(r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.-]{0,63}$")
 LOG_TAIL = 12
-_PROGRESS_BAR = re.compile(r"\d+%\|.*\|\s*\d+/\d+|\d+(\.\d+)?(it/s|s/it)")  # tqdm: "63%|███ | 102/161 [...]"
+_PROGRESS_BAR = re.compile(r"\d+%\|.*\||\d+(\.\d+)?(it/s|s/it)")  # tqdm: "63%|███ | 102/161 [...]"
 
 
 def output_folder(checkpoints: str, name: str) -> str:

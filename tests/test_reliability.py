@@ -384,7 +384,7 @@ def test_disk_full_while_saving_is_one_line_and_keeps_the_old_model(tmp_path, tr
     err = capsys.readouterr().err
     assert "No space left on device" in err and "untouched" in err and "Traceback" not in err
     assert weights(out) == before
-    assert sorted(p.name for p in (tmp_path / "out.partial").iterdir()) == ["run.json", "states"]
+    assert sorted(p.name for p in (tmp_path / "out.partial").iterdir()) == ["run.json", "run_status.json", "states"]
     monkeypatch.undo()
     assert cloze("--output", str(out), "--epochs", "3", "--resume") == 0  # space freed: the same run is written
     assert weights(out) != before

@@ -59,7 +59,7 @@ def test_every_run_is_listed_with_its_status_figure_and_command(root):
     assert a.status in (history.FINISHED, history.WEAK) and a.task == "cloze" and a.data == CORPUS
     assert a.metric and a.metric_value is not None and a.steps and a.duration_s > 0 and a.base == "scratch"
     assert a.command.startswith("python training/cloze.py --data") and "--epochs 2" in a.command
-    assert stop.status == history.STOPPED and stop.resumable and stop.steps and "--resume" in stop.reason
+    assert stop.status == history.STOPPED and stop.resumable and stop.steps and "Ctrl-C" in stop.reason
     assert stop.folder.endswith("stop.partial") and stop.base == "scratch"
     assert bad.status == history.FAILED and "diverged" in bad.reason and not bad.resumable
     # newest first
@@ -78,8 +78,12 @@ def test_a_run_whose_process_is_gone_reads_as_interrupted(root, tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     value = json.loads(status.read_text())
     status.write_text(json.dumps({**value, "status": "running", "pid": int(dead.stdout)}))
+    progress = tmp_path / "gone.partial" / "progress.json"
+    os.utime(progress, (progress.stat().st_mtime - 600,) * 2)  # its progress stopped ten minutes ago
     (record,) = history.list_runs(str(tmp_path))
     assert record.status == history.INTERRUPTED and record.resumable
+    os.utime(progress)  # a progress file written just now: alive, whatever the status says
+    assert history.list_runs(str(tmp_path))[0].status == history.RUNNING
 
 
 def test_two_runs_compare_by_curves_and_the_options_that_differ(root):
@@ -132,6 +136,22 @@ def test_delete_removes_only_what_this_program_made(tmp_path):
     assert lookalike.read_text() == "not a run\n" and set(by_name(root)) == set()
 
 
+def test_deleting_a_stopped_run_removes_its_working_folder(root, tmp_path):
+    import shutil
+
+    shutil.copytree(root / "stop.partial", tmp_path / "stop.partial")
+    (record,) = history.list_runs(str(tmp_path))
+    assert history.delete_run(record) == f"deleted {record.folder}" and os.listdir(tmp_path) == []
+
+
+def test_a_pretrained_run_gets_no_verdict_from_the_scratch_benches():
+    from training.tasks.chat import TRAINING
+
+    report = {"best": {"valid_perplexity": 500.0}, "base_model_source": "scratch"}
+    assert "worse than usual" in TRAINING.verdict(report)
+    assert TRAINING.verdict({**report, "base_model_source": "hub"}) is None
+
+
 def test_a_stopped_run_resumes_and_then_lists_as_finished(root, tmp_path):
     import shutil
 
@@ -167,7 +187,7 @@ def test_check_names_duplicates_rare_characters_and_cut_lines_and_writes_nothing
     assert "are cut there" in said["lengths"] and "--max-len 24" in said["lengths"]
     assert said["labels (training examples each)"].count("=") == 2
     assert "little data" in said and "steps" in err and "on this machine" in err
-    assert "check only: nothing was trained or written" in err
+    assert "check only: nothing was trained and no output folder made" in err
     assert not out.exists() and not (tmp_path / "model.partial").exists()
     assert sorted(os.listdir(tmp_path)) == ["pairs.tsv"]
 
@@ -210,7 +230,7 @@ def test_runs_api_lists_details_and_deletes_after_confirmation(served, root):
     about, *_ = c.predict(["a", "b"], api_name="/run_details")
     assert "A" in about and "B" in about
     about, *_ = c.predict(["stop.partial"], api_name="/run_details")
-    assert "stopped" in about and "--resume" in about
+    assert "stopped" in about and "resumed" in about
     said, *_ = c.predict(["a"], False, api_name="/run_delete")
     assert "确认删除" in said and (ck / "a").is_dir()
     said, *_ = c.predict(["a"], True, api_name="/run_delete")
@@ -219,6 +239,33 @@ def test_runs_api_lists_details_and_deletes_after_confirmation(served, root):
 
 def runs_status(root, name) -> str:
     return by_name(root)[name].status
+
+
+def test_on_a_public_page_that_allows_training_runs_cannot_be_deleted_or_pushed(root, tmp_path):
+    import shutil
+
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    import app
+    from webui.jobs import TrainingJobs
+
+    shutil.copytree(root / "a", tmp_path / "a")
+    trainer = TrainingJobs(str(tmp_path))
+    settings = app.Settings(checkpoints=str(tmp_path), demo=False, host="0.0.0.0", allow_training=True)
+    demo = app.build_demo(settings, trainer=trainer)
+    demo.launch(server_name="127.0.0.1", prevent_thread_lock=True, quiet=True, **app.SERVE_OPTIONS)
+    try:
+        c = Client(demo.local_url, verbose=False)
+        assert [r["name"] for r in c.predict(api_name="/runs")] == ["a"]
+        with pytest.raises(AppError, match="Delete is off"):
+            c.predict(["a"], True, api_name="/run_delete")
+        with pytest.raises(AppError, match="Push is off"):
+            c.predict(["a"], "me/x", True, api_name="/run_push")
+        assert (tmp_path / "a" / "config.json").is_file()
+    finally:
+        trainer.close()
+        demo.close()
 
 
 def test_runs_tab_is_off_where_training_is_off(tmp_path):
@@ -277,7 +324,7 @@ def test_the_train_tabs_check_says_what_the_run_would_meet_and_writes_nothing(se
     demo, _, ck = served
     c = Client(demo.local_url, verbose=False)
     said = c.predict(*start_args(task_name="similarity")[:10], api_name="/train_check")
-    assert "nothing trained or written" in said and "labels (training examples each)" in said
+    assert "nothing trained, no output folder" in said and "labels (training examples each)" in said
     assert "on this machine" in said and "little data" in said
     assert os.listdir(ck) == []
 

@@ -78,12 +78,29 @@ def started(folder: str, task: str, command: str, data: str | None, at: str) -> 
         command=command,
         data=data,
         reason=None,
+        ended_at=None,
+        trained=None,
+        cwd=os.getcwd(),
     )
+
+
+FRESH_S = 120  # a progress file written this recently: its run is alive, whatever else says
+
+
+def _fresh(folder: str) -> bool:
+    import time
+
+    try:
+        return time.time() - os.path.getmtime(os.path.join(folder, "progress.json")) < FRESH_S
+    except OSError:
+        return False
 
 
 def _alive(status: dict) -> bool:
     pid = status.get("pid")
-    if not isinstance(pid, int) or status.get("host") not in (None, socket.gethostname()):
+    if status.get("host") not in (None, socket.gethostname()):
+        return True  # another machine's process (a shared folder): it cannot be checked from here, so never "gone"
+    if not isinstance(pid, int):
         return False
     try:
         os.kill(pid, 0)
@@ -112,6 +129,7 @@ class RunRecord:
     verdict: str | None = None  # how the figure compares with the task's usual range (training/norms.py)
     reason: str | None = None  # why it stopped or failed
     command: str | None = None  # the command that trains it again
+    cwd: str | None = None  # the folder the command ran in (its relative paths start there)
     resumable: bool = False
     demo: bool = False
     report: dict = field(default_factory=dict, repr=False)
@@ -170,6 +188,7 @@ def finished_record(name: str, folder: str, report: dict) -> RunRecord:
         metric_value=metric[0] if metric else None,
         verdict=training.verdict(report) if training else None,
         command=report.get("command"),
+        cwd=report.get("cwd"),
         demo=os.path.basename(folder).startswith("demo-"),
         report=report,
     )
@@ -183,8 +202,10 @@ def unfinished_record(name: str, folder: str) -> RunRecord | None:
     status = status if isinstance(status, dict) else {}
     progress = read_json(os.path.join(folder, "progress.json"))
     progress = progress if isinstance(progress, dict) else {}
-    state = status.get("status") or INTERRUPTED
-    if state == RUNNING and not _alive(status):
+    state = status.get("status") or INTERRUPTED  # a .partial from before run_status.json existed: no status
+    if state in (RUNNING, INTERRUPTED) and _fresh(folder):
+        state = RUNNING
+    elif state == RUNNING and not _alive(status):
         state = INTERRUPTED
     states = os.path.join(folder, "states")
     saved = [n for n in os.listdir(states) if n.startswith("checkpoint-")] if os.path.isdir(states) else []
@@ -208,6 +229,7 @@ def unfinished_record(name: str, folder: str) -> RunRecord | None:
     except (KeyError, TypeError, ValueError, OSError):
         pass
     command = status.get("command")
+    cwd = status.get("cwd")
     return RunRecord(
         name=name,
         folder=folder,
@@ -220,7 +242,12 @@ def unfinished_record(name: str, folder: str) -> RunRecord | None:
         steps=steps,
         reason=status.get("reason"),
         command=command,
-        resumable=resumable and state in (STOPPED, INTERRUPTED),  # a failed run starts afresh (--overwrite)
+        cwd=cwd,
+        # a run that failed while training (diverged) starts afresh (--overwrite); one whose resume failed before it
+        # trained again (offline base, too big a batch) still has its states
+        resumable=resumable
+        and bool(status.get("command"))
+        and (state in (STOPPED, INTERRUPTED) or (state == FAILED and status.get("trained") is False)),
         demo=os.path.basename(name).startswith("demo-"),
         report={"epochs": progress.get("points") or []},
     )
@@ -270,11 +297,9 @@ def delete_run(record: RunRecord) -> str:
     if folder.endswith(".partial"):
         if not os.path.isfile(os.path.join(folder, RUN_FILE)):
             raise ValueError(f"{folder} is not a run's working folder of this program; it is left as it is")
-        remove_ours(folder)
-        for marker in (RUN_FILE, "PUBLISH_READY"):
-            if os.path.exists(os.path.join(folder, marker)):
-                os.remove(os.path.join(folder, marker))
-        os.rmdir(folder)
+        remove_ours(folder)  # the folder as a whole, its markers last
+        if os.path.isdir(folder):
+            raise ValueError(f"{folder} could not be removed completely")
         return f"deleted {folder}"
     ours = written_names(folder)
     if ours is None:

@@ -64,6 +64,13 @@ def _from_modelscope(name: str, load, no_fallback: bool):
     except ImportError:
         raise InputError("--hub modelscope needs the modelscope package: pip install modelscope") from None
     ms_id = MODELSCOPE_IDS.get(name, name)
+    try:  # downloaded before?
+        folder = snapshot_download(ms_id, local_files_only=True)
+        return _load_or_explain(load, folder, f"{ms_id} (ModelScope) is not usable"), BaseChoice("hub", ms_id)
+    except InputError:
+        raise
+    except Exception:
+        pass
     if not can_connect(MODELSCOPE_HOST):
         reason = unreachable(name, "modelscope")
         if no_fallback:

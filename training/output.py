@@ -23,6 +23,7 @@ from training.ownership import (
     RUN_FILE,
     STATE_DIR,
     STATUS_FILE,
+    TRAINING_NAMES,
     foreign_names,
     identity_difference,
     read_identity,
@@ -303,7 +304,7 @@ class OutputFolder:
         """Training ended: what .partial holds now, other than names a publish writes (left by a save that a kill
         interrupted, written again now), is not the publish's: a file of a user's put there is never listed."""
         names = set(os.listdir(self.work)) if os.path.isdir(self.work) else set()
-        self.not_published = names - LEGACY_NAMES
+        self.not_published = names - LEGACY_NAMES - TRAINING_NAMES
 
     def mark_ready(self) -> None:
         """Every model file is in .partial/: record the names written since training ended (the manifest), then
@@ -319,7 +320,7 @@ class OutputFolder:
     def discard_model_files(self) -> None:
         """After a failed save: remove half-written model files, keep the training state (resumable)."""
         for name in os.listdir(self.work) if os.path.isdir(self.work) else []:
-            if name not in ("states", RUN_FILE):
+            if name not in ("states", RUN_FILE, STATUS_FILE):
                 path = os.path.join(self.work, name)
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
 

@@ -59,8 +59,10 @@ LEGACY_NAMES = {
     "demo_build.json",  # the app's demo marker (webui/demos.py)
     "run.json",
     STATE_DIR,
-    "tensorboard",  # --report-to tensorboard's event files (training/runner.py)
 }
+# Written into <output>.partial while training (not at the publish): listed in the manifest as ours. Not legacy
+# names: a checkpoint published before the manifest existed had none, so a folder of that name there is yours.
+TRAINING_NAMES = {"tensorboard"}  # --report-to tensorboard's events (training/runner.py)
 BOOKKEEPING = {MANIFEST, READY_FILE, PROGRESS_FILE, REPLACING_FILE, STATUS_FILE}
 
 

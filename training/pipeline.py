@@ -16,6 +16,7 @@ command line and from the app's Train tab).
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 
 from data import InputError, build_char_vocab, make_tokenizer
@@ -42,7 +43,7 @@ from training.steps import (
 )
 from training.tasks import Training
 
-STOP_REASON = "Ctrl-C / 停止 Stop: --resume continues it"
+STOP_REASON = "Ctrl-C / 停止 Stop"
 
 
 @dataclass
@@ -126,7 +127,8 @@ class Recipe:
             return self.trained(run, callbacks, resumable)
         main = is_main_process()
         if main:
-            command, data = run_command(self.script, argv), getattr(args, self.data_option)
+            words = [w for w in (sys.argv[1:] if argv is None else argv) if w != "--resume"]
+            command, data = run_command(self.script, words), getattr(args, self.data_option)
             history.started(run.output.work, self.task, command, data, run.started_at)
         try:
             code = self.trained(run, callbacks, resumable)
@@ -139,6 +141,7 @@ class Recipe:
                     status=history.STOPPED if stopped else history.FAILED,
                     reason=STOP_REASON if stopped else reason,
                     ended_at=history.now_iso(),
+                    trained=bool(run.output.started),
                 )
             raise
         if main and code == EXIT_INTERRUPTED:
@@ -171,7 +174,7 @@ class Recipe:
             rule=self.rule(run),
             items=run.data.items,
         )
-        say("check only: nothing was trained or written (without --check it trains)")
+        say("check only: nothing was trained and no output folder made (without --check it trains)")
         return 0
 
     def trained(self, run: Run, callbacks, resumable: bool) -> int:

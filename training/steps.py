@@ -319,7 +319,10 @@ def base_report(task: str, run, result: RunResult, total: int, trainable: int) -
     train_tokens = run.train_tokens
     return {
         "task": task,
-        "command": run_command(run.recipe.script, run.argv),
+        "command": run_command(
+            run.recipe.script, [w for w in (sys.argv[1:] if run.argv is None else run.argv) if w != "--resume"]
+        ),
+        "cwd": os.getcwd(),
         "started_at": run.started_at,
         "base_model": run.choice.name,
         "base_model_source": run.choice.source,

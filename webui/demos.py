@@ -30,14 +30,14 @@ DEMO_MARKER = "demo_build.json"
 LOWER_PRIORITY = 10  # `nice` increment of a build: chat replies stay responsive while a demo trains
 
 
-def spawn_training(command: list[str], log_path: str, append: bool = False) -> subprocess.Popen:
+def spawn_training(command: list[str], log_path: str, append: bool = False, cwd: str | None = None) -> subprocess.Popen:
     """A training script as a child process of the app (demo builds, the Train tab): output to
     `log_path`, its own session (the app's Ctrl-C is the app's to pass on), at lower CPU priority."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false", "TRAINING_FROM_APP": "1"}
     with open(log_path, "a" if append else "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
             command,
-            cwd=ROOT,
+            cwd=cwd or ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,

@@ -89,6 +89,7 @@ class Job:
     progress: dict = field(default_factory=dict)
     first_plan: int | None = None  # the planned steps first shown: a re-plan is said once, in words
     made_log: tuple | None = None  # (device, inode) of the log file when this app created it (not a file of yours)
+    cwd: str | None = None  # where the command runs (None: the repository)
 
     @property
     def shown_command(self) -> str:
@@ -173,7 +174,7 @@ class TrainingJobs:
         if job is None or job.state != "stopped":
             raise InputError("没有可继续的训练 There is no stopped run to resume")
         argv = [a for a in job.command if a != "--overwrite"] + ["--resume"]
-        return self._run(Job(job.task, argv, job.data, job.output, job.log, made_log=job.made_log))
+        return self._run(Job(job.task, argv, job.data, job.output, job.log, made_log=job.made_log, cwd=job.cwd))
 
     def check(self, task: str, data: str, base: str, advanced: dict, timeout_s: float = 300) -> str:
         """The script's --check on this data with these options (what the run would meet, its plan and time on this
@@ -199,6 +200,12 @@ class TrainingJobs:
                 raise InputError(last_error(log.name))
         return "\n".join(rows)
 
+    def owns(self, record) -> bool:
+        """The app's current job is (or is about to be) this run."""
+        job = self.job
+        folder = record.folder[: -len(".partial")] if record.folder.endswith(".partial") else record.folder
+        return job is not None and self.busy() and os.path.abspath(job.output) == os.path.abspath(folder)
+
     def resume_run(self, record) -> Job:
         """--resume for a run the Runs page lists as stopped or interrupted (training.history.RunRecord), started
         from the command it recorded, as this tab runs its own: in the repository, at low priority."""
@@ -212,7 +219,8 @@ class TrainingJobs:
         argv = [self.python, training.path(training.script), *flags, *([] if "--resume" in flags else ["--resume"])]
         output = record.folder[: -len(".partial")] if record.folder.endswith(".partial") else record.folder
         log = output + ".log"
-        return self._run(Job(record.task, argv, record.data or "", output, log))
+        cwd = record.cwd if record.cwd and os.path.isdir(record.cwd) else ROOT  # where its relative paths start
+        return self._run(Job(record.task, argv, record.data or "", output, log, cwd=cwd))
 
     def _run(self, job: Job) -> Job:
         with self._lock:
@@ -221,7 +229,7 @@ class TrainingJobs:
             os.makedirs(self.checkpoints, exist_ok=True)
             self._drop_failed_log(self.job)
             new = not os.path.lexists(job.log)
-            self._proc = spawn_training(job.command, job.log, append=True)  # a resume adds to the run's log
+            self._proc = spawn_training(job.command, job.log, append=True, cwd=job.cwd)  # a resume adds to its log
             if new:
                 job.made_log = _file_id(job.log)
             self.job = job
@@ -333,6 +341,11 @@ def public_reason(settings) -> str | None:
     """Why training is off on this app (anyone with the link could start runs), or None."""
     if getattr(settings, "allow_training", False):
         return None
+    return publicly_reachable(settings)
+
+
+def publicly_reachable(settings) -> str | None:
+    """Why anyone with the link can reach this page (Spaces, --share, a public --host), or None."""
     if os.environ.get("SPACE_ID"):
         return "on Hugging Face Spaces"
     if settings.share:

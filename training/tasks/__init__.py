@@ -56,7 +56,10 @@ class Usual:
         return f"{value:.1%}" if self.percent else f"{value:.4g}"
 
     def verdict(self, report: dict) -> str | None:
-        """One line: the run's figure against the usual range, or None when the report lacks it."""
+        """One line: the run's figure against the usual range (the benches trained from scratch: a run from a
+        pretrained base has no range yet), or None."""
+        if report.get("base_model_source") not in (None, "scratch"):
+            return None
         value = _dig(report, self.path)
         if value is None:
             return None

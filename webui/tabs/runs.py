@@ -121,7 +121,12 @@ def _card(record: history.RunRecord) -> str:
 
 
 def build(ctx, trainer=None):
+    from webui.jobs import publicly_reachable
+
     root = ctx.settings.checkpoints
+    # --allow-training on a public page lets visitors train; deleting runs and pushing them with this machine's
+    # Hub token stay off there
+    locked = publicly_reachable(ctx.settings)
     gr.Markdown(
         f"`{root}` 下的每一次训练（网页和命令行的都在），最新的在前。选一个看曲线和报告，选两个对比。"
         f" Every run under `{root}` (from this page and from the command line), newest first. Pick one for its "
@@ -153,9 +158,9 @@ def build(ctx, trainer=None):
         card = gr.Markdown(elem_id="runs-card")
     with gr.Row():
         resume = gr.Button("继续 Resume", interactive=False, elem_id="runs-resume")
-        sure = gr.Checkbox(value=False, label="确认删除 Yes, delete it", elem_id="runs-sure")
-        delete = gr.Button("删除 Delete", variant="stop", interactive=False, elem_id="runs-delete")
-    with gr.Accordion("推送到 Hugging Face Hub · Push to the Hub", open=False):
+        sure = gr.Checkbox(value=False, label="确认删除 Yes, delete it", elem_id="runs-sure", visible=not locked)
+        delete = gr.Button("删除 Delete", variant="stop", interactive=False, elem_id="runs-delete", visible=not locked)
+    with gr.Accordion("推送到 Hugging Face Hub · Push to the Hub", open=False, visible=not locked):
         with gr.Row():
             repo = gr.Textbox(label="仓库 Repository (USER/NAME)", elem_id="runs-repo", scale=3)
             private = gr.Checkbox(value=True, label="私有 Private", scale=1)
@@ -195,7 +200,7 @@ def build(ctx, trainer=None):
         frame = curve_figure(records)
         if len(records) == 1:
             r = records[0]
-            can_resume = r.resumable and trainer is not None and not trainer.busy()
+            can_resume = r.resumable and bool(r.command) and trainer is not None and not trainer.busy()
             return (
                 details(r),
                 frame,
@@ -205,7 +210,7 @@ def build(ctx, trainer=None):
                 gr.update(interactive=can_resume),
                 gr.update(interactive=r.status != history.RUNNING),
             )
-        a, b = records
+        a, b = records[:2]
         rows = [list(x) for x in history.differences(a, b)] or [["（没有不同 no difference）", "", ""]]
         summary = "\n\n".join(f"**{x}**: {r.name} · {_status(r)} · {r.metric or '—'}" for x, r in (("A", a), ("B", b)))
         return (
@@ -219,12 +224,16 @@ def build(ctx, trainer=None):
         )
 
     def remove(picked, confirmed):
+        if locked:
+            raise gr.Error(f"删除已关闭 Delete is off {locked}", print_exception=False)
         found = by_key()
         records = [found[k] for k in picked or [] if k in found]
         if len(records) != 1:
             raise gr.Error("请只选一个要删除的训练 Pick exactly one run to delete", print_exception=False)
         if not confirmed:  # said beside the button: an error would cover the tick box it asks for
             return "⚠ 请先勾选“确认删除” Tick 'Yes, delete it' first", gr.update(), gr.update(), gr.update()
+        if trainer is not None and trainer.owns(records[0]):
+            return "⚠ 它正在训练，先停止 It is training: stop it first", gr.update(), gr.update(), gr.update()
         try:
             said = history.delete_run(records[0])
         except (ValueError, OSError) as e:
@@ -251,6 +260,8 @@ def build(ctx, trainer=None):
         from data.errors import InputError
         from training.push import push as push_folder
 
+        if locked:
+            raise gr.Error(f"推送已关闭 Push is off {locked}", print_exception=False)
         found = by_key()
         records = [found[k] for k in picked or [] if k in found]
         if len(records) != 1 or records[0].status not in (history.FINISHED, history.WEAK):

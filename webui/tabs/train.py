@@ -274,7 +274,8 @@ def build(ctx, trainer: TrainingJobs | None):
             said = trainer.check(task_name, path, base_name or "scratch", advanced)
         except InputError as e:
             return f"⚠ {e}"
-        return "检查结果（没有训练，也没有写任何文件）The check (nothing trained or written):\n\n```\n" + said + "\n```"
+        head = "检查结果（没有训练，也没有建输出文件夹）The check (nothing trained, no output folder)"
+        return f"{head}:\n\n```\n{said}\n```"
 
     def refresh():
         line, cmd, tail = status_text(trainer)

@@ -307,9 +307,13 @@ def main(argv: list[str] | None = None) -> int:
             made = not os.path.exists(a.output)
             try:
                 export_onnx(a.folder, a.output, a.int8)
-            except BaseException:
+            except BaseException:  # no half export: the folder was new or empty, so all in it is ours
                 if made:
-                    shutil.rmtree(a.output, ignore_errors=True)  # no half export
+                    shutil.rmtree(a.output, ignore_errors=True)
+                else:
+                    for name in os.listdir(a.output):
+                        path = os.path.join(a.output, name)
+                        shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
                 raise
         else:
             export_merged(a.folder, a.output)

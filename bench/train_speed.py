@@ -375,7 +375,7 @@ def main() -> None:
                 cmd += ["--folder", ours_folder]
             env = {**os.environ, "TMPDIR": keep}
             r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((ln for ln in r.stdout.splitlines() if ln.startswith("{\"bench\"")), None)
+            line = next((ln for ln in r.stdout.splitlines() if ln.startswith('{"bench"')), None)
             if r.returncode or line is None:
                 print(
                     json.dumps(

@@ -1,10 +1,10 @@
 """Training speed, side by side per task: our pipeline, a plain transformers Trainer, and a bare PyTorch loop.
 
     python bench/train_speed.py --quick              # chat, cloze, similarity at their scratch shapes (~10 min)
-    python bench/train_speed.py --tasks chat --steps 300
+    python bench/train_speed.py --tasks classify,write --steps 150
 
-For each task, on real data (LCCC dialogues, hand-written prose, LCQMC pairs from ../shared/data where present,
-else the samples), at the shape its from-scratch default trains:
+For each task, on real data (LCCC dialogues, hand-written prose, LCQMC pairs, waimai reviews, a Lu Xun book from
+../shared/data where present, else the samples), at the shape its from-scratch default trains:
   ours           the task's real script in-process (recipe, pipeline, callbacks and all), --max-steps N, bf16
                  where this CPU has it fast (as the app's demos), evaluation intervals left out of the timing;
   plain_trainer  what a transformers example script does: Trainer with default arguments (fp32), the library's
@@ -44,7 +44,10 @@ TASKS = {
     "chat": ((os.path.join(SHARED, "lccc", "multi_turn.json"), "data/samples/dialogs.txt"), []),
     "cloze": (("bench/prose/saga280.txt", "data/samples/cloze_corpus.txt"), []),
     "similarity": ((os.path.join(SHARED, "lcqmc", "test.txt"), "data/samples/pairs.tsv"), ["--no-mlm-stage"]),
+    "classify": ((os.path.join(SHARED, "waimai", "waimai_10k.csv"), "data/samples/reviews.csv"), []),
+    "write": ((os.path.join(SHARED, "luxun", "gushi_xinbian.txt"), "data/samples/story.txt"), []),
 }
+QUICK = ("chat", "cloze", "similarity")
 
 
 def data_file(task: str, work: str) -> str:
@@ -178,6 +181,18 @@ def examples(task: str, folder: str, data: str):
     elif task == "cloze":
         lines = [ln.strip() for ln in open(data, encoding="utf-8") if ln.strip()]
         rows = [{"input_ids": tokenizer(ln, truncation=True, max_length=max_len)["input_ids"]} for ln in lines]
+    elif task == "classify":
+        from data.labelled import read_labelled
+
+        found = read_labelled(data)
+        names = {name: i for i, name in enumerate(sorted({y for _, y in found.rows}))}
+        enc = tokenizer([t for t, _ in found.rows], truncation=True, max_length=max_len)
+        rows = [{"input_ids": i, "labels": names[y]} for i, (_, y) in zip(enc["input_ids"], found.rows)]
+    elif task == "write":  # a plain script's way: a paragraph per example, cut at --max-len, no packing
+        from data.prose import read_prose
+
+        paragraphs = [p for p in read_prose(data).paragraphs if p.strip()]
+        rows = [{"input_ids": tokenizer(p, truncation=True, max_length=max_len)["input_ids"]} for p in paragraphs]
     else:
         from data.pairs import read_pairs
 
@@ -193,7 +208,7 @@ def examples(task: str, folder: str, data: str):
 def collator(task: str, tokenizer, pad_multiple=None):
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
-    if task == "chat":
+    if task in ("chat", "write"):
         return DataCollatorForLanguageModeling(tokenizer, mlm=False, pad_to_multiple_of=pad_multiple)
     if task == "cloze":
         return DataCollatorForLanguageModeling(tokenizer, mlm=True, pad_to_multiple_of=pad_multiple)
@@ -367,7 +382,7 @@ def main() -> None:
         return
     steps = 150 if a.quick else a.steps
     keep = tempfile.mkdtemp(prefix="train_speed_")
-    for task in a.tasks.split(","):
+    for task in QUICK if a.quick else a.tasks.split(","):
         ours_folder = None
         for variant in ("ours", "plain_trainer", "bare_loop"):
             cmd = [sys.executable, __file__, "--one", task, variant, "--steps", str(steps)]

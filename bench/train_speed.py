@@ -69,19 +69,6 @@ def bf16_fast() -> bool:
     return bool(cpu_bf16_support())
 
 
-def matmul_peak(dtype, n: int = 1024, seconds: float = 2.0) -> float:
-    import torch
-
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    reps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        reps += 1
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
 def matmul_parameters(model) -> int:
     """Parameters that take part in a matmul per token: all but the embedding tables, plus a tied output head."""
     total = sum(
@@ -347,6 +334,8 @@ def one(task: str, variant: str, steps: int, folder: str | None) -> dict:
     step_s = statistics.mean(got["intervals"])
     tokens_per_s = got["tokens_per_step"] / step_s
     model = fresh_model(got["config"])
+    from bench.train_throughput import matmul_peak
+
     peak = matmul_peak(torch.bfloat16 if got["dtype"] == "bf16" else torch.float32)
     mfu = 6 * matmul_parameters(model) * tokens_per_s / peak
     return {

@@ -29,6 +29,7 @@ from training.shipping import (  # noqa: E402  (the allow-list the Space bundle 
     copy_checkpoint,
     find_tokens,
     preflight,
+    write_dry_run,
 )
 
 PACKAGES = ("chat", "training", "data", "webui")
@@ -220,15 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--space must look like USER/NAME, got {a.space!r}")
         checkpoints = checkpoint_folders(a.checkpoints) if a.checkpoints else []
         if a.dry_run:
-            if os.path.exists(a.dry_run) and (not os.path.isdir(a.dry_run) or os.listdir(a.dry_run)):
-                raise InputError(f"{a.dry_run} already exists and is not empty; choose a new folder for the bundle")
-            if os.path.isdir(a.dry_run):
-                os.rmdir(a.dry_run)
-            try:
-                assemble(a.dry_run, checkpoints)
-            except BaseException:
-                shutil.rmtree(a.dry_run, ignore_errors=True)  # no half bundle, and never one holding a token
-                raise
+            write_dry_run(a.dry_run, lambda out: assemble(out, checkpoints))
             report(a.dry_run)
             print(f"dry run: the bundle for {a.space} is in {a.dry_run}; nothing was uploaded")
             return 0

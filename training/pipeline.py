@@ -157,13 +157,7 @@ class Recipe:
     def check(self, run: Run) -> int:
         """--check: build the model and encode the data as the run would, say what it would meet and its plan (a
         step is timed), then stop: no output folder is made and nothing is trained."""
-        self.build(run)
-        run.small = scratch_recipe(run.choice, run.model)
-        run.lr = run.options.lr or self.default_lr(run)
-        run.patience = self.default_patience(run)
-        run.setup = self.encode(run)
-        for line in data_check(run):
-            say(line)
+        self.prepare(run)
         plan_only(
             run.model,
             run.setup,
@@ -177,18 +171,23 @@ class Recipe:
         say("check only: nothing was trained and no output folder made (without --check it trains)")
         return 0
 
-    def trained(self, run: Run, callbacks, resumable: bool) -> int:
-        """The pipeline after the output folder is open: build, plan, train, evaluate, publish."""
-        lora, options, argv = run.lora, run.options, run.argv
+    def prepare(self, run: Run) -> None:
+        """The base model, the from-scratch recipe's choice, learning rate and patience, the encoded examples, and
+        the data check's lines: what a run and --check share."""
         self.build(run)
-        if resumable and is_main_process():
-            history.write_status(run.output.work, base=run.choice.name)
         run.small = scratch_recipe(run.choice, run.model)
-        run.lr = options.lr or self.default_lr(run)
+        run.lr = run.options.lr or self.default_lr(run)
         run.patience = self.default_patience(run)
         run.setup = self.encode(run)
         for line in data_check(run):
             say(line)
+
+    def trained(self, run: Run, callbacks, resumable: bool) -> int:
+        """The pipeline after the output folder is open: build, plan, train, evaluate, publish."""
+        lora, options, argv = run.lora, run.options, run.argv
+        self.prepare(run)
+        if resumable and is_main_process():
+            history.write_status(run.output.work, base=run.choice.name)
         refuse_oversized_batch(run)
         run.setup.callbacks = [*callbacks, *run.setup.callbacks]
         if lora.lora:

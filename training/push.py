@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import tempfile
 
@@ -24,7 +23,7 @@ if __package__ in (None, ""):  # run as a script: the repository root on the pat
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from data.errors import EXIT_BAD_INPUT, InputError  # noqa: E402
-from training.shipping import add_chat_template, copy_checkpoint, find_tokens, preflight  # noqa: E402
+from training.shipping import add_chat_template, copy_checkpoint, find_tokens, preflight, write_dry_run  # noqa: E402
 
 REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 
@@ -71,14 +70,8 @@ def push(folder: str, repo: str, private: bool = False, dry_run: str | None = No
     if not REPO_ID.fullmatch(repo or ""):
         raise InputError(f"--repo must look like USER/NAME, got {repo!r}")
     if dry_run:
-        if os.path.exists(dry_run) and (not os.path.isdir(dry_run) or os.listdir(dry_run)):
-            raise InputError(f"{dry_run} already exists and is not empty; choose a new folder")
-        try:
-            names = bundle(folder, dry_run, say)
-        except BaseException:
-            if os.path.isdir(dry_run):
-                shutil.rmtree(dry_run, ignore_errors=True)  # no half upload, and never one holding a token
-            raise
+        names: list[str] = []
+        write_dry_run(dry_run, lambda out: names.extend(bundle(folder, out, say)))
         say(f"dry run: {len(names)} files for {repo} are in {dry_run}: {', '.join(names)}; nothing was uploaded")
         return dry_run
     token = preflight()

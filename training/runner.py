@@ -183,8 +183,11 @@ def _steps_per_epoch(setup: TrainingSetup, options, world: int) -> int:
     return max(1, math.ceil(len(setup.train_ds) / (options.batch_size * world * options.grad_accum)))
 
 
-def plan_only(model, setup: TrainingSetup, options, *, lr, patience, max_minutes, rule, items) -> RunPlan:
-    """The plan a run would make (a training step timed on this machine), said, and nothing trained (--check)."""
+def plan_only(
+    model, setup: TrainingSetup, options, *, lr, patience, max_minutes, rule, items, resume_from=None
+) -> RunPlan:
+    """The run's plan (training/plan.py, a training step timed on this machine), said; nothing trained (--check
+    stops after it, run_training goes on)."""
     return plan_run(
         options,
         lr=lr,
@@ -195,7 +198,7 @@ def plan_only(model, setup: TrainingSetup, options, *, lr, patience, max_minutes
         collator=setup.collator,
         train_ds=setup.train_ds,
         steps_per_epoch=_steps_per_epoch(setup, options, process_count()),
-        resume_from=None,
+        resume_from=resume_from,
         items=items,
     )
 
@@ -223,20 +226,17 @@ def run_training(
         # what `accelerate launch --cpu --num_processes 2` leaves (accelerate 1.x): one process on one thread,
         # since its several-CPU-process mode needs mpirun
         say(ONE_CPU_PROCESS.format(threads=os.environ.get("OMP_NUM_THREADS", "?")))
-    steps_per_epoch = _steps_per_epoch(setup, options, world)
     keeper, threads = _free_cores(model)
-    plan = plan_run(
+    plan = plan_only(
+        model,
+        setup,
         options,
         lr=lr,
         patience=patience,
         max_minutes=max_minutes,
         rule=rule,
-        model=model,
-        collator=setup.collator,
-        train_ds=setup.train_ds,
-        steps_per_epoch=steps_per_epoch,
-        resume_from=resume_from,
         items=items,
+        resume_from=resume_from,
     )
     cap, stopper = plan.time_cap(), StopOnInterrupt()
     extra = [stopper, EpochPrinter(), ProgressFile(output.work), *setup.callbacks, *([cap] if cap else [])]

@@ -170,3 +170,21 @@ def preflight() -> str:
             "`--dry-run DIR` builds the bundle without the network"
         )
     return token
+
+
+def write_dry_run(out: str, build) -> None:
+    """`build(out)` into a new or empty folder `out`; on any failure `out` goes again (no half upload, and never one
+    holding a token): what --dry-run writes for deploy.py and push.py."""
+    import shutil
+
+    from data.errors import InputError
+
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise InputError(f"{out} already exists and is not empty; choose a new folder")
+    if os.path.isdir(out):
+        os.rmdir(out)  # empty: the build makes it again
+    try:
+        build(out)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise

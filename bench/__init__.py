@@ -13,3 +13,17 @@ def machine() -> str:
     except OSError:
         model, flags = "?", ""
     return f"{os.cpu_count()} cores, {model}{flags}"
+
+
+# the flags that decide which kernels are fast (int8 dot products, bf16, AMX tiles)
+KERNEL_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni")
+
+
+def cpu_flags() -> list[str]:
+    """Of KERNEL_FLAGS, those /proc/cpuinfo lists (empty where it cannot be read)."""
+    try:
+        line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    except (OSError, StopIteration):
+        return []
+    have = set(line.split(":", 1)[1].split())
+    return [f for f in KERNEL_FLAGS if f in have]

@@ -6,12 +6,17 @@ In one run, for a 12-layer 768-hidden GPT-2 with vocab 13,317 (GPT2-chitchat's s
 weights) and for the demo-size model (4 layers, 256 hidden), 25 new tokens after a 60-token
 and a 250-token history:
   (a) the chitchat loop: every new token re-runs the model over the whole sequence;
-  (b) our engine: model.generate with the KV cache, through ChatEngine, in fp32, bf16 and int8.
-Prints one JSON line: ms/token for each (the whole reply, prompt included, divided by the new
-tokens), the ratios, the decode step alone (time per token after the first, fp32 and int8),
-and the memory-bandwidth floor (fp32 weight bytes / read bandwidth measured here) that a
-cached fp32 decoder cannot beat. int8's agreement with fp32 is printed too: the share of
-positions where both pick the same next token on the same input.
+  (b) our engine: model.generate with the KV cache, through ChatEngine, in fp32, bf16 and int8
+      (int8 with each of torch's x86 kernel families: the load picks the faster, chat/quantize.py);
+  (c) CTranslate2 beside it (`pip install ctranslate2`; skipped with a note when it is absent),
+      converted from the same folder, float32 and int8, greedy, the same threads.
+Prints one JSON line (with the CPU, its flags and torch's kernel level): ms/token for each (the
+whole reply, prompt included, divided by the new tokens), the ratios, the decode step alone (time
+per token after the first: fp32, int8 with each kernel family, CTranslate2), and the memory-bandwidth
+floors a cached decoder cannot beat: fp32 weight bytes, and int8 (int8 linear weights, fp32 rest),
+over the read bandwidth measured here. int8's agreement with fp32 is printed too: the share of
+positions where both pick the same next token on the same input; for CTranslate2, how many of its
+greedy tokens match our fp32 engine's before the two part.
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ import torch  # noqa: E402
 from transformers import GenerationConfig, GPT2Config, GPT2LMHeadModel  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
+from bench import cpu_flags, machine  # noqa: E402
 from chat import ChatEngine  # noqa: E402
+from chat.loading import load_chat_model  # noqa: E402
+from chat.quantize import INT8_ENGINES, quantize_int8  # noqa: E402
 from data import SPECIAL_TOKENS, make_tokenizer  # noqa: E402
 
 NEW_TOKENS = 25
@@ -140,6 +148,80 @@ def top1_agreement(a: ChatEngine, b: ChatEngine, prompt: list[int]) -> float:
         )
 
 
+def int8_with(folder: Path, engine: str) -> ChatEngine:
+    """Our int8 engine with its weights packed by one kernel family (the load would time both and pick)."""
+    model, tokenizer, gen = load_chat_model(str(folder))
+    chat = ChatEngine(quantize_int8(model, engine=engine), tokenizer, gen, max_history=100, name=str(folder))
+    chat.precision = "int8"
+    return chat
+
+
+def int8_bytes(folder: Path) -> int:
+    """Bytes a cached int8 decode step reads: the linear weights (output layer included) at one byte, the rest
+    (embeddings for the lookup, norms, biases) at four."""
+    model, _, _ = load_chat_model(str(folder))
+    c = model.config
+    linear = c.n_layer * 12 * c.n_embd**2 + c.vocab_size * c.n_embd
+    return linear + 4 * (sum(p.numel() for p in model.parameters()) - linear)
+
+
+def ct2_generators(folder: Path, tmp: Path) -> dict:
+    """CTranslate2 generators (float32, int8) converted from `folder`; {} when ctranslate2 is not installed."""
+    try:
+        import ctranslate2
+    except ImportError:
+        return {}
+    out = {}
+    for compute in ("float32", "int8"):
+        path = tmp / f"{folder.name}-ct2-{compute}"
+        ctranslate2.converters.TransformersConverter(str(folder)).convert(str(path), quantization=compute, force=True)
+        # GPT-2's converter takes the start and end tokens from the tokenizer: ours is BERT's, which names neither
+        config = json.loads((path / "config.json").read_text())
+        config.update(bos_token="[CLS]", eos_token="[SEP]")
+        (path / "config.json").write_text(json.dumps(config))
+        out[compute] = ctranslate2.Generator(
+            str(path), device="cpu", compute_type=compute, inter_threads=1, intra_threads=torch.get_num_threads()
+        )
+    return out
+
+
+def ct2_version() -> str | None:
+    try:
+        import ctranslate2
+    except ImportError:
+        return None
+    return ctranslate2.__version__
+
+
+def ct2_times(generator, tokens: list[str], reps: int) -> tuple[float, float, list[int]]:
+    """CTranslate2, greedy, exactly NEW_TOKENS: (ms per token of the whole reply, median step ms, the ids)."""
+    per_token, gaps = [], []
+    for rep in range(reps + 1):  # the first is a warm-up
+        times, ids = [], []
+        start = time.perf_counter()
+        for step in generator.generate_tokens(tokens, max_length=NEW_TOKENS, sampling_topk=1, end_token=[]):
+            times.append(time.perf_counter())
+            ids.append(step.token_id)
+        if rep:
+            per_token.append((times[-1] - start) / len(ids))
+            gaps += [b - a for a, b in zip(times[1:], times[2:])]  # times[0]: the prompt and the first token
+    return round(statistics.median(per_token) * 1000, 2), round(statistics.median(gaps) * 1000, 2), ids
+
+
+def greedy_ids(engine: ChatEngine, history: list[str]) -> list[int]:
+    config, _ = engine._config(None, {"do_sample": False, "max_new_tokens": NEW_TOKENS})
+    config.min_new_tokens, config.suppress_tokens = NEW_TOKENS, None
+    return list(engine._generate(engine.build_prompt(history[:-1], history[-1], NEW_TOKENS), config, None))
+
+
+def same_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens two greedy replies share (random weights make near-ties: they part early)."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 def median_ms(fn, reps: int) -> float:
     fn()  # warm-up
     return round(statistics.median(fn() for _ in range(reps)) * 1000, 2)
@@ -149,7 +231,16 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     bandwidth = read_bandwidth()
-    out = {"bench": "decode", "new_tokens": NEW_TOKENS, "read_bandwidth_GBps": round(bandwidth / 1e9, 2)}
+    out = {
+        "bench": "decode",
+        "machine": machine(),
+        "cpu_flags": cpu_flags(),
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "new_tokens": NEW_TOKENS,
+        "read_bandwidth_GBps": round(bandwidth / 1e9, 2),
+    }
+    engines_here = [e for e in INT8_ENGINES if e in torch.backends.quantized.supported_engines]
     with tempfile.TemporaryDirectory() as tmp:
         for label, (layers, hidden, heads, vocab), reps in (
             ("chitchat_12x768", (12, 768, 12, 13317), 5),
@@ -161,12 +252,16 @@ def main() -> None:
                 for p in ("fp32", "bf16", "int8")
             }
             fp32 = engines["fp32"]
+            out.setdefault("int8_engine_picked", engines["int8"].model.int8_engine)
+            by_engine = {e: int8_with(Path(tmp) / label, e) for e in engines_here}
             # from the saved fp32 weights: the loaded fp32 model's linear layers are prepacked, outside parameters()
             weight_bytes = os.path.getsize(Path(tmp) / label / "model.safetensors")
             floor_ms = weight_bytes / bandwidth * 1000
+            int8_floor_ms = int8_bytes(Path(tmp) / label) / bandwidth * 1000
             row = {
                 "params_M": round(weight_bytes / 4 / 1e6, 1),
                 "floor_ms_per_token_fp32": round(floor_ms, 2),
+                "floor_ms_per_token_int8": round(int8_floor_ms, 2),
             }
             for h in HISTORIES:
                 history = history_of(h)
@@ -187,7 +282,25 @@ def main() -> None:
                     "int8_speedup": round(ms["fp32"] / ms["int8"], 2),
                     "int8_top1_agreement": top1_agreement(fp32, engines["int8"], prompt),
                     "bf16_top1_agreement": top1_agreement(fp32, engines["bf16"], prompt),
+                    **{f"int8_{e}_step_ms": step_ms(c, history, reps) for e, c in by_engine.items()},
                 }
+                cell = row[f"h{h}"]
+                cell["int8_step_vs_floor"] = round(cell["int8_step_ms"] / int8_floor_ms, 2)
+            # CTranslate2 after all of ours: its idle threads spin for a while and slowed the torch runs after it
+            ct2 = ct2_generators(Path(tmp) / label, Path(tmp))
+            out["ctranslate2"] = ct2_version() or "not installed (pip install ctranslate2): no CTranslate2 rows"
+            for h in HISTORIES if ct2 else ():
+                history, cell = history_of(h), row[f"h{h}"]
+                reference = greedy_ids(fp32, history)
+                tokens = fp32.tokenizer.convert_ids_to_tokens(fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS))
+                for compute, generator in ct2.items():
+                    whole, step, ids = ct2_times(generator, tokens, reps)
+                    cell[f"ct2_{compute}_ms"] = whole
+                    cell[f"ct2_{compute}_step_ms"] = step
+                    cell[f"ct2_{compute}_same_greedy_tokens"] = f"{same_prefix(reference, ids)}/{NEW_TOKENS}"
+                cell["int8_step_vs_ct2"] = round(cell["int8_step_ms"] / cell["ct2_int8_step_ms"], 2)
+                cell["fp32_step_vs_ct2"] = round(cell["fp32_step_ms"] / cell["ct2_float32_step_ms"], 2)
+            ct2.clear()  # CTranslate2's threads must stop before the interpreter does
             out[label] = row
     print(json.dumps(out))
 

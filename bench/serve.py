@@ -158,7 +158,7 @@ def main() -> None:
     a = p.parse_args()
     from transformers import AutoTokenizer
 
-    from bench import machine
+    from bench import cpu_flags, machine
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     folder = tmp / "checkpoints" / "chat-base"
@@ -172,7 +172,7 @@ def main() -> None:
                 load(url, name, 1, 0.1, 4, tokenizer)  # one reply: warm-up (first-request work, caches)
                 row = {"bench": "serve", "server": kind, "users": a.users, "reply_tokens": a.tokens}
                 row.update(load(url, name, a.users, a.seconds, a.tokens, tokenizer))
-                row["machine"] = machine()
+                row["machine"], row["cpu_flags"] = machine(), cpu_flags()
             finally:
                 proc.terminate()
                 try:

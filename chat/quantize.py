@@ -10,6 +10,13 @@ layers are transformers' `Conv1D` (a linear layer with a transposed weight), so 
 `nn.Linear` first. The output layer is quantised too (its own int8 copy; the input
 embedding it is tied to stays fp32 for the lookup).
 
+Which int8 kernels is measured when a model loads (`int8_engine`), not assumed from the CPU's name:
+torch has two families on x86, fbgemm (its "x86" default for one-row products) and oneDNN, which
+has AMX int8 kernels that fbgemm lacks. On 2 cores of an AMD EPYC (AVX-512, no AMX) a 768x3072
+int8 product of one row took 81 us with fbgemm and 270 us with oneDNN (30 vs 9 GB/s of weights);
+on an Intel AMX machine CTranslate2 (oneDNN) took less than half our fbgemm decode step (issue #49).
+Timing both on the model's own shape at load (a few milliseconds) picks the right one on either.
+
 torch marks `torch.ao.quantization` deprecated in favour of torchao, but it is present and
 fast in the pinned torch; its warnings are silenced here.
 
@@ -48,8 +55,73 @@ def _conv1d_to_linear(model) -> None:
                 setattr(module, name, linear)
 
 
-def quantize_int8(model):
-    """Return `model` (fp32, eval mode) with int8 linear layers; InputError if this torch cannot."""
+# torch's x86 int8 kernel families; "x86" is fbgemm for the products of a decode step
+INT8_ENGINES = ("x86", "onednn")
+
+
+def _int8_product_seconds(engine: str, n_in: int, n_out: int, rows=(1, 8), reps: int = 20) -> float:
+    """Seconds for one int8 product of `rows` rows each, weights packed by `engine` (a decode step's shape)."""
+    import time
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    with _quantized_engine(engine):
+        layer = quantize_dynamic(
+            torch.nn.Sequential(torch.nn.Linear(n_in, n_out)), {torch.nn.Linear: per_channel_dynamic_qconfig}
+        )
+    total = 0.0
+    with torch.inference_mode():
+        for r in rows:
+            x = torch.randn(r, n_in)
+            for _ in range(3):
+                layer(x)
+            start = time.perf_counter()
+            for _ in range(reps):
+                layer(x)
+            total += time.perf_counter() - start
+    return total
+
+
+class _quantized_engine:
+    """Pack int8 weights with `engine`; the packed weights keep it (they run the same after it is reset)."""
+
+    def __init__(self, engine: str):
+        self.engine = engine
+
+    def __enter__(self):
+        self.before = torch.backends.quantized.engine
+        torch.backends.quantized.engine = self.engine
+
+    def __exit__(self, *exc):
+        torch.backends.quantized.engine = self.before
+
+
+def int8_engine(n_in: int, n_out: int) -> str:
+    """The faster of this torch's x86 int8 kernel families for an `n_in` x `n_out` product, timed here (the
+    default engine where neither is available, e.g. qnnpack on ARM). Environment CHAT_INT8_ENGINE forces one."""
+    import os
+
+    forced = os.environ.get("CHAT_INT8_ENGINE")
+    supported = torch.backends.quantized.supported_engines
+    if forced:
+        if forced not in supported:
+            raise InputError(f"CHAT_INT8_ENGINE={forced!r}: this torch has {', '.join(supported)}")
+        return forced
+    candidates = [e for e in INT8_ENGINES if e in supported]
+    if len(candidates) < 2:
+        return torch.backends.quantized.engine
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            times = {e: _int8_product_seconds(e, n_in, n_out) for e in candidates}
+        except (RuntimeError, NotImplementedError):
+            return torch.backends.quantized.engine
+    return min(times, key=times.get)
+
+
+def quantize_int8(model, engine: str | None = None):
+    """Return `model` (fp32, eval mode) with int8 linear layers packed for `engine` (default: the faster
+    here, `int8_engine`; the choice is in `model.int8_engine`); InputError if this torch cannot."""
 
     try:
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -63,7 +135,9 @@ def quantize_int8(model):
         )
     model = model.float()
     _conv1d_to_linear(model)
-    with warnings.catch_warnings():
+    hidden = model.config.hidden_size
+    engine = engine or int8_engine(hidden, 4 * hidden)
+    with warnings.catch_warnings(), _quantized_engine(engine):
         warnings.simplefilter("ignore")
         try:
             model = quantize_dynamic(
@@ -75,6 +149,7 @@ def quantize_int8(model):
             raise InputError(
                 f"int8 quantisation is not supported here ({str(e).splitlines()[0][:120]}); use bf16 or fp32"
             )
+    model.int8_engine = engine
     return model
 
 

@@ -177,6 +177,34 @@ def test_fast_paths_pick_the_same_tokens_as_fp32(engine, chat_checkpoint, precis
     assert "".join(pieces) == fast.reply(HISTORY, "你好", do_sample=False, max_new_tokens=10)
 
 
+@pytest.mark.parametrize("family", ["x86", "onednn"])
+def test_int8_with_either_kernel_family_picks_the_same_tokens(engine, chat_checkpoint, monkeypatch, family):
+    """The load times torch's two x86 int8 kernel families and packs with the faster (chat/quantize.py); either
+    must answer as fp32 does. CHAT_INT8_ENGINE forces one, here each in turn."""
+    if family not in torch.backends.quantized.supported_engines:
+        pytest.skip(f"this torch has no {family} int8 kernels")
+    monkeypatch.setenv("CHAT_INT8_ENGINE", family)
+    before = torch.backends.quantized.engine
+    fast = ChatEngine.from_pretrained(str(chat_checkpoint), precision="int8", max_history=4)
+    assert fast.model.int8_engine == family
+    assert torch.backends.quantized.engine == before  # the process-wide setting is left as it was
+    texts = ["你好呀，今天过得怎么样？", "周末一起去爬山吧", "我最近在学做饭"]
+    same = (_next_token_choices(fast, texts) == _next_token_choices(engine, texts)).float().mean().item()
+    assert same >= 0.8, f"int8 ({family}) agrees with fp32 on only {same:.0%} of next-token choices"
+
+
+def test_int8_engine_is_timed_here_and_a_bad_forced_one_is_one_line(monkeypatch):
+    from chat.quantize import INT8_ENGINES, int8_engine
+
+    picked = int8_engine(64, 256)
+    assert picked in torch.backends.quantized.supported_engines
+    if all(e in torch.backends.quantized.supported_engines for e in INT8_ENGINES):
+        assert picked in INT8_ENGINES
+    monkeypatch.setenv("CHAT_INT8_ENGINE", "avx9000")
+    with pytest.raises(InputError, match="CHAT_INT8_ENGINE='avx9000': this torch has"):
+        int8_engine(64, 256)
+
+
 def test_fp32_is_prepacked_and_answers_as_the_stock_layers(engine, chat_checkpoint):
     from transformers import GPT2LMHeadModel
     from transformers.pytorch_utils import Conv1D

@@ -2,9 +2,12 @@
 
     python bench/train_speed.py --quick              # chat, cloze, similarity at their scratch shapes (~10 min)
     python bench/train_speed.py --tasks classify,write --steps 150
+    python bench/train_speed.py --tasks chat_base --steps 12   # the default chat base's 12x768 shape (slow)
 
 For each task, on real data (LCCC dialogues, hand-written prose, LCQMC pairs, waimai reviews, a Lu Xun book from
-../shared/data where present, else the samples), at the shape its from-scratch default trains:
+../shared/data where present, else the samples), at the shape its from-scratch default trains (`chat_base`: a
+fine-tune of a GPT-2 of the default chat base's shape, 12x768 with BERT-Chinese's 21,128-token vocab, random
+weights, as `--model FOLDER` runs it):
   ours           the task's real script in-process (recipe, pipeline, callbacks and all), --max-steps N, bf16
                  where this CPU has it fast (as the app's demos), evaluation intervals left out of the timing;
   plain_trainer  what a transformers example script does: Trainer with default arguments (fp32), the library's
@@ -16,6 +19,9 @@ Each (task, variant) runs in its own process (clean memory and threads), alone. 
 tokens_per_s (real tokens, padding excluded; ours' from its report's token count over the steps it timed),
 padding_share, step_ms (median), peak_rss_mb, mfu (6 x matmul parameters x tokens/s over a square-matmul peak
 measured in the same process at the variant's dtype), and the machine.
+Then (unless --no-scaling) how the cost grows with the data: ours, default flags but one pass (--epochs 1),
+on 1x, 2x and 4x a slice of the same data (chat, cloze, similarity): the pass's seconds, the whole run's
+(reading, encoding, evaluation and saving included) and seconds per 1,000 examples.
 """
 
 from __future__ import annotations
@@ -47,7 +53,15 @@ TASKS = {
     "classify": ((os.path.join(SHARED, "waimai", "waimai_10k.csv"), "data/samples/reviews.csv"), []),
     "write": ((os.path.join(SHARED, "luxun", "gushi_xinbian.txt"), "data/samples/story.txt"), []),
 }
+TASKS["chat_base"] = TASKS["chat"]
 QUICK = ("chat", "cloze", "similarity")
+BASE_VOCAB = 21128  # bert-base-chinese's vocab, which uer/gpt2-chinese-cluecorpussmall uses
+# (task, data, examples at 1x): a slice of the real data, doubled twice
+SCALING = {
+    "chat": (os.path.join(SHARED, "lccc", "multi_turn.json"), 250),
+    "cloze": (os.path.join(SHARED, "luxun", "zhaohua_xishi.txt"), 400),
+    "similarity": (os.path.join(SHARED, "lcqmc", "test.txt"), 1000),
+}
 
 
 def data_file(task: str, work: str) -> str:
@@ -61,6 +75,29 @@ def data_file(task: str, work: str) -> str:
             g.writelines(line for _, line in zip(range(4000), f))
         return out
     return path
+
+
+def base_folder(work: str, data: str) -> str:
+    """A GPT-2 of the default chat base's shape (12 layers, 768 hidden, 21,128 tokens: the data's characters
+    first, then CJK ideographs) with random weights, saved as a base folder for --model."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from data import SPECIAL_TOKENS, make_tokenizer
+    from data.vocab import build_char_vocab
+
+    with open(data, encoding="utf-8") as f:
+        seen = [c for c in build_char_vocab([f.read()]) if c not in SPECIAL_TOKENS and not c.isspace()]
+    fill = (chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in set(seen))
+    vocab = SPECIAL_TOKENS + seen
+    vocab += [c for _, c in zip(range(BASE_VOCAB - len(vocab)), fill)]
+    tokenizer = make_tokenizer(vocab)
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(vocab), n_positions=512, n_embd=768, n_layer=12, n_head=12))
+    folder = os.path.join(work, "base_12x768")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
 
 
 def bf16_fast() -> bool:
@@ -114,14 +151,14 @@ def run_ours(task: str, data: str, steps: int, work: str, bf16: bool) -> dict:
     from chat.tasks import TASKS as SERVED
     from training.tasks import Training
 
-    training: Training = SERVED[task].training
+    training: Training = SERVED[task.removesuffix("_base")].training
     timer = StepTimer()
     out = os.path.join(work, "ours")
     argv = [
         training.data_flag,
         data,
         "--model",
-        "scratch",
+        base_folder(work, data) if task == "chat_base" else "scratch",
         "--max-steps",
         str(steps),
         "--output",
@@ -160,7 +197,7 @@ def examples(task: str, folder: str, data: str):
     tokenizer = AutoTokenizer.from_pretrained(folder)
     with open(os.path.join(folder, "training_report.json"), encoding="utf-8") as f:
         max_len = json.load(f)["hyperparameters"]["max_len"]
-    if task == "chat":
+    if task in ("chat", "chat_base"):
         from data import DialogueEncoder, read_dialogues
 
         encoder = DialogueEncoder(tokenizer, max_len)
@@ -195,7 +232,7 @@ def examples(task: str, folder: str, data: str):
 def collator(task: str, tokenizer, pad_multiple=None):
     from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
-    if task in ("chat", "write"):
+    if task in ("chat", "chat_base", "write"):
         return DataCollatorForLanguageModeling(tokenizer, mlm=False, pad_to_multiple_of=pad_multiple)
     if task == "cloze":
         return DataCollatorForLanguageModeling(tokenizer, mlm=True, pad_to_multiple_of=pad_multiple)
@@ -358,11 +395,76 @@ def one(task: str, variant: str, steps: int, folder: str | None) -> dict:
     }
 
 
+def data_slice(task: str, source: str, n: int, work: str) -> str:
+    """The first `n` examples of `source` as a file the task reads: dialogues, text lines, pairs."""
+    if task == "chat":
+        with open(source, encoding="utf-8") as f:
+            dialogues = json.load(f)["train"]
+        out = os.path.join(work, f"dialogues_{n}.json")
+        with open(out, "w", encoding="utf-8") as f:
+            json.dump({"train": dialogues[:n]}, f, ensure_ascii=False)
+        return out
+    with open(source, encoding="utf-8") as f:
+        lines = [ln for ln in f if ln.strip()][:n]
+    out = os.path.join(work, f"{task}_{n}{'.tsv' if task == 'similarity' else '.txt'}")
+    with open(out, "w", encoding="utf-8") as f:
+        f.writelines(lines)
+    return out
+
+
+def scaling(task: str, work: str) -> None:
+    """One pass of ours (default flags, scratch) at 1x, 2x and 4x a slice of the data: a JSON line each."""
+    from chat.tasks import TASKS as SERVED
+
+    source, n = SCALING[task]
+    if not os.path.exists(source):
+        print(json.dumps({"bench": "train_speed_scaling", "task": task, "skipped": f"{source} is absent"}))
+        return
+    training = SERVED[task].training
+    base = None
+    for x in (1, 2, 4):
+        out = os.path.join(work, f"scaling_{task}_{x}")
+        cmd = [sys.executable, os.path.join(ROOT, training.script), training.data_flag]
+        cmd += [data_slice(task, source, n * x, work), "--model", "scratch", "--epochs", "1", "--output", out]
+        cmd += ["--seed", "0", *TASKS[task][1]]
+        start = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall = time.perf_counter() - start
+        if r.returncode:
+            tail = (r.stderr.strip().splitlines() or ["?"])[-1][:300]
+            print(json.dumps({"bench": "train_speed_scaling", "task": task, "data_x": x, "error": tail}))
+            return
+        with open(os.path.join(out, "training_report.json"), encoding="utf-8") as f:
+            report = json.load(f)
+        pass_s = report["train_runtime_s"]
+        base = base or pass_s
+        print(
+            json.dumps(
+                {
+                    "bench": "train_speed_scaling",
+                    "task": task,
+                    "data_x": x,
+                    "examples": n * x,
+                    "steps": report["global_step"],
+                    "pass_s": round(pass_s, 1),
+                    "pass_vs_1x": round(pass_s / base, 2),
+                    "run_s": round(wall, 1),
+                    "pass_s_per_1000": round(1000 * pass_s / (n * x), 2),
+                    "machine": machine(),
+                },
+                ensure_ascii=False,
+            ),
+            flush=True,
+        )
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="chat, cloze and similarity, 150 steps each")
     p.add_argument("--tasks", default=",".join(TASKS))
     p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--no-scaling", action="store_true", help="leave out the 1x/2x/4x data rows")
     p.add_argument("--one", nargs=2, metavar=("TASK", "VARIANT"), help=argparse.SUPPRESS)
     p.add_argument("--folder", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -398,6 +500,9 @@ def main() -> None:
                 ours_folder = row["ours_folder"]
             row.pop("ours_folder", None)
             print(json.dumps(row, ensure_ascii=False), flush=True)
+    if not a.no_scaling:
+        for task in [t for t in (QUICK if a.quick else a.tasks.split(",")) if t in SCALING]:
+            scaling(task, keep)
     shutil.rmtree(keep, ignore_errors=True)
 
 

@@ -29,6 +29,7 @@ import time
 import torch
 from transformers.cache_utils import Cache
 
+from chat.decode_step import lean_step
 from chat.kv_cache import PrefixCache, SlabLayer
 from chat.requests import Request, logits_processors, row_scores, sample
 
@@ -49,6 +50,7 @@ class ContinuousBatcher:
         prefill_tokens: int = PREFILL_TOKENS,
         idle_s: float = IDLE_S,
         prefix_cache_mib: float = PREFIX_CACHE_MIB,
+        lean: bool = True,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -57,6 +59,9 @@ class ContinuousBatcher:
         # message); earlier 5.x releases know only the old one
         self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.max_len = int(model.config.n_positions)
+        # the decode step written out for a plain GPT-2 (chat/decode_step.py: same logits, less Python); lean=False
+        # (a bench's comparison) or another model: the model's own forward
+        self._lean = lean_step(model) if lean else None
         element = next(p for p in model.parameters() if p.is_floating_point()).element_size()
         # keys and values of every layer, per token of a request's context
         self.kv_bytes_per_token = 2 * model.config.n_layer * model.config.n_embd * element
@@ -273,13 +278,16 @@ class ContinuousBatcher:
         mask = torch.cat([self._mask, torch.ones(len(rows), 1, dtype=torch.long, device=device)], dim=1)
         positions = torch.tensor([[len(r.seq) - 1] for r in rows], device=device)
         try:
-            out = self.model(
-                input_ids=ids,
-                attention_mask=mask,
-                position_ids=positions,
-                **{self._cache_name: Cache(layers=[SlabLayer(s, self._width) for s in self._slabs])},
-                use_cache=True,
-            )
+            if self._lean is not None:
+                logits = self._lean(ids, mask, positions, self._slabs, self._width)
+            else:
+                logits = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    **{self._cache_name: Cache(layers=[SlabLayer(s, self._width) for s in self._slabs])},
+                    use_cache=True,
+                ).logits
         except Exception as e:  # the shared pass failed: every running request gets the error, the loop goes on
             log.exception("batched decode step failed")
             for r in rows:
@@ -288,7 +296,7 @@ class ContinuousBatcher:
             return
         self._mask, self._width = mask, self._width + 1
         self.peak_kv_bytes = max(self.peak_kv_bytes, self._kv_bytes())
-        self._choose(rows, out.logits[:, -1])
+        self._choose(rows, logits[:, -1])
         for i, r in enumerate(rows):  # a reply that ended now leaves its keys and values for its next message
             if r.finished and r.done.is_set() and not r.kept:
                 r.kept = True

@@ -145,22 +145,68 @@ def test_a_failing_request_does_not_break_the_others(engines, monkeypatch):
 
 def test_a_failed_decode_step_fails_its_rows_and_the_batcher_goes_on(chat_checkpoint, monkeypatch):
     engine = endless(chat_checkpoint)
-    model = engine.batcher.model
+    batcher = engine.batcher
+    assert batcher._lean is not None  # a plain GPT-2: the written-out step (chat/decode_step.py)
     calls = {"n": 0}
-    forward = model.forward
+    step = batcher._lean
 
     def flaky(*args, **kwargs):
-        ids = kwargs.get("input_ids")
-        if ids is not None and ids.shape[1] == 1:  # a decode step
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise RuntimeError("planted step failure")
-        return forward(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("planted step failure")
+        return step(*args, **kwargs)
 
-    monkeypatch.setattr(model, "forward", flaky)
+    monkeypatch.setattr(batcher, "_lean", flaky)
     with pytest.raises(RuntimeError, match="planted step failure"):
         engine.reply([], "你好", do_sample=False, max_new_tokens=10)
     assert len(engine.generate_ids([], "你好", do_sample=False, max_new_tokens=10)) == 10  # the next one works
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_written_out_decode_step_equals_the_models_forward(chat_checkpoint, precision):
+    """chat/decode_step.py runs the batcher's decode step without transformers' forward: the same logits and the
+    same keys and values in the slab, for left-padded rows, in fp32 (prepacked layers) and int8."""
+    from transformers.cache_utils import Cache
+
+    from chat.decode_step import lean_step
+    from chat.kv_cache import SlabLayer
+
+    model = ChatEngine.from_pretrained(str(chat_checkpoint), precision=precision).model
+    step = lean_step(model)
+    assert step is not None
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        ids = torch.randint(5, 200, (3, 9))
+        mask = torch.ones(3, 9, dtype=torch.long)
+        mask[1, :4], mask[2, :2] = 0, 0  # left padding, as the batcher pads prompts
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        past = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True).past_key_values
+        kv = [torch.nn.functional.pad(torch.stack([k, v]), (0, 0, 0, 4)) for k, v, *_ in past]
+        slabs_a, slabs_b = [s.clone() for s in kv], [s.clone() for s in kv]
+        new = torch.tensor([[7], [8], [9]])
+        mask = torch.cat([mask, torch.ones(3, 1, dtype=torch.long)], dim=1)
+        at = positions[:, -1:] + 1
+        theirs = model(
+            input_ids=new,
+            attention_mask=mask,
+            position_ids=at,
+            past_key_values=Cache(layers=[SlabLayer(s, 9) for s in slabs_a]),
+            use_cache=True,
+        ).logits
+        ours = step(new, mask, at, slabs_b, 9)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=0), (ours - theirs).abs().max()
+    assert all(torch.equal(a, b) for a, b in zip(slabs_a, slabs_b))
+
+
+def test_other_models_take_their_own_forward():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from chat.decode_step import lean_step
+
+    model = GPT2LMHeadModel(
+        GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=50, scale_attn_by_inverse_layer_idx=True)
+    )
+    assert lean_step(model) is None  # an attention it does not reproduce: the batcher calls the model
 
 
 def test_rows_are_bounded_and_memory_is_reported(chat_checkpoint):

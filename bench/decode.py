@@ -12,7 +12,8 @@ and a 250-token history:
       converted from the same folder, float32 and int8, greedy, the same threads.
 Prints one JSON line (with the CPU, its flags and torch's kernel level): ms/token for each (the
 whole reply, prompt included, divided by the new tokens), the ratios, the decode step alone (time
-per token after the first: fp32, int8 with each kernel family, CTranslate2), and the memory-bandwidth
+per token after the first: fp32, int8 with each kernel family, the app's batcher for one row with the
+written-out GPT-2 step and with the model's forward, CTranslate2), and the memory-bandwidth
 floors a cached decoder cannot beat: fp32 weight bytes, and int8 (int8 linear weights, fp32 rest),
 over the read bandwidth measured here. int8's agreement with fp32 is printed too: the share of
 positions where both pick the same next token on the same input; for CTranslate2, how many of its
@@ -214,6 +215,23 @@ def greedy_ids(engine: ChatEngine, history: list[str]) -> list[int]:
     return list(engine._generate(engine.build_prompt(history[:-1], history[-1], NEW_TOKENS), config, None))
 
 
+def batched_step_ms(engine: ChatEngine, history: list[str], reps: int, lean: bool) -> float:
+    """The app's path: the batcher's decode step for one row (its own step timer), with the written-out
+    GPT-2 step (chat/decode_step.py) or, lean=False, the model's forward."""
+    batcher = engine.batcher
+    written_out = batcher._lean
+    if not lean:
+        batcher._lean = None
+    try:
+        greedy_ids(engine, history)  # warm-up
+        batcher.step_times.clear()
+        for _ in range(reps):
+            greedy_ids(engine, history)
+        return round(statistics.median(batcher.step_times[1]) * 1000, 2)
+    finally:
+        batcher._lean = written_out
+
+
 def same_prefix(a: list[int], b: list[int]) -> int:
     """How many leading tokens two greedy replies share (random weights make near-ties: they part early)."""
     n = 0
@@ -254,6 +272,10 @@ def main() -> None:
             fp32 = engines["fp32"]
             out.setdefault("int8_engine_picked", engines["int8"].model.int8_engine)
             by_engine = {e: int8_with(Path(tmp) / label, e) for e in engines_here}
+            batched = {
+                p: ChatEngine.from_pretrained(str(Path(tmp) / label), precision=p, max_history=100, batching=True)
+                for p in ("fp32", "int8")
+            }
             # from the saved fp32 weights: the loaded fp32 model's linear layers are prepacked, outside parameters()
             weight_bytes = os.path.getsize(Path(tmp) / label / "model.safetensors")
             floor_ms = weight_bytes / bandwidth * 1000
@@ -285,6 +307,9 @@ def main() -> None:
                     **{f"int8_{e}_step_ms": step_ms(c, history, reps) for e, c in by_engine.items()},
                 }
                 cell = row[f"h{h}"]
+                for p, engine in batched.items():  # the app's path
+                    cell[f"app_{p}_step_ms"] = batched_step_ms(engine, history, reps, lean=True)
+                    cell[f"app_{p}_step_ms_model_forward"] = batched_step_ms(engine, history, reps, lean=False)
                 cell["int8_step_vs_floor"] = round(cell["int8_step_ms"] / int8_floor_ms, 2)
             # CTranslate2 after all of ours: its idle threads spin for a while and slowed the torch runs after it
             ct2 = ct2_generators(Path(tmp) / label, Path(tmp))
@@ -299,6 +324,7 @@ def main() -> None:
                     cell[f"ct2_{compute}_step_ms"] = step
                     cell[f"ct2_{compute}_same_greedy_tokens"] = f"{same_prefix(reference, ids)}/{NEW_TOKENS}"
                 cell["int8_step_vs_ct2"] = round(cell["int8_step_ms"] / cell["ct2_int8_step_ms"], 2)
+                cell["app_int8_step_vs_ct2"] = round(cell["app_int8_step_ms"] / cell["ct2_int8_step_ms"], 2)
                 cell["fp32_step_vs_ct2"] = round(cell["fp32_step_ms"] / cell["ct2_float32_step_ms"], 2)
             ct2.clear()  # CTranslate2's threads must stop before the interpreter does
             out[label] = row

@@ -220,6 +220,22 @@ def test_pretrained_folder_path_and_max_len_clamp(tmp_path, capsys):
     assert "base_model:" in (tmp_path / "ft" / "README.md").read_text(encoding="utf-8")
 
 
+def test_gradient_checkpointing_trains_the_same_model(tmp_path):
+    """--gradient-checkpointing recomputes activations in the backward pass (less memory, more time: measured in
+    docs/benchmarks.md): the Trainer gets it and the weights come out as without it."""
+
+    class Seen(CaptureModel):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.checkpointing = args.gradient_checkpointing and model.is_gradient_checkpointing
+
+    plain, recomputed = Seen(), Seen()
+    assert train(tmp_path, "--max-steps", "6", callbacks=[plain], name="plain")[0] == 0
+    code, _ = train(tmp_path, "--max-steps", "6", "--gradient-checkpointing", callbacks=[recomputed], name="gc")
+    assert code == 0
+    assert recomputed.checkpointing and not plain.checkpointing
+    assert torch.allclose(recomputed.logits, plain.logits, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     "argv,message",
     [

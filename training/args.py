@@ -146,6 +146,11 @@ class RunArguments:
     lr: float = _f(None, "peak learning rate (default: 5e-5 pretrained, 2e-4 with LoRA, 1e-3 from scratch)")
     batch_size: int = _f(16, "sequences per device per step")
     grad_accum: int = _f(1, "gradient accumulation steps")
+    gradient_checkpointing: bool = _f(
+        False,
+        "recompute each layer's activations in the backward pass instead of keeping them: less memory for about "
+        "half again the time (fine-tuning a 12x768 GPT-2 at batch 16: 8.8 -> 3.5 GB; docs/benchmarks.md)",
+    )
     warmup_ratio: float = _f(0.05, "fraction of steps spent warming up the learning rate")
     weight_decay: float = _f(0.01, "AdamW weight decay")
     bf16: str = _f(

@@ -113,6 +113,7 @@ def training_arguments(
         per_device_train_batch_size=options.batch_size,
         per_device_eval_batch_size=options.batch_size,
         gradient_accumulation_steps=options.grad_accum,
+        gradient_checkpointing=options.gradient_checkpointing,
         warmup_steps=options.warmup_ratio,  # a float < 1 is a ratio of the total steps (transformers 5)
         weight_decay=options.weight_decay,
         lr_scheduler_type="linear",

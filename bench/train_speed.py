@@ -1,6 +1,6 @@
 """Training speed, side by side per task: our pipeline, a plain transformers Trainer, and a bare PyTorch loop.
 
-    python bench/train_speed.py --quick              # chat, cloze, similarity at their scratch shapes (~10 min)
+    python bench/train_speed.py --quick   # chat, cloze, similarity, then 1x/2x/4x data (~17 min; --no-scaling ~13)
     python bench/train_speed.py --tasks classify,write --steps 150
     python bench/train_speed.py --tasks chat_base --steps 12   # the default chat base's 12x768 shape (slow)
 

@@ -12,10 +12,11 @@ embedding it is tied to stays fp32 for the lookup).
 
 Which int8 kernels is measured when a model loads (`int8_engine`), not assumed from the CPU's name:
 torch has two families on x86, fbgemm (its "x86" default for one-row products) and oneDNN, which
-has AMX int8 kernels that fbgemm lacks. On 2 cores of an AMD EPYC (AVX-512, no AMX) a 768x3072
-int8 product of one row took 81 us with fbgemm and 270 us with oneDNN (30 vs 9 GB/s of weights);
-on an Intel AMX machine CTranslate2 (oneDNN) took less than half our fbgemm decode step (issue #49).
-Timing both on the model's own shape at load (a few milliseconds) picks the right one on either.
+has AMX int8 kernels that fbgemm lacks. On 2 cores of an AMD EPYC (AVX2, no AVX-512, no AMX) a
+768x3072 int8 product of one row took 81 us with fbgemm and 270 us with oneDNN (30 vs 9 GB/s of
+weights); on an Intel AMX machine CTranslate2 (oneDNN) took less than half our fbgemm decode step
+(issue #49). Timing both on the model's own shape at load (about 0.15 s for a 768-wide model) picks
+the right one on either.
 
 torch marks `torch.ao.quantization` deprecated in favour of torchao, but it is present and
 fast in the pinned torch; its warnings are silenced here.
@@ -33,6 +34,7 @@ the stock layers at float rounding (~1e-6 relative).
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import torch
@@ -82,18 +84,15 @@ def _int8_product_seconds(engine: str, n_in: int, n_out: int, rows=(1, 8), reps:
     return total
 
 
-class _quantized_engine:
+@contextlib.contextmanager
+def _quantized_engine(engine: str):
     """Pack int8 weights with `engine`; the packed weights keep it (they run the same after it is reset)."""
-
-    def __init__(self, engine: str):
-        self.engine = engine
-
-    def __enter__(self):
-        self.before = torch.backends.quantized.engine
-        torch.backends.quantized.engine = self.engine
-
-    def __exit__(self, *exc):
-        torch.backends.quantized.engine = self.before
+    before = torch.backends.quantized.engine
+    torch.backends.quantized.engine = engine
+    try:
+        yield
+    finally:
+        torch.backends.quantized.engine = before
 
 
 def int8_engine(n_in: int, n_out: int) -> str:

@@ -5,9 +5,9 @@ its attention mask, position handling, cache bookkeeping and output objects thro
 Python on every call, which costs as much as the matrix products on a small model. Measured on 2 cores
 (AMD EPYC, AVX2), one row, 60 tokens of context: the demo's 4x256 GPT-2 in int8 took 2.7-5.5 ms a step
 through `model(...)` and 1.9-2.9 ms here; the default base's 12x768 12.1 -> 10.0 ms (int8), 23.5 -> 19.8 ms
-(fp32), and 15.4 -> 12.6 ms with 4 rows. The logits are bit-identical to `model(...)` with the same slab
-cache (tests/test_chat_batching.py): the same modules (int8, prepacked fp32 or bf16 layers alike) in
-the same order, and the same `scaled_dot_product_attention` with the same additive mask.
+(fp32), and 15.4 -> 12.6 ms with 4 rows. The logits equal `model(...)`'s with the same slab cache (bit for bit
+when measured; tests/test_chat_batching.py allows 1e-5): the same modules (int8, prepacked fp32 or bf16 layers
+alike) in the same order, and the same `scaled_dot_product_attention` over the same keys, padding masked out.
 
 Only a plain GPT-2 takes this path (`lean_step` returns None otherwise, and the batcher calls the model).
 """

@@ -157,13 +157,11 @@ def int8_with(folder: Path, engine: str) -> ChatEngine:
     return chat
 
 
-def int8_bytes(folder: Path) -> int:
+def int8_bytes(fp32_bytes: int, config) -> int:
     """Bytes a cached int8 decode step reads: the linear weights (output layer included) at one byte, the rest
-    (embeddings for the lookup, norms, biases) at four."""
-    model, _, _ = load_chat_model(str(folder))
-    c = model.config
-    linear = c.n_layer * 12 * c.n_embd**2 + c.vocab_size * c.n_embd
-    return linear + 4 * (sum(p.numel() for p in model.parameters()) - linear)
+    (norms, biases, positions; the tied embedding is read one row at a time) at four, from the fp32 file's size."""
+    linear = config.n_layer * 12 * config.n_embd**2 + config.vocab_size * config.n_embd
+    return linear + (fp32_bytes - 4 * linear)
 
 
 def ct2_generators(folder: Path, tmp: Path) -> dict:
@@ -279,7 +277,7 @@ def main() -> None:
             # from the saved fp32 weights: the loaded fp32 model's linear layers are prepacked, outside parameters()
             weight_bytes = os.path.getsize(Path(tmp) / label / "model.safetensors")
             floor_ms = weight_bytes / bandwidth * 1000
-            int8_floor_ms = int8_bytes(Path(tmp) / label) / bandwidth * 1000
+            int8_floor_ms = int8_bytes(weight_bytes, fp32.model.config) / bandwidth * 1000
             row = {
                 "params_M": round(weight_bytes / 4 / 1e6, 1),
                 "floor_ms_per_token_fp32": round(floor_ms, 2),

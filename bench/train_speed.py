@@ -88,7 +88,8 @@ def base_folder(work: str, data: str) -> str:
 
     with open(data, encoding="utf-8") as f:
         seen = [c for c in build_char_vocab([f.read()]) if c not in SPECIAL_TOKENS and not c.isspace()]
-    fill = (chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in set(seen))
+    known = set(seen)
+    fill = (chr(c) for c in range(0x4E00, 0x9FFF) if chr(c) not in known)
     vocab = SPECIAL_TOKENS + seen
     vocab += [c for _, c in zip(range(BASE_VOCAB - len(vocab)), fill)]
     tokenizer = make_tokenizer(vocab)

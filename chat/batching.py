@@ -50,7 +50,6 @@ class ContinuousBatcher:
         prefill_tokens: int = PREFILL_TOKENS,
         idle_s: float = IDLE_S,
         prefix_cache_mib: float = PREFIX_CACHE_MIB,
-        lean: bool = True,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
@@ -59,9 +58,9 @@ class ContinuousBatcher:
         # message); earlier 5.x releases know only the old one
         self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.max_len = int(model.config.n_positions)
-        # the decode step written out for a plain GPT-2 (chat/decode_step.py: same logits, less Python); lean=False
-        # (a bench's comparison) or another model: the model's own forward
-        self._lean = lean_step(model) if lean else None
+        # the decode step written out for a plain GPT-2 (chat/decode_step.py: same logits, less Python); None for
+        # another model, which runs its own forward
+        self._lean = lean_step(model)
         element = next(p for p in model.parameters() if p.is_floating_point()).element_size()
         # keys and values of every layer, per token of a request's context
         self.kv_bytes_per_token = 2 * model.config.n_layer * model.config.n_embd * element

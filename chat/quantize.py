@@ -35,6 +35,8 @@ the stock layers at float rounding (~1e-6 relative).
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 import warnings
 
 import torch
@@ -63,8 +65,6 @@ INT8_ENGINES = ("x86", "onednn")
 
 def _int8_product_seconds(engine: str, n_in: int, n_out: int, rows=(1, 8), reps: int = 20) -> float:
     """Seconds for one int8 product of `rows` rows each, weights packed by `engine` (a decode step's shape)."""
-    import time
-
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     with _quantized_engine(engine):
@@ -98,8 +98,6 @@ def _quantized_engine(engine: str):
 def int8_engine(n_in: int, n_out: int) -> str:
     """The faster of this torch's x86 int8 kernel families for an `n_in` x `n_out` product, timed here (the
     default engine where neither is available, e.g. qnnpack on ARM). Environment CHAT_INT8_ENGINE forces one."""
-    import os
-
     forced = os.environ.get("CHAT_INT8_ENGINE")
     supported = torch.backends.quantized.supported_engines
     if forced:

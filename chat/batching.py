@@ -1,11 +1,12 @@
 """Continuous batching of chat replies: requests that arrive at any time share one decode step.
 
 A cached decode step of a GPT-2 reads every weight once whatever the number of rows, so 16 rows
-cost a few times one, not 16 times: `ContinuousBatcher` runs one loop that admits waiting requests
-at its next turn (their prompts run together, left-padded as `generate` pads a batch; a prompt that
-continues a cached conversation runs only its new tokens), gives each its first token at once, then
-decodes every running request in one forward pass over a right-aligned KV cache, and retires a
-request when it writes [SEP], reaches its token limit or its reader goes away.
+cost a few times one, not 16 times: `ContinuousBatcher` takes turns on the process's compute thread
+(chat/compute.py) while it has requests. A turn admits waiting requests (their prompts run together,
+left-padded as `generate` pads a batch; a prompt that continues a cached conversation runs only its new
+tokens), gives each its first token at once, then decodes every running request in one forward pass over
+a right-aligned KV cache, and retires a request when it writes [SEP], reaches its token limit or its
+reader goes away.
 
 Written here rather than taken from transformers: its continuous batching
 (`init_continuous_batching` / `generate_batch`, transformers 5.23) was evaluated first. It drops
@@ -29,6 +30,7 @@ import time
 import torch
 from transformers.cache_utils import Cache
 
+from chat.compute import COMPUTE, ComputeThread
 from chat.decode_step import lean_step
 from chat.kv_cache import PrefixCache, SlabLayer
 from chat.requests import Request, logits_processors, row_scores, sample
@@ -39,7 +41,6 @@ MAX_BATCH = 16  # rows decoded together; more requests wait for a free row
 PREFIX_CACHE_MIB = 256  # keys and values of recent conversations, reused when the next message continues one
 PREFILL_TOKENS = 512  # prompt tokens run per loop turn before the running rows get their next token
 HEADROOM = 32  # spare cache columns allocated at a time
-IDLE_S = 10.0  # the loop's thread ends after this long without work (a later request starts it again)
 
 
 class ContinuousBatcher:
@@ -48,12 +49,14 @@ class ContinuousBatcher:
         model,
         max_batch: int = MAX_BATCH,
         prefill_tokens: int = PREFILL_TOKENS,
-        idle_s: float = IDLE_S,
         prefix_cache_mib: float = PREFIX_CACHE_MIB,
+        compute: ComputeThread | None = None,
     ):
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self.model, self.max_batch, self.prefill_tokens, self.idle_s = model, max_batch, prefill_tokens, idle_s
+        self.model, self.max_batch, self.prefill_tokens = model, max_batch, prefill_tokens
+        # the thread that runs the turns: the process's one compute thread (chat/compute.py says why)
+        self.compute = compute or COMPUTE
         # transformers 5.25 renamed `past_key_values` to `cache` (the old name logs a deprecation on every chat
         # message); earlier 5.x releases know only the old one
         self._cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -71,7 +74,6 @@ class ContinuousBatcher:
         self._slabs: list[torch.Tensor] | None = None
         self._width = 0
         self._mask: torch.Tensor | None = None  # (rows, _width): 0 where a row is left-padded
-        self._thread: threading.Thread | None = None
         self.step_times: dict[int, collections.deque] = collections.defaultdict(lambda: collections.deque(maxlen=500))
         self.peak_kv_bytes = 0
         self.prefixes = PrefixCache(int(prefix_cache_mib * 2**20))
@@ -86,10 +88,7 @@ class ContinuousBatcher:
         request = Request(prompt, config, seed, processors, eos, limit)
         with self._cond:
             self._waiting.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, name="chat-batcher", daemon=True)
-                self._thread.start()
-            self._cond.notify_all()
+        self.compute.attach(self)  # after the append: the compute thread lets go of a batcher only when idle
         return request
 
     def release(self, request: Request) -> None:
@@ -99,7 +98,7 @@ class ContinuousBatcher:
             if request in self._waiting:  # never admitted: nothing to free
                 self._waiting.remove(request)
                 self._end(request)
-            self._cond.notify_all()
+        self.compute.wake()
         request.done.wait()
 
     def stats(self) -> dict:
@@ -117,22 +116,22 @@ class ContinuousBatcher:
             "prefix_tokens_reused": self.prefixes.tokens_reused,
         }
 
-    # -- the loop ------------------------------------------------------------------
-    def _loop(self) -> None:
-        with torch.inference_mode():
-            while True:
-                with self._cond:
-                    if not self._cond.wait_for(lambda: self._waiting or self._rows, timeout=self.idle_s):
-                        self._thread = None  # submit() starts a new one
-                        return
-                    admitted = self._admit()
-                try:
-                    self._turn(admitted)
-                except Exception as e:  # a bug or out of memory outside one request: fail what is held, go on
-                    log.exception("chat batcher turn failed")
-                    for r in self._rows + admitted:
-                        self._end(r, e)
-                    self._rows, self._slabs, self._mask, self._width = [], None, None, 0
+    # -- the loop (its turns run on the compute thread) ------------------------------
+    def has_work(self) -> bool:
+        return bool(self._waiting or self._rows)
+
+    def turn(self) -> None:
+        """Admit waiting requests, prefill them and take one decode step for every running row."""
+        with self._cond:
+            admitted = self._admit()
+        try:
+            with torch.inference_mode():
+                self._turn(admitted)
+        except Exception as e:  # a bug or out of memory outside one request: fail what is held, go on
+            log.exception("chat batcher turn failed")
+            for r in self._rows + admitted:
+                self._end(r, e)
+            self._rows, self._slabs, self._mask, self._width = [], None, None, 0
 
     def _admit(self) -> list[Request]:
         """Waiting requests that join at this turn: as many as there are free rows, within the prefill budget

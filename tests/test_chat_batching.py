@@ -10,6 +10,7 @@ import torch
 
 from chat import ChatEngine
 from chat.batching import ContinuousBatcher
+from chat.compute import ComputeThread
 
 HISTORY = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好呀"}]
 MESSAGES = ["今天天气怎么样？", "你喜欢吃什么", "hello", "周末去哪儿玩", "我今天好累啊，想早点睡觉", "在吗"]
@@ -211,7 +212,8 @@ def test_other_models_take_their_own_forward():
 
 def test_rows_are_bounded_and_memory_is_reported(chat_checkpoint):
     engine = ChatEngine.from_pretrained(str(chat_checkpoint), batching=True)
-    engine.batcher = ContinuousBatcher(engine.model, max_batch=2, idle_s=0.3)
+    compute = ComputeThread(idle_s=0.3)
+    engine.batcher = ContinuousBatcher(engine.model, max_batch=2, compute=compute)
     plain = ChatEngine.from_pretrained(str(chat_checkpoint))
     expected = [plain.reply([], m, do_sample=False, max_new_tokens=20) for m in MESSAGES]
     got = concurrently(lambda i: engine.reply([], MESSAGES[i], do_sample=False, max_new_tokens=20), len(MESSAGES))
@@ -222,10 +224,10 @@ def test_rows_are_bounded_and_memory_is_reported(chat_checkpoint):
     per_token = 2 * config.n_layer * config.n_embd * 4  # fp32 keys and values
     assert stats["kv_mib_per_request_max"] == round(per_token * config.n_positions / 2**20, 2)
     assert 0 < stats["peak_kv_mib"] <= 2 * (stats["kv_mib_per_request_max"] + per_token * 32 / 2**20)
-    deadline = time.time() + 10  # idle for 0.3 s: the loop's thread ends, and a new request starts it again
-    while engine.batcher._thread is not None and time.time() < deadline:
+    deadline = time.time() + 10  # idle for 0.3 s: the compute thread lets go of the batcher and ends, and a
+    while compute.alive and time.time() < deadline:  # new request starts it again
         time.sleep(0.05)
-    assert engine.batcher._thread is None
+    assert not compute.alive and not compute._loops
     assert engine.reply([], MESSAGES[0], do_sample=False, max_new_tokens=20) == expected[0]
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import gradio as gr
 
+from chat.compute import COMPUTE
 from chat.tasks import TASKS, Task
 from data import InputError
 from webui.compare import ABOUT_HEIGHT
@@ -119,7 +120,13 @@ class TabContext:
             raise gr.Error(f"模型加载失败 The model failed to load: {e}", print_exception=False)
 
     def run(self, fn, *args, **kwargs):
-        """Run a model call while no model loads, its InputError shown as the error."""
+        """Run a model call on the compute thread (chat/compute.py: one thread for all model work) while no
+        model loads, its InputError shown as the error."""
+        return self.run_here(COMPUTE.run, fn, *args, **kwargs)
+
+    def run_here(self, fn, *args, **kwargs):
+        """The same in the caller's thread: for a long job (a whole file), which on the compute thread would
+        hold every chat reply back until it ends."""
         try:
             with self.store.serving():
                 return fn(*args, **kwargs)

@@ -9,6 +9,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from chat.compute import COMPUTE
 from chat.tasks import TASKS, task_named
 from data.textio import read_json_dict
 from webui.demos import DEMO_PREFIX
@@ -295,7 +296,9 @@ class ModelStore:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        return task_named(task).load(path, **self.options.get(task, {}))
+        # on the compute thread, which runs the model afterwards (chat/compute.py: a second thread that has
+        # run torch slows every later step of the first)
+        return COMPUTE.run(task_named(task).load, path, **self.options.get(task, {}))
 
 
 def warm_up(settings, store: ModelStore) -> threading.Thread:

@@ -18,16 +18,20 @@ floors a cached decoder cannot beat: fp32 weight bytes, and int8 (int8 linear we
 over the read bandwidth measured here. int8's agreement with fp32 is printed too: the share of
 positions where both pick the same next token on the same input; for CTranslate2, how many of its
 greedy tokens match our fp32 engine's before the two part.
+Every torch call runs on the app's compute thread (chat/compute.py), as in the app: one thread for all
+model work; CTranslate2 runs after all of ours, in a process of its own.
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +44,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from bench import cpu_flags, machine  # noqa: E402
 from chat import ChatEngine  # noqa: E402
+from chat.compute import COMPUTE  # noqa: E402
 from chat.loading import load_chat_model  # noqa: E402
 from chat.quantize import INT8_ENGINES, quantize_int8  # noqa: E402
 from data import SPECIAL_TOKENS, make_tokenizer  # noqa: E402
@@ -184,6 +189,16 @@ def ct2_generators(folder: Path, tmp: Path) -> dict:
     return out
 
 
+def ct2_cells(folder: Path, tokens: dict, reps: int) -> dict:
+    """In a process of its own: {history: {compute: ct2_times(...)}} for the prompts `tokens` ({history: tokens})."""
+    with tempfile.TemporaryDirectory() as tmp:
+        generators = ct2_generators(folder, Path(tmp))
+        try:
+            return {h: {c: ct2_times(g, t, reps) for c, g in generators.items()} for h, t in tokens.items()}
+        finally:
+            generators.clear()  # CTranslate2's threads must stop before the interpreter does
+
+
 def ct2_version() -> str | None:
     try:
         import ctranslate2
@@ -246,7 +261,10 @@ def median_ms(fn, reps: int) -> float:
 def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    bandwidth = read_bandwidth()
+    # every torch call on the compute thread, as in the app (chat/compute.py: a second thread running torch
+    # slows the first); from here only the batched rows, whose turns run there anyway
+    on = COMPUTE.run
+    bandwidth = on(read_bandwidth)
     out = {
         "bench": "decode",
         "machine": machine(),
@@ -262,16 +280,16 @@ def main() -> None:
             ("chitchat_12x768", (12, 768, 12, 13317), 5),
             ("demo_4x256", (4, 256, 4, 2000), 7),
         ):
-            make_folder(layers, hidden, heads, vocab, Path(tmp) / label)
+            on(make_folder, layers, hidden, heads, vocab, Path(tmp) / label)
             engines = {
-                p: ChatEngine.from_pretrained(str(Path(tmp) / label), precision=p, max_history=100)
+                p: on(ChatEngine.from_pretrained, str(Path(tmp) / label), precision=p, max_history=100)
                 for p in ("fp32", "bf16", "int8")
             }
             fp32 = engines["fp32"]
             out.setdefault("int8_engine_picked", engines["int8"].model.int8_engine)
-            by_engine = {e: int8_with(Path(tmp) / label, e) for e in engines_here}
+            by_engine = {e: on(int8_with, Path(tmp) / label, e) for e in engines_here}
             batched = {
-                p: ChatEngine.from_pretrained(str(Path(tmp) / label), precision=p, max_history=100, batching=True)
+                p: on(ChatEngine.from_pretrained, str(Path(tmp) / label), precision=p, max_history=100, batching=True)
                 for p in ("fp32", "int8")
             }
             # from the saved fp32 weights: the loaded fp32 model's linear layers are prepacked, outside parameters()
@@ -286,9 +304,11 @@ def main() -> None:
             for h in HISTORIES:
                 history = history_of(h)
                 prompt = fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS)
-                naive = median_ms(lambda: chitchat_loop(fp32.model, prompt, NEW_TOKENS), max(3, reps // 2))
-                ms = {p: median_ms(lambda e=e: engine_time(e, history, NEW_TOKENS), reps) for p, e in engines.items()}
-                step = {p: step_ms(engines[p], history, reps) for p in ("fp32", "int8")}
+                naive = on(median_ms, lambda: chitchat_loop(fp32.model, prompt, NEW_TOKENS), max(3, reps // 2))
+                ms = {
+                    p: on(median_ms, lambda e=e: engine_time(e, history, NEW_TOKENS), reps) for p, e in engines.items()
+                }
+                step = {p: on(step_ms, engines[p], history, reps) for p in ("fp32", "int8")}
                 row[f"h{h}"] = {
                     "prompt_tokens": len(prompt),
                     "chitchat_loop_ms": naive,
@@ -300,32 +320,46 @@ def main() -> None:
                     "int8_step_ms": step["int8"],
                     "bf16_speedup": round(ms["fp32"] / ms["bf16"], 2),
                     "int8_speedup": round(ms["fp32"] / ms["int8"], 2),
-                    "int8_top1_agreement": top1_agreement(fp32, engines["int8"], prompt),
-                    "bf16_top1_agreement": top1_agreement(fp32, engines["bf16"], prompt),
-                    **{f"int8_{e}_step_ms": step_ms(c, history, reps) for e, c in by_engine.items()},
+                    "int8_top1_agreement": on(top1_agreement, fp32, engines["int8"], prompt),
+                    "bf16_top1_agreement": on(top1_agreement, fp32, engines["bf16"], prompt),
+                    **{f"int8_{e}_step_ms": on(step_ms, c, history, reps) for e, c in by_engine.items()},
                 }
                 cell = row[f"h{h}"]
                 for p, engine in batched.items():  # the app's path
                     cell[f"app_{p}_step_ms"] = batched_step_ms(engine, history, reps, lean=True)
                     cell[f"app_{p}_step_ms_model_forward"] = batched_step_ms(engine, history, reps, lean=False)
                 cell["int8_step_vs_floor"] = round(cell["int8_step_ms"] / int8_floor_ms, 2)
-            # CTranslate2 after all of ours: its idle threads spin for a while and slowed the torch runs after it
-            ct2 = ct2_generators(Path(tmp) / label, Path(tmp))
-            out["ctranslate2"] = ct2_version() or "not installed (pip install ctranslate2): no CTranslate2 rows"
-            for h in HISTORIES if ct2 else ():
-                history, cell = history_of(h), row[f"h{h}"]
-                reference = greedy_ids(fp32, history)
-                tokens = fp32.tokenizer.convert_ids_to_tokens(fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS))
-                for compute, generator in ct2.items():
-                    whole, step, ids = ct2_times(generator, tokens, reps)
+            for h in HISTORIES:  # what CTranslate2 is compared with, measured after all of ours
+                history = history_of(h)
+                cell = row[f"h{h}"]
+                cell["_reference"] = on(greedy_ids, fp32, history)
+                cell["_tokens"] = fp32.tokenizer.convert_ids_to_tokens(
+                    fp32.build_prompt(history[:-1], history[-1], NEW_TOKENS)
+                )
+            out[label] = row
+        engines = fp32 = by_engine = batched = None  # ours let go before CTranslate2 runs
+        # CTranslate2 after all of ours, in a process of its own: its idle threads slowed the torch runs after it,
+        # and in this process torch's compute thread slowed it (12x768 int8 step 19.9 ms here, 15.3 alone)
+        version = ct2_version()
+        out["ctranslate2"] = version or "not installed (pip install ctranslate2): no CTranslate2 rows"
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter: no thread of this one comes along
+        for label, reps in (("chitchat_12x768", 5), ("demo_4x256", 7)) if version else ():
+            cells = out[label]
+            tokens = {h: cells[f"h{h}"]["_tokens"] for h in HISTORIES}
+            with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+                measured = pool.submit(ct2_cells, Path(tmp) / label, tokens, reps).result()
+            for h, by_compute in measured.items():
+                cell = cells[f"h{h}"]
+                for compute, (whole, step, ids) in by_compute.items():
                     cell[f"ct2_{compute}_ms"] = whole
                     cell[f"ct2_{compute}_step_ms"] = step
-                    cell[f"ct2_{compute}_same_greedy_tokens"] = f"{same_prefix(reference, ids)}/{NEW_TOKENS}"
+                    cell[f"ct2_{compute}_same_greedy_tokens"] = f"{same_prefix(cell['_reference'], ids)}/{NEW_TOKENS}"
                 cell["int8_step_vs_ct2"] = round(cell["int8_step_ms"] / cell["ct2_int8_step_ms"], 2)
                 cell["app_int8_step_vs_ct2"] = round(cell["app_int8_step_ms"] / cell["ct2_int8_step_ms"], 2)
                 cell["fp32_step_vs_ct2"] = round(cell["fp32_step_ms"] / cell["ct2_float32_step_ms"], 2)
-            ct2.clear()  # CTranslate2's threads must stop before the interpreter does
-            out[label] = row
+        for label in ("chitchat_12x768", "demo_4x256"):
+            for h in HISTORIES:
+                del out[label][f"h{h}"]["_reference"], out[label][f"h{h}"]["_tokens"]
     print(json.dumps(out))
 
 

@@ -52,16 +52,23 @@ class ComputeThread:
         the compute thread itself (a job that calls run), fn simply runs."""
         if self.in_thread():
             return fn(*args, **kwargs)
+        return self.submit(fn, *args, **kwargs).result()
+
+    def submit(self, fn, *args, **kwargs) -> Future:
+        """Queue fn(*args, **kwargs) for the compute thread and return at once: a Future of its result. (From the
+        compute thread itself, waiting on that Future would wait forever.)"""
         future: Future = Future()
         with self._cond:
+            self._refuse_after_stop()
             self._jobs.append((future, fn, args, kwargs))
             self._start()
             self._cond.notify_all()
-        return future.result()
+        return future
 
     def attach(self, loop) -> None:
         """`loop` has work: give it a turn each time round until it has none."""
         with self._cond:
+            self._refuse_after_stop()
             if loop not in self._loops:
                 self._loops.append(loop)
             self._start()
@@ -82,8 +89,12 @@ class ComputeThread:
             thread.join(timeout)
 
     # -- the thread ----------------------------------------------------------------
+    def _refuse_after_stop(self) -> None:  # under self._cond: nothing would ever run it
+        if self._stopping:
+            raise RuntimeError("the compute thread has stopped (the process is exiting)")
+
     def _start(self) -> None:  # under self._cond
-        if self._thread is None and not self._stopping:
+        if self._thread is None:
             self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
             self._thread.start()
 

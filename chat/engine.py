@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 
+from chat.compute import COMPUTE
 from chat.settings import MAX_HISTORY, MAX_MESSAGE_CHARS, GenerationSettings
 from data import DialogueEncoder, InputError, despace
 
@@ -109,6 +110,22 @@ class _Cancelled:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+def _load(folder: str, precision: str):
+    """(model, tokenizer, generation config) of a chat folder, with its weights in `precision`'s layout."""
+    from chat.loading import load_chat_model
+
+    model, tokenizer, gen = load_chat_model(folder, dtype=torch.bfloat16 if precision == "bf16" else None)
+    if precision == "int8":
+        from chat.quantize import quantize_int8
+
+        model = quantize_int8(model)
+    elif precision == "fp32":
+        from chat.quantize import pack_fp32
+
+        model = pack_fp32(model)  # the same fp32 products, laid out for oneDNN: see chat/quantize.py
+    return model, tokenizer, gen
+
+
 class ChatEngine:
     """Multi-turn chat over a GPT-2 checkpoint: `reply(history, message)` and `stream(...)`."""
 
@@ -158,19 +175,10 @@ class ChatEngine:
         `stream`/`reply` calls share decode steps (`chat.batching.ContinuousBatcher`); the replies
         are the same.
         """
-        from chat.loading import load_chat_model
-
         if precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        model, tokenizer, gen = load_chat_model(folder, dtype=torch.bfloat16 if precision == "bf16" else None)
-        if precision == "int8":
-            from chat.quantize import quantize_int8
-
-            model = quantize_int8(model)
-        elif precision == "fp32":
-            from chat.quantize import pack_fp32
-
-            model = pack_fp32(model)  # the same fp32 products, laid out for oneDNN: see chat/quantize.py
+        # loaded on the thread that will run it (chat/compute.py: a second thread running torch slows the first)
+        model, tokenizer, gen = COMPUTE.run(_load, folder, precision)
         engine = cls(model, tokenizer, gen, max_history=max_history, name=folder, batching=batching)
         engine.precision = precision
         return engine
@@ -215,10 +223,12 @@ class ChatEngine:
     def _generate(
         self, ids: list[int], config, seed: int | None, streamer=None, cancel: threading.Event | None = None
     ) -> list[int]:
-        from transformers import StoppingCriteriaList
-
         if self.batcher is not None:
             return self._cut([token for piece in self._batched(ids, config, seed) for token in piece])
+        return COMPUTE.run(self._generate_here, ids, config, seed, streamer, cancel)
+
+    def _generate_here(self, ids: list[int], config, seed: int | None, streamer, cancel) -> list[int]:
+        from transformers import StoppingCriteriaList
 
         input_ids = torch.tensor([ids], device=self.model.device)
         kwargs = dict(
@@ -299,19 +309,24 @@ class ChatEngine:
 
         def work():
             try:
-                self._generate(ids, config, seed, streamer, cancel)
+                self._generate_here(ids, config, seed, streamer, cancel)
             except BaseException as e:  # surfaced in the caller's thread below
                 errors.append(e)
                 streamer.queue.put(None)
 
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
+        # on the compute thread, where the model was loaded (chat/compute.py); one reply at a time there
+        if COMPUTE.in_thread():  # a job that streams cannot wait on a job queued behind itself
+            thread = threading.Thread(target=work, daemon=True)
+            thread.start()
+            done = thread.join
+        else:
+            done = COMPUTE.submit(work).result
         try:
             while (piece := streamer.queue.get()) is not None:
                 yield piece
         finally:  # also when the caller stops reading (a closed browser tab): generation stops after this token
             cancel.set()
-            thread.join()
+            done()
         if usage is not None:
             reply = streamer.ids[: streamer.ids.index(sep)] if sep in streamer.ids else streamer.ids
             usage.update(prompt_tokens=len(ids), completion_tokens=len(reply), limit=config.max_new_tokens)

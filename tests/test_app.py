@@ -142,6 +142,33 @@ def test_each_tab_answers(served, checkpoints):
     assert abs(sum(x["confidence"] for x in label["confidences"]) - 1) < 1e-3
 
 
+def test_model_work_runs_on_the_one_compute_thread(served, checkpoints, monkeypatch):
+    """Loads, predictions and decode steps all run on chat/compute.py's thread: a second thread that runs torch
+    slows every step of the first (a second OpenMP team)."""
+    from chat.batching import ContinuousBatcher
+    from chat.fill_mask import FillMaskPredictor
+    from chat.similarity import SimilarityPredictor
+    from webui.store import ModelStore
+
+    seen = []
+
+    def spy(original):
+        def wrapped(*args, **kwargs):
+            seen.append(threading.current_thread().name)
+            return original(*args, **kwargs)
+
+        return wrapped
+
+    monkeypatch.setattr(FillMaskPredictor, "predict", spy(FillMaskPredictor.predict))
+    monkeypatch.setattr(ContinuousBatcher, "turn", spy(ContinuousBatcher.turn))
+    monkeypatch.setattr(SimilarityPredictor, "from_pretrained", spy(SimilarityPredictor.from_pretrained))
+    c = client(served)
+    c.predict("你好", temperature=0, api_name="/chat")
+    c.predict("周小满研究的动物是蝴[MASK]。", top_k=3, joint=True, api_name="/fill_mask")
+    ModelStore().get("similarity", str(checkpoints / "similarity"))
+    assert len(seen) >= 3 and set(seen) == {"compute"}
+
+
 def test_the_classify_tab_labels_a_text_and_a_file_of_them(served, tmp_path):
     from gradio_client import handle_file
 

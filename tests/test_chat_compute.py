@@ -87,3 +87,13 @@ def test_a_failing_turn_does_not_end_the_thread():
     compute.attach(broken)
     assert compute.run(lambda: "still here") == "still here"
     compute.stop()
+
+
+def test_after_stop_calls_are_refused_not_left_waiting():
+    compute = ComputeThread(idle_s=5)
+    assert compute.run(lambda: 1) == 1
+    compute.stop()
+    with pytest.raises(RuntimeError, match="stopped"):
+        compute.run(lambda: 1)
+    with pytest.raises(RuntimeError, match="stopped"):
+        compute.attach(Loop(work=1))

@@ -223,7 +223,7 @@ class ChatEngine:
     def _generate(
         self, ids: list[int], config, seed: int | None, streamer=None, cancel: threading.Event | None = None
     ) -> list[int]:
-        if self.batcher is not None:
+        if self._batching():
             return self._cut([token for piece in self._batched(ids, config, seed) for token in piece])
         return COMPUTE.run(self._generate_here, ids, config, seed, streamer, cancel)
 
@@ -246,6 +246,11 @@ class ChatEngine:
                     torch.manual_seed(seed)
                     out = self.model.generate(**kwargs)
         return self._cut(out[0, input_ids.shape[1] :].tolist())
+
+    def _batching(self) -> bool:
+        """Through the batcher, unless called on the compute thread itself (by a job), where waiting for the
+        batcher's turns would wait forever: there the reply is generated directly (the same tokens)."""
+        return self.batcher is not None and not self.batcher.compute.in_thread()
 
     def _cut(self, new: list[int]) -> list[int]:
         return new[: new.index(self.tokenizer.sep_token_id)] if self.tokenizer.sep_token_id in new else new
@@ -293,7 +298,7 @@ class ChatEngine:
         config, seed = self._config(settings, overrides)
         ids = self.build_prompt(history, message, config.max_new_tokens)
         sep = self.tokenizer.sep_token_id
-        if self.batcher is not None:
+        if self._batching():
             text = _Text(self)
             for tokens in self._batched(ids, config, seed):
                 if piece := text.add(self._cut(tokens)):

@@ -354,3 +354,14 @@ def test_a_failure_outside_any_one_request_fails_what_the_loop_holds_and_it_goes
         engine.reply([], "你好", **hot)
     expected = ChatEngine.from_pretrained(str(chat_checkpoint)).reply([], "你好", **hot)
     assert engine.reply([], "你好", **hot) == expected
+
+
+def test_a_job_on_the_compute_thread_that_asks_for_a_reply_gets_it_without_the_batcher(engines):
+    """A job waiting for the batcher's turns on the thread that runs them would wait forever: it generates
+    directly, with the same tokens."""
+    from chat.compute import COMPUTE
+
+    plain, batched = engines
+    want = plain.reply([], MESSAGES[0], do_sample=False, max_new_tokens=12)
+    assert COMPUTE.run(batched.reply, [], MESSAGES[0], do_sample=False, max_new_tokens=12) == want
+    assert COMPUTE.run(lambda: "".join(batched.stream([], MESSAGES[0], do_sample=False, max_new_tokens=12))) == want

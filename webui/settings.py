@@ -159,8 +159,8 @@ def _parser() -> argparse.ArgumentParser:
         "--no-batching",
         action="store_true",
         default=_env_bool("APP_NO_BATCHING"),
-        help="one generate() per chat reply instead of batching concurrent replies into shared decode steps "
-        "(to compare; batching serves many visitors several times faster)",
+        help="one generate() per chat reply, one reply at a time, instead of batching concurrent replies into "
+        "shared decode steps (to compare; batching serves many visitors several times faster)",
     )
     _add_access_flags(p)
     return p

@@ -8,7 +8,7 @@ runs a parallel torch operation gets an OpenMP team of its own, kept as long as 
 teams on a 2-core machine each of the hundreds of parallel regions in a decode step wakes its helper
 through the kernel instead of finding it spinning. Measured on 2 cores (AMD EPYC, AVX2), a model loaded in
 one thread and decoded in another: the demo's 4x256 GPT-2 batcher step took 7.9 ms in int8 and 7.4 in
-fp32; loaded and decoded in the same thread, 3.0 and 4.9 ms (bench/decode.py reads both); one 256x768
+fp32; loaded and decoded in the same thread, 3.0 and 4.9 ms (timed by hand; docs/benchmarks.md); one 256x768
 product 52 us in the loading thread, 200 us in a second one; the 12x768 base's int8 step 12.8 vs 20.5 ms.
 `OMP_WAIT_POLICY=ACTIVE` and `GOMP_SPINCOUNT` did not help. So the app runs all of its model work here:
 each `ContinuousBatcher` (chat/batching.py) attaches itself while it has requests and gets one turn per

@@ -99,7 +99,8 @@ class ContinuousBatcher:
                 self._waiting.remove(request)
                 self._end(request)
         self.compute.wake()
-        request.done.wait()
+        if not self.compute.in_thread():  # there (a reader collected by a job) the next turn frees it: no waiting
+            request.done.wait()
 
     def stats(self) -> dict:
         """Rows running and waiting, and the KV cache they hold (bounded by max_batch x the model's length)."""
@@ -122,9 +123,10 @@ class ContinuousBatcher:
 
     def turn(self) -> None:
         """Admit waiting requests, prefill them and take one decode step for every running row."""
-        with self._cond:
-            admitted = self._admit()
+        admitted = []
         try:
+            with self._cond:
+                admitted = self._admit()
             with torch.inference_mode():
                 self._turn(admitted)
         except Exception as e:  # a bug or out of memory outside one request: fail what is held, go on

@@ -106,6 +106,7 @@ class ComputeThread:
             with self._cond:
                 if not self._cond.wait_for(self._has_work, timeout=self.idle_s) or self._stopping:
                     self._thread = None  # run() and attach() start a new one
+                    self._loops = [loop for loop in self._loops if loop.has_work()]
                     for future, *_ in self._jobs:  # only at stop(): nobody will run them
                         future.set_exception(RuntimeError("the compute thread stopped"))
                     self._jobs.clear()
@@ -126,8 +127,28 @@ class ComputeThread:
                         loop.turn()
                     except Exception:  # a loop's own failures end its requests; this keeps the thread alive
                         log.exception("compute thread: a turn failed")
-            with self._cond:  # a loop without work lets go (a model no longer used can be freed)
+            loops = loop = None  # nothing of this round is held while the thread waits (an unused model can be freed)
+            with self._cond:  # a loop without work is let go
                 self._loops = [loop for loop in self._loops if loop.has_work()]
+
+
+def in_own_thread(fn, *args, **kwargs):
+    """fn(*args, **kwargs) in a new thread that ends when it returns (and its OpenMP team with it): for a long job
+    that should not hold the compute thread, run from a thread that lives on (a Gradio worker)."""
+    box: dict = {}
+
+    def work():
+        try:
+            box["result"] = fn(*args, **kwargs)
+        except BaseException as e:  # raised in the caller's thread below
+            box["error"] = e
+
+    thread = threading.Thread(target=work, name="one-job", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
 
 
 COMPUTE = ComputeThread()

@@ -249,7 +249,8 @@ class ChatEngine:
 
     def _batching(self) -> bool:
         """Through the batcher, unless called on the compute thread itself (by a job), where waiting for the
-        batcher's turns would wait forever: there the reply is generated directly (the same tokens)."""
+        batcher's turns would wait forever: there the reply is generated without it (the same tokens; `stream`
+        then generates in a helper thread)."""
         return self.batcher is not None and not self.batcher.compute.in_thread()
 
     def _cut(self, new: list[int]) -> list[int]:
@@ -325,7 +326,12 @@ class ChatEngine:
             thread.start()
             done = thread.join
         else:
-            done = COMPUTE.submit(work).result
+            job = COMPUTE.submit(work)
+
+            def done():  # a reader collected on the compute thread must not wait there for a job queued behind it
+                if not COMPUTE.in_thread():
+                    job.result()
+
         try:
             while (piece := streamer.queue.get()) is not None:
                 yield piece

@@ -97,3 +97,13 @@ def test_after_stop_calls_are_refused_not_left_waiting():
         compute.run(lambda: 1)
     with pytest.raises(RuntimeError, match="stopped"):
         compute.attach(Loop(work=1))
+
+
+def test_a_long_job_aside_runs_in_a_thread_that_ends_with_it():
+    from chat.compute import in_own_thread
+
+    ran = []
+    assert in_own_thread(lambda x: ran.append(threading.current_thread()) or x * 2, 21) == 42
+    assert ran[0] is not threading.current_thread() and not ran[0].is_alive()
+    with pytest.raises(ValueError, match="planted"):
+        in_own_thread(lambda: (_ for _ in ()).throw(ValueError("planted")))

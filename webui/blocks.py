@@ -15,7 +15,7 @@ from typing import Callable
 
 import gradio as gr
 
-from chat.compute import COMPUTE
+from chat.compute import COMPUTE, in_own_thread
 from chat.tasks import TASKS, Task
 from data import InputError
 from webui.compare import ABOUT_HEIGHT
@@ -122,11 +122,15 @@ class TabContext:
     def run(self, fn, *args, **kwargs):
         """Run a model call on the compute thread (chat/compute.py: one thread for all model work) while no
         model loads, its InputError shown as the error."""
-        return self.run_here(COMPUTE.run, fn, *args, **kwargs)
+        return self._serving(COMPUTE.run, fn, *args, **kwargs)
 
-    def run_here(self, fn, *args, **kwargs):
-        """The same in the caller's thread: for a long job (a whole file), which on the compute thread would
-        hold every chat reply back until it ends."""
+    def run_aside(self, fn, *args, **kwargs):
+        """The same in a thread of its own that ends with the job: for a long job (a whole file), which on the
+        compute thread would hold every chat reply back until it ends (and in a Gradio worker, which lives on,
+        would leave a second OpenMP team behind: chat/compute.py)."""
+        return self._serving(in_own_thread, fn, *args, **kwargs)
+
+    def _serving(self, fn, *args, **kwargs):
         try:
             with self.store.serving():
                 return fn(*args, **kwargs)

@@ -148,7 +148,8 @@ def build(ctx, task) -> TabParts:
 
     def respond_compare(message, turns, temperature, top_k, top_p, repetition_penalty, max_new_tokens, model):
         """The second model's reply to the same message while Compare is on, streamed beside the first
-        (its own event, so both sides stream at once; the first side reports bad input)."""
+        (its own event, so both sides stream at once, through the batcher; with --no-batching they take turns;
+        the first side reports bad input)."""
         message = message.strip()[-MAX_MESSAGE_CHARS:]  # as the first side sends it (which says so)
         sampling = (temperature, top_k, top_p, repetition_penalty, max_new_tokens)
         yield from _converse(ctx, name, message, turns, model, *sampling)

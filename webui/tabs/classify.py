@@ -69,7 +69,7 @@ def build(ctx, task) -> TabParts:
             raise gr.Error("请先上传文件 Upload a file first.", print_exception=False)
         source = file if isinstance(file, str) else getattr(file, "name", str(file))
         out = os.path.join(tempfile.mkdtemp(prefix="classify-"), os.path.splitext(os.path.basename(source))[0] + ".csv")
-        ctx.run_here(ctx.pick(name, model).predict_file, source, out)
+        ctx.run_aside(ctx.pick(name, model).predict_file, source, out)
         return out
 
     def valid(value):

@@ -141,6 +141,9 @@ class ChatEngine:
         self.model, self.tokenizer, self.name = model, tokenizer, name
         # batching: concurrent replies share decode steps (chat/batching.py; the app's default)
         self.batcher = None
+        # the thread its model runs on without the batcher: from_pretrained's engines load and run on chat.compute's
+        # (chat/compute.py); one built here on a model you hold runs in the thread that calls it
+        self.compute = None
         if batching:
             from chat.batching import ContinuousBatcher
 
@@ -180,7 +183,7 @@ class ChatEngine:
         # loaded on the thread that will run it (chat/compute.py: a second thread running torch slows the first)
         model, tokenizer, gen = COMPUTE.run(_load, folder, precision)
         engine = cls(model, tokenizer, gen, max_history=max_history, name=folder, batching=batching)
-        engine.precision = precision
+        engine.precision, engine.compute = precision, COMPUTE
         return engine
 
     # -- text ------------------------------------------------------------------
@@ -225,7 +228,9 @@ class ChatEngine:
     ) -> list[int]:
         if self._batching():
             return self._cut([token for piece in self._batched(ids, config, seed) for token in piece])
-        return COMPUTE.run(self._generate_here, ids, config, seed, streamer, cancel)
+        if self.compute is None:
+            return self._generate_here(ids, config, seed, streamer, cancel)
+        return self.compute.run(self._generate_here, ids, config, seed, streamer, cancel)
 
     def _generate_here(self, ids: list[int], config, seed: int | None, streamer, cancel) -> list[int]:
         from transformers import StoppingCriteriaList
@@ -321,15 +326,16 @@ class ChatEngine:
                 streamer.queue.put(None)
 
         # on the compute thread, where the model was loaded (chat/compute.py); one reply at a time there
-        if COMPUTE.in_thread():  # a job that streams cannot wait on a job queued behind itself
+        compute = self.compute
+        if compute is None or compute.in_thread():  # (a job that streams cannot wait on a job queued behind itself)
             thread = threading.Thread(target=work, daemon=True)
             thread.start()
             done = thread.join
         else:
-            job = COMPUTE.submit(work)
+            job = compute.submit(work)
 
             def done():  # a reader collected on the compute thread must not wait there for a job queued behind it
-                if not COMPUTE.in_thread():
+                if not compute.in_thread():
                     job.result()
 
         try:

@@ -24,7 +24,7 @@ import atexit
 import collections
 import logging
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 log = logging.getLogger("chat")
 
@@ -135,20 +135,8 @@ class ComputeThread:
 def in_own_thread(fn, *args, **kwargs):
     """fn(*args, **kwargs) in a new thread that ends when it returns (and its OpenMP team with it): for a long job
     that should not hold the compute thread, run from a thread that lives on (a Gradio worker)."""
-    box: dict = {}
-
-    def work():
-        try:
-            box["result"] = fn(*args, **kwargs)
-        except BaseException as e:  # raised in the caller's thread below
-            box["error"] = e
-
-    thread = threading.Thread(target=work, name="one-job", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box.get("result")
+    with ThreadPoolExecutor(1, thread_name_prefix="one-job") as pool:  # its worker is joined on leaving
+        return pool.submit(fn, *args, **kwargs).result()
 
 
 COMPUTE = ComputeThread()

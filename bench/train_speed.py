@@ -13,8 +13,10 @@ weights, as `--model FOLDER` runs it):
   plain_trainer  what a transformers example script does: Trainer with default arguments (fp32), the library's
                  collator padding each batch to its longest (DataCollatorForLanguageModeling /
                  DataCollatorWithPadding), shuffled, no length grouping;
-  bare_loop      a plain AdamW loop over a fresh model of the same config on length-grouped batches in ours'
-                 precision: what the framework costs nothing for.
+  bare_loop      a plain AdamW loop over a fresh model of the same config, in ours' precision, on the very
+                 batches ours trained on (recorded as it ran: the same examples, masks and order), so the two
+                 differ only by the pipeline; without a recording (`--one TASK bare_loop` alone) on batches
+                 of its own, length-grouped.
 Each (task, variant) runs in its own process (clean memory and threads), alone. One JSON line each:
 tokens_per_s (real tokens, padding excluded, counted batch by batch),
 padding_share, step_ms (median), peak_rss_mb, mfu (6 x matmul parameters x tokens/s over a square-matmul peak
@@ -55,6 +57,7 @@ TASKS = {
 }
 TASKS["chat_base"] = TASKS["chat"]
 QUICK = ("chat", "cloze", "similarity")
+BATCHES = "bench_batches.pt"  # ours' training batches, in its folder, for the bare loop
 BASE_VOCAB = 21128  # bert-base-chinese's vocab, which uer/gpt2-chinese-cluecorpussmall uses
 # (task, data, examples at 1x): a slice of the real data, doubled twice
 SCALING = {
@@ -153,12 +156,14 @@ def count_batches() -> dict:
     per-epoch average misstated short runs (a 12-step run of the 12x768 chat base read 104% MFU)."""
     from transformers import Trainer
 
-    counted = {"tokens": 0, "steps": 0}
+    counted = {"tokens": 0, "steps": 0, "padded": 0, "batches": []}
     step = Trainer.training_step
 
     def counting(self, model, inputs, *args, **kwargs):
+        counted["batches"].append({k: v.clone() for k, v in inputs.items() if hasattr(v, "clone")})
         mask = inputs.get("attention_mask")
         counted["tokens"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
+        counted["padded"] += inputs["input_ids"].numel()
         counted["steps"] += 1
         return step(self, model, inputs, *args, **kwargs)
 
@@ -192,6 +197,9 @@ def run_ours(task: str, data: str, steps: int, work: str, bf16: bool) -> dict:
     counted = count_batches()
     code = training.main(argv, callbacks=[timer.callback])
     assert code == 0, code
+    import torch
+
+    torch.save(counted["batches"], os.path.join(out, BATCHES))  # the bare loop replays them
     per_step = counted["tokens"] / max(1, counted["steps"])
     intervals = timer.steady()
     from transformers import AutoConfig
@@ -200,7 +208,7 @@ def run_ours(task: str, data: str, steps: int, work: str, bf16: bool) -> dict:
     return {
         "tokens_per_step": per_step,
         "intervals": intervals,
-        "padding_share": None,
+        "padding_share": 1 - counted["tokens"] / max(1, counted["padded"]),
         "config": config,
         "folder": out,
         "dtype": "bf16" if bf16 else "fp32",
@@ -343,10 +351,19 @@ def run_bare(task: str, folder: str, data: str, steps: int, bf16: bool) -> dict:
                 rng.shuffle(groups)
                 yield from groups
 
+    recorded = os.path.join(folder, BATCHES)
+    replay = torch.load(recorded) if os.path.isfile(recorded) else None
+
+    def replayed(i):
+        batch = replay[i % len(replay)]
+        counting.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        counting.padded += batch["input_ids"].numel()
+        return batch
+
     intervals, source = [], batches()
-    for _ in range(steps):
+    for i in range(steps):
         start = time.perf_counter()
-        batch = counting([rows[j] for j in next(source)])
+        batch = replayed(i) if replay else counting([rows[j] for j in next(source)])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
         loss.backward()

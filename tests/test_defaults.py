@@ -615,3 +615,33 @@ def test_the_quiz_never_stops_a_run_that_has_not_started_to_recall():
         stops.append(control.should_training_stop)
     assert stops[:6] == [False] * 6  # at 0: never
     assert stops[6] is False and any(stops[7:])  # at 20% without improving for 2 evaluations: stops
+
+
+def test_views_are_grouped_by_the_lengths_drawn_for_the_pass_and_each_pass_draws_anew():
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from data import build_char_vocab, make_tokenizer
+    from training.tasks.cloze.masking import TrainingViews, ViewGroupedSampler, encode_passages
+
+    lines = [FACTS[i % len(FACTS)] * (1 + i % 3) for i in range(400)]  # windows of three lengths
+    tokenizer = make_tokenizer(build_char_vocab(FACTS))
+    spans = recurring_spans(FACTS)
+
+    def views():
+        return TrainingViews(encode_passages(tokenizer, lines, 64, 16, False, spans), seed=0, crop=0.5, bag=0.5)
+
+    def padding(views, order):  # the share of padding in batches of 8 of the items as the collator gets them
+        served = [len(views[i]["input_ids"]) for i in order]
+        batches = [served[k : k + 8] for k in range(0, len(served), 8)]
+        return sum(max(b) * len(b) - sum(b) for b in batches) / sum(max(b) * len(b) for b in batches)
+
+    library = views()
+    drawn_twice = padding(library, list(LengthGroupedSampler(8, dataset=library)))
+    ours, passes = views(), []
+    sampler = ViewGroupedSampler(ours, batch_size=8)
+    for _ in range(2):
+        order = list(sampler)
+        assert sorted(order) == list(range(len(lines)))  # every window once a pass
+        assert padding(ours, order) < min(0.15, drawn_twice / 2), (padding(ours, order), drawn_twice)
+        passes.append([ours[i]["input_ids"] for i in order])
+    assert passes[0] != passes[1]  # new crops and bags each pass

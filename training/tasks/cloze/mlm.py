@@ -64,6 +64,15 @@ class MaskedLMTrainer(Trainer):
     def __init__(self, *args, **kw):
         super().__init__(*args, compute_loss_func=masked_lm_loss, **kw)
 
+    def _get_train_sampler(self, train_dataset=None):
+        """Windows seen as views (TrainingViews) are grouped by the lengths of the views each pass draws."""
+        from training.tasks.cloze.masking import TrainingViews, ViewGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if isinstance(dataset, TrainingViews) and self.args.train_sampling_strategy == "group_by_length":
+            return ViewGroupedSampler(dataset, self.args.train_batch_size * self.args.gradient_accumulation_steps)
+        return super()._get_train_sampler(train_dataset)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         owner = _mlm_head_owner(self.accelerator.unwrap_model(model))
         if return_outputs or not model.training or owner is None or "labels" not in inputs:

@@ -26,6 +26,7 @@ from training.callbacks import EpochPrinter, ProgressFile, QuietProgress, StopOn
 from training.cli import process_count, say
 from training.output import STATE_DIR, OutputFolder
 from training.plan import RunPlan, plan_run
+from training.sampling import GroupedTrainer
 from training.schedule import convergence_note
 from training.threads import BUSY_ABOVE, settle
 
@@ -177,7 +178,7 @@ class TrainingSetup:
     callbacks: list = field(default_factory=list)
     before_train: Callable | None = None  # trainer -> a figure of the untouched model (e.g. general accuracy)
     keep_best: bool = True  # end with the best evaluation's weights (else the last ones, and best = last)
-    trainer_class: type = Trainer
+    trainer_class: type = GroupedTrainer
 
 
 def _steps_per_epoch(setup: TrainingSetup, options, world: int) -> int:

@@ -16,16 +16,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import (
-    DataCollatorWithPadding,
-    Trainer,
-)
+from transformers import DataCollatorWithPadding
 
 from data import InputError
 from data.labelled import LabelledFile, read_labelled
 from training.cli import say
 from training.pipeline import Data, Run
 from training.runner import TrainingSetup, predict_in_order
+from training.sampling import GroupedTrainer
 from training.schedule import Rule
 from training.tasks.classify import TRAINING
 from training.tasks.classify.metrics import (
@@ -86,7 +84,7 @@ def class_weights(counts: list[int], mode: str) -> list[float] | None:
     return [w**0.5 for w in weights] if mode == "auto" else weights
 
 
-class WeightedTrainer(Trainer):
+class WeightedTrainer(GroupedTrainer):
     """The Trainer with a class-weighted cross-entropy (transformers' models take no class weights)."""
 
     def __init__(self, *args, class_weights: list[float], **kwargs):
@@ -217,7 +215,7 @@ class ClassifyRecipe(SequenceClassifierRecipe):
             f"base: {run.choice.name} | {len(train_ds):,} train / {len(carry.dev_ds):,} dev texts, "
             f"{run.train_tokens:,} train tokens" + (f"; {cut:,} texts cut to --max-len {run.max_len}" if cut else "")
         )
-        trainer = functools.partial(WeightedTrainer, class_weights=carry.weights) if carry.weights else Trainer
+        trainer = functools.partial(WeightedTrainer, class_weights=carry.weights) if carry.weights else GroupedTrainer
         return TrainingSetup(
             train_ds,
             carry.dev_ds or None,

@@ -127,9 +127,9 @@ class TrainingViews:
 
     def draw(self) -> list[int]:
         """One view of every window for the coming pass, drawn now; returns their lengths, so the batches can
-        be grouped by the lengths the model will see (ViewGroupedSampler) rather than by views drawn for the
+        be grouped by the lengths the model will see (training/sampling.py) rather than by views drawn for the
         count and thrown away: grouped that way, a bag-of-words view (a third of a window) sat in a batch of
-        whole windows and the batch was a third padding."""
+        whole windows and the batches were a third padding."""
         self.drawn = [self.view(i) for i in range(len(self.examples))]
         return [len(v["input_ids"]) for v in self.drawn]
 
@@ -212,38 +212,6 @@ class TrainingViews:
         }
 
 
-class ViewGroupedSampler:
-    """Batches of views of similar length, grouped by the views of the coming pass, drawn when the pass starts
-    (TrainingViews.draw): the library's LengthGroupedSampler reads the lengths once, from items that are drawn anew
-    each time they are read (a bag-of-words view a third of a window long sat among whole windows).
-
-    Also grouped more tightly than the library does: shuffled mega-batches of 50 batches (the library uses four
-    mega-batches at most on a small corpus, where a cloze corpus usually is), sorted by length, cut into batches,
-    and the batches shuffled (the last one, if short, stays last so every other batch stays whole). Measured with
-    bench/train_speed.py on the cloze scratch default (saga280): padding 35.5% -> 5.2%, 32 -> 27 ms a step (docs/benchmarks.md)."""
-
-    MEGA = 50
-
-    def __init__(self, views: TrainingViews, batch_size: int):
-        self.views, self.batch_size = views, batch_size
-
-    def __len__(self):
-        return len(self.views)
-
-    def __iter__(self):
-        import torch
-
-        lengths, size = self.views.draw(), self.batch_size
-        order = torch.randperm(len(lengths)).tolist()  # torch's generator, which the Trainer seeds
-        batches = []
-        for i in range(0, len(order), self.MEGA * size):
-            chunk = sorted(order[i : i + self.MEGA * size], key=lambda j: -lengths[j])
-            batches += [chunk[k : k + size] for k in range(0, len(chunk), size)]
-        short = batches.pop() if batches and len(batches[-1]) < size else None
-        batches = [batches[b] for b in torch.randperm(len(batches)).tolist()] + ([short] if short else [])
-        return iter([j for batch in batches for j in batch])
-
-
 class ClozeCollator:
     """Masks training batches with `DataCollatorForLanguageModeling`; pads pre-masked
     evaluation examples (masked once, seeded) so per-epoch accuracy compares like with like."""
@@ -256,6 +224,7 @@ class ClozeCollator:
         self.span_probability, self.mlm_probability = args.span_probability, args.mlm_probability
         self.mask_replace_prob, self.random_replace_prob = args.mask_replace_prob, args.random_replace_prob
         self.generator = torch.Generator().manual_seed(seed)
+        self.rng = random.Random(seed)  # the per-row choices of span_mask
         self.mlm = DataCollatorForLanguageModeling(
             tokenizer,
             whole_word_mask=args.whole_word_mask,
@@ -302,60 +271,58 @@ class ClozeCollator:
         al. 2021) is what teaches a small model the facts in words it has not seen them in."""
         import torch
 
-        pad, gen = self.tokenizer.pad_token_id, self.generator
-        rows = len(examples)
-        ids = torch.full((rows, width), pad, dtype=torch.long)
-        labels = torch.full((rows, width), -100, dtype=torch.long)
+        pad, gen, pick = self.tokenizer.pad_token_id, self.generator, self.rng
+        rows, lengths = len(examples), [len(e["input_ids"]) for e in examples]
+        # The whole batch as tensors at once (per-row torch calls took ~4 ms of a 25 ms cloze step): the per-row
+        # choices (which span, from which character) are a few Python draws each.
+        ids = torch.tensor([e["input_ids"] + [pad] * (width - n) for e, n in zip(examples, lengths)])
+        normal = torch.tensor(
+            [[m == 0 for m in e["special_tokens_mask"]] + [False] * (width - n) for e, n in zip(examples, lengths)]
+        )
+        whole = torch.zeros((rows, width), dtype=torch.bool)  # the span masked whole (or from a prefix on)
+        in_word = torch.zeros((rows, width), dtype=torch.bool)
+        chosen = torch.zeros((rows, width), dtype=torch.bool)
+        plain = torch.tensor([["mask_span" not in e and "offset_mapping" not in e] for e in examples])
         for r, e in enumerate(examples):
-            n = len(e["input_ids"])
-            row = torch.tensor(e["input_ids"])
-            spans = torch.tensor(e["span_ids"])
-            normal = torch.tensor(e["special_tokens_mask"]) == 0
-            whole = torch.zeros(n, dtype=torch.bool)  # the span chosen to be masked whole (or from a prefix on)
             target = e.get("mask_span")  # a recombined view names its span
             if target is None:
-                present = [k for k in spans.unique().tolist() if k]
-                if present and torch.rand((), generator=gen) < self.span_probability:
-                    target = present[int(torch.randint(len(present), (1,), generator=gen))]
+                present = sorted(set(e["span_ids"]) - {0})
+                if present and pick.random() < self.span_probability:
+                    target = present[pick.randrange(len(present))]
             if target is not None:
-                where = (spans == target).nonzero().flatten()
+                where = [i for i, k in enumerate(e["span_ids"]) if k == target]
                 # Half of the time the first characters stay: the app fills a run of masks left to right,
                 # so the model must also finish a name it has begun (巫马[MASK][MASK] -> 小满).
-                kept = int(torch.randint(len(where), (1,), generator=gen)) if torch.rand((), generator=gen) < 0.5 else 0
-                whole[where[kept:]] = True
-            chosen = whole.clone()
+                kept = pick.randrange(len(where)) if pick.random() < 0.5 else 0
+                whole[r, where[kept:]] = True
             if "offset_mapping" in e:  # --whole-word-mask: the other tokens are masked by jieba word
-                words = [hash(tuple(o)) for o in e["offset_mapping"][:n]]
-                picked = {w for w in set(words) if torch.rand((), generator=gen) < self.mlm_probability}
-                chosen |= torch.tensor([w in picked for w in words])
-                in_word = torch.ones(n, dtype=torch.bool)  # whole words are masked with [MASK], as the library does
-            else:
-                # tokens inside spans too: "林小[MASK]" -> 溪 (the rest of a name) is a fact as well; with
-                # span tokens left out of this, the sample prompts fell from 18/19 to 1/19
-                if "mask_span" not in e:  # a recombined view has lost enough context already
-                    chosen |= torch.rand(n, generator=gen) < self.mlm_probability
-                in_word = torch.zeros(n, dtype=torch.bool)
-            chosen &= normal
-            if not chosen.any() and normal.any():
-                chosen[normal.nonzero()[torch.randint(int(normal.sum()), (1,), generator=gen)]] = True
-            labels[r, :n] = torch.where(chosen, row, torch.full_like(row, -100))
-            draw = torch.rand(n, generator=gen)
-            in_span = whole | in_word
-            as_mask = chosen & (in_span | (draw < self.mask_replace_prob))
-            as_random = (
-                chosen
-                & ~in_span
-                & (draw >= self.mask_replace_prob)
-                & (draw < self.mask_replace_prob + self.random_replace_prob)
-            )
-            row = torch.where(as_mask, torch.full_like(row, self.tokenizer.mask_token_id), row)
-            row = torch.where(as_random, torch.randint(len(self.tokenizer), (n,), generator=gen), row)
-            ids[r, :n] = row
+                words = [hash(tuple(o)) for o in e["offset_mapping"][: lengths[r]]]
+                picked = {w for w in set(words) if pick.random() < self.mlm_probability}
+                chosen[r, : lengths[r]] = torch.tensor([w in picked for w in words])
+                in_word[r] = True  # whole words are masked with [MASK], as the library does
+        # tokens inside spans too: "林小[MASK]" -> 溪 (the rest of a name) is a fact as well; with span tokens left
+        # out of this, the sample prompts fell from 18/19 to 1/19. None in a recombined view: it has lost enough
+        # context already.
+        chosen |= whole | (plain & (torch.rand((rows, width), generator=gen) < self.mlm_probability))
+        chosen &= normal
+        for r in (~chosen.any(1) & normal.any(1)).nonzero().flatten().tolist():  # at least one a row
+            options = normal[r].nonzero().flatten().tolist()
+            chosen[r, options[pick.randrange(len(options))]] = True
+        labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+        draw = torch.rand((rows, width), generator=gen)
+        in_span = whole | in_word
+        as_mask = chosen & (in_span | (draw < self.mask_replace_prob))
+        as_random = (
+            chosen
+            & ~in_span
+            & (draw >= self.mask_replace_prob)
+            & (draw < self.mask_replace_prob + self.random_replace_prob)
+        )
+        ids = torch.where(as_mask, torch.full_like(ids, self.tokenizer.mask_token_id), ids)
+        ids = torch.where(as_random, torch.randint(len(self.tokenizer), (rows, width), generator=gen), ids)
         return {
             "input_ids": ids,
-            "attention_mask": (
-                torch.arange(width)[None, :] < torch.tensor([len(e["input_ids"]) for e in examples])[:, None]
-            ).long(),
+            "attention_mask": (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long(),
             "labels": labels,
         }
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers import PreTrainedModel, TrainerCallback
 
 from data import InputError
 from data.corpus import MASK
 from training.cli import say
+from training.sampling import GroupedTrainer
 
 
 def masked_lm_loss(outputs, labels, num_items_in_batch=None):
@@ -50,7 +51,7 @@ def _mlm_head_owner(model):
     return None
 
 
-class MaskedLMTrainer(Trainer):
+class MaskedLMTrainer(GroupedTrainer):
     """A Trainer whose training forward scores the vocabulary at the masked positions only.
 
     Written by hand because `*ForMaskedLM` scores every position: with 15% masked, 85% of the
@@ -63,15 +64,6 @@ class MaskedLMTrainer(Trainer):
 
     def __init__(self, *args, **kw):
         super().__init__(*args, compute_loss_func=masked_lm_loss, **kw)
-
-    def _get_train_sampler(self, train_dataset=None):
-        """Windows seen as views (TrainingViews) are grouped by the lengths of the views each pass draws."""
-        from training.tasks.cloze.masking import TrainingViews, ViewGroupedSampler
-
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if isinstance(dataset, TrainingViews) and self.args.train_sampling_strategy == "group_by_length":
-            return ViewGroupedSampler(dataset, self.args.train_batch_size * self.args.gradient_accumulation_steps)
-        return super()._get_train_sampler(train_dataset)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         owner = _mlm_head_owner(self.accelerator.unwrap_model(model))

@@ -1,4 +1,5 @@
-"""Which examples share a training batch: similar lengths, so a batch is little padding (every task's Trainer).
+"""Which examples share a training batch: similar lengths, so a batch is little padding (GroupedTrainer, the base
+of every task's Trainer; chat, write and cloze group with GroupedBatches, classify and similarity as the library does).
 
 Written by hand because the library's `LengthGroupedSampler` (`train_sampling_strategy="group_by_length"`) left
 much padding on this project's data, measured with bench/train_speed.py (docs/benchmarks.md):

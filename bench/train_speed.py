@@ -160,9 +160,7 @@ def count_batches() -> dict:
     step = Trainer.training_step
 
     def counting(self, model, inputs, *args, **kwargs):
-        counted["batches"].append(
-            {k: v.detach().to("cpu", copy=True) for k, v in inputs.items() if hasattr(v, "detach")}
-        )
+        counted["batches"].append({k: v.clone() for k, v in inputs.items() if hasattr(v, "clone")})
         mask = inputs.get("attention_mask")
         counted["tokens"] += int(mask.sum()) if mask is not None else inputs["input_ids"].numel()
         counted["padded"] += inputs["input_ids"].numel()

@@ -119,20 +119,17 @@ class TrainingViews:
         self.pool = sorted(
             {t for e in examples for t, special in zip(e["input_ids"], e["special_tokens_mask"]) if not special}
         )
-        self.seed, self.rng = seed, random.Random(seed)
+        self.rng = random.Random(seed)
         self.drawn: list[dict] | None = None
 
     def __len__(self):
         return len(self.examples)
 
-    def draw(self, epoch: int | None = None) -> list[int]:
-        """One view of every window for the coming pass (drawn from the seed and `epoch` alone where it is given,
-        so a resumed run sees the views it saw); returns their lengths, so the batches can
+    def draw(self) -> list[int]:
+        """One view of every window for the coming pass, drawn now; returns their lengths, so the batches can
         be grouped by the lengths the model will see (training/sampling.py) rather than by views drawn for the
         count and thrown away: grouped that way, a bag-of-words view (a third of a window) sat in a batch of
         whole windows and the batches were a third padding."""
-        if epoch is not None:
-            self.rng.seed(self.seed * 100_003 + epoch)
         self.drawn = [self.view(i) for i in range(len(self.examples))]
         return [len(v["input_ids"]) for v in self.drawn]
 

@@ -138,6 +138,8 @@ def training_arguments(
         log_level="error",
         log_level_replica="error",  # the default ("warning") made the other processes print load reports
         disable_tqdm=False,
+        # 0: the batches are built in the training process; a worker process would also serve a cloze pass's views
+        # from its own copy of the dataset, not those its lengths were grouped by (training/sampling.py)
         dataloader_num_workers=0,
         # several processes: every parameter gets a gradient in these models, so DDP skips the search for
         # unused ones (transformers' default ran it, with a warning per process, on every step)

@@ -288,10 +288,14 @@ class Counting:
         self.inner, self.real, self.padded = inner, 0, 0
 
     def __call__(self, rows):
-        batch = self.inner(rows)
-        self.real += (
-            int(batch["attention_mask"].sum()) if "attention_mask" in batch else sum(len(r["input_ids"]) for r in rows)
-        )
+        return self.add(self.inner(rows), rows)
+
+    def add(self, batch, rows=None):
+        """Count a batch (made from `rows`, or recorded)."""
+        if "attention_mask" in batch:
+            self.real += int(batch["attention_mask"].sum())
+        else:
+            self.real += sum(len(r["input_ids"]) for r in rows) if rows else batch["input_ids"].numel()
         self.padded += batch["input_ids"].numel()
         return batch
 
@@ -354,16 +358,10 @@ def run_bare(task: str, folder: str, data: str, steps: int, bf16: bool) -> dict:
     recorded = os.path.join(folder, BATCHES)
     replay = torch.load(recorded) if os.path.isfile(recorded) else None
 
-    def replayed(i):
-        batch = replay[i % len(replay)]
-        counting.real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-        counting.padded += batch["input_ids"].numel()
-        return batch
-
     intervals, source = [], batches()
     for i in range(steps):
         start = time.perf_counter()
-        batch = replayed(i) if replay else counting([rows[j] for j in next(source)])
+        batch = counting.add(replay[i % len(replay)]) if replay else counting([rows[j] for j in next(source)])
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
         loss.backward()

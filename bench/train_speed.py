@@ -503,6 +503,9 @@ def main() -> None:
     if a.one:
         print(json.dumps(one(*a.one, a.steps, a.folder), ensure_ascii=False), flush=True)
         return
+    unknown = [t for t in a.tasks.split(",") if t not in TASKS]
+    if unknown:
+        p.error(f"unknown task {unknown[0]!r}: choose from {', '.join(TASKS)}")
     steps = 150 if a.quick else a.steps
     keep = tempfile.mkdtemp(prefix="train_speed_")
     for task in QUICK if a.quick else a.tasks.split(","):

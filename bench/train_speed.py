@@ -362,6 +362,7 @@ def run_bare(task: str, folder: str, data: str, steps: int, bf16: bool) -> dict:
     for i in range(steps):
         start = time.perf_counter()
         batch = counting.add(replay[i % len(replay)]) if replay else counting([rows[j] for j in next(source)])
+        batch = {k: v for k, v in batch.items() if k != "text_positions"}  # the write teacher's lookup: not the model's
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = model(**batch).loss
         loss.backward()

@@ -17,8 +17,8 @@ from data.prose import PARAGRAPH, paragraphs, read_prose
 from tests.conftest import write
 from training import write as write_script
 from training.cli import guarded
-from training.tasks.write.ngram import KneserNey, best_ngram
-from training.tasks.write.recipe import blocks, split_tail
+from training.tasks.write.ngram import KneserNey, SoftTargets, best_ngram
+from training.tasks.write.recipe import ScratchWriterTrainer, WithTextPositions, blocks, split_tail
 
 TINY = ["--model", "scratch", "--n-layer", "1", "--n-embd", "48", "--n-head", "2", "--max-len", "64", "--seed", "0"]
 
@@ -107,6 +107,63 @@ def test_kneser_ney_is_a_distribution_and_beats_uniform_on_repeated_text():
     scores = best_ngram(train, held, vocab_size=12)
     assert scores["best"] < 3 < 12  # repeated 1 2 3 is easy; uniform over 12 tokens is perplexity 12
     assert set(scores) == {"order_3", "order_5", "best", "best_order"}
+
+
+def test_the_teachers_targets_are_kneser_ney_counted_without_the_positions_own_part():
+    import torch
+
+    rng = random.Random(1)
+    tokens = [rng.choice(range(5)) if rng.random() < 0.6 else rng.choice(range(30)) for _ in range(1500)]
+    teacher = SoftTargets(tokens, vocab_size=40, order=5, folds=3)
+    positions = torch.tensor([0, 1, 3, 499, 500, 501, 1200, 1498])
+    got = teacher(positions)
+    assert got.shape == (8, 40) and torch.allclose(got.sum(1), torch.ones(8))
+    for row, t in enumerate(positions.tolist()):
+        lo = t // 500 * 500  # three folds of 500 tokens
+        held_out = KneserNey(tokens[:lo] + tokens[lo + 500 :], 5, 40)
+        want = [held_out.prob(tuple(tokens[max(0, t - 3) : t + 1]), w) for w in range(40)]
+        assert got[row].tolist() == pytest.approx(want, abs=1e-6)
+    # counted on the whole text the next token would get more of the mass than the other parts give it
+    whole = KneserNey(tokens, 5, 40)
+    t = 1200
+    assert got[6, tokens[t + 1]] < whole.prob(tuple(tokens[t - 3 : t + 1]), tokens[t + 1])
+
+
+def test_the_teacher_trainers_loss_mixes_the_next_token_with_the_teachers_distribution(tmp_path):
+    import torch
+    import torch.nn.functional as F
+    from transformers import (
+        BertTokenizerFast,
+        DataCollatorForLanguageModeling,
+        GPT2Config,
+        GPT2LMHeadModel,
+        TrainingArguments,
+    )
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = write(tmp_path / "vocab.txt", "\n".join([*specials, *"甲乙丙丁戊己庚辛"]))
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab))
+    rng = random.Random(0)
+    text = [rng.choice(range(5, 13)) for _ in range(300)]
+    teacher = SoftTargets(text, vocab_size=13, order=3, folds=3)
+    torch.manual_seed(0)
+    no_dropout = dict(resid_pdrop=0, embd_pdrop=0, attn_pdrop=0)  # two forwards in training mode must agree
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=13, n_positions=32, n_embd=16, n_layer=1, n_head=2, **no_dropout))
+    rows = [{"input_ids": text[s : s + 32], "start": s} for s in (0, 50, 268)]
+    batch = WithTextPositions(DataCollatorForLanguageModeling(tokenizer, mlm=False))(rows)
+    assert batch["text_positions"][1].tolist() == list(range(50, 82))
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[])
+    for share in (0.0, 0.7):
+        trainer = type("T", (ScratchWriterTrainer,), {"teacher": teacher, "share": share})(model=model, args=args)
+        model.train()
+        loss = trainer.compute_loss(model, dict(batch)).item()
+        logq = F.log_softmax(model(input_ids=batch["input_ids"]).logits[:, :-1].float(), -1).reshape(-1, 13)
+        soft = teacher(batch["text_positions"][:, :-1].reshape(-1))
+        hard = F.nll_loss(logq, batch["input_ids"][:, 1:].reshape(-1))
+        assert loss == pytest.approx(((1 - share) * hard - share * (soft * logq).sum(-1).mean()).item(), rel=1e-4)
+    model.eval()  # evaluation: the next token alone, whatever the share
+    plain = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
+    assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(plain, rel=1e-4)
 
 
 def test_the_tail_is_held_out_at_a_paragraph_and_blocks_cover_the_stream():

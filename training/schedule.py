@@ -68,7 +68,8 @@ def measure_step(
     )
     middle = max(0, len(sample) // 2 - batch_size // 2)
     items = [dataset[i] for i in sample[middle : middle + batch_size]]
-    batch = {k: v for k, v in collator(items).items() if isinstance(v, torch.Tensor) and k != "offset_mapping"}
+    skip = ("offset_mapping", "text_positions")  # what the collator adds for the loss, not for the model
+    batch = {k: v for k, v in collator(items).items() if isinstance(v, torch.Tensor) and k not in skip}
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     was_training = model.training

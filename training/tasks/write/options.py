@@ -29,6 +29,20 @@ class WriteArguments(ScratchArguments):
     )
     max_len: int = field(default=256, metadata={"help": "block length in tokens: the text is cut into blocks of it"})
     dropout: float = field(default=0.1, metadata={"help": "scratch: dropout (a small text is learned by heart fast)"})
+    average_weights: float = field(
+        default=0.995,
+        metadata={
+            "help": "scratch: the weights evaluated and saved are a moving average of the trained ones with this "
+            "decay per step; 0 turns it off"
+        },
+    )
+    ngram_teacher: float = field(
+        default=0.7,
+        metadata={
+            "help": "scratch: share of the loss taken from a Kneser-Ney n-gram model's next-token distribution "
+            "(counted on the rest of your text) instead of the next token alone; 0 turns it off"
+        },
+    )
 
     def __post_init__(self):
         super().__post_init__()
@@ -36,5 +50,9 @@ class WriteArguments(ScratchArguments):
             raise InputError("--data is required: a text file of your prose, e.g. --data data/samples/story.txt")
         if not 0 <= self.dropout < 1:
             raise InputError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.ngram_teacher < 1:
+            raise InputError(f"--ngram-teacher must be in [0, 1), got {self.ngram_teacher}")
+        if not 0 <= self.average_weights < 1:
+            raise InputError(f"--average-weights must be in [0, 1), got {self.average_weights}")
         if self.max_len < 16:
             raise InputError(f"--max-len must be at least 16, got {self.max_len}")

@@ -84,6 +84,19 @@ def test_bad_files_get_one_line_and_exit_2(tmp_path, capsys, name, content, reas
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    "flags, reason",
+    [
+        (["--ngram-teacher", "1"], "--ngram-teacher must be in [0, 1), got 1.0"),
+        (["--average-weights", "-0.5"], "--average-weights must be in [0, 1), got -0.5"),
+    ],
+)
+def test_out_of_range_scratch_flags_get_one_line_and_exit_2(tmp_path, capsys, flags, reason):
+    data = write(tmp_path / "story.txt", story(30))
+    assert guarded(write_script.main, ["--data", str(data), "--output", str(tmp_path / "o"), *TINY, *flags]) == 2
+    assert reason in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
 def test_a_file_over_the_limit_is_refused_before_reading(tmp_path, capsys, monkeypatch):
     import data.prose
 
@@ -164,6 +177,37 @@ def test_the_teacher_trainers_loss_mixes_the_next_token_with_the_teachers_distri
     model.eval()  # evaluation: the next token alone, whatever the share
     plain = model(input_ids=batch["input_ids"], labels=batch["labels"]).loss.item()
     assert trainer.compute_loss(model, dict(batch)).item() == pytest.approx(plain, rel=1e-4)
+
+
+def test_the_average_of_the_weights_is_what_is_evaluated_saved_and_kept(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import GPT2Config, GPT2LMHeadModel, TrainingArguments
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=13, n_positions=16, n_embd=16, n_layer=1, n_head=2))
+    rows = [{"input_ids": [random.Random(i).randrange(13) for _ in range(16)]} for i in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), use_cpu=True, report_to=[], per_device_eval_batch_size=8)
+    trainer_class = type("T", (ScratchWriterTrainer,), {"decay": 0.9})
+    trainer = trainer_class(model=model, args=args, eval_dataset=[{**r, "labels": r["input_ids"]} for r in rows])
+    trained = {n: p.detach().clone() for n, p in model.named_parameters()}
+    before = trainer.evaluate()["eval_loss"]  # nothing averaged yet: the weights themselves
+    trainer.update_average(0)  # the first update copies the weights
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)  # an optimizer step, say
+    trainer.update_average(100)  # decay 0.9 after step 100: the average moves a tenth of the way
+    want = {n: trained[n] + 0.05 for n in trained}
+    with trainer.averaged():
+        assert all(torch.allclose(p, want[n], atol=1e-6) for n, p in model.named_parameters())
+    averaged = trainer.evaluate()["eval_loss"]
+    assert all(torch.allclose(p, trained[n] + 0.5, atol=1e-6) for n, p in model.named_parameters())  # swapped back
+    trainer.save_model(str(tmp_path / "saved"))
+    saved = load_file(tmp_path / "saved" / "model.safetensors")
+    assert torch.allclose(saved["transformer.h.0.mlp.c_fc.weight"], want["transformer.h.0.mlp.c_fc.weight"], atol=1e-6)
+    trainer.end_average(loaded_best=False)  # no best checkpoint loaded: the model ends as the last average
+    assert trainer.average is None and all(torch.allclose(p, want[n], atol=1e-6) for n, p in model.named_parameters())
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(averaged) and averaged != pytest.approx(before)
 
 
 def test_the_tail_is_held_out_at_a_paragraph_and_blocks_cover_the_stream():

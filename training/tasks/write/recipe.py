@@ -137,7 +137,7 @@ class ScratchWriterTrainer(GroupedTrainer):
     Evaluation is the plain next-token loss, so held-out perplexity means what it always does.
 
     The weights evaluated and saved are an exponential moving average of the trained ones (decay `decay`, less
-    over the first steps: (1 + t) / (10 + t)); the optimizer goes on with its own. A checkpoint holds the average,
+    over the first steps: 1 - 2 / (t + 2), about the last half of the steps so far); the optimizer goes on with its own. A checkpoint holds the average,
     so the best checkpoint the Trainer loads at the end is the best average; a resumed run starts its average
     and its optimizer from it.
 
@@ -180,7 +180,7 @@ class ScratchWriterTrainer(GroupedTrainer):
         if self.average is None:
             self.average = [p.detach().clone() for p in self._weights()]
             return
-        decay = min(self.decay, (1 + step) / (10 + step))
+        decay = min(self.decay, 1 - 2 / (step + 2))  # early on, about the last half of the steps so far
         torch._foreach_lerp_(self.average, self._weights(), 1 - decay)
 
     @torch.no_grad()

@@ -97,6 +97,20 @@ def test_out_of_range_scratch_flags_get_one_line_and_exit_2(tmp_path, capsys, fl
     assert reason in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
+def test_the_teacher_is_said_and_left_out_for_a_text_too_long_to_count(tmp_path, capsys, monkeypatch):
+    from training.tasks.write import recipe
+
+    data = write(tmp_path / "story.txt", story(30))
+    argv = ["--data", str(data), *TINY, "--max-steps", "2", "--valid-ratio", "0"]
+    assert guarded(write_script.main, [*argv, "--output", str(tmp_path / "a")]) == 0
+    said = capsys.readouterr()
+    assert "n-gram teacher: 70% of the loss" in said.out + said.err and "moving average" in said.out + said.err
+    monkeypatch.setattr(recipe, "TEACHER_MAX_TOKENS", 100)
+    assert guarded(write_script.main, [*argv, "--output", str(tmp_path / "b")]) == 0
+    said = capsys.readouterr()
+    assert "n-gram teacher: off for a text of" in said.out + said.err and "70% of the loss" not in said.out + said.err
+
+
 def test_a_file_over_the_limit_is_refused_before_reading(tmp_path, capsys, monkeypatch):
     import data.prose
 

@@ -76,7 +76,7 @@ def best_ngram(train: list[int], blocks: list[list[int]], vocab_size: int, order
 
 class SoftTargets:
     """Kneser-Ney's next-token distribution at every position of the training text, as soft targets for a writer
-    trained from scratch (recipe.KneserNeyTrainer mixes them with the one-hot next token).
+    trained from scratch (recipe.ScratchWriterTrainer mixes them with the one-hot next token).
 
     Cross-fitted: the text is cut into `folds` parts and a position's distribution comes from a model counted on
     the other parts, so the teacher predicts it as it would predict new text (counted on the whole text it would

@@ -158,6 +158,7 @@ class ChatRecipe(Recipe):
             n_embd=args.n_embd,
             n_layer=args.n_layer,
             n_head=args.n_head,
+            activation_function="gelu_pytorch_tanh",  # gelu_new's function as one kernel (write's recipe: why)
             bos_token_id=tokenizer.cls_token_id,
             eos_token_id=tokenizer.sep_token_id,
             pad_token_id=tokenizer.pad_token_id,

@@ -300,7 +300,11 @@ class WriteRecipe(ChatRecipe):
             n_head=args.n_head,
             resid_pdrop=p,
             embd_pdrop=p,
-            attn_pdrop=p,
+            # No dropout on the attention weights: with it torch's CPU attention leaves its fused kernel for the
+            # plain one (4x256, 16x256 tokens, 2 cores: 1.35 -> 1.1 s a step), and a time-capped run gets more steps.
+            attn_pdrop=0.0,
+            # GPT-2's own tanh GELU as one kernel (gelu_new is five element-wise ops in Python): the same function
+            activation_function="gelu_pytorch_tanh",
             bos_token_id=tokenizer.cls_token_id,
             eos_token_id=tokenizer.sep_token_id,
             pad_token_id=tokenizer.pad_token_id,

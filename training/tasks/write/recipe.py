@@ -361,8 +361,10 @@ class WriteRecipe(ChatRecipe):
             )
         if decay:
             say(f"the weights evaluated and saved: a moving average (decay {decay}; --average-weights 0 turns it off)")
-        rows = [{"input_ids": b, "start": s} for s, b in train]
         trainer = scratch_writer_trainer(teacher, share, decay)
+        if teacher is None:  # averaging alone: no positions to look up
+            return TrainingSetup([{"input_ids": b} for _, b in train], dev or None, collator, trainer_class=trainer)
+        rows = [{"input_ids": b, "start": s} for s, b in train]
         return TrainingSetup(rows, dev or None, WithTextPositions(collator), trainer_class=trainer)
 
     def evaluate(self, run: Run, result, report: dict):

@@ -28,7 +28,13 @@ class WriteArguments(ScratchArguments):
         default=DEFAULT_CHAT_MODEL, metadata={"help": "base GPT-2: a Hub id, a local folder, or 'scratch'"}
     )
     max_len: int = field(default=256, metadata={"help": "block length in tokens: the text is cut into blocks of it"})
-    dropout: float = field(default=0.1, metadata={"help": "scratch: dropout (a small text is learned by heart fast)"})
+    dropout: float = field(
+        default=0.1,
+        metadata={
+            "help": "scratch: dropout of the embeddings and residuals, none on attention (a small text is learned by "
+            "heart fast)"
+        },
+    )
     average_weights: float = field(
         default=0.995,
         metadata={

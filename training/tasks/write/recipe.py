@@ -341,8 +341,6 @@ class WriteRecipe(ChatRecipe):
         )
         share = run.args.ngram_teacher if run.scratch else 0.0
         decay = run.args.average_weights if run.scratch else 0.0
-        if not (share or decay):
-            return TrainingSetup([{"input_ids": b} for _, b in train], dev or None, collator)
         teacher, n = None, len(carry.train_ids)
         if share and n > TEACHER_MAX_TOKENS:
             say(
@@ -361,8 +359,8 @@ class WriteRecipe(ChatRecipe):
             )
         if decay:
             say(f"the weights evaluated and saved: a moving average (decay {decay}; --average-weights 0 turns it off)")
-        trainer = scratch_writer_trainer(teacher, share, decay)
-        if teacher is None:  # averaging alone: no positions to look up
+        trainer = scratch_writer_trainer(teacher, share, decay) if share or decay else GroupedTrainer
+        if teacher is None:  # no teacher: no text positions to look its distributions up by
             return TrainingSetup([{"input_ids": b} for _, b in train], dev or None, collator, trainer_class=trainer)
         rows = [{"input_ids": b, "start": s} for s, b in train]
         return TrainingSetup(rows, dev or None, WithTextPositions(collator), trainer_class=trainer)
